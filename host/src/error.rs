@@ -1,0 +1,255 @@
+//! The host's error type: what failed ([`ErrorKind`]) and where (file and plugin).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// An error of the host, naming the plugin file and the plugin it concerns where they are known.
+#[derive(Debug)]
+pub struct Error {
+    file: Option<PathBuf>,
+    plugin: Option<String>,
+    kind: ErrorKind,
+}
+
+/// What went wrong. Each message says what happened and, where the fix is not obvious, what to
+/// do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The file could not be loaded as a shared library.
+    #[error(
+        "not a loadable shared library ({source}); check the path and that it was built as a cdylib or shared object for this platform"
+    )]
+    NotALibrary {
+        /// The loader's error.
+        source: libloading::Error,
+    },
+    /// The library does not export `plugin_factory`.
+    #[error(
+        "the library exports no `plugin_factory` symbol; export it with `plugin_api::export_plugin!` (Rust) or `PLUGIN_EXPORT` (C)"
+    )]
+    SymbolMissing,
+    /// `plugin_factory` returned NULL.
+    #[error("`plugin_factory` refused to load: {reason}")]
+    FactoryRefused {
+        /// The reason the plugin gave.
+        reason: String,
+    },
+    /// The descriptor does not start with `PLUGIN_ABI_MAGIC`.
+    #[error("the descriptor's magic is {found:#010x}, not {expected:#010x}: this is not a plugin of this ABI, or its descriptor is corrupt", expected = plugin_api::abi::PLUGIN_ABI_MAGIC)]
+    BadMagic {
+        /// The value found.
+        found: u32,
+    },
+    /// The plugin was built for another ABI major version.
+    #[error(
+        "built for ABI major version {plugin}, but this host speaks major version {host}; rebuild the plugin against this host's plugin API"
+    )]
+    AbiMajorMismatch {
+        /// The plugin's major version.
+        plugin: u16,
+        /// The host's major version.
+        host: u16,
+    },
+    /// The plugin was built for a newer ABI minor version than the host's.
+    #[error(
+        "built for ABI version 1.{plugin}, newer than this host's 1.{host}; upgrade the host or rebuild the plugin against the older plugin API"
+    )]
+    AbiMinorTooNew {
+        /// The plugin's minor version.
+        plugin: u16,
+        /// The host's minor version.
+        host: u16,
+    },
+    /// A Rust plugin was compiled against an incompatible `plugin-api`.
+    #[error(
+        "the plugin was compiled against an incompatible plugin-api; rebuild it against the host's version. abi_stable's layout checker reports:\n{details}"
+    )]
+    LayoutMismatch {
+        /// What the layout checker found.
+        details: String,
+    },
+    /// The descriptor breaks a rule of the header other than the ones above.
+    #[error("invalid descriptor: {reason}")]
+    InvalidDescriptor {
+        /// Which rule.
+        reason: String,
+    },
+    /// The plugin's name is empty, too long, not UTF-8 or contains control characters.
+    #[error("invalid plugin name: {reason}")]
+    InvalidName {
+        /// Why.
+        reason: String,
+    },
+    /// A factory or instance of that name is already registered.
+    #[error("a {what} named `{name}` is already registered; give each one a distinct name")]
+    Duplicate {
+        /// "factory" or "plugin".
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// No factory or instance of that name is registered.
+    #[error("no {what} named `{name}` is registered")]
+    Unknown {
+        /// "factory" or "plugin".
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// The plugin's `create` failed.
+    #[error("create failed: {reason}")]
+    CreateFailed {
+        /// The plugin's reason.
+        reason: String,
+    },
+    /// The plugin's `start` failed.
+    #[error("start failed: {reason}")]
+    StartFailed {
+        /// The plugin's reason.
+        reason: String,
+    },
+    /// The plugin's `stop` failed.
+    #[error("stop failed: {reason}")]
+    StopFailed {
+        /// The plugin's reason.
+        reason: String,
+    },
+    /// The plugin's `routes` failed or gave an invalid route.
+    #[error("listing routes failed: {reason}")]
+    RoutesFailed {
+        /// The plugin's reason, or the rule the route broke.
+        reason: String,
+    },
+    /// Two plugins (or one plugin twice) declared routes that cannot both be served.
+    #[error(
+        "route {route} conflicts with {existing} of plugin `{other}`; change one of the paths or disable one plugin"
+    )]
+    RouteConflict {
+        /// The route being added.
+        route: String,
+        /// The route already there.
+        existing: String,
+        /// The plugin that owns the existing route.
+        other: String,
+    },
+    /// A handler returned an error.
+    #[error("handler for {route} failed: {reason}")]
+    HandlerFailed {
+        /// The route.
+        route: String,
+        /// The plugin's reason.
+        reason: String,
+    },
+    /// The plugin panicked (or threw) during a call; the SDK caught it at the boundary.
+    #[error("panicked during {call}: {message}")]
+    Panicked {
+        /// Which call.
+        call: String,
+        /// The panic message.
+        message: String,
+    },
+    /// A lifecycle call does not fit the instance's state (start twice, stop before start, ...).
+    #[error("cannot {action} a plugin that is {state}")]
+    InvalidState {
+        /// What was asked.
+        action: &'static str,
+        /// The state it is in.
+        state: &'static str,
+    },
+    /// The instance cannot be stopped while a router still serves its routes.
+    #[error(
+        "cannot stop while {routers} router(s) still serve its routes; drop them (or shut the server down) first"
+    )]
+    InUse {
+        /// How many routers hold it.
+        routers: usize,
+    },
+    /// No route matches the request's path.
+    #[error("no route matches {path}")]
+    RouteNotFound {
+        /// The request path.
+        path: String,
+    },
+    /// A route matches the path but not the method.
+    #[error("{method} is not allowed for {path}; allowed: {}", allowed.join(", "))]
+    MethodNotAllowed {
+        /// The request method.
+        method: String,
+        /// The request path.
+        path: String,
+        /// The methods that are allowed.
+        allowed: Vec<String>,
+    },
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind) -> Self {
+        Self {
+            file: None,
+            plugin: None,
+            kind,
+        }
+    }
+
+    pub(crate) fn with_file(mut self, file: Option<&Path>) -> Self {
+        self.file = file.map(Path::to_path_buf);
+        self
+    }
+
+    pub(crate) fn with_plugin(mut self, plugin: impl Into<String>) -> Self {
+        self.plugin = Some(plugin.into());
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// The plugin file, if the error concerns a loaded (not built-in) plugin.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The plugin's name, if it is known (it is not before the descriptor has been validated).
+    pub fn plugin(&self) -> Option<&str> {
+        self.plugin.as_deref()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.plugin, &self.file) {
+            (Some(plugin), Some(file)) => write!(f, "plugin `{plugin}` ({}): ", file.display())?,
+            (Some(plugin), None) => write!(f, "plugin `{plugin}` (built-in): ")?,
+            (None, Some(file)) => write!(f, "plugin file {}: ", file.display())?,
+            (None, None) => {}
+        }
+        self.kind.fmt(f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.kind)
+    }
+}
+
+/// Several errors, in the order they happened: what `start_all` and `stop_all` return.
+#[derive(Debug)]
+pub struct Errors(pub Vec<Error>);
+
+impl fmt::Display for Errors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Errors {}

@@ -1,0 +1,265 @@
+//! The `extern "C"` functions the host hands to plugins. Each one runs inside [`guard`], so a
+//! bug here can never unwind into plugin code.
+
+use crate::message::Response;
+use plugin_api::abi::{
+    PLUGIN_INVALID_ARGUMENT, PLUGIN_LOG_DEBUG, PLUGIN_LOG_ERROR, PLUGIN_LOG_INFO, PLUGIN_LOG_WARN,
+    PLUGIN_OK, PluginBytes, PluginErrorSink, PluginLogLevel, PluginResponse, PluginRoute,
+    PluginRouteSink, PluginStatus, PluginStr,
+};
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// Runs a callback body, turning a panic (a host bug) into `PLUGIN_INVALID_ARGUMENT`.
+fn guard(f: impl FnOnce() -> PluginStatus) -> PluginStatus {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(PLUGIN_INVALID_ARGUMENT)
+}
+
+/// Borrows the bytes a plugin passed, or `None` if `ptr` is NULL with a non-zero length.
+///
+/// # Safety
+/// Unless NULL, `ptr` must point to `len` readable bytes for `'a`, as the header requires of
+/// every (pointer, length) pair a plugin passes.
+pub(super) unsafe fn plugin_bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
+    if len == 0 {
+        Some(&[])
+    } else if ptr.is_null() {
+        None
+    } else {
+        // SAFETY: non-null, and the caller guarantees `len` readable bytes for 'a.
+        Some(unsafe { std::slice::from_raw_parts(ptr, len) })
+    }
+}
+
+/// Borrows a `PluginStr` a plugin passed, if it is a valid (pointer, length) pair of UTF-8.
+///
+/// # Safety
+/// As for [`plugin_bytes`].
+pub(super) unsafe fn plugin_str<'a>(s: PluginStr) -> Option<&'a str> {
+    // SAFETY: forwarded to the caller.
+    std::str::from_utf8(unsafe { plugin_bytes(s.ptr, s.len) }?).ok()
+}
+
+/// The host-owned slot behind a `PluginErrorSink`: the last message the plugin reported.
+#[derive(Default)]
+pub(super) struct ErrorSlot(pub(super) Option<String>);
+
+impl ErrorSlot {
+    /// A sink writing into this slot; valid while the slot is neither moved nor dropped.
+    pub(super) fn sink(&mut self) -> PluginErrorSink {
+        PluginErrorSink {
+            ctx: (self as *mut Self).cast(),
+            set: error_set,
+        }
+    }
+
+    /// The message, or a note that the plugin gave none.
+    pub(super) fn take(&mut self) -> String {
+        self.0
+            .take()
+            .unwrap_or_else(|| "the plugin gave no reason".to_owned())
+    }
+}
+
+unsafe extern "C" fn error_set(ctx: *mut c_void, message: PluginStr) -> PluginStatus {
+    guard(|| {
+        // SAFETY: `ctx` is the `ErrorSlot` of the sink, alive and not otherwise borrowed during
+        // the plugin call it was passed to; the plugin passes a valid string per the header.
+        let (slot, message) = unsafe { (&mut *ctx.cast::<ErrorSlot>(), plugin_str(message)) };
+        match message {
+            Some(message) => {
+                slot.0 = Some(message.to_owned());
+                PLUGIN_OK
+            }
+            None => PLUGIN_INVALID_ARGUMENT,
+        }
+    })
+}
+
+/// What `PluginHost::ctx` points to: the names a log line is tagged with.
+pub(super) struct LogContext {
+    pub(super) plugin: String,
+    pub(super) instance: String,
+}
+
+pub(super) unsafe extern "C" fn log(ctx: *const c_void, level: PluginLogLevel, message: PluginStr) {
+    guard(|| {
+        // SAFETY: `ctx` is the instance's `LogContext`, which lives until `destroy` returns,
+        // and the plugin passes a valid (pointer, length) pair per the header.
+        let (ctx, bytes) = unsafe {
+            (
+                &*ctx.cast::<LogContext>(),
+                plugin_bytes(message.ptr, message.len).unwrap_or(b"<NULL message>"),
+            )
+        };
+        let message = String::from_utf8_lossy(bytes);
+        let (plugin, instance) = (ctx.plugin.as_str(), ctx.instance.as_str());
+        match level {
+            PLUGIN_LOG_ERROR => tracing::error!(target: "plugin", plugin, instance, "{message}"),
+            PLUGIN_LOG_WARN => tracing::warn!(target: "plugin", plugin, instance, "{message}"),
+            PLUGIN_LOG_INFO => tracing::info!(target: "plugin", plugin, instance, "{message}"),
+            PLUGIN_LOG_DEBUG => tracing::debug!(target: "plugin", plugin, instance, "{message}"),
+            _ => tracing::trace!(target: "plugin", plugin, instance, "{message}"),
+        }
+        PLUGIN_OK
+    });
+}
+
+/// A route as the host keeps it once copied out of the plugin.
+pub(crate) struct RouteDef {
+    /// The method.
+    pub(crate) method: String,
+    /// The path pattern.
+    pub(crate) path: String,
+    pub(super) handler: super::instance::HandlerFn,
+    pub(super) user_data: super::instance::UserData,
+}
+
+/// The host-owned state behind a `PluginRouteSink`.
+#[derive(Default)]
+pub(super) struct RouteCollector {
+    pub(super) routes: Vec<RouteDef>,
+    pub(super) error: Option<String>,
+}
+
+impl RouteCollector {
+    /// A sink adding to this collector; valid while it is neither moved nor dropped.
+    pub(super) fn sink(&mut self) -> PluginRouteSink {
+        PluginRouteSink {
+            ctx: (self as *mut Self).cast(),
+            add: route_add,
+        }
+    }
+}
+
+/// The size of `PluginRoute` in ABI 1.0: the least a plugin may pass.
+const ROUTE_SIZE_1_0: usize = size_of::<PluginRoute>();
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+unsafe extern "C" fn route_add(ctx: *mut c_void, route: *const PluginRoute) -> PluginStatus {
+    guard(|| {
+        // SAFETY: `ctx` is the `RouteCollector` of the sink, alive and not otherwise borrowed
+        // during the `routes` call.
+        let collector = unsafe { &mut *ctx.cast::<RouteCollector>() };
+        // SAFETY: the plugin passes NULL or a valid `PluginRoute` of at least its
+        // `struct_size`, which is read before any other field.
+        let result = unsafe { read_route(route) };
+        match result {
+            Ok(def) => {
+                collector.routes.push(def);
+                PLUGIN_OK
+            }
+            Err(reason) => {
+                collector.error.get_or_insert(reason);
+                PLUGIN_INVALID_ARGUMENT
+            }
+        }
+    })
+}
+
+/// # Safety
+/// `route` must be NULL or point to a readable `PluginRoute` of at least `struct_size` bytes
+/// whose strings are valid (pointer, length) pairs.
+unsafe fn read_route(route: *const PluginRoute) -> Result<RouteDef, String> {
+    if route.is_null() || !route.is_aligned() {
+        return Err("a NULL or misaligned route pointer".to_owned());
+    }
+    // SAFETY: non-null and aligned; the plugin guarantees `struct_size` is readable.
+    let size = unsafe { (*route).struct_size } as usize;
+    if size < ROUTE_SIZE_1_0 {
+        return Err(format!(
+            "a route whose struct_size is {size}, less than the {ROUTE_SIZE_1_0} bytes of ABI 1.0"
+        ));
+    }
+    // SAFETY: the struct is at least as large as the fields read here.
+    let route = unsafe { &*route };
+    // SAFETY: the plugin passes valid (pointer, length) pairs.
+    let (method, path) = unsafe { (plugin_str(route.method), plugin_str(route.path)) };
+    let method = method
+        .filter(|m| is_token(m))
+        .ok_or_else(|| "a route whose method is not an HTTP token (such as GET)".to_owned())?;
+    let path = path
+        .filter(|p| p.starts_with('/'))
+        .ok_or_else(|| format!("a {method} route whose path is not UTF-8 starting with `/`"))?;
+    let handler = route
+        .handler
+        .ok_or_else(|| format!("the route {method} {path} has a NULL handler"))?;
+    Ok(RouteDef {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        handler,
+        user_data: super::instance::UserData(route.user_data),
+    })
+}
+
+impl Response {
+    /// A writer into this response; valid while it is neither moved nor dropped.
+    pub(super) fn writer(&mut self) -> PluginResponse {
+        PluginResponse {
+            ctx: (self as *mut Self).cast(),
+            set_status: response_set_status,
+            add_header: response_add_header,
+            write_body: response_write_body,
+        }
+    }
+}
+
+/// # Safety
+/// `ctx` must be the context of a writer made by [`Response::writer`], during the handler call.
+unsafe fn response<'a>(ctx: *mut c_void) -> &'a mut Response {
+    // SAFETY: the writer's context is a `Response` owned by the dispatching frame, which is
+    // neither moved nor otherwise borrowed during the handler call.
+    unsafe { &mut *ctx.cast::<Response>() }
+}
+
+unsafe extern "C" fn response_set_status(ctx: *mut c_void, status: u16) -> PluginStatus {
+    guard(|| {
+        if !(100..=999).contains(&status) {
+            return PLUGIN_INVALID_ARGUMENT;
+        }
+        // SAFETY: called by the plugin with the writer's context during the handler call.
+        unsafe { response(ctx) }.status = status;
+        PLUGIN_OK
+    })
+}
+
+unsafe extern "C" fn response_add_header(
+    ctx: *mut c_void,
+    name: PluginStr,
+    value: PluginBytes,
+) -> PluginStatus {
+    guard(|| {
+        // SAFETY: the plugin passes valid (pointer, length) pairs per the header.
+        let (name, value) = unsafe { (plugin_str(name), plugin_bytes(value.ptr, value.len)) };
+        match (name, value) {
+            (Some(name), Some(value))
+                if is_token(name) && !value.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)) =>
+            {
+                // SAFETY: called by the plugin with the writer's context during the handler.
+                let response = unsafe { response(ctx) };
+                response.headers.push((name.to_owned(), value.to_owned()));
+                PLUGIN_OK
+            }
+            _ => PLUGIN_INVALID_ARGUMENT,
+        }
+    })
+}
+
+unsafe extern "C" fn response_write_body(ctx: *mut c_void, data: PluginBytes) -> PluginStatus {
+    guard(|| {
+        // SAFETY: the plugin passes a valid (pointer, length) pair per the header.
+        match unsafe { plugin_bytes(data.ptr, data.len) } {
+            Some(data) => {
+                // SAFETY: called by the plugin with the writer's context during the handler.
+                unsafe { response(ctx) }.body.extend_from_slice(data);
+                PLUGIN_OK
+            }
+            None => PLUGIN_INVALID_ARGUMENT,
+        }
+    })
+}

@@ -1,0 +1,263 @@
+//! Opening a plugin library, calling its `plugin_factory` and validating the descriptor.
+
+use super::callbacks::{ErrorSlot, plugin_str};
+use super::instance::{CreateFn, DestroyFn, LifecycleFn, RoutesFn};
+use crate::error::{Error, ErrorKind};
+use abi_stable::StableAbi;
+use abi_stable::abi_stability::abi_checking::{
+    CheckingGlobals, check_layout_compatibility_with_globals,
+};
+use parking_lot::Mutex;
+use plugin_api::abi::{
+    PLUGIN_ABI_MAGIC, PLUGIN_ABI_MAJOR, PLUGIN_ABI_MINOR, PluginAbiHeader, PluginDescriptor,
+    PluginFactoryArgs, PluginFactoryFn, PluginStr,
+};
+use plugin_api::export::{RustLayout, StaticDescriptor};
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+
+/// The size of `PluginDescriptor` in ABI 1.0: the least a plugin may declare.
+const DESCRIPTOR_SIZE_1_0: usize = size_of::<PluginDescriptor>();
+/// The longest plugin name accepted, in bytes.
+const MAX_NAME_LEN: usize = 128;
+/// The longest version string accepted, in bytes.
+const MAX_VERSION_LEN: usize = 128;
+
+/// `plugin_factory` must never run concurrently with itself (header rule).
+static FACTORY_LOCK: Mutex<()> = Mutex::new(());
+
+/// The header of a host-built struct of `size` bytes.
+pub(super) const fn host_header(size: usize) -> PluginAbiHeader {
+    PluginAbiHeader {
+        magic: PLUGIN_ABI_MAGIC,
+        abi_major: PLUGIN_ABI_MAJOR,
+        abi_minor: PLUGIN_ABI_MINOR,
+        struct_size: size as u32,
+        reserved: 0,
+    }
+}
+
+/// A validated plugin descriptor, and the library it lives in.
+///
+/// The function pointers are copied out of the plugin's descriptor once validated; the library
+/// handle is kept (and unloaded only when the last `Arc<Descriptor>` is dropped, which happens
+/// after every instance created from it is destroyed).
+pub(crate) struct Descriptor {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) file: Option<PathBuf>,
+    pub(super) create: CreateFn,
+    pub(super) start: Option<LifecycleFn>,
+    pub(super) stop: Option<LifecycleFn>,
+    pub(super) destroy: DestroyFn,
+    pub(super) routes: Option<RoutesFn>,
+    /// Declared last, so that it is dropped last.
+    _library: Option<libloading::Library>,
+}
+
+impl Descriptor {
+    /// Loads the plugin library at `path` and validates its descriptor.
+    pub(crate) fn load(path: &Path) -> Result<Self, Error> {
+        let fail = |kind| Error::new(kind).with_file(Some(path));
+        // SAFETY: opening a library runs its initialisers. In-process plugins are trusted code
+        // (README, "Security model"): the application chose to load this file.
+        let library =
+            unsafe { open(path) }.map_err(|source| fail(ErrorKind::NotALibrary { source }))?;
+        // SAFETY: the header declares `plugin_factory` with exactly this signature. The
+        // pointer is used only while `library` is alive: it is called here, and the library
+        // moves into the returned `Descriptor`.
+        let factory = unsafe { library.get::<PluginFactoryFn>(b"plugin_factory\0") }
+            .map(|symbol| *symbol)
+            .map_err(|_| fail(ErrorKind::SymbolMissing))?;
+        let mut slot = ErrorSlot::default();
+        let args = PluginFactoryArgs {
+            header: host_header(size_of::<PluginFactoryArgs>()),
+            error: slot.sink(),
+        };
+        let raw = {
+            let _serialized = FACTORY_LOCK.lock();
+            // SAFETY: `args` and the slot behind its sink outlive the call, and calls are
+            // serialized by `FACTORY_LOCK`, as the header promises the plugin.
+            unsafe { factory(&args) }
+        };
+        if raw.is_null() {
+            let reason = slot
+                .0
+                .take()
+                .unwrap_or_else(|| "no reason given".to_owned());
+            return Err(fail(ErrorKind::FactoryRefused { reason }));
+        }
+        // SAFETY: a non-NULL result points to a descriptor that lives as long as the library,
+        // which `validate` receives and keeps.
+        unsafe { validate(raw, Some(path), Some(library)) }
+    }
+
+    /// The descriptor of a plugin compiled into the application. It goes through the same
+    /// validation as a loaded one.
+    pub(crate) fn builtin<P: plugin_api::Plugin>() -> Result<Self, Error> {
+        // Leaked once per registration: a descriptor must be 'static, like a library's.
+        let descriptor: &'static StaticDescriptor =
+            Box::leak(Box::new(StaticDescriptor::new::<P>()));
+        // SAFETY: the pointer comes from a valid, leaked (so 'static) descriptor.
+        unsafe { validate(descriptor.get(), None, None) }
+    }
+}
+
+/// Opens a library with the platform's conservative flags (`RTLD_NOW | RTLD_LOCAL` on Unix):
+/// every symbol is resolved up front, and none leaks into the global namespace.
+///
+/// # Safety
+/// Runs the library's initialisers; see `libloading::Library::new`.
+unsafe fn open(path: &Path) -> Result<libloading::Library, libloading::Error> {
+    #[cfg(unix)]
+    {
+        use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+        // SAFETY: forwarded to the caller.
+        unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }.map(Into::into)
+    }
+    #[cfg(not(unix))]
+    {
+        // SAFETY: forwarded to the caller.
+        unsafe { libloading::Library::new(path) }
+    }
+}
+
+/// Checks the descriptor at `raw`, in the order the ABI rules give: header (magic, major,
+/// minor, size), Rust layout, required functions, name, version.
+///
+/// # Safety
+/// `raw` must be non-NULL and point to a descriptor that is readable for the header and for
+/// `header.struct_size` bytes, and stays valid while `library` is loaded (or forever when
+/// `library` is `None`).
+unsafe fn validate(
+    raw: *const PluginDescriptor,
+    file: Option<&Path>,
+    library: Option<libloading::Library>,
+) -> Result<Descriptor, Error> {
+    let fail = |kind| Error::new(kind).with_file(file);
+    let invalid = |reason: &str| {
+        fail(ErrorKind::InvalidDescriptor {
+            reason: reason.to_owned(),
+        })
+    };
+    if !raw.is_aligned() {
+        return Err(invalid("the descriptor pointer is misaligned"));
+    }
+    // SAFETY: aligned, non-NULL, and the header is readable by the caller's guarantee.
+    let header = unsafe { raw.cast::<PluginAbiHeader>().read() };
+    if header.magic != PLUGIN_ABI_MAGIC {
+        return Err(fail(ErrorKind::BadMagic {
+            found: header.magic,
+        }));
+    }
+    if header.abi_major != PLUGIN_ABI_MAJOR {
+        return Err(fail(ErrorKind::AbiMajorMismatch {
+            plugin: header.abi_major,
+            host: PLUGIN_ABI_MAJOR,
+        }));
+    }
+    if header.abi_minor > PLUGIN_ABI_MINOR {
+        return Err(fail(ErrorKind::AbiMinorTooNew {
+            plugin: header.abi_minor,
+            host: PLUGIN_ABI_MINOR,
+        }));
+    }
+    let size = header.struct_size as usize;
+    if size < DESCRIPTOR_SIZE_1_0 {
+        return Err(invalid(&format!(
+            "struct_size is {size}, less than the {DESCRIPTOR_SIZE_1_0} bytes of ABI 1.0"
+        )));
+    }
+    // Copy the fields the plugin has (at most as many as this host knows); the rest stays zero,
+    // which is NULL / `None` for every field type of the descriptor.
+    let mut copy = MaybeUninit::<PluginDescriptor>::zeroed();
+    // SAFETY: the source is readable for `size` bytes (caller), the destination is a local of
+    // `size_of::<PluginDescriptor>()` bytes, and the two do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            raw.cast::<u8>(),
+            copy.as_mut_ptr().cast::<u8>(),
+            size.min(size_of::<PluginDescriptor>()),
+        );
+    }
+    // SAFETY: every field of `PluginDescriptor` is an integer, a raw pointer or an
+    // `Option<fn>`, for all of which any bit pattern copied from a descriptor (or zero) is valid.
+    let d = unsafe { copy.assume_init() };
+    if !d.rust_layout.is_null() {
+        // SAFETY: the header reserves a non-NULL `rust_layout` to the Rust SDK, which points it
+        // to a `RustLayout` static of the plugin, alive as long as the library.
+        unsafe { check_rust_layout(&*d.rust_layout.cast::<RustLayout>()) }.map_err(fail)?;
+    }
+    let create = d.create.ok_or_else(|| invalid("`create` is NULL"))?;
+    let destroy = d.destroy.ok_or_else(|| invalid("`destroy` is NULL"))?;
+    // SAFETY: the descriptor's strings are (pointer, length) pairs owned by the library.
+    let name = unsafe { read_str(d.name, MAX_NAME_LEN) }
+        .map_err(|reason| fail(ErrorKind::InvalidName { reason }))?;
+    if name.is_empty() {
+        return Err(fail(ErrorKind::InvalidName {
+            reason: "the name is empty".to_owned(),
+        }));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(fail(ErrorKind::InvalidName {
+            reason: format!("{name:?} contains control characters"),
+        }));
+    }
+    // SAFETY: as for the name.
+    let version = unsafe { read_str(d.version, MAX_VERSION_LEN) }
+        .map_err(|reason| invalid(&format!("invalid version: {reason}")).with_plugin(&name))?;
+    Ok(Descriptor {
+        name,
+        version,
+        file: file.map(Path::to_path_buf),
+        create,
+        start: d.start,
+        stop: d.stop,
+        destroy,
+        routes: d.routes,
+        _library: library,
+    })
+}
+
+/// Copies a descriptor string after checking its length bound (before reading any byte of it)
+/// and its encoding.
+///
+/// # Safety
+/// Unless NULL or longer than `max`, `s` must point to `s.len` readable bytes.
+unsafe fn read_str(s: PluginStr, max: usize) -> Result<String, String> {
+    if s.len > max {
+        return Err(format!(
+            "its length is {} bytes, more than the {max} allowed",
+            s.len
+        ));
+    }
+    if s.ptr.is_null() && s.len > 0 {
+        return Err("its pointer is NULL with a non-zero length".to_owned());
+    }
+    // SAFETY: forwarded to the caller; NULL with a non-zero length was refused above.
+    unsafe { plugin_str(s) }
+        .map(str::to_owned)
+        .ok_or_else(|| "it is not valid UTF-8".to_owned())
+}
+
+/// Compares the layout a Rust plugin was compiled with against the host's.
+fn check_rust_layout(plugin: &RustLayout) -> Result<(), ErrorKind> {
+    let mismatch = |details| ErrorKind::LayoutMismatch { details };
+    if !plugin.abi_stable.is_valid() {
+        return Err(mismatch(format!(
+            "the plugin uses abi_stable ABI {}.{}, the host {}.{}",
+            plugin.abi_stable.abi_major,
+            plugin.abi_stable.abi_minor,
+            abi_stable::library::AbiHeader::VALUE.abi_major,
+            abi_stable::library::AbiHeader::VALUE.abi_minor,
+        )));
+    }
+    // A fresh set of globals per check, so that nothing from the plugin is remembered after it
+    // is unloaded.
+    check_layout_compatibility_with_globals(
+        <PluginDescriptor as StableAbi>::LAYOUT,
+        plugin.descriptor,
+        &CheckingGlobals::new(),
+    )
+    .map_err(|errors| mismatch(errors.to_string()))
+}

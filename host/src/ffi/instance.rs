@@ -1,0 +1,292 @@
+//! A live plugin instance: the opaque pointer `create` returned, and the calls on it.
+//!
+//! The methods that call into the plugin are `unsafe fn`s whose `# Safety` sections restate the
+//! header's threading rules; `crate::plugin` upholds them with its lifecycle lock and leases.
+
+use super::callbacks::{self, ErrorSlot, LogContext, RouteCollector};
+use super::descriptor::{Descriptor, host_header};
+use crate::error::{Error, ErrorKind};
+use crate::message::{Request, Response};
+use plugin_api::abi::{
+    PLUGIN_ERROR, PLUGIN_OK, PLUGIN_PANICKED, PluginBytes, PluginErrorSink, PluginHost,
+    PluginHttpHeader, PluginParam, PluginRequest, PluginResponse, PluginRouteSink, PluginStatus,
+    PluginStr,
+};
+use smallvec::SmallVec;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+pub(crate) use super::callbacks::RouteDef;
+
+pub(super) type CreateFn = unsafe extern "C" fn(
+    *const PluginHost,
+    PluginStr,
+    *mut *mut c_void,
+    *const PluginErrorSink,
+) -> PluginStatus;
+pub(super) type LifecycleFn =
+    unsafe extern "C" fn(*mut c_void, *const PluginErrorSink) -> PluginStatus;
+pub(super) type DestroyFn = unsafe extern "C" fn(*mut c_void);
+pub(super) type RoutesFn = unsafe extern "C" fn(
+    *mut c_void,
+    *const PluginRouteSink,
+    *const PluginErrorSink,
+) -> PluginStatus;
+pub(super) type HandlerFn = unsafe extern "C" fn(
+    *mut c_void,
+    *mut c_void,
+    *const PluginRequest,
+    *const PluginResponse,
+    *const PluginErrorSink,
+) -> PluginStatus;
+
+/// A route's `user_data`: opaque to the host, which only hands it back to the handler.
+#[derive(Clone, Copy)]
+pub(crate) struct UserData(pub(super) *mut c_void);
+
+// SAFETY: the host never dereferences `user_data`; it only passes it to the route's handler,
+// which the header makes [thread-safe].
+unsafe impl Send for UserData {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for UserData {}
+
+/// A `&str` as a `PluginStr` borrowed for the duration of a call.
+fn as_plugin_str(s: &str) -> PluginStr {
+    PluginStr {
+        ptr: s.as_ptr(),
+        len: s.len(),
+    }
+}
+
+fn as_plugin_bytes(b: &[u8]) -> PluginBytes {
+    PluginBytes {
+        ptr: b.as_ptr(),
+        len: b.len(),
+    }
+}
+
+/// One instance of a plugin. Dropping it calls `destroy`, then releases the descriptor (and
+/// with the last reference, the library).
+pub(crate) struct RawInstance {
+    ptr: *mut c_void,
+    /// The instance's name.
+    pub(crate) name: String,
+    /// The services vtable handed to `create`; its `ctx` points into `log_context`. Both are
+    /// boxed so their addresses stay fixed, and live until after `destroy`.
+    _services: Box<PluginHost>,
+    _log_context: Box<LogContext>,
+    descriptor: Arc<Descriptor>,
+}
+
+// SAFETY: the instance pointer is only passed back to the plugin: handlers are [thread-safe]
+// by the header, and lifecycle calls are `unsafe fn`s whose callers serialize them.
+unsafe impl Send for RawInstance {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for RawInstance {}
+
+impl RawInstance {
+    /// Calls the plugin's `create` with `config` (a JSON document).
+    pub(crate) fn create(
+        descriptor: Arc<Descriptor>,
+        name: &str,
+        config: &str,
+    ) -> Result<Self, Error> {
+        let log_context = Box::new(LogContext {
+            plugin: descriptor.name.clone(),
+            instance: name.to_owned(),
+        });
+        let services = Box::new(PluginHost {
+            header: host_header(size_of::<PluginHost>()),
+            ctx: (&raw const *log_context).cast(),
+            log: callbacks::log,
+        });
+        let mut slot = ErrorSlot::default();
+        let mut ptr = std::ptr::null_mut();
+        // SAFETY: `create` comes from a validated descriptor whose library `descriptor` keeps
+        // loaded; `services` lives until after `destroy` (it moves into the instance), and the
+        // config, out-pointer and error sink outlive the call. `create` is [any-thread].
+        let status = unsafe {
+            (descriptor.create)(&*services, as_plugin_str(config), &mut ptr, &slot.sink())
+        };
+        let error = |kind| {
+            Error::new(kind)
+                .with_file(descriptor.file.as_deref())
+                .with_plugin(name)
+        };
+        check(status, &mut slot, "create", |reason| {
+            ErrorKind::CreateFailed { reason }
+        })
+        .map_err(error)?;
+        Ok(Self {
+            ptr,
+            name: name.to_owned(),
+            _services: services,
+            _log_context: log_context,
+            descriptor,
+        })
+    }
+
+    /// The descriptor this instance was created from.
+    pub(crate) fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+
+    fn error(&self, kind: ErrorKind) -> Error {
+        Error::new(kind)
+            .with_file(self.descriptor.file.as_deref())
+            .with_plugin(&self.name)
+    }
+
+    fn lifecycle(
+        &self,
+        f: Option<LifecycleFn>,
+        call: &str,
+        kind: fn(String) -> ErrorKind,
+    ) -> Result<(), Error> {
+        let Some(f) = f else { return Ok(()) };
+        let mut slot = ErrorSlot::default();
+        // SAFETY: the caller (`start` / `stop`) guarantees the threading rule; the instance
+        // pointer is the one `create` produced and the sink outlives the call.
+        let status = unsafe { f(self.ptr, &slot.sink()) };
+        check(status, &mut slot, call, kind).map_err(|k| self.error(k))
+    }
+
+    /// Calls `start`.
+    ///
+    /// # Safety
+    /// No other call on this instance may run concurrently, and it must not have been started.
+    pub(crate) unsafe fn start(&self) -> Result<(), Error> {
+        self.lifecycle(self.descriptor.start, "start", |reason| {
+            ErrorKind::StartFailed { reason }
+        })
+    }
+
+    /// Calls `stop`.
+    ///
+    /// # Safety
+    /// No other call on this instance may run concurrently (no handler either), and it must
+    /// have been started and not stopped.
+    pub(crate) unsafe fn stop(&self) -> Result<(), Error> {
+        self.lifecycle(self.descriptor.stop, "stop", |reason| {
+            ErrorKind::StopFailed { reason }
+        })
+    }
+
+    /// Calls `routes` and returns the copied routes.
+    ///
+    /// # Safety
+    /// No other lifecycle call on this instance may run concurrently.
+    pub(crate) unsafe fn routes(&self) -> Result<Vec<RouteDef>, Error> {
+        let Some(routes) = self.descriptor.routes else {
+            return Ok(Vec::new());
+        };
+        let mut collector = RouteCollector::default();
+        let mut slot = ErrorSlot::default();
+        // SAFETY: the caller guarantees the threading rule; the sinks outlive the call.
+        let status = unsafe { routes(self.ptr, &collector.sink(), &slot.sink()) };
+        let failed = |reason| ErrorKind::RoutesFailed { reason };
+        if let Some(reason) = collector.error.take() {
+            return Err(self.error(failed(format!("the plugin passed {reason}"))));
+        }
+        check(status, &mut slot, "routes", failed).map_err(|k| self.error(k))?;
+        Ok(collector.routes)
+    }
+
+    /// Calls a route's handler with `request` and the matched path `params`.
+    ///
+    /// # Safety
+    /// `route` must come from this instance's `routes`, and the instance must be started and
+    /// not stopped for the whole call (`stop` must not run concurrently).
+    pub(crate) unsafe fn handle<'p>(
+        &self,
+        route: &RouteDef,
+        request: &Request<'_>,
+        params: impl Iterator<Item = (&'p str, &'p str)>,
+    ) -> Result<Response, Error> {
+        let params: SmallVec<[PluginParam; 4]> = params
+            .map(|(name, value)| PluginParam {
+                name: as_plugin_str(name),
+                value: as_plugin_str(value),
+            })
+            .collect();
+        let headers: SmallVec<[PluginHttpHeader; 16]> = request
+            .headers
+            .iter()
+            .map(|(name, value)| PluginHttpHeader {
+                name: as_plugin_str(name),
+                value: as_plugin_bytes(value),
+            })
+            .collect();
+        let raw = PluginRequest {
+            method: as_plugin_str(request.method),
+            path: as_plugin_str(request.path),
+            query: as_plugin_str(request.query),
+            headers: headers.as_ptr(),
+            header_count: headers.len(),
+            params: params.as_ptr(),
+            param_count: params.len(),
+            body: as_plugin_bytes(request.body),
+        };
+        let mut response = Response::default();
+        let mut slot = ErrorSlot::default();
+        // SAFETY: the caller guarantees the instance is started and not stopping; the handler
+        // is [thread-safe]. The request (and the arrays and strings it points to), the writer
+        // and the sink all outlive the call.
+        let status = unsafe {
+            (route.handler)(
+                self.ptr,
+                route.user_data.0,
+                &raw,
+                &response.writer(),
+                &slot.sink(),
+            )
+        };
+        if status == PLUGIN_OK {
+            return Ok(response);
+        }
+        let call = format!("{} {}", route.method, route.path);
+        let kind = |reason| ErrorKind::HandlerFailed {
+            route: call.clone(),
+            reason,
+        };
+        Err(self.error(failure(status, &mut slot, &call, kind)))
+    }
+}
+
+impl Drop for RawInstance {
+    fn drop(&mut self) {
+        // SAFETY: `drop` has exclusive access, so no other call runs; `destroy` is called
+        // exactly once, last, with the pointer `create` produced.
+        unsafe { (self.descriptor.destroy)(self.ptr) }
+    }
+}
+
+/// Maps a plugin's status to a result, taking the reason from its error sink.
+fn check(
+    status: PluginStatus,
+    slot: &mut ErrorSlot,
+    call: &str,
+    kind: impl FnOnce(String) -> ErrorKind,
+) -> Result<(), ErrorKind> {
+    match status {
+        PLUGIN_OK => Ok(()),
+        _ => Err(failure(status, slot, call, kind)),
+    }
+}
+
+/// The error for a status other than `PLUGIN_OK`.
+fn failure(
+    status: PluginStatus,
+    slot: &mut ErrorSlot,
+    call: &str,
+    kind: impl FnOnce(String) -> ErrorKind,
+) -> ErrorKind {
+    match status {
+        PLUGIN_PANICKED => ErrorKind::Panicked {
+            call: call.to_owned(),
+            message: slot.take(),
+        },
+        PLUGIN_ERROR => kind(slot.take()),
+        other => kind(format!("unknown status {other}: {}", slot.take())),
+    }
+}

@@ -1,0 +1,83 @@
+//! The host's view of a request and the response a handler builds.
+
+/// A request to dispatch: borrowed parts, so that an HTTP server can pass its own buffers
+/// without copying them.
+#[derive(Debug, Clone, Default)]
+pub struct Request<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) query: &'a str,
+    pub(crate) headers: Vec<(&'a str, &'a [u8])>,
+    pub(crate) body: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    /// A request for `method` (upper-case) and `target`, a path with an optional `?query`.
+    pub fn new(method: &'a str, target: &'a str) -> Self {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        Self {
+            method,
+            path,
+            query,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a header (HTTP servers pass names in lower case).
+    pub fn header(mut self, name: &'a str, value: &'a [u8]) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: &'a [u8]) -> Self {
+        self.body = body;
+        self
+    }
+
+    /// The method.
+    pub fn method(&self) -> &'a str {
+        self.method
+    }
+
+    /// The path, without the query.
+    pub fn path(&self) -> &'a str {
+        self.path
+    }
+
+    /// The query string, without `?`.
+    pub fn query(&self) -> &'a str {
+        self.query
+    }
+}
+
+/// The response a handler wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The HTTP status; 200 unless the handler set another.
+    pub status: u16,
+    /// The headers, in the order the handler added them.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Default for Response {
+    fn default() -> Self {
+        Self {
+            status: 200,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+}
+
+impl Response {
+    /// The value of the first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}

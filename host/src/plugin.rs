@@ -1,0 +1,255 @@
+//! Factories (validated descriptors) and instances with their lifecycle state machine.
+
+use crate::error::{Error, ErrorKind};
+use crate::ffi::{Descriptor, RawInstance, RouteDef};
+use crate::message::{Request, Response};
+use parking_lot::Mutex;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// A plugin ready to create instances: a loaded library's validated descriptor, or a plugin
+/// type compiled into the application. Cheap to clone; keeps the library loaded.
+#[derive(Clone)]
+pub struct Factory {
+    descriptor: Arc<Descriptor>,
+}
+
+impl Factory {
+    /// Loads the plugin library at `path`: opens it, calls `plugin_factory` and validates the
+    /// descriptor (magic, ABI version, size, Rust type layout, required functions, name).
+    ///
+    /// Loading a library runs its initialisers: only load files you trust (see the README's
+    /// security model).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Ok(Self {
+            descriptor: Arc::new(Descriptor::load(path.as_ref())?),
+        })
+    }
+
+    /// A factory for `P`, a plugin compiled into the application. It goes through the same
+    /// ABI and checks as a loaded plugin, so built-in and loaded plugins behave alike.
+    pub fn builtin<P: plugin_api::Plugin>() -> Result<Self, Error> {
+        Ok(Self {
+            descriptor: Arc::new(Descriptor::builtin::<P>()?),
+        })
+    }
+
+    /// The plugin's name, from its descriptor.
+    pub fn name(&self) -> &str {
+        &self.descriptor.name
+    }
+
+    /// The plugin's version, from its descriptor.
+    pub fn version(&self) -> &str {
+        &self.descriptor.version
+    }
+
+    /// The library file, or `None` for a built-in plugin.
+    pub fn file(&self) -> Option<&Path> {
+        self.descriptor.file.as_deref()
+    }
+
+    /// Creates an instance called `name` with the given JSON configuration (use
+    /// `serde_json::json!({})` for none). Several instances of one factory may coexist.
+    pub fn create(&self, name: &str, config: &serde_json::Value) -> Result<Instance, Error> {
+        let raw = RawInstance::create(self.descriptor.clone(), name, &config.to_string())?;
+        Ok(Instance {
+            inner: Arc::new(Inner {
+                raw,
+                state: Mutex::new(State::Created),
+                routes: OnceLock::new(),
+                leases: AtomicUsize::new(0),
+            }),
+        })
+    }
+}
+
+/// Where an instance is in its life. Calls that do not fit the state are refused before they
+/// reach the plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// `create` succeeded; it may be started.
+    Created,
+    /// `start` (and `routes`) succeeded; handlers may run.
+    Started,
+    /// `stop` succeeded.
+    Stopped,
+    /// `start`, `routes` or `stop` failed; the instance is out of service.
+    Failed,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Started => "started",
+            State::Stopped => "stopped",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// A named instance of a plugin. Cheap to clone (all clones are the same instance); the plugin's
+/// `destroy` runs when the last clone, and the last router using it, is dropped.
+#[derive(Clone)]
+pub struct Instance {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raw: RawInstance,
+    /// The lifecycle lock: every call into the plugin other than a handler holds it, which is
+    /// how the header's "serialized" rule is kept.
+    state: Mutex<State>,
+    /// The routes listed right after `start`.
+    routes: OnceLock<Arc<[RouteDef]>>,
+    /// How many routers serve this instance; `stop` is refused while any does.
+    leases: AtomicUsize,
+}
+
+impl Instance {
+    /// The instance's name (unique in a [`Registry`](crate::Registry)).
+    pub fn name(&self) -> &str {
+        &self.inner.raw.name
+    }
+
+    /// The plugin's name, from its descriptor.
+    pub fn plugin_name(&self) -> &str {
+        &self.inner.raw.descriptor().name
+    }
+
+    /// The plugin's version.
+    pub fn version(&self) -> &str {
+        &self.inner.raw.descriptor().version
+    }
+
+    /// The library file, or `None` for a built-in plugin.
+    pub fn file(&self) -> Option<&Path> {
+        self.inner.raw.descriptor().file.as_deref()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        *self.inner.state.lock()
+    }
+
+    fn error(&self, kind: ErrorKind) -> Error {
+        Error::new(kind)
+            .with_file(self.file())
+            .with_plugin(self.name())
+    }
+
+    fn invalid_state(&self, action: &'static str, state: State) -> Error {
+        self.error(ErrorKind::InvalidState {
+            action,
+            state: state.as_str(),
+        })
+    }
+
+    /// Starts the instance, then lists its routes. Refused unless it is `Created`. If listing
+    /// the routes fails, the instance is stopped again and the error returned.
+    pub fn start(&self) -> Result<(), Error> {
+        let mut state = self.inner.state.lock();
+        if *state != State::Created {
+            return Err(self.invalid_state("start", *state));
+        }
+        *state = State::Failed;
+        // SAFETY: the lifecycle lock is held, so no other call on the instance runs (no handler
+        // either: leases require `Started`), and the state was `Created`, so it never started.
+        unsafe { self.inner.raw.start() }?;
+        // SAFETY: as above; `start` succeeded and no lease exists yet.
+        match unsafe { self.inner.raw.routes() } {
+            Ok(routes) => {
+                // `start` runs once (the state was `Created`), so this is the only `set`.
+                let _ = self.inner.routes.set(routes.into());
+                *state = State::Started;
+                Ok(())
+            }
+            Err(e) => {
+                // SAFETY: as above; the instance started and was not stopped.
+                if let Err(stop) = unsafe { self.inner.raw.stop() } {
+                    tracing::error!("{stop}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops the instance. Refused unless it is `Started`, and while a router serves it.
+    pub fn stop(&self) -> Result<(), Error> {
+        let mut state = self.inner.state.lock();
+        if *state != State::Started {
+            return Err(self.invalid_state("stop", *state));
+        }
+        let routers = self.inner.leases.load(Ordering::Acquire);
+        if routers > 0 {
+            return Err(self.error(ErrorKind::InUse { routers }));
+        }
+        // SAFETY: the lifecycle lock is held and no lease exists, so no handler runs or can
+        // start (leases are taken under this lock and require `Started`); it started, and the
+        // state moves away from `Started` below, so it is stopped at most once.
+        let result = unsafe { self.inner.raw.stop() };
+        *state = if result.is_ok() {
+            State::Stopped
+        } else {
+            State::Failed
+        };
+        result
+    }
+
+    /// A lease that keeps the instance started while a router serves it.
+    pub(crate) fn lease(&self) -> Result<Lease, Error> {
+        let state = self.inner.state.lock();
+        if *state != State::Started {
+            return Err(self.invalid_state("route requests to", *state));
+        }
+        self.inner.leases.fetch_add(1, Ordering::AcqRel);
+        Ok(Lease {
+            routes: self.inner.routes.get().cloned().unwrap_or_default(),
+            instance: self.clone(),
+        })
+    }
+}
+
+/// Proof that an instance is started and stays so: `Instance::stop` is refused while a lease
+/// lives. Routers hold one per instance they serve.
+pub(crate) struct Lease {
+    instance: Instance,
+    routes: Arc<[RouteDef]>,
+}
+
+impl Lease {
+    /// The instance.
+    pub(crate) fn instance(&self) -> &Instance {
+        &self.instance
+    }
+
+    /// The routes the instance listed when it started.
+    pub(crate) fn routes(&self) -> &[RouteDef] {
+        &self.routes
+    }
+
+    /// Calls the handler of route number `route` (an index into [`Lease::routes`]).
+    pub(crate) fn handle<'p>(
+        &self,
+        route: usize,
+        request: &Request<'_>,
+        params: impl Iterator<Item = (&'p str, &'p str)>,
+    ) -> Result<Response, Error> {
+        // SAFETY: the route comes from this instance's `routes`; the lease proves the instance
+        // is started, and `stop` is refused while it lives.
+        unsafe {
+            self.instance
+                .inner
+                .raw
+                .handle(&self.routes[route], request, params)
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.instance.inner.leases.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,221 @@
+//! One router over the routes of many plugins, backed by `matchit`.
+
+use crate::error::{Error, ErrorKind};
+use crate::message::{Request, Response};
+use crate::plugin::{Instance, Lease};
+use smallvec::SmallVec;
+use std::collections::HashMap;
+
+/// The routes of a set of started plugins, matched by path pattern then by method.
+///
+/// Patterns have literal segments, named parameters (`/greet/{name}`) and an optional final
+/// catch-all (`/files/{*rest}`). While a router lives, the plugins it serves cannot be stopped:
+/// drop it first.
+pub struct Router {
+    matcher: matchit::Router<usize>,
+    paths: Vec<PathRoutes>,
+    leases: Vec<Lease>,
+}
+
+/// The methods served at one path pattern.
+struct PathRoutes {
+    pattern: String,
+    methods: SmallVec<[Target; 2]>,
+}
+
+/// One route: an index into `Router::leases` and into that lease's routes.
+struct Target {
+    method: String,
+    lease: usize,
+    route: usize,
+}
+
+/// A route as listed by [`Router::routes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// The method.
+    pub method: String,
+    /// The path pattern.
+    pub path: String,
+    /// The name of the instance that serves it.
+    pub plugin: String,
+}
+
+/// The result of [`Router::lookup`].
+pub enum Lookup<'r, 'p> {
+    /// A route matches the method and the path.
+    Found(RouteMatch<'r, 'p>),
+    /// Routes match the path, but none with this method; these methods would be allowed.
+    MethodNotAllowed(Vec<&'r str>),
+    /// No route matches the path.
+    NotFound,
+}
+
+/// A matched route and its path parameters.
+pub struct RouteMatch<'r, 'p> {
+    lease: &'r Lease,
+    target: &'r Target,
+    pattern: &'r str,
+    params: matchit::Params<'r, 'p>,
+}
+
+impl<'r, 'p> RouteMatch<'r, 'p> {
+    /// The name of the instance that serves the route.
+    pub fn plugin(&self) -> &'r str {
+        self.lease.instance().name()
+    }
+
+    /// The route's path pattern.
+    pub fn pattern(&self) -> &'r str {
+        self.pattern
+    }
+
+    /// The path parameters, in pattern order.
+    pub fn params(&self) -> impl Iterator<Item = (&'r str, &'p str)> + '_ {
+        self.params.iter()
+    }
+
+    /// Calls the route's handler. `request` should be the one that was matched.
+    pub fn call(&self, request: &Request<'_>) -> Result<Response, Error> {
+        self.lease
+            .handle(self.target.route, request, self.params.iter())
+    }
+}
+
+impl Router {
+    /// Collects the routes of `instances`, in order. Each must be started.
+    pub(crate) fn build(instances: &[Instance]) -> Result<Self, Error> {
+        let mut router = Router {
+            matcher: matchit::Router::new(),
+            paths: Vec::new(),
+            leases: Vec::with_capacity(instances.len()),
+        };
+        let mut by_pattern: HashMap<String, usize> = HashMap::new();
+        for instance in instances {
+            let lease = instance.lease()?;
+            let index = router.leases.len();
+            for (route, def) in lease.routes().iter().enumerate() {
+                let target = Target {
+                    method: def.method.clone(),
+                    lease: index,
+                    route,
+                };
+                router.insert(&mut by_pattern, instance, &def.path, target)?;
+            }
+            router.leases.push(lease);
+        }
+        Ok(router)
+    }
+
+    fn insert(
+        &mut self,
+        by_pattern: &mut HashMap<String, usize>,
+        instance: &Instance,
+        pattern: &str,
+        target: Target,
+    ) -> Result<(), Error> {
+        let error = |kind| {
+            Error::new(kind)
+                .with_file(instance.file())
+                .with_plugin(instance.name())
+        };
+        let route = format!("{} {pattern}", target.method);
+        if let Some(&index) = by_pattern.get(pattern) {
+            let methods = &self.paths[index].methods;
+            if let Some(existing) = methods.iter().find(|t| t.method == target.method) {
+                return Err(error(ErrorKind::RouteConflict {
+                    existing: route.clone(),
+                    route,
+                    other: self.leases_name(existing.lease, instance),
+                }));
+            }
+            self.paths[index].methods.push(target);
+            return Ok(());
+        }
+        let index = self.paths.len();
+        match self.matcher.insert(pattern, index) {
+            Ok(()) => {}
+            Err(matchit::InsertError::Conflict { with }) => {
+                let other = &self.paths[by_pattern[&with]];
+                return Err(error(ErrorKind::RouteConflict {
+                    route,
+                    existing: format!("{} {with}", other.methods[0].method),
+                    other: self.leases_name(other.methods[0].lease, instance),
+                }));
+            }
+            Err(e) => {
+                return Err(error(ErrorKind::RoutesFailed {
+                    reason: format!("invalid path pattern in {route}: {e}"),
+                }));
+            }
+        }
+        by_pattern.insert(pattern.to_owned(), index);
+        self.paths.push(PathRoutes {
+            pattern: pattern.to_owned(),
+            methods: SmallVec::from_iter([target]),
+        });
+        Ok(())
+    }
+
+    /// The name of the instance of lease `index`, which may be `current` (not pushed yet).
+    fn leases_name(&self, index: usize, current: &Instance) -> String {
+        self.leases
+            .get(index)
+            .map_or(current.name(), |l| l.instance().name())
+            .to_owned()
+    }
+
+    /// Every route, in the order it was collected.
+    pub fn routes(&self) -> Vec<RouteInfo> {
+        let mut routes: Vec<(usize, usize, RouteInfo)> = self
+            .paths
+            .iter()
+            .flat_map(|p| {
+                p.methods.iter().map(|t| {
+                    let info = RouteInfo {
+                        method: t.method.clone(),
+                        path: p.pattern.clone(),
+                        plugin: self.leases[t.lease].instance().name().to_owned(),
+                    };
+                    (t.lease, t.route, info)
+                })
+            })
+            .collect();
+        routes.sort_by_key(|(lease, route, _)| (*lease, *route));
+        routes.into_iter().map(|(_, _, info)| info).collect()
+    }
+
+    /// Finds the route for `method` and `path`.
+    pub fn lookup<'r, 'p>(&'r self, method: &str, path: &'p str) -> Lookup<'r, 'p> {
+        let Ok(found) = self.matcher.at(path) else {
+            return Lookup::NotFound;
+        };
+        let routes = &self.paths[*found.value];
+        match routes.methods.iter().find(|t| t.method == method) {
+            Some(target) => Lookup::Found(RouteMatch {
+                lease: &self.leases[target.lease],
+                target,
+                pattern: &routes.pattern,
+                params: found.params,
+            }),
+            None => {
+                Lookup::MethodNotAllowed(routes.methods.iter().map(|t| t.method.as_str()).collect())
+            }
+        }
+    }
+
+    /// Looks up the request's route and calls its handler.
+    pub fn dispatch(&self, request: &Request<'_>) -> Result<Response, Error> {
+        match self.lookup(request.method, request.path) {
+            Lookup::Found(route) => route.call(request),
+            Lookup::MethodNotAllowed(allowed) => Err(Error::new(ErrorKind::MethodNotAllowed {
+                method: request.method.to_owned(),
+                path: request.path.to_owned(),
+                allowed: allowed.into_iter().map(str::to_owned).collect(),
+            })),
+            Lookup::NotFound => Err(Error::new(ErrorKind::RouteNotFound {
+                path: request.path.to_owned(),
+            })),
+        }
+    }
+}

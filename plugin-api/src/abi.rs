@@ -1,0 +1,347 @@
+//! The stable C ABI: every `#[repr(C)]` type, constant and function-pointer signature that
+//! crosses the boundary between the host and a plugin.
+//!
+//! `include/plugin_api.h` is generated from this file by cbindgen, so the doc comments here are
+//! the C programmer's contract. Each function pointer states who owns what, how long it lives,
+//! and which threads may call it, with one of these tags:
+//!
+//! - `[any-thread, serialized]`: called from any host thread, never concurrently with another
+//!   call on the same instance.
+//! - `[thread-safe]`: may be called from several threads at once, also for the same instance.
+//! - `[in-call]`: a host callback that is valid only during the plugin function it was passed
+//!   to, and only on the thread that made that call; it must not be stored.
+//!
+//! Rules that hold for the whole ABI:
+//!
+//! 1. **Versioning.** A plugin states the ABI major and minor it was built for in its
+//!    descriptor. The host loads it only if the major is equal to its own and the minor is lower
+//!    or equal. The ABI evolves append-only: a new minor only appends fields at the end of a
+//!    struct (never reorders, removes or retypes one); a changed signature gets a new name.
+//!    Structs written by the plugin (`PluginDescriptor`, `PluginRoute`) carry their own size, and
+//!    the host treats every field beyond that size as absent. Structs written by the host are
+//!    always at least as new as the plugin, so a plugin may read every field it knows.
+//! 2. **Strings and bytes** cross as (pointer, length) pairs. A `PluginStr` is UTF-8 and not
+//!    NUL-terminated; `ptr` may be NULL only when `len` is 0.
+//! 3. **Ownership.** Memory is freed only by the side that allocated it. Data that the plugin
+//!    hands to the host (names, routes, messages, response bytes) is copied by the host before
+//!    the call returns, except the descriptor, which must stay valid and unchanged for as long as
+//!    the library is loaded. Data the host hands to the plugin is borrowed for the duration of the
+//!    call, except `PluginHost`, which lives until `destroy` returns for that instance.
+//! 4. **No unwinding.** Neither a C++ exception nor a Rust panic may leave any function of the
+//!    plugin; the Rust SDK catches panics and returns `PLUGIN_PANICKED`.
+//! 5. **Instances are opaque.** The `void *instance` a plugin's `create` returns is only passed
+//!    back to that plugin's own functions; the host never dereferences it.
+
+use abi_stable::StableAbi;
+use std::ffi::c_void;
+
+/// The value of `PluginAbiHeader::magic` ("PLUG" read as a big-endian 32-bit integer).
+pub const PLUGIN_ABI_MAGIC: u32 = 0x504C_5547;
+/// The ABI major version: bumped only by a change that breaks existing plugins.
+pub const PLUGIN_ABI_MAJOR: u16 = 1;
+/// The ABI minor version: bumped when fields are appended to a struct.
+pub const PLUGIN_ABI_MINOR: u16 = 0;
+
+/// The result of every fallible call across the boundary. Values other than the ones defined
+/// here are treated by the host as `PLUGIN_ERROR`.
+pub type PluginStatus = i32;
+/// The call succeeded.
+pub const PLUGIN_OK: PluginStatus = 0;
+/// The call failed; the reason should have been reported through the `PluginErrorSink`.
+pub const PLUGIN_ERROR: PluginStatus = 1;
+/// The plugin caught a panic (or a C++ exception) that would otherwise have unwound out of the
+/// call. The host marks the instance as having panicked.
+pub const PLUGIN_PANICKED: PluginStatus = 2;
+/// Returned by host callbacks when an argument breaks this header's rules (a NULL pointer with a
+/// non-zero length, a string that is not UTF-8, an invalid HTTP status or header name).
+pub const PLUGIN_INVALID_ARGUMENT: PluginStatus = 3;
+
+/// The severity of a log message sent through `PluginHost::log`.
+pub type PluginLogLevel = u32;
+/// Something failed.
+pub const PLUGIN_LOG_ERROR: PluginLogLevel = 1;
+/// Something looks wrong but the plugin carries on.
+pub const PLUGIN_LOG_WARN: PluginLogLevel = 2;
+/// Normal operational messages.
+pub const PLUGIN_LOG_INFO: PluginLogLevel = 3;
+/// Detail useful when debugging.
+pub const PLUGIN_LOG_DEBUG: PluginLogLevel = 4;
+/// Very verbose detail.
+pub const PLUGIN_LOG_TRACE: PluginLogLevel = 5;
+
+/// A borrowed UTF-8 string: `len` bytes at `ptr`, not NUL-terminated. `ptr` may be NULL only
+/// when `len` is 0. Who owns the bytes and how long they live is stated where it is used.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginStr {
+    /// The first byte, or NULL for an empty string.
+    pub ptr: *const u8,
+    /// The number of bytes (not characters).
+    pub len: usize,
+}
+
+/// Borrowed bytes: `len` bytes at `ptr`, with no encoding. `ptr` may be NULL only when `len`
+/// is 0. Who owns the bytes and how long they live is stated where it is used.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginBytes {
+    /// The first byte, or NULL when empty.
+    pub ptr: *const u8,
+    /// The number of bytes.
+    pub len: usize,
+}
+
+/// The fixed header that starts `PluginDescriptor` and `PluginHost`. The host checks a plugin's
+/// header before it reads anything else from the descriptor, in this order: magic, major,
+/// minor, size.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginAbiHeader {
+    /// Always `PLUGIN_ABI_MAGIC`.
+    pub magic: u32,
+    /// `PLUGIN_ABI_MAJOR` of the header the struct was built with.
+    pub abi_major: u16,
+    /// `PLUGIN_ABI_MINOR` of the header the struct was built with.
+    pub abi_minor: u16,
+    /// `sizeof` the whole struct this header starts (not of the header alone).
+    pub struct_size: u32,
+    /// Must be zero.
+    pub reserved: u32,
+}
+
+/// Where a plugin reports why a call failed. Host-owned.
+///
+/// `[in-call]`: valid only during the call it was passed to, on that thread.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginErrorSink {
+    /// Host-owned context; pass it back to `set` unchanged.
+    pub ctx: *mut c_void,
+    /// Records `message` as the reason for the failure. The host copies the message before
+    /// returning; a later call replaces an earlier one. Returns `PLUGIN_INVALID_ARGUMENT` if
+    /// the message is not UTF-8.
+    pub set: unsafe extern "C" fn(ctx: *mut c_void, message: PluginStr) -> PluginStatus,
+}
+
+/// The host services handed to each instance by `create`: a versioned vtable, so that a plugin
+/// never links against symbols of the host.
+///
+/// Lifetime: the struct and everything it points to stay valid from the start of `create`
+/// until `destroy` returns for that instance; the plugin may keep the pointer in its instance.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginHost {
+    /// The host's ABI version. Entries appended by a later minor are present only when
+    /// `header.abi_minor` is at least that minor.
+    pub header: PluginAbiHeader,
+    /// Host-owned context for this instance; pass it back unchanged.
+    pub ctx: *const c_void,
+    /// Writes `message` to the host's log, tagged with the instance's name.
+    ///
+    /// `[thread-safe]`. The host copies the message before returning. Never fails; a message
+    /// that is not UTF-8 is logged with replacement characters.
+    pub log: unsafe extern "C" fn(ctx: *const c_void, level: PluginLogLevel, message: PluginStr),
+}
+
+/// One HTTP header of a request: a name and its raw value.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginHttpHeader {
+    /// The header name (the host's HTTP server passes names in lower case; compare them
+    /// case-insensitively).
+    pub name: PluginStr,
+    /// The value as received; not necessarily UTF-8.
+    pub value: PluginBytes,
+}
+
+/// One path parameter: the name from the route pattern and the matched text.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginParam {
+    /// The parameter name, without braces (`name` for `/greet/{name}`).
+    pub name: PluginStr,
+    /// The matched part of the path (for a catch-all, the rest of the path).
+    pub value: PluginStr,
+}
+
+/// A read-only view of an HTTP request.
+///
+/// Host-owned: the struct and everything it points to are borrowed for the duration of the
+/// handler call and must not be used after it returns. Every `PluginStr` in it is valid UTF-8.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginRequest {
+    /// The method, upper-case (`GET`).
+    pub method: PluginStr,
+    /// The path, without the query (`/greet/ada`).
+    pub path: PluginStr,
+    /// The query string without the `?`; empty when there is none.
+    pub query: PluginStr,
+    /// `header_count` headers, in the order received.
+    pub headers: *const PluginHttpHeader,
+    /// The number of entries at `headers`.
+    pub header_count: usize,
+    /// `param_count` path parameters, in the order they appear in the pattern.
+    pub params: *const PluginParam,
+    /// The number of entries at `params`.
+    pub param_count: usize,
+    /// The request body.
+    pub body: PluginBytes,
+}
+
+/// The host's writer for a handler's response. The status is 200 until `set_status` is called.
+///
+/// `[in-call]`: valid only during the handler call it was passed to, on that thread. Every
+/// function copies its arguments before returning.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginResponse {
+    /// Host-owned context; pass it back unchanged.
+    pub ctx: *mut c_void,
+    /// Sets the HTTP status (100 to 999). Returns `PLUGIN_INVALID_ARGUMENT` otherwise.
+    pub set_status: unsafe extern "C" fn(ctx: *mut c_void, status: u16) -> PluginStatus,
+    /// Appends a header. The name must be a valid HTTP header name (UTF-8 token characters) and
+    /// the value must contain no CR, LF or NUL; otherwise `PLUGIN_INVALID_ARGUMENT`.
+    pub add_header:
+        unsafe extern "C" fn(ctx: *mut c_void, name: PluginStr, value: PluginBytes) -> PluginStatus,
+    /// Appends `data` to the body.
+    pub write_body: unsafe extern "C" fn(ctx: *mut c_void, data: PluginBytes) -> PluginStatus,
+}
+
+/// One route a plugin serves: a method, a path pattern and the handler that answers it.
+///
+/// Filled in by the plugin and passed to `PluginRouteSink::add`, which copies `method` and
+/// `path`; `handler` and `user_data` must stay valid until `destroy` returns for the instance.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginRoute {
+    /// `sizeof(PluginRoute)` as the plugin was compiled; fields beyond it are absent.
+    pub struct_size: u32,
+    /// An HTTP method token in upper case (`GET`, `POST`, ...).
+    pub method: PluginStr,
+    /// A path pattern: literal segments, named parameters (`/greet/{name}`) and an optional
+    /// final catch-all (`/files/{*rest}`).
+    pub path: PluginStr,
+    /// Answers a request.
+    ///
+    /// `[thread-safe]`: called concurrently from many threads, only after `start` returned
+    /// `PLUGIN_OK` and never once `stop` has been called. `instance` is the value `create`
+    /// produced, `user_data` the value of this route. `request`, `response` and `error` are
+    /// borrowed for the call. Returns `PLUGIN_OK`, or `PLUGIN_ERROR` with a reason set through
+    /// `error` (the host answers 500), or `PLUGIN_PANICKED`.
+    pub handler: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            user_data: *mut c_void,
+            request: *const PluginRequest,
+            response: *const PluginResponse,
+            error: *const PluginErrorSink,
+        ) -> PluginStatus,
+    >,
+    /// Plugin-owned data passed back to `handler`; the host never dereferences it.
+    pub user_data: *mut c_void,
+}
+
+/// Where a plugin adds its routes. Host-owned.
+///
+/// `[in-call]`: valid only during the `routes` call it was passed to, on that thread.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginRouteSink {
+    /// Host-owned context; pass it back unchanged.
+    pub ctx: *mut c_void,
+    /// Adds one route. The host copies `*route` (and the strings it points to) before
+    /// returning. Returns `PLUGIN_INVALID_ARGUMENT` for a NULL route, a NULL handler, a
+    /// method that is not an HTTP token, or a path that is not UTF-8 or does not start with `/`;
+    /// the plugin should then fail its `routes` call.
+    pub add: unsafe extern "C" fn(ctx: *mut c_void, route: *const PluginRoute) -> PluginStatus,
+}
+
+/// What a plugin is: returned by `plugin_factory`, owned by the plugin, and required to stay
+/// valid and unchanged for as long as the library is loaded (a `static const` object).
+///
+/// Required function pointers: `create` and `destroy`. The others may be NULL.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginDescriptor {
+    /// `{ PLUGIN_ABI_MAGIC, PLUGIN_ABI_MAJOR, PLUGIN_ABI_MINOR, sizeof(PluginDescriptor), 0 }`.
+    pub header: PluginAbiHeader,
+    /// The plugin's name: non-empty UTF-8, at most 128 bytes, no control characters.
+    pub name: PluginStr,
+    /// The plugin's version, free-form UTF-8 (for example `1.2.0`); may be empty.
+    pub version: PluginStr,
+    /// Set by the Rust SDK to the type layout abi_stable computed for this struct, which the
+    /// host checks against its own. C and C++ plugins must set it to NULL.
+    pub rust_layout: *const c_void,
+    /// Creates an instance.
+    ///
+    /// `[any-thread]`: may run concurrently with calls on other instances. `host` lives until
+    /// `destroy` returns for the new instance. `config` is the instance's configuration as a
+    /// JSON document (UTF-8), borrowed for the call. On success the plugin stores its instance
+    /// pointer (any value, NULL included) in `*out_instance` and returns `PLUGIN_OK`; on
+    /// failure it returns `PLUGIN_ERROR` with a reason set through `error`, and `destroy` is not
+    /// called.
+    pub create: Option<
+        unsafe extern "C" fn(
+            host: *const PluginHost,
+            config: PluginStr,
+            out_instance: *mut *mut c_void,
+            error: *const PluginErrorSink,
+        ) -> PluginStatus,
+    >,
+    /// Starts an instance: called once, before any handler.
+    ///
+    /// `[any-thread, serialized]`. Returns `PLUGIN_OK` or `PLUGIN_ERROR` with a reason set
+    /// through `error` (borrowed for the call). NULL means there is nothing to start.
+    pub start: Option<
+        unsafe extern "C" fn(instance: *mut c_void, error: *const PluginErrorSink) -> PluginStatus,
+    >,
+    /// Stops a started instance: called at most once, after the last handler call has returned.
+    ///
+    /// `[any-thread, serialized]`. Returns `PLUGIN_OK` or `PLUGIN_ERROR` with a reason set
+    /// through `error` (borrowed for the call). NULL means there is nothing to stop.
+    pub stop: Option<
+        unsafe extern "C" fn(instance: *mut c_void, error: *const PluginErrorSink) -> PluginStatus,
+    >,
+    /// Frees an instance and everything it owns. Called exactly once per successful `create`,
+    /// last of all calls on that instance.
+    ///
+    /// `[any-thread, serialized]`. Must not fail.
+    pub destroy: Option<unsafe extern "C" fn(instance: *mut c_void)>,
+    /// Lists the instance's routes by calling `sink->add` once per route. Called once, right
+    /// after `start` returned `PLUGIN_OK` and before any handler; if it fails, `stop` is called.
+    ///
+    /// `[any-thread, serialized]`. `sink` and `error` are borrowed for the call. Returns
+    /// `PLUGIN_OK`, or `PLUGIN_ERROR` with a reason set through `error`. NULL means no routes.
+    pub routes: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            sink: *const PluginRouteSink,
+            error: *const PluginErrorSink,
+        ) -> PluginStatus,
+    >,
+}
+
+/// What the host passes to `plugin_factory`.
+///
+/// Host-owned, borrowed for the duration of the `plugin_factory` call.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginFactoryArgs {
+    /// The host's ABI version. A plugin may refuse to load into a host that is too old.
+    pub header: PluginAbiHeader,
+    /// Where the factory reports why it returns NULL.
+    pub error: PluginErrorSink,
+}
+
+/// The signature of the one symbol every plugin exports, `plugin_factory`.
+///
+/// `[any-thread]`: called when the host loads the library, possibly more than once per process
+/// (never concurrently with itself); it must return the same descriptor every time, or NULL to
+/// refuse loading, with a reason set through `args->error`. It must not call back into the host
+/// other than through `args->error`.
+pub type PluginFactoryFn =
+    unsafe extern "C" fn(args: *const PluginFactoryArgs) -> *const PluginDescriptor;
+
+/// The name of the symbol every plugin exports.
+pub const PLUGIN_FACTORY_SYMBOL: &str = "plugin_factory";

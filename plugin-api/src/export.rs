@@ -1,0 +1,224 @@
+//! The `extern "C"` shims that [`export_plugin!`](crate::export_plugin) wires into a plugin's
+//! descriptor. Every shim runs the plugin's code inside [`guard`], so a panic becomes
+//! `PLUGIN_PANICKED` and never unwinds into the host.
+
+use crate::abi::{
+    PLUGIN_ABI_MAGIC, PLUGIN_ABI_MAJOR, PLUGIN_ABI_MINOR, PLUGIN_ERROR, PLUGIN_INVALID_ARGUMENT,
+    PLUGIN_OK, PLUGIN_PANICKED, PluginAbiHeader, PluginDescriptor, PluginErrorSink, PluginHost,
+    PluginRequest, PluginResponse, PluginRouteSink, PluginStatus, PluginStr,
+};
+use crate::raw;
+use crate::sdk::{Error, Host, Plugin, Request, Response, Result, Routes};
+use abi_stable::StableAbi;
+use abi_stable::library::AbiHeader;
+use abi_stable::type_layout::TypeLayout;
+use std::any::Any;
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// What `PluginDescriptor::rust_layout` points to in a plugin built with this SDK: the
+/// abi_stable version, then the layout abi_stable derived for `PluginDescriptor` (and,
+/// through its fields, for every type of the ABI). The host checks the first, then compares the
+/// second with its own layout.
+#[repr(C)]
+pub struct RustLayout {
+    /// The abi_stable ABI version that produced `descriptor`; checked before it is read.
+    pub abi_stable: AbiHeader,
+    /// The layout of `PluginDescriptor` as this plugin was compiled.
+    pub descriptor: &'static TypeLayout,
+}
+
+/// The layout of this build of the ABI.
+pub static RUST_LAYOUT: RustLayout = RustLayout {
+    abi_stable: AbiHeader::VALUE,
+    descriptor: <PluginDescriptor as StableAbi>::LAYOUT,
+};
+
+/// A descriptor that can live in a `static`.
+#[repr(transparent)]
+pub struct StaticDescriptor(PluginDescriptor);
+
+// SAFETY: the descriptor is immutable and its pointers refer to immutable statics and to
+// functions, so sharing it between threads is sound.
+unsafe impl Sync for StaticDescriptor {}
+
+impl StaticDescriptor {
+    /// The descriptor of plugin `P`, built at compile time.
+    pub const fn new<P: Plugin>() -> Self {
+        Self(PluginDescriptor {
+            header: PluginAbiHeader {
+                magic: PLUGIN_ABI_MAGIC,
+                abi_major: PLUGIN_ABI_MAJOR,
+                abi_minor: PLUGIN_ABI_MINOR,
+                struct_size: size_of::<PluginDescriptor>() as u32,
+                reserved: 0,
+            },
+            name: raw::plugin_str(P::NAME),
+            version: raw::plugin_str(P::VERSION),
+            rust_layout: (&raw const RUST_LAYOUT).cast(),
+            create: Some(create::<P>),
+            start: Some(start::<P>),
+            stop: Some(stop::<P>),
+            destroy: Some(destroy::<P>),
+            routes: Some(routes::<P>),
+        })
+    }
+
+    /// The pointer `plugin_factory` returns.
+    pub const fn get(&'static self) -> *const PluginDescriptor {
+        &self.0
+    }
+}
+
+/// Runs `f`, turning an error into `PLUGIN_ERROR` and a panic into `PLUGIN_PANICKED`, each with
+/// its message reported through `error`.
+fn guard(error: *const PluginErrorSink, f: impl FnOnce() -> Result<()>) -> PluginStatus {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => PLUGIN_OK,
+        Ok(Err(e)) => {
+            report(error, e.message());
+            PLUGIN_ERROR
+        }
+        Err(payload) => {
+            report(error, &format!("panicked: {}", panic_message(&payload)));
+            // Dropping a payload can itself panic, which would abort here: leak it instead.
+            std::mem::forget(payload);
+            PLUGIN_PANICKED
+        }
+    }
+}
+
+fn panic_message(payload: &Box<dyn Any + Send>) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "a panic with a non-string payload"
+    }
+}
+
+fn report(error: *const PluginErrorSink, message: &str) {
+    // SAFETY: the host passes a valid sink (or NULL) for the duration of the call.
+    if let Some(sink) = unsafe { error.as_ref() } {
+        // SAFETY: `sink.set` is valid during the call and copies the message.
+        unsafe { (sink.set)(sink.ctx, raw::plugin_str(message)) };
+    }
+}
+
+/// Borrows the instance `create` made.
+///
+/// # Safety
+/// `instance` must be a pointer produced by `create::<P>` and not yet destroyed.
+unsafe fn instance<'a, P>(instance: *mut c_void) -> &'a P {
+    // SAFETY: by the caller's guarantee it points to a live `P` created by `Box::into_raw`.
+    unsafe { &*instance.cast::<P>() }
+}
+
+unsafe extern "C" fn create<P: Plugin>(
+    host: *const PluginHost,
+    config: PluginStr,
+    out_instance: *mut *mut c_void,
+    error: *const PluginErrorSink,
+) -> PluginStatus {
+    if out_instance.is_null() {
+        return PLUGIN_INVALID_ARGUMENT;
+    }
+    guard(error, || {
+        // SAFETY: the host passes a `PluginHost` that lives until `destroy` returns.
+        let host = unsafe { Host::from_raw(host) }
+            .ok_or_else(|| Error::msg("the host passed no services"))?;
+        // SAFETY: `config` is UTF-8 JSON borrowed for this call.
+        let config = unsafe { raw::host_str(config) };
+        let config = serde_json::from_str::<P::Config>(config)
+            .map_err(|e| Error::msg(format!("invalid configuration: {e}")))?;
+        let plugin = P::create(config, host)?;
+        // SAFETY: `out_instance` was checked non-null and is writable for this call.
+        unsafe { *out_instance = Box::into_raw(Box::new(plugin)).cast() };
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn start<P: Plugin>(
+    this: *mut c_void,
+    error: *const PluginErrorSink,
+) -> PluginStatus {
+    // SAFETY: the host passes the instance `create::<P>` produced.
+    guard(error, || unsafe { instance::<P>(this) }.start())
+}
+
+unsafe extern "C" fn stop<P: Plugin>(
+    this: *mut c_void,
+    error: *const PluginErrorSink,
+) -> PluginStatus {
+    // SAFETY: the host passes the instance `create::<P>` produced.
+    guard(error, || unsafe { instance::<P>(this) }.stop())
+}
+
+unsafe extern "C" fn destroy<P: Plugin>(this: *mut c_void) {
+    // A panic in `Drop` is caught and dropped: `destroy` cannot fail.
+    let _ = guard(std::ptr::null(), || {
+        // SAFETY: the host passes the instance `create::<P>` produced, exactly once, last.
+        drop(unsafe { Box::from_raw(this.cast::<P>()) });
+        Ok(())
+    });
+}
+
+unsafe extern "C" fn routes<P: Plugin>(
+    this: *mut c_void,
+    sink: *const PluginRouteSink,
+    error: *const PluginErrorSink,
+) -> PluginStatus {
+    // SAFETY: the host passes a valid sink for the duration of the call.
+    let Some(sink) = (unsafe { sink.as_ref() }) else {
+        return PLUGIN_INVALID_ARGUMENT;
+    };
+    // SAFETY: the host passes the instance `create::<P>` produced.
+    guard(error, || {
+        unsafe { instance::<P>(this) }.routes(&mut Routes::new(sink))
+    })
+}
+
+/// The shim behind every route of a Rust plugin; `user_data` holds the handler.
+pub(crate) unsafe extern "C" fn handle<P: Plugin>(
+    this: *mut c_void,
+    user_data: *mut c_void,
+    request: *const PluginRequest,
+    response: *const PluginResponse,
+    error: *const PluginErrorSink,
+) -> PluginStatus {
+    // SAFETY: the host passes a request and a writer valid for the duration of the call.
+    let (Some(request), Some(response)) =
+        (unsafe { request.as_ref() }, unsafe { response.as_ref() })
+    else {
+        return PLUGIN_INVALID_ARGUMENT;
+    };
+    guard(error, || {
+        // SAFETY: `user_data` is what `Routes::route` stored for this route of a `P`.
+        let handler = unsafe { raw::user_data_to_handler::<P>(user_data) };
+        // SAFETY: the host passes the instance `create::<P>` produced, started, not stopped.
+        let plugin = unsafe { instance::<P>(this) };
+        handler(plugin, &Request::new(request), &mut Response::new(response))
+    })
+}
+
+/// Exports a type implementing [`Plugin`](crate::Plugin) as this library's plugin, by
+/// generating the `plugin_factory` symbol and its descriptor. Use it once per library.
+///
+/// ```ignore
+/// plugin_api::export_plugin!(MyPlugin);
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        /// The plugin's entry point, generated by `plugin_api::export_plugin!`.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn plugin_factory(
+            _args: *const $crate::abi::PluginFactoryArgs,
+        ) -> *const $crate::abi::PluginDescriptor {
+            static DESCRIPTOR: $crate::export::StaticDescriptor =
+                $crate::export::StaticDescriptor::new::<$plugin>();
+            DESCRIPTOR.get()
+        }
+    };
+}

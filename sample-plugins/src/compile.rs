@@ -1,0 +1,66 @@
+//! Compiles one C or C++ source file into a shared library, for build scripts. Shared by this
+//! crate's build script (the C and C++ samples) and the tests' (the C fixtures).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The platform's file name for a shared library called `name` (`libname.so` on Linux).
+pub fn library_file_name(name: &str) -> String {
+    format!(
+        "{}{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// The workspace's `include/` folder, holding `plugin_api.h`.
+pub fn include_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../include")
+}
+
+/// Compiles `source` (C11, or C++17 for `.cpp`) with every warning as an error into the shared
+/// library `out_dir/<lib name>`, with `include/` on the include path, and returns its path.
+/// Must run in a build script (it reads cargo's target settings); panics with the compiler's
+/// output on failure, which fails the build.
+pub fn shared_library(source: &Path, out_dir: &Path, name: &str) -> PathBuf {
+    let cpp = source.extension().is_some_and(|e| e == "cpp");
+    let compiler = cc::Build::new()
+        .cpp(cpp)
+        .cargo_metadata(false)
+        .get_compiler();
+    let out = out_dir.join(library_file_name(name));
+    let mut command: Command = compiler.to_command();
+    command
+        .arg(if cpp { "-std=c++17" } else { "-std=c11" })
+        .args([
+            "-Wall",
+            "-Wextra",
+            "-Wpedantic",
+            "-Werror",
+            "-shared",
+            "-fPIC",
+        ])
+        .arg("-I")
+        .arg(include_dir())
+        .arg("-o")
+        .arg(&out)
+        .arg(source);
+    let shown = format!(
+        "{:?} {:?}",
+        command.get_program(),
+        command.get_args().collect::<Vec<_>>()
+    );
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {shown}: {e}"));
+    if !output.status.success() {
+        panic!(
+            "compiling {} failed: {shown}\n{}{}",
+            source.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    println!("cargo:rerun-if-changed={}", source.display());
+    out
+}

@@ -1,0 +1,112 @@
+//! The sample plugins, built on demand, so that tests, examples and benchmarks need no manual
+//! build step.
+//!
+//! - The C (`greeter`) and C++ (`wordcount`) samples are compiled by this crate's build script.
+//! - Rust plugins (`hello`, `counter`, and any test fixture) are workspace crates built with
+//!   `cargo build -p ...` by [`build_rust_plugins`], in this crate's profile.
+#![deny(missing_docs)]
+
+pub mod compile;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The library files of the four samples.
+#[derive(Debug, Clone)]
+pub struct Samples {
+    /// `hello` (Rust).
+    pub hello: PathBuf,
+    /// `counter` (Rust, stateful, configurable).
+    pub counter: PathBuf,
+    /// `greeter` (C).
+    pub greeter: PathBuf,
+    /// `wordcount` (C++).
+    pub wordcount: PathBuf,
+}
+
+/// Builds the samples once per process and returns their paths. Panics with cargo's output if
+/// the build fails.
+pub fn samples() -> &'static Samples {
+    static SAMPLES: OnceLock<Samples> = OnceLock::new();
+    SAMPLES.get_or_init(|| {
+        let rust = build_rust_plugins(&["hello-plugin", "counter-plugin"]);
+        Samples {
+            hello: rust["hello-plugin"].clone(),
+            counter: rust["counter-plugin"].clone(),
+            greeter: PathBuf::from(env!("SAMPLE_GREETER")),
+            wordcount: PathBuf::from(env!("SAMPLE_WORDCOUNT")),
+        }
+    })
+}
+
+/// Builds the given workspace packages with cargo and returns the shared library each one
+/// produced, by package name. Panics with cargo's output if the build fails.
+pub fn build_rust_plugins(packages: &[&str]) -> HashMap<String, PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut command = Command::new(cargo);
+    command
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(&workspace)
+        .arg("--message-format=json-render-diagnostics");
+    if env!("SAMPLES_PROFILE") == "release" {
+        command.arg("--release");
+    }
+    for package in packages {
+        command.args(["-p", package]);
+    }
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        panic!(
+            "{command:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut libraries = HashMap::new();
+    for line in stdout.lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let is_cdylib = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"));
+        let name = message["package_id"].as_str().and_then(package_name);
+        if let (true, Some(name)) = (is_cdylib, name.filter(|n| packages.contains(n))) {
+            let library = message["filenames"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str())
+                .find(|f| f.ends_with(std::env::consts::DLL_SUFFIX));
+            if let Some(library) = library {
+                libraries.insert(name.to_owned(), PathBuf::from(library));
+            }
+        }
+    }
+    for package in packages {
+        assert!(
+            libraries.contains_key(*package),
+            "{command:?} produced no shared library for {package}"
+        );
+    }
+    libraries
+}
+
+/// The package name in a cargo package id: `path+file:///.../hello#hello-plugin@0.1.0`, or
+/// `path+file:///.../hello-plugin#0.1.0` when the folder has the package's name.
+fn package_name(id: &str) -> Option<&str> {
+    let (url, fragment) = id.rsplit_once('#')?;
+    match fragment.split_once('@') {
+        Some((name, _)) => Some(name),
+        None => url.rsplit('/').next(),
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests: every test loads real shared libraries built from Rust, C and C++.
+
+mod header;
