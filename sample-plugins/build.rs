@@ -12,7 +12,7 @@ fn main() {
         ("greeter", "greeter/greeter.c", "SAMPLE_GREETER"),
         ("wordcount", "wordcount/wordcount.cpp", "SAMPLE_WORDCOUNT"),
     ] {
-        let library = compile::shared_library(&here.join(source), &out_dir, name);
+        let library = compile::shared_library(&here.join(source), &out_dir, name, &[]);
         println!("cargo:rustc-env={env}={}", library.display());
     }
     println!("cargo:rerun-if-changed=../include/plugin_api.h");

@@ -19,10 +19,11 @@ pub fn include_dir() -> PathBuf {
 }
 
 /// Compiles `source` (C11, or C++17 for `.cpp`) with every warning as an error into the shared
-/// library `out_dir/<lib name>`, with `include/` on the include path, and returns its path.
+/// library `out_dir/<lib name>`, with `include/` on the include path and `defines` passed as
+/// `-D` options (`NAME` or `NAME=VALUE`), and returns its path.
 /// Must run in a build script (it reads cargo's target settings); panics with the compiler's
 /// output on failure, which fails the build.
-pub fn shared_library(source: &Path, out_dir: &Path, name: &str) -> PathBuf {
+pub fn shared_library(source: &Path, out_dir: &Path, name: &str, defines: &[&str]) -> PathBuf {
     let cpp = source.extension().is_some_and(|e| e == "cpp");
     let compiler = cc::Build::new()
         .cpp(cpp)
@@ -42,6 +43,7 @@ pub fn shared_library(source: &Path, out_dir: &Path, name: &str) -> PathBuf {
         ])
         .arg("-I")
         .arg(include_dir())
+        .args(defines.iter().map(|d| format!("-D{d}")))
         .arg("-o")
         .arg(&out)
         .arg(source);

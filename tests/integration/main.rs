@@ -1,3 +1,5 @@
 //! Integration tests: every test loads real shared libraries built from Rust, C and C++.
 
 mod header;
+mod loading;
+mod util;
