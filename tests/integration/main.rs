@@ -2,4 +2,6 @@
 
 mod header;
 mod loading;
+mod registry;
+mod router;
 mod util;
