@@ -41,17 +41,34 @@ pub fn samples() -> &'static Samples {
     })
 }
 
-/// Builds the given workspace packages with cargo and returns the shared library each one
-/// produced, by package name. Panics with cargo's output if the build fails.
+/// The workspace's root folder.
+fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("sample-plugins is inside the workspace")
+}
+
+/// Builds the given packages of this workspace with cargo and returns the shared library each
+/// one produced, by package name. Panics with cargo's output if the build fails.
 pub fn build_rust_plugins(packages: &[&str]) -> HashMap<String, PathBuf> {
+    build_rust_plugins_in(&workspace_root().join("Cargo.toml"), packages)
+}
+
+/// Like [`build_rust_plugins`], for the packages of another workspace (a test fixture), built
+/// into this workspace's target folder so that shared dependencies are compiled once.
+pub fn build_rust_plugins_in(manifest: &Path, packages: &[&str]) -> HashMap<String, PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let mut command = Command::new(cargo);
     command
         .arg("build")
         .arg("--manifest-path")
-        .arg(&workspace)
+        .arg(manifest)
         .arg("--message-format=json-render-diagnostics");
+    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+        command
+            .arg("--target-dir")
+            .arg(workspace_root().join("target"));
+    }
     if env!("SAMPLES_PROFILE") == "release" {
         command.arg("--release");
     }

@@ -29,3 +29,42 @@ fn header_is_fresh() {
          and commit the result"
     );
 }
+
+/// Compiles `fixtures/header_check.c` with `compiler` in `language` mode.
+fn compile_header_check(compiler: &str, language: &[&str]) {
+    let root = workspace();
+    let out = std::env::temp_dir().join(format!(
+        "header_check_{}_{}.o",
+        std::process::id(),
+        language[1]
+    ));
+    let mut command = Command::new(compiler);
+    command
+        .args(language)
+        .args(["-Wall", "-Wextra", "-Wpedantic", "-Werror", "-c", "-o"])
+        .arg(&out)
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(root.join("tests/fixtures/header_check.c"));
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let _ = std::fs::remove_file(&out);
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn header_compiles_as_strict_c11() {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    compile_header_check(&cc, &["-x", "c", "-std=c11"]);
+}
+
+#[test]
+fn header_compiles_as_strict_cpp17() {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_owned());
+    compile_header_check(&cxx, &["-x", "c++", "-std=c++17"]);
+}

@@ -169,3 +169,16 @@ fn a_panic_in_start_is_reported_and_the_instance_is_failed() {
     );
     assert_eq!(instance.state(), plugin_host::State::Failed);
 }
+
+#[test]
+fn a_rust_plugin_built_against_an_incompatible_plugin_api_is_refused() {
+    let manifest =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/skewed-api/Cargo.toml");
+    let built = sample_plugins::build_rust_plugins_in(&manifest, &["skewed-hello"]);
+    let path = &built["skewed-hello"];
+    let error = Factory::load(path).err().expect("refused");
+    assert_error(&error, path, |k| {
+        matches!(k, ErrorKind::LayoutMismatch { details }
+            if details.contains("0.2.0") && details.contains("0.1.0"))
+    });
+}

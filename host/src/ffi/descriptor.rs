@@ -259,5 +259,18 @@ fn check_rust_layout(plugin: &RustLayout) -> Result<(), ErrorKind> {
         plugin.descriptor,
         &CheckingGlobals::new(),
     )
-    .map_err(|errors| mismatch(errors.to_string()))
+    .map_err(|errors| {
+        // The full report starts with both complete layouts (thousands of lines); the
+        // per-error part names what differs, which is what the user needs.
+        tracing::debug!("abi_stable layout report:\n{errors}");
+        let summary: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
+        let summary = summary.join("\n");
+        mismatch(
+            summary
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })
 }
