@@ -4,8 +4,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// An error of the host, naming the plugin file and the plugin it concerns where they are known.
+/// Boxed, so that results stay one word wide on the request path.
 #[derive(Debug)]
-pub struct Error {
+pub struct Error(Box<Inner>);
+
+#[derive(Debug)]
+struct Inner {
     file: Option<PathBuf>,
     plugin: Option<String>,
     kind: ErrorKind,
@@ -185,54 +189,54 @@ pub enum ErrorKind {
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind) -> Self {
-        Self {
+        Self(Box::new(Inner {
             file: None,
             plugin: None,
             kind,
-        }
+        }))
     }
 
     pub(crate) fn with_file(mut self, file: Option<&Path>) -> Self {
-        self.file = file.map(Path::to_path_buf);
+        self.0.file = file.map(Path::to_path_buf);
         self
     }
 
     pub(crate) fn with_plugin(mut self, plugin: impl Into<String>) -> Self {
-        self.plugin = Some(plugin.into());
+        self.0.plugin = Some(plugin.into());
         self
     }
 
     /// What went wrong.
     pub fn kind(&self) -> &ErrorKind {
-        &self.kind
+        &self.0.kind
     }
 
     /// The plugin file, if the error concerns a loaded (not built-in) plugin.
     pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
+        self.0.file.as_deref()
     }
 
     /// The plugin's name, if it is known (it is not before the descriptor has been validated).
     pub fn plugin(&self) -> Option<&str> {
-        self.plugin.as_deref()
+        self.0.plugin.as_deref()
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.plugin, &self.file) {
+        match (&self.0.plugin, &self.0.file) {
             (Some(plugin), Some(file)) => write!(f, "plugin `{plugin}` ({}): ", file.display())?,
             (Some(plugin), None) => write!(f, "plugin `{plugin}` (built-in): ")?,
             (None, Some(file)) => write!(f, "plugin file {}: ", file.display())?,
             (None, None) => {}
         }
-        self.kind.fmt(f)
+        self.0.kind.fmt(f)
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.kind)
+        std::error::Error::source(&self.0.kind)
     }
 }
 

@@ -1,5 +1,7 @@
 //! The host's view of a request and the response a handler builds.
 
+use crate::ffi::Headers;
+
 /// A request to dispatch: borrowed parts, so that an HTTP server can pass its own buffers
 /// without copying them.
 #[derive(Debug, Clone, Default)]
@@ -7,7 +9,7 @@ pub struct Request<'a> {
     pub(crate) method: &'a str,
     pub(crate) path: &'a str,
     pub(crate) query: &'a str,
-    pub(crate) headers: Vec<(&'a str, &'a [u8])>,
+    pub(crate) headers: Headers<'a>,
     pub(crate) body: &'a [u8],
 }
 
@@ -25,7 +27,7 @@ impl<'a> Request<'a> {
 
     /// Adds a header (HTTP servers pass names in lower case).
     pub fn header(mut self, name: &'a str, value: &'a [u8]) -> Self {
-        self.headers.push((name, value));
+        self.headers.push(name, value);
         self
     }
 

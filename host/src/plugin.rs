@@ -231,11 +231,11 @@ impl Lease {
     }
 
     /// Calls the handler of route number `route` (an index into [`Lease::routes`]).
-    pub(crate) fn handle<'p>(
+    pub(crate) fn handle(
         &self,
         route: usize,
         request: &Request<'_>,
-        params: impl Iterator<Item = (&'p str, &'p str)>,
+        params: &matchit::Params<'_, '_>,
     ) -> Result<Response, Error> {
         // SAFETY: the route comes from this instance's `routes`; the lease proves the instance
         // is started, and `stop` is refused while it lives.

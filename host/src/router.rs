@@ -3,7 +3,6 @@
 use crate::error::{Error, ErrorKind};
 use crate::message::{Request, Response};
 use crate::plugin::{Instance, Lease};
-use smallvec::SmallVec;
 use std::collections::HashMap;
 
 /// The routes of a set of started plugins, matched by path pattern then by method.
@@ -20,7 +19,7 @@ pub struct Router {
 /// The methods served at one path pattern.
 struct PathRoutes {
     pattern: String,
-    methods: SmallVec<[Target; 2]>,
+    methods: Vec<Target>,
 }
 
 /// One route: an index into `Router::leases` and into that lease's routes.
@@ -71,14 +70,14 @@ impl<'r, 'p> RouteMatch<'r, 'p> {
     }
 
     /// The path parameters, in pattern order.
+    #[inline]
     pub fn params(&self) -> impl Iterator<Item = (&'r str, &'p str)> + '_ {
         self.params.iter()
     }
 
     /// Calls the route's handler. `request` should be the one that was matched.
     pub fn call(&self, request: &Request<'_>) -> Result<Response, Error> {
-        self.lease
-            .handle(self.target.route, request, self.params.iter())
+        self.lease.handle(self.target.route, request, &self.params)
     }
 }
 
@@ -152,7 +151,7 @@ impl Router {
         by_pattern.insert(pattern.to_owned(), index);
         self.paths.push(PathRoutes {
             pattern: pattern.to_owned(),
-            methods: SmallVec::from_iter([target]),
+            methods: vec![target],
         });
         Ok(())
     }
@@ -185,37 +184,63 @@ impl Router {
         routes.into_iter().map(|(_, _, info)| info).collect()
     }
 
+    /// The route for `method` among those at path pattern number `index`.
+    #[inline]
+    fn target(&self, index: usize, method: &str) -> Option<&Target> {
+        self.paths[index]
+            .methods
+            .iter()
+            .find(|t| t.method == method)
+    }
+
     /// Finds the route for `method` and `path`.
+    #[inline]
     pub fn lookup<'r, 'p>(&'r self, method: &str, path: &'p str) -> Lookup<'r, 'p> {
         let Ok(found) = self.matcher.at(path) else {
             return Lookup::NotFound;
         };
-        let routes = &self.paths[*found.value];
-        match routes.methods.iter().find(|t| t.method == method) {
+        let index = *found.value;
+        match self.target(index, method) {
             Some(target) => Lookup::Found(RouteMatch {
                 lease: &self.leases[target.lease],
                 target,
-                pattern: &routes.pattern,
+                pattern: &self.paths[index].pattern,
                 params: found.params,
             }),
-            None => {
-                Lookup::MethodNotAllowed(routes.methods.iter().map(|t| t.method.as_str()).collect())
-            }
+            None => Lookup::MethodNotAllowed(
+                self.paths[index]
+                    .methods
+                    .iter()
+                    .map(|t| t.method.as_str())
+                    .collect(),
+            ),
         }
     }
 
-    /// Looks up the request's route and calls its handler.
+    /// Looks up the request's route and calls its handler. This is the request path: it
+    /// calls the handler where the match lives rather than building a [`Lookup`].
     pub fn dispatch(&self, request: &Request<'_>) -> Result<Response, Error> {
+        if let Ok(found) = self.matcher.at(request.path)
+            && let Some(target) = self.target(*found.value, request.method)
+        {
+            let lease = &self.leases[target.lease];
+            return lease.handle(target.route, request, &found.params);
+        }
+        Err(self.miss(request))
+    }
+
+    /// The error for a request that matches no route.
+    #[cold]
+    fn miss(&self, request: &Request<'_>) -> Error {
         match self.lookup(request.method, request.path) {
-            Lookup::Found(route) => route.call(request),
-            Lookup::MethodNotAllowed(allowed) => Err(Error::new(ErrorKind::MethodNotAllowed {
+            Lookup::MethodNotAllowed(allowed) => Error::new(ErrorKind::MethodNotAllowed {
                 method: request.method.to_owned(),
                 path: request.path.to_owned(),
                 allowed: allowed.into_iter().map(str::to_owned).collect(),
-            })),
-            Lookup::NotFound => Err(Error::new(ErrorKind::RouteNotFound {
+            }),
+            _ => Error::new(ErrorKind::RouteNotFound {
                 path: request.path.to_owned(),
-            })),
+            }),
         }
     }
 }

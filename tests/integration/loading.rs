@@ -161,7 +161,7 @@ fn a_panic_in_start_is_reported_and_the_instance_is_failed() {
         .unwrap()
         .create("faulty", &json!({ "panic_in": "start" }))
         .unwrap();
-    let error = instance.start().err().expect("start fails");
+    let error = instance.start().expect_err("start fails");
     assert_error(
         &error,
         path,

@@ -132,7 +132,7 @@ fn a_failed_start_rolls_back_in_reverse_and_reports_every_error() {
                 .unwrap(),
         )
         .unwrap();
-    let errors = registry.start_all().err().expect("start fails").0;
+    let errors = registry.start_all().expect_err("start fails").0;
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         matches!(errors[0].kind(), ErrorKind::StartFailed { reason } if reason == "deliberate failure in start")
@@ -159,7 +159,7 @@ fn stop_all_returns_every_error_in_reverse_order() {
             .unwrap();
     }
     registry.start_all().unwrap_or_else(|e| panic!("{e}"));
-    let errors = registry.stop_all().err().expect("stop fails").0;
+    let errors = registry.stop_all().expect_err("stop fails").0;
     let plugins: Vec<_> = errors
         .iter()
         .map(|e| e.plugin().unwrap().to_owned())
@@ -197,8 +197,7 @@ fn duplicate_names_are_refused() {
         .unwrap();
     let error = registry
         .register(factories.create("hello", "twin", &json!({})).unwrap())
-        .err()
-        .expect("duplicate instance");
+        .expect_err("duplicate instance");
     assert!(
         matches!(error.kind(), ErrorKind::Duplicate { what: "plugin", name } if name == "twin")
     );
@@ -290,7 +289,7 @@ fn lifecycle_calls_that_do_not_fit_the_state_are_refused() {
         .unwrap()
         .create("hello", &json!({}))
         .unwrap();
-    let error = instance.stop().err().expect("stop before start");
+    let error = instance.stop().expect_err("stop before start");
     assert!(matches!(
         error.kind(),
         ErrorKind::InvalidState {
@@ -303,7 +302,7 @@ fn lifecycle_calls_that_do_not_fit_the_state_are_refused() {
         "{error}"
     );
     instance.start().unwrap();
-    let error = instance.start().err().expect("start twice");
+    let error = instance.start().expect_err("start twice");
     assert!(matches!(
         error.kind(),
         ErrorKind::InvalidState {
@@ -315,14 +314,14 @@ fn lifecycle_calls_that_do_not_fit_the_state_are_refused() {
     let registry = Registry::new();
     registry.register(instance.clone()).unwrap();
     let router = registry.router().unwrap();
-    let error = instance.stop().err().expect("stop while routed");
+    let error = instance.stop().expect_err("stop while routed");
     assert!(
         matches!(error.kind(), ErrorKind::InUse { routers: 1 }),
         "{error}"
     );
     drop(router);
     instance.stop().unwrap();
-    let error = instance.stop().err().expect("stop twice");
+    let error = instance.stop().expect_err("stop twice");
     assert!(matches!(
         error.kind(),
         ErrorKind::InvalidState {

@@ -12,8 +12,9 @@ use plugin_api::abi::{
     PluginHttpHeader, PluginParam, PluginRequest, PluginResponse, PluginRouteSink, PluginStatus,
     PluginStr,
 };
-use smallvec::SmallVec;
 use std::ffi::c_void;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 pub(crate) use super::callbacks::RouteDef;
@@ -49,6 +50,34 @@ pub(crate) struct UserData(pub(super) *mut c_void);
 unsafe impl Send for UserData {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for UserData {}
+
+/// Request headers, kept in the ABI's form from the start so that a dispatch passes them to
+/// the plugin as they are.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Headers<'a> {
+    raw: Vec<PluginHttpHeader>,
+    borrowed: PhantomData<&'a [u8]>,
+}
+
+// SAFETY: the raw pointers are shared borrows of `'a` data (`&str` and `&[u8]`, which are Send
+// and Sync); nothing writes through them.
+unsafe impl Send for Headers<'_> {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Headers<'_> {}
+
+impl<'a> Headers<'a> {
+    /// Appends a header; the strings stay borrowed for `'a`.
+    pub(crate) fn push(&mut self, name: &'a str, value: &'a [u8]) {
+        self.raw.push(PluginHttpHeader {
+            name: as_plugin_str(name),
+            value: as_plugin_bytes(value),
+        });
+    }
+
+    fn as_raw(&self) -> &[PluginHttpHeader] {
+        &self.raw
+    }
+}
 
 /// A `&str` as a `PluginStr` borrowed for the duration of a call.
 fn as_plugin_str(s: &str) -> PluginStr {
@@ -197,34 +226,46 @@ impl RawInstance {
     /// # Safety
     /// `route` must come from this instance's `routes`, and the instance must be started and
     /// not stopped for the whole call (`stop` must not run concurrently).
-    pub(crate) unsafe fn handle<'p>(
+    pub(crate) unsafe fn handle(
         &self,
         route: &RouteDef,
         request: &Request<'_>,
-        params: impl Iterator<Item = (&'p str, &'p str)>,
+        params: &matchit::Params<'_, '_>,
     ) -> Result<Response, Error> {
-        let params: SmallVec<[PluginParam; 4]> = params
-            .map(|(name, value)| PluginParam {
+        // Up to four parameters live on the stack, unset until written; more (rare) go to the
+        // heap. A route without parameters (the common case) skips all of it.
+        const INLINE: usize = 4;
+        let mut inline = [MaybeUninit::<PluginParam>::uninit(); INLINE];
+        let mut heap = Vec::new();
+        let count = params.len();
+        if count > INLINE {
+            heap.extend(params.iter().map(|(name, value)| PluginParam {
                 name: as_plugin_str(name),
                 value: as_plugin_str(value),
-            })
-            .collect();
-        let headers: SmallVec<[PluginHttpHeader; 16]> = request
-            .headers
-            .iter()
-            .map(|(name, value)| PluginHttpHeader {
-                name: as_plugin_str(name),
-                value: as_plugin_bytes(value),
-            })
-            .collect();
+            }));
+        } else if count > 0 {
+            for (slot, (name, value)) in inline.iter_mut().zip(params.iter()) {
+                slot.write(PluginParam {
+                    name: as_plugin_str(name),
+                    value: as_plugin_str(value),
+                });
+            }
+        }
+        let (params_ptr, param_count) = if count > INLINE {
+            (heap.as_ptr(), heap.len())
+        } else {
+            // The first `count` entries were written just above.
+            (inline.as_ptr().cast::<PluginParam>(), count)
+        };
+        let headers = request.headers.as_raw();
         let raw = PluginRequest {
             method: as_plugin_str(request.method),
             path: as_plugin_str(request.path),
             query: as_plugin_str(request.query),
             headers: headers.as_ptr(),
             header_count: headers.len(),
-            params: params.as_ptr(),
-            param_count: params.len(),
+            params: params_ptr,
+            param_count,
             body: as_plugin_bytes(request.body),
         };
         let mut response = Response::default();

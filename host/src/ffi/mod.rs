@@ -7,4 +7,4 @@ mod descriptor;
 mod instance;
 
 pub(crate) use descriptor::Descriptor;
-pub(crate) use instance::{RawInstance, RouteDef};
+pub(crate) use instance::{Headers, RawInstance, RouteDef};
