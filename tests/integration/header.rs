@@ -1,5 +1,6 @@
 //! The committed C header is what cbindgen generates, and it compiles as strict C and C++.
 
+use crate::util::{run, scratch};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -33,11 +34,7 @@ fn header_is_fresh() {
 /// Compiles `fixtures/header_check.c` with `compiler` in `language` mode.
 fn compile_header_check(compiler: &str, language: &[&str]) {
     let root = workspace();
-    let out = std::env::temp_dir().join(format!(
-        "header_check_{}_{}.o",
-        std::process::id(),
-        language[1]
-    ));
+    let out = scratch("header-check").join("header_check.o");
     let mut command = Command::new(compiler);
     command
         .args(language)
@@ -46,15 +43,7 @@ fn compile_header_check(compiler: &str, language: &[&str]) {
         .arg("-I")
         .arg(root.join("include"))
         .arg(root.join("tests/fixtures/header_check.c"));
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let _ = std::fs::remove_file(&out);
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run(&mut command);
 }
 
 #[test]

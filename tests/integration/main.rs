@@ -2,6 +2,7 @@
 
 mod header;
 mod loading;
+mod readme;
 mod registry;
 mod router;
 mod util;

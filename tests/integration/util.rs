@@ -4,6 +4,7 @@ use parking_lot::Mutex;
 use plugin_host::{Error, ErrorKind};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 use tracing::field::{Field, Visit};
@@ -42,6 +43,20 @@ pub fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique(name));
     std::fs::create_dir_all(&dir).expect("create scratch folder");
     dir
+}
+
+/// Runs `command` and fails the test, with its output, unless it succeeds.
+#[track_caller]
+pub fn run(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Asserts that `error` has the expected kind and that its message names `file`.
