@@ -6,15 +6,21 @@
 //! - [`Registry`]: instances by name in insertion order; `start_all` in that order, `stop_all`
 //!   in reverse, and [`Router`] over the routes of the started ones.
 //!
+//! - [`server`]: the routes as a `tower::Service`, and a hyper server with graceful shutdown;
+//!   [`config`]: which plugins to load, from a TOML file or a folder. The `plugin-host` binary
+//!   (`serve`, `list`, `check`) is built on these.
+//!
 //! All unsafe code lives in the private `ffi` module; everything here is safe to call.
 #![deny(missing_docs)]
 
+pub mod config;
 mod error;
 mod ffi;
 mod message;
 mod plugin;
 mod registry;
 mod router;
+pub mod server;
 
 pub use error::{Error, ErrorKind, Errors};
 pub use message::{Request, Response};

@@ -50,6 +50,11 @@ impl Factory {
         self.descriptor.file.as_deref()
     }
 
+    /// The ABI version (major, minor) the plugin was built for.
+    pub fn abi_version(&self) -> (u16, u16) {
+        self.descriptor.abi
+    }
+
     /// Creates an instance called `name` with the given JSON configuration (use
     /// `serde_json::json!({})` for none). Several instances of one factory may coexist.
     pub fn create(&self, name: &str, config: &serde_json::Value) -> Result<Instance, Error> {

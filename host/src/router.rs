@@ -164,6 +164,11 @@ impl Router {
             .to_owned()
     }
 
+    /// The names of the instances this router serves, in registration order.
+    pub fn plugins(&self) -> Vec<&str> {
+        self.leases.iter().map(|l| l.instance().name()).collect()
+    }
+
     /// Every route, in the order it was collected.
     pub fn routes(&self) -> Vec<RouteInfo> {
         let mut routes: Vec<(usize, usize, RouteInfo)> = self

@@ -13,6 +13,63 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// Where `stage-samples` stages the samples by default: `target/samples/` of the workspace.
+pub fn staging_dir() -> PathBuf {
+    workspace_root().join("target/samples")
+}
+
+/// Copies the four sample libraries into `dir` and writes `dir/plugins.toml`, a configuration
+/// that serves them all (the counter twice, with two configurations). Returns the
+/// configuration's path.
+pub fn stage(dir: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let samples = samples();
+    for library in [
+        &samples.hello,
+        &samples.greeter,
+        &samples.wordcount,
+        &samples.counter,
+    ] {
+        let name = library.file_name().expect("a library file name");
+        std::fs::copy(library, dir.join(name))?;
+    }
+    let name = |library: &Path| library.file_name().unwrap().to_string_lossy().into_owned();
+    let config = format!(
+        r#"# The sample plugins: Rust (hello, counter), C (greeter), C++ (wordcount).
+[[plugin]]
+path = "{hello}"
+
+[[plugin]]
+path = "{greeter}"
+
+[[plugin]]
+path = "{wordcount}"
+
+[[plugin]]
+path = "{counter}"
+name = "visits"
+[plugin.config]
+path = "/visits"
+start = 41
+
+[[plugin]]
+path = "{counter}"
+name = "likes"
+enabled = true
+[plugin.config]
+path = "/likes"
+step = 10
+"#,
+        hello = name(&samples.hello),
+        greeter = name(&samples.greeter),
+        wordcount = name(&samples.wordcount),
+        counter = name(&samples.counter),
+    );
+    let file = dir.join("plugins.toml");
+    std::fs::write(&file, config)?;
+    Ok(file)
+}
+
 /// The library files of the four samples.
 #[derive(Debug, Clone)]
 pub struct Samples {
@@ -57,48 +114,18 @@ pub fn build_rust_plugins(packages: &[&str]) -> HashMap<String, PathBuf> {
 /// Like [`build_rust_plugins`], for the packages of another workspace (a test fixture), built
 /// into this workspace's target folder so that shared dependencies are compiled once.
 pub fn build_rust_plugins_in(manifest: &Path, packages: &[&str]) -> HashMap<String, PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .arg("build")
-        .arg("--manifest-path")
-        .arg(manifest)
-        .arg("--message-format=json-render-diagnostics");
-    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
-        command
-            .arg("--target-dir")
-            .arg(workspace_root().join("target"));
-    }
-    if env!("SAMPLES_PROFILE") == "release" {
-        command.arg("--release");
-    }
+    let mut args = Vec::new();
     for package in packages {
-        command.args(["-p", package]);
-    }
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        panic!(
-            "{command:?} failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        args.extend(["-p", package]);
     }
     let mut libraries = HashMap::new();
-    for line in stdout.lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if message["reason"] != "compiler-artifact" {
-            continue;
-        }
-        let is_cdylib = message["target"]["kind"]
+    for artifact in cargo_build(manifest, &args) {
+        let is_cdylib = artifact["target"]["kind"]
             .as_array()
             .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"));
-        let name = message["package_id"].as_str().and_then(package_name);
+        let name = artifact["package_id"].as_str().and_then(package_name);
         if let (true, Some(name)) = (is_cdylib, name.filter(|n| packages.contains(n))) {
-            let library = message["filenames"]
+            let library = artifact["filenames"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -112,10 +139,57 @@ pub fn build_rust_plugins_in(manifest: &Path, packages: &[&str]) -> HashMap<Stri
     for package in packages {
         assert!(
             libraries.contains_key(*package),
-            "{command:?} produced no shared library for {package}"
+            "cargo built no shared library for {package}"
         );
     }
     libraries
+}
+
+/// Builds the `plugin-host` binary (in this crate's profile) and returns its path.
+pub fn host_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let manifest = workspace_root().join("Cargo.toml");
+        cargo_build(&manifest, &["-p", "plugin-host", "--bin", "plugin-host"])
+            .iter()
+            .find_map(|artifact| artifact["executable"].as_str().map(PathBuf::from))
+            .expect("cargo built the plugin-host binary")
+    })
+}
+
+/// Runs `cargo build` with `args` on `manifest` and returns its `compiler-artifact` messages.
+/// Panics with cargo's output if the build fails.
+fn cargo_build(manifest: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--message-format=json-render-diagnostics")
+        .args(args);
+    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+        command
+            .arg("--target-dir")
+            .arg(workspace_root().join("target"));
+    }
+    if env!("SAMPLES_PROFILE") == "release" {
+        command.arg("--release");
+    }
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    if !output.status.success() {
+        panic!(
+            "{command:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .collect()
 }
 
 /// The package name in a cargo package id: `path+file:///.../hello#hello-plugin@0.1.0`, or

@@ -1,6 +1,7 @@
 //! Integration tests: every test loads real shared libraries built from Rust, C and C++.
 
 mod header;
+mod http;
 mod loading;
 mod readme;
 mod registry;

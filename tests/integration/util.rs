@@ -132,3 +132,159 @@ pub fn logs_of(instances: &[&str]) -> Vec<LogLine> {
         .cloned()
         .collect()
 }
+
+/// A response read off the wire.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one HTTP/1.1 request over a fresh connection to `addr` and reads the whole response.
+/// `body` is sent as is, after a `content-length` header of `declared` bytes (its length when
+/// `None`), so that a test can announce a body it does not send.
+pub fn http_raw(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    declared: Option<usize>,
+) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        declared.unwrap_or(body.len())
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("send the head");
+    stream.write_all(body).expect("send the body");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok());
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status: status.unwrap_or_else(|| panic!("no status in {head:?}")),
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// Sends a request with a body and reads the response.
+pub fn http(addr: std::net::SocketAddr, method: &str, target: &str, body: &[u8]) -> HttpResponse {
+    http_raw(addr, method, target, &[], body, None)
+}
+
+/// A plugin server on an ephemeral port of 127.0.0.1, running the library's `serve` on its own
+/// tokio runtime, with the given plugins started.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub registry: plugin_host::Registry,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<bool>>,
+}
+
+impl TestServer {
+    pub fn start(entries: &[plugin_host::config::PluginEntry], body_limit: usize) -> Self {
+        let registry = plugin_host::config::deploy(entries).unwrap_or_else(|e| panic!("{e}"));
+        registry.start_all().unwrap_or_else(|e| panic!("{e}"));
+        let router = registry.router().unwrap_or_else(|e| panic!("{e}"));
+        let service = plugin_host::server::PluginService::new(router).with_body_limit(body_limit);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let signal = async move {
+                    let _ = signal.await;
+                };
+                plugin_host::server::serve(
+                    listener,
+                    service,
+                    signal,
+                    std::time::Duration::from_secs(10),
+                )
+                .await
+            })
+        });
+        Self {
+            addr,
+            registry,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops accepting, waits for the requests in flight, then stops the plugins in reverse.
+    pub fn shutdown(&mut self) -> bool {
+        let _ = self.shutdown.take().map(|s| s.send(()));
+        let drained = self
+            .thread
+            .take()
+            .is_none_or(|t| t.join().expect("server thread"));
+        if let Err(e) = self.registry.stop_all() {
+            panic!("{e}");
+        }
+        drained
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.shutdown();
+        }
+    }
+}
+
+/// An entry for `path` with a name and a configuration.
+pub fn entry(
+    path: &Path,
+    name: &str,
+    config: serde_json::Value,
+) -> plugin_host::config::PluginEntry {
+    plugin_host::config::PluginEntry {
+        path: path.to_owned(),
+        name: Some(name.to_owned()),
+        config,
+    }
+}

@@ -45,6 +45,8 @@ pub(super) const fn host_header(size: usize) -> PluginAbiHeader {
 pub(crate) struct Descriptor {
     pub(crate) name: String,
     pub(crate) version: String,
+    /// The ABI version the plugin was built for.
+    pub(crate) abi: (u16, u16),
     pub(crate) file: Option<PathBuf>,
     pub(super) create: CreateFn,
     pub(super) start: Option<LifecycleFn>,
@@ -209,6 +211,7 @@ unsafe fn validate(
     Ok(Descriptor {
         name,
         version,
+        abi: (header.abi_major, header.abi_minor),
         file: file.map(Path::to_path_buf),
         create,
         start: d.start,

@@ -1,0 +1,196 @@
+//! The three commands.
+
+use crate::{Cli, Command, Source};
+use plugin_host::config::{self, PluginEntry};
+use plugin_host::server::{PluginService, serve};
+use plugin_host::{Error, Factory, Instance, Registry, Router};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Logs go to stderr; `filter` (or RUST_LOG, or `info`) chooses what.
+pub fn init_logging(filter: Option<&str>) {
+    let filter = match filter {
+        Some(f) => tracing_subscriber::EnvFilter::new(f),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            source,
+            listen,
+            body_limit,
+            grace,
+        } => {
+            let service_config = (body_limit, Duration::from_secs(grace));
+            serve_command(&source, listen, service_config)
+        }
+        Command::List { source } => list(&source),
+        Command::Check { files } => Ok(check(&files)),
+    }
+}
+
+fn entries(source: &Source) -> Result<Vec<PluginEntry>> {
+    Ok(match (&source.config, &source.plugins_dir) {
+        (Some(file), _) => config::read_config(file)?,
+        (None, Some(dir)) => config::scan_dir(dir)?,
+        (None, None) => unreachable!("clap requires one source"),
+    })
+}
+
+/// Loads and starts the plugins, and builds their router.
+fn start(source: &Source) -> Result<(Registry, Router)> {
+    let registry = config::deploy(&entries(source)?)?;
+    registry.start_all()?;
+    match registry.router() {
+        Ok(router) => Ok((registry, router)),
+        Err(e) => {
+            if let Err(stop) = registry.stop_all() {
+                eprintln!("{stop}");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+fn file_of(instance: &Instance) -> String {
+    instance
+        .file()
+        .map_or_else(|| "built-in".to_owned(), |f| f.display().to_string())
+}
+
+fn print_table(registry: &Registry, router: &Router) {
+    println!("{:<20} {:<16} {:<10} FILE", "PLUGIN", "TYPE", "VERSION");
+    for instance in registry.instances() {
+        println!(
+            "{:<20} {:<16} {:<10} {}",
+            instance.name(),
+            instance.plugin_name(),
+            instance.version(),
+            file_of(&instance)
+        );
+    }
+    println!();
+    println!("{:<8} {:<32} PLUGIN", "METHOD", "PATH");
+    for route in router.routes() {
+        println!("{:<8} {:<32} {}", route.method, route.path, route.plugin);
+    }
+}
+
+fn serve_command(
+    source: &Source,
+    listen: std::net::SocketAddr,
+    (body_limit, grace): (usize, Duration),
+) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind(listen))?;
+    let address = listener.local_addr()?;
+    let (registry, router) = start(source)?;
+    print_table(&registry, &router);
+    println!("\nlistening on http://{address}");
+    std::io::stdout().flush()?;
+    let service = PluginService::new(router).with_body_limit(body_limit);
+    let drained = runtime.block_on(serve(listener, service, shutdown_signal(), grace));
+    if !drained {
+        tracing::warn!("requests still in flight after the grace period of {grace:?}");
+    }
+    // Handlers still running on the blocking pool keep their plugins started; wait for them.
+    runtime.shutdown_timeout(grace);
+    tracing::info!("stopping plugins");
+    registry.stop_all()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("install a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown signal received: draining requests");
+}
+
+fn list(source: &Source) -> Result<ExitCode> {
+    let (registry, router) = start(source)?;
+    print_table(&registry, &router);
+    drop(router);
+    registry.stop_all()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One file's verdict: the started instance, or why it failed.
+fn check_one(file: &Path) -> std::result::Result<(Factory, Instance), Error> {
+    let factory = Factory::load(file)?;
+    let instance = factory.create(factory.name(), &serde_json::json!({}))?;
+    instance.start()?;
+    Ok((factory, instance))
+}
+
+fn check(files: &[std::path::PathBuf]) -> ExitCode {
+    let accepted = Registry::new();
+    let mut failures = 0;
+    for file in files {
+        let verdict = check_one(file).and_then(|(factory, instance)| {
+            accepted.register(instance.clone())?;
+            let router = match accepted.router() {
+                Ok(router) => router,
+                Err(conflict) => {
+                    let _ = accepted.unregister(instance.name());
+                    let _ = instance.stop();
+                    return Err(conflict);
+                }
+            };
+            let routes: Vec<String> = router
+                .routes()
+                .into_iter()
+                .filter(|r| r.plugin == instance.name())
+                .map(|r| format!("{} {}", r.method, r.path))
+                .collect();
+            let (major, minor) = factory.abi_version();
+            Ok(format!(
+                "plugin `{}` {}, ABI {major}.{minor}, {} route(s): {}",
+                factory.name(),
+                factory.version(),
+                routes.len(),
+                routes.join(", ")
+            ))
+        });
+        match verdict {
+            Ok(summary) => println!("ok    {}: {summary}", file.display()),
+            Err(e) => {
+                failures += 1;
+                println!("FAIL  {}: {e}", file.display());
+            }
+        }
+    }
+    if let Err(e) = accepted.stop_all() {
+        eprintln!("{e}");
+    }
+    if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        println!("{failures} of {} file(s) failed", files.len());
+        ExitCode::FAILURE
+    }
+}

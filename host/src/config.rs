@@ -1,0 +1,169 @@
+//! Which plugins to load: a TOML configuration file, or a folder of plugin libraries.
+//!
+//! ```toml
+//! [[plugin]]
+//! path = "plugins/libcounter_plugin.so"   # relative to this file
+//! name = "visits"                         # optional instance name; default: the plugin's name
+//! enabled = true                          # optional; default true
+//! [plugin.config]                         # optional; reaches the plugin as JSON
+//! path = "/visits"
+//! start = 41
+//! ```
+//!
+//! A library may appear in several entries (several instances, each with its own name and
+//! configuration); it is loaded once.
+
+use crate::error::Error;
+use crate::plugin::Factory;
+use crate::registry::Registry;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A configuration that cannot be used, with the line it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    /// The configuration file or plugin folder.
+    pub file: PathBuf,
+    /// The line, when the problem is in a file.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// One plugin instance to load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginEntry {
+    /// The library file.
+    pub path: PathBuf,
+    /// The instance name; `None` means the plugin's own name.
+    pub name: Option<String>,
+    /// The instance configuration, handed to the plugin's `create` as JSON.
+    pub config: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    plugin: Vec<RawPlugin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    path: Spanned<PathBuf>,
+    name: Option<Spanned<String>>,
+    #[serde(default = "enabled_by_default")]
+    enabled: bool,
+    #[serde(default)]
+    config: toml::Table,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// Reads a configuration file. Relative plugin paths are resolved against the file's folder.
+pub fn read_config(file: &Path) -> Result<Vec<PluginEntry>, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+        file: file.to_owned(),
+        line: None,
+        message: format!("cannot read the configuration: {e}"),
+    })?;
+    parse_config(&text, file)
+}
+
+/// Parses the text of a configuration file called `file`: unknown keys, wrong types, empty
+/// names and missing plugin files are errors with their line number.
+pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigError> {
+    let error = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
+        file: file.to_owned(),
+        line: span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+        message,
+    };
+    let parsed: File =
+        toml::from_str(text).map_err(|e| error(e.span(), e.message().trim_end().to_owned()))?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut entries = Vec::new();
+    for raw in parsed.plugin.into_iter().filter(|p| p.enabled) {
+        let path = base.join(raw.path.get_ref());
+        if !path.exists() {
+            let message = format!("the plugin file {} does not exist", path.display());
+            return Err(error(Some(raw.path.span()), message));
+        }
+        if let Some(name) = &raw.name
+            && name.get_ref().trim().is_empty()
+        {
+            return Err(error(
+                Some(name.span()),
+                "`name` must not be empty".to_owned(),
+            ));
+        }
+        let config = serde_json::to_value(&raw.config).map_err(|e| {
+            error(
+                Some(raw.path.span()),
+                format!("`config` cannot be JSON: {e}"),
+            )
+        })?;
+        entries.push(PluginEntry {
+            path,
+            name: raw.name.map(Spanned::into_inner),
+            config,
+        });
+    }
+    Ok(entries)
+}
+
+/// The plugin libraries in `dir` (files named like the platform's shared libraries, such as
+/// `libname.so`), in sorted file-name order, each with its own name and an empty configuration.
+pub fn scan_dir(dir: &Path) -> Result<Vec<PluginEntry>, ConfigError> {
+    let error = |message: String| ConfigError {
+        file: dir.to_owned(),
+        line: None,
+        message,
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| error(format!("cannot list the plugin folder: {e}")))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|name| {
+                    name.starts_with(std::env::consts::DLL_PREFIX)
+                        && name.ends_with(std::env::consts::DLL_SUFFIX)
+                })
+        })
+        .collect();
+    paths.sort();
+    Ok(paths
+        .into_iter()
+        .map(|path| PluginEntry {
+            path,
+            name: None,
+            config: serde_json::json!({}),
+        })
+        .collect())
+}
+
+/// Loads every entry's library (each file once), creates the instances and registers them in
+/// entry order.
+pub fn deploy(entries: &[PluginEntry]) -> Result<Registry, Error> {
+    let mut factories: HashMap<&Path, Factory> = HashMap::new();
+    let registry = Registry::new();
+    for entry in entries {
+        let factory = match factories.get(entry.path.as_path()) {
+            Some(factory) => factory.clone(),
+            None => {
+                let factory = Factory::load(&entry.path)?;
+                factories.insert(&entry.path, factory.clone());
+                factory
+            }
+        };
+        let name = entry.name.as_deref().unwrap_or(factory.name());
+        registry.register(factory.create(name, &entry.config)?)?;
+    }
+    Ok(registry)
+}

@@ -1,0 +1,187 @@
+//! Real HTTP on 127.0.0.1: the server in front of the sample plugins.
+
+use crate::util::{TestServer, entry, faulty, http, http_raw, samples};
+use plugin_host::server::DEFAULT_BODY_LIMIT;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn all_samples() -> TestServer {
+    let s = samples();
+    TestServer::start(
+        &[
+            entry(&s.hello, "hello", json!({})),
+            entry(&s.greeter, "greeter", json!({})),
+            entry(&s.wordcount, "wordcount", json!({})),
+            entry(&s.counter, "counter", json!({ "start": 5 })),
+            entry(faulty(), "faulty", json!({})),
+        ],
+        DEFAULT_BODY_LIMIT,
+    )
+}
+
+#[test]
+fn every_sample_route_answers_over_http() {
+    let server = all_samples();
+    let get = |target: &str| http(server.addr, "GET", target, b"");
+    let cases = [
+        (get("/hello"), "hello from Rust"),
+        (get("/hello/ada?punctuation=!"), "hello, ada!"),
+        (get("/greet/grace?greeting=Hi"), "Hi, grace!"),
+        (get("/c/hello"), "hello from C"),
+        (get("/cpp/files/docs/readme.md"), "file: docs/readme.md"),
+        (get("/counter"), r#"{"value":5}"#),
+        (
+            http(server.addr, "POST", "/counter", br#"{"by":3}"#),
+            r#"{"value":8}"#,
+        ),
+        (
+            http(server.addr, "POST", "/words", b"to be or not to be"),
+            r#"{"words":6,"bytes":18}"#,
+        ),
+    ];
+    for (response, body) in cases {
+        assert_eq!((response.status, response.text()), (200, body.to_owned()));
+    }
+    let health = get("/healthz");
+    assert_eq!(health.status, 200);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&health.body).unwrap(),
+        json!({ "status": "ok", "plugins": ["hello", "greeter", "wordcount", "counter", "faulty"] })
+    );
+}
+
+#[test]
+fn a_json_body_and_its_headers_are_echoed_back() {
+    let server = all_samples();
+    let body = br#"{"name":"ada","langs":["c","rust"]}"#;
+    let response = http_raw(
+        server.addr,
+        "POST",
+        "/c/echo",
+        &[("content-type", "application/json")],
+        body,
+        None,
+    );
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert_eq!(response.body, body);
+}
+
+#[test]
+fn a_one_mebibyte_body_passes_through() {
+    let server = all_samples();
+    let body: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let response = http(server.addr, "POST", "/c/echo", &body);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body.len(), body.len());
+    assert!(response.body == body, "the echoed body differs");
+}
+
+#[test]
+fn unknown_paths_are_404_and_other_methods_405_with_allow() {
+    let server = all_samples();
+    let response = http(server.addr, "GET", "/nowhere", b"");
+    assert_eq!(response.status, 404);
+    assert!(response.text().contains("/nowhere"), "{}", response.text());
+    let response = http(server.addr, "DELETE", "/counter", b"");
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("allow"), Some("GET, POST, HEAD"));
+    let response = http(server.addr, "PUT", "/words", b"");
+    assert_eq!(
+        (response.status, response.header("allow")),
+        (405, Some("POST"))
+    );
+}
+
+#[test]
+fn head_works_for_get_routes() {
+    let server = all_samples();
+    let response = http(server.addr, "HEAD", "/hello/ada", b"");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-length"), Some("10"));
+    assert!(response.body.is_empty());
+}
+
+#[test]
+fn a_body_over_the_limit_is_413_and_never_reaches_the_plugin() {
+    let s = samples();
+    let server = TestServer::start(&[entry(&s.counter, "counter", json!({}))], 1024);
+    // Announced larger than the limit: refused before any byte of the body is read.
+    let response = http_raw(
+        server.addr,
+        "POST",
+        "/counter",
+        &[],
+        b"",
+        Some(3 * 1024 * 1024),
+    );
+    assert_eq!(response.status, 413);
+    // Sent in full, one byte over the limit.
+    let body = format!(r#"{{"by":1{}}}"#, " ".repeat(1024));
+    let response = http(server.addr, "POST", "/counter", body.as_bytes());
+    assert_eq!(response.status, 413);
+    let response = http(server.addr, "GET", "/counter", b"");
+    assert_eq!(
+        response.text(),
+        r#"{"value":0}"#,
+        "the plugin saw no request"
+    );
+}
+
+#[test]
+fn a_failing_or_panicking_handler_is_500_naming_the_plugin_and_serving_goes_on() {
+    let server = all_samples();
+    for (target, kind) in [("/faulty/error", "failed"), ("/faulty/panic", "panicked")] {
+        let response = http(server.addr, "GET", target, b"");
+        assert_eq!(response.status, 500);
+        assert_eq!(response.header("content-type"), Some("application/json"));
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body["plugin"], "faulty");
+        assert_eq!(body["kind"], kind);
+        assert!(
+            body["error"].as_str().unwrap().contains("deliberate"),
+            "{body}"
+        );
+        assert_eq!(http(server.addr, "GET", "/hello", b"").status, 200);
+    }
+}
+
+#[test]
+fn two_hundred_concurrent_requests_are_all_answered() {
+    let server = all_samples();
+    let addr = server.addr;
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..200)
+            .map(|_| scope.spawn(move || http(addr, "POST", "/counter", b"").status))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    assert_eq!(
+        http(addr, "GET", "/counter", b"").text(),
+        r#"{"value":205}"#
+    );
+}
+
+#[test]
+fn a_slow_handler_does_not_stall_other_routes() {
+    let server = all_samples();
+    let addr = server.addr;
+    std::thread::scope(|scope| {
+        let started = Instant::now();
+        let slow = scope.spawn(move || http(addr, "GET", "/faulty/sleep?ms=2000", b""));
+        std::thread::sleep(Duration::from_millis(100));
+        for _ in 0..20 {
+            let sent = Instant::now();
+            assert_eq!(http(addr, "GET", "/hello", b"").status, 200);
+            let took = sent.elapsed();
+            assert!(took < Duration::from_millis(500), "a request took {took:?}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(1900),
+            "checked while the slow one ran"
+        );
+        let slow = slow.join().unwrap();
+        assert_eq!((slow.status, slow.text()), (200, "awake".to_owned()));
+    });
+}
