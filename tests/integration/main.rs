@@ -1,9 +1,11 @@
 //! Integration tests: every test loads real shared libraries built from Rust, C and C++.
 
+mod cli;
 mod header;
 mod http;
 mod loading;
 mod readme;
 mod registry;
 mod router;
+mod service;
 mod util;

@@ -1,0 +1,218 @@
+//! The `plugin-host` binary: check, list, configuration errors, serve and graceful shutdown.
+
+use crate::util::{faulty, fixture, http, samples, scratch};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn host() -> Command {
+    let mut command = Command::new(sample_plugins::host_binary());
+    command.env_remove("RUST_LOG");
+    command
+}
+
+fn run(command: &mut Command) -> (Output, String, String) {
+    let output = command.output().expect("run plugin-host");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stdout, stderr)
+}
+
+#[test]
+fn check_passes_good_files() {
+    let s = samples();
+    let (output, stdout, stderr) = run(host().arg("check").arg(&s.hello).arg(&s.greeter));
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "ok    {}: plugin `hello` 0.1.0, ABI 1.0, 3 route(s): GET /hello, GET /hello/{{name}}, GET /ping",
+            s.hello.display()
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("plugin `greeter` 1.0.0"), "{stdout}");
+}
+
+#[test]
+fn check_fails_a_bad_file_and_says_why() {
+    let s = samples();
+    let bad = fixture!("FIXTURE_BAD_MAGIC");
+    let (output, stdout, _) = run(host().arg("check").arg(&s.hello).arg(&bad));
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL"))
+        .unwrap_or_else(|| panic!("no FAIL line in {stdout}"));
+    assert!(line.contains(&bad.display().to_string()), "{line}");
+    assert!(line.contains("magic is 0xdeadbeef"), "{line}");
+    assert!(stdout.contains("1 of 2 file(s) failed"), "{stdout}");
+}
+
+#[test]
+fn list_prints_plugins_and_routes_from_a_config() {
+    let config = sample_plugins::stage(&scratch("list")).unwrap();
+    let (output, stdout, stderr) = run(host().arg("list").arg("--config").arg(&config));
+    assert!(output.status.success(), "{stdout}{stderr}");
+    for expected in [
+        "visits",
+        "likes",
+        "greeter",
+        "wordcount",
+        "/visits",
+        "/likes",
+        "/cpp/files/{*path}",
+    ] {
+        assert!(stdout.contains(expected), "no {expected} in\n{stdout}");
+    }
+    let likes = stdout.lines().find(|l| l.starts_with("likes")).unwrap();
+    assert!(
+        likes.contains("counter") && likes.contains("0.1.0"),
+        "{likes}"
+    );
+}
+
+#[test]
+fn a_config_error_names_the_line() {
+    let dir = scratch("bad-config");
+    let config = dir.join("plugins.toml");
+    let hello = samples().hello.display().to_string();
+    std::fs::write(
+        &config,
+        format!("[[plugin]]\npath = {hello:?}\npth = \"typo\"\n"),
+    )
+    .unwrap();
+    let (output, _, stderr) = run(host().arg("list").arg("--config").arg(&config));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains(&format!("{}:3:", config.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `pth`"), "{stderr}");
+
+    std::fs::write(
+        &config,
+        "[[plugin]]\nenabled = true\n\n[[plugin]]\npath = \"nope.so\"\n",
+    )
+    .unwrap();
+    let (output, _, stderr) = run(host().arg("list").arg("--config").arg(&config));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains(":1:") && stderr.contains("missing field `path`"),
+        "{stderr}"
+    );
+
+    std::fs::write(&config, "[[plugin]]\npath = \"nope.so\"\n").unwrap();
+    let (_, _, stderr) = run(host().arg("list").arg("--config").arg(&config));
+    assert!(
+        stderr.contains(":2:") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        &config,
+        format!("[[plugin]]\npath = {hello:?}\nenabled = \"yes\"\n"),
+    )
+    .unwrap();
+    let (_, _, stderr) = run(host().arg("list").arg("--config").arg(&config));
+    assert!(
+        stderr.contains(":3:") && stderr.contains("invalid type"),
+        "{stderr}"
+    );
+}
+
+fn write_config(dir: &Path, plugins: &[(&Path, &str, &str)]) -> std::path::PathBuf {
+    let mut text = String::new();
+    for (path, name, config) in plugins {
+        text.push_str(&format!(
+            "[[plugin]]\npath = {:?}\nname = {name:?}\n[plugin.config]\n{config}\n\n",
+            path.display().to_string()
+        ));
+    }
+    let file = dir.join("plugins.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn serve_exits_non_zero_when_a_plugin_fails_to_start() {
+    let dir = scratch("serve-fails");
+    let config = write_config(
+        &dir,
+        &[
+            (&samples().hello, "hello", ""),
+            (faulty(), "broken", "fail_in = \"start\""),
+        ],
+    );
+    let (output, _, stderr) = run(host()
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("plugin `broken`"), "{stderr}");
+    assert!(stderr.contains(&faulty().display().to_string()), "{stderr}");
+    assert!(stderr.contains("deliberate failure in start"), "{stderr}");
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_stops_plugins_in_reverse() {
+    let dir = scratch("serve-drain");
+    let config = write_config(
+        &dir,
+        &[(&samples().hello, "hello", ""), (faulty(), "sleepy", "")],
+    );
+    let mut child = host()
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut summary = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "serve ended early:\n{summary}"
+        );
+        summary.push_str(&line);
+        if let Some(addr) = line.trim().strip_prefix("listening on http://") {
+            break addr.parse::<std::net::SocketAddr>().unwrap();
+        }
+    };
+    assert!(
+        summary.contains("sleepy") && summary.contains("/faulty/sleep"),
+        "{summary}"
+    );
+    assert_eq!(http(addr, "GET", "/healthz", b"").status, 200);
+    let slow = std::thread::spawn(move || http(addr, "GET", "/faulty/sleep?ms=1000", b""));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let response = slow.join().unwrap();
+    assert_eq!(
+        (response.status, response.text()),
+        (200, "awake".to_owned())
+    );
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let position = |needles: &[&str]| {
+        stderr
+            .lines()
+            .position(|l| needles.iter().all(|n| l.contains(n)))
+            .unwrap_or_else(|| panic!("no line with {needles:?} in\n{stderr}"))
+    };
+    let slept = position(&["slept 1000 ms"]);
+    let stop_sleepy = position(&[" stop ", "instance=\"sleepy\""]);
+    let stop_hello = position(&["stopping", "instance=\"hello\""]);
+    assert!(
+        slept < stop_sleepy && stop_sleepy < stop_hello,
+        "order:\n{stderr}"
+    );
+}
