@@ -241,8 +241,9 @@ typedef struct {
    */
   PluginStatus (*set_status)(void *ctx, uint16_t status);
   /*
-   Appends a header. The name must be a valid HTTP header name (UTF-8 token characters) and
-   the value must contain no CR, LF or NUL; otherwise `PLUGIN_INVALID_ARGUMENT`.
+   Appends a header. The name must be an HTTP token (letters, digits and ``!#$%&'*+-.^_`|~``;
+   the host lower-cases it) and the value must contain no control character other than tab;
+   otherwise `PLUGIN_INVALID_ARGUMENT`.
    */
   PluginStatus (*add_header)(void *ctx, PluginStr name, PluginBytes value);
   /*

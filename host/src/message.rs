@@ -53,13 +53,14 @@ impl<'a> Request<'a> {
     }
 }
 
-/// The response a handler wrote.
+/// The response a handler wrote. Headers are kept as the `http` crate's types, validated when
+/// the plugin adds them, so that an HTTP server sends them without another conversion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// The HTTP status; 200 unless the handler set another.
     pub status: u16,
-    /// The headers, in the order the handler added them.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// The headers the handler added.
+    pub headers: http::HeaderMap,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -68,7 +69,7 @@ impl Default for Response {
     fn default() -> Self {
         Self {
             status: 200,
-            headers: Vec::new(),
+            headers: http::HeaderMap::new(),
             body: Vec::new(),
         }
     }
@@ -77,9 +78,6 @@ impl Default for Response {
 impl Response {
     /// The value of the first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.headers.get(name).map(http::HeaderValue::as_bytes)
     }
 }

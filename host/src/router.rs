@@ -4,6 +4,7 @@ use crate::error::{Error, ErrorKind};
 use crate::message::{Request, Response};
 use crate::plugin::{Instance, Lease};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The routes of a set of started plugins, matched by path pattern then by method.
 ///
@@ -27,6 +28,8 @@ struct Target {
     method: String,
     lease: usize,
     route: usize,
+    /// Set by an HTTP server once a call has taken long: run this route off the async threads.
+    offloaded: AtomicBool,
 }
 
 /// A route as listed by [`Router::routes`].
@@ -75,6 +78,17 @@ impl<'r, 'p> RouteMatch<'r, 'p> {
         self.params.iter()
     }
 
+    /// Whether [`offload`](Self::offload) was called for this route: its handler is known to
+    /// take long, so a server should call it where blocking does no harm.
+    pub fn offloaded(&self) -> bool {
+        self.target.offloaded.load(Ordering::Relaxed)
+    }
+
+    /// Marks the route as slow, for every later match (see [`offloaded`](Self::offloaded)).
+    pub fn offload(&self) {
+        self.target.offloaded.store(true, Ordering::Relaxed);
+    }
+
     /// Calls the route's handler. `request` should be the one that was matched.
     pub fn call(&self, request: &Request<'_>) -> Result<Response, Error> {
         self.lease.handle(self.target.route, request, &self.params)
@@ -98,6 +112,7 @@ impl Router {
                     method: def.method.clone(),
                     lease: index,
                     route,
+                    offloaded: AtomicBool::new(false),
                 };
                 router.insert(&mut by_pattern, instance, &def.path, target)?;
             }

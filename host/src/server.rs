@@ -3,14 +3,13 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::message::Request;
-use crate::router::{Lookup, Router};
+use crate::router::{Lookup, RouteMatch, Router};
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +20,9 @@ use tokio::net::TcpListener;
 
 /// The default limit of a request body: 2 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// How long a handler call may take before its route moves to the blocking pool: 10 ms.
+pub const DEFAULT_BLOCKING_THRESHOLD: Duration = Duration::from_millis(10);
 
 /// The path the service answers itself, before any plugin route.
 pub const HEALTH_PATH: &str = "/healthz";
@@ -34,12 +36,18 @@ pub type HttpResponse = http::Response<Full<Bytes>>;
 /// Behaviour: `GET /healthz` answers `{"status":"ok","plugins":[...]}`; an unknown path is 404;
 /// a known path with another method is 405 with an `Allow` header; `HEAD` works for every `GET`
 /// route; a body over the limit is 413 and never reaches the plugin; a handler error or panic is
-/// 500 with a JSON body naming the plugin. Handlers run on tokio's blocking pool, so a slow
-/// plugin never stalls the threads that serve other requests.
+/// 500 with a JSON body naming the plugin.
+///
+/// Handlers are called on the async worker thread that serves the connection: a plugin call
+/// costs nanoseconds, and a hop to another thread would cost microseconds on every request.
+/// A route whose handler once takes longer than the blocking threshold (10 ms by default) is
+/// moved to tokio's blocking pool for good, as Go's scheduler hands a thread stuck in a system
+/// call over to another; so a slow plugin stalls at most one worker, once, and never again.
 #[derive(Clone)]
 pub struct PluginService {
     router: Arc<Router>,
     body_limit: usize,
+    blocking_threshold: Duration,
 }
 
 impl PluginService {
@@ -48,6 +56,7 @@ impl PluginService {
         Self {
             router: Arc::new(router),
             body_limit: DEFAULT_BODY_LIMIT,
+            blocking_threshold: DEFAULT_BLOCKING_THRESHOLD,
         }
     }
 
@@ -62,6 +71,12 @@ impl PluginService {
         &self.router
     }
 
+    /// Sets how long a handler call may take before its route is moved to the blocking pool.
+    pub fn with_blocking_threshold(mut self, threshold: Duration) -> Self {
+        self.blocking_threshold = threshold;
+        self
+    }
+
     /// Answers one request.
     pub async fn handle<B>(self, request: http::Request<B>) -> HttpResponse
     where
@@ -72,22 +87,40 @@ impl PluginService {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let head = parts.method == Method::HEAD;
-        let method = if head { "GET" } else { parts.method.as_str() }.to_owned();
-        let path = parts.uri.path().to_owned();
-        let (response, plugin) = match self.route(&method, &path) {
-            Routing::Answered(response) => (response, None),
-            Routing::Plugin(plugin) => {
-                let response = self.call(parts, body, method.clone()).await;
-                (response, Some(plugin))
+        let method = if head { "GET" } else { parts.method.as_str() };
+        let path = parts.uri.path();
+        let (response, plugin) = if path == HEALTH_PATH && method == "GET" {
+            let body = serde_json::json!({ "status": "ok", "plugins": self.router.plugins() });
+            (json(StatusCode::OK, &body), None)
+        } else {
+            match self.router.lookup(method, path) {
+                Lookup::Found(route) => {
+                    let response = match self.read_body(&parts, body).await {
+                        Ok(body) => self.call(&route, &parts, method, body).await,
+                        Err(response) => response,
+                    };
+                    (response, Some(route.plugin()))
+                }
+                Lookup::MethodNotAllowed(allowed) => (not_allowed(method, path, &allowed), None),
+                Lookup::NotFound => {
+                    let error = format!("no route matches {path}");
+                    (
+                        json(
+                            StatusCode::NOT_FOUND,
+                            &serde_json::json!({ "error": error }),
+                        ),
+                        None,
+                    )
+                }
             }
         };
         tracing::info!(
             target: "plugin_host::access",
-            method = if head { "HEAD" } else { method.as_str() },
+            method = parts.method.as_str(),
             path,
             status = response.status().as_u16(),
             duration_us = started.elapsed().as_micros() as u64,
-            plugin = plugin.as_deref().unwrap_or("-"),
+            plugin = plugin.unwrap_or("-"),
         );
         if head {
             let (mut parts, body) = response.into_parts();
@@ -98,35 +131,12 @@ impl PluginService {
         response
     }
 
-    /// Decides, before the body is read, whether the request reaches a plugin.
-    fn route(&self, method: &str, path: &str) -> Routing {
-        if path == HEALTH_PATH && method == "GET" {
-            let body = serde_json::json!({ "status": "ok", "plugins": self.router.plugins() });
-            return Routing::Answered(json(StatusCode::OK, &body));
-        }
-        match self.router.lookup(method, path) {
-            Lookup::Found(route) => Routing::Plugin(route.plugin().to_owned()),
-            Lookup::MethodNotAllowed(allowed) => {
-                let mut allow = allowed.join(", ");
-                if allowed.contains(&"GET") {
-                    allow.push_str(", HEAD");
-                }
-                let body = serde_json::json!({ "error": format!("{method} is not allowed for {path}"), "allow": allow });
-                let mut response = json(StatusCode::METHOD_NOT_ALLOWED, &body);
-                if let Ok(value) = HeaderValue::from_str(&allow) {
-                    response.headers_mut().insert(ALLOW, value);
-                }
-                Routing::Answered(response)
-            }
-            Lookup::NotFound => Routing::Answered(json(
-                StatusCode::NOT_FOUND,
-                &serde_json::json!({ "error": format!("no route matches {path}") }),
-            )),
-        }
-    }
-
-    /// Reads the body within the limit and runs the handler on the blocking pool.
-    async fn call<B>(&self, parts: http::request::Parts, body: B, method: String) -> HttpResponse
+    /// Reads the body, refusing one over the limit (announced or actual) with 413.
+    async fn read_body<B>(
+        &self,
+        parts: &http::request::Parts,
+        body: B,
+    ) -> Result<Bytes, HttpResponse>
     where
         B: http_body::Body + Send + 'static,
         B::Data: Send,
@@ -137,47 +147,105 @@ impl PluginService {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.body_limit as u64) {
-            return too_large(self.body_limit);
+            return Err(too_large(self.body_limit));
         }
-        let body = match Limited::new(body, self.body_limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return too_large(self.body_limit);
-            }
+        if body.is_end_stream() {
+            return Ok(Bytes::new());
+        }
+        match Limited::new(body, self.body_limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(self.body_limit)),
             Err(e) => {
                 let error = format!("cannot read the request body: {e}");
-                return json(
+                Err(json(
                     StatusCode::BAD_REQUEST,
                     &serde_json::json!({ "error": error }),
+                ))
+            }
+        }
+    }
+
+    /// Calls the route's handler: on this thread while it is fast, on the blocking pool once a
+    /// call of it has taken longer than the threshold.
+    async fn call(
+        &self,
+        route: &RouteMatch<'_, '_>,
+        parts: &http::request::Parts,
+        method: &str,
+        body: Bytes,
+    ) -> HttpResponse {
+        let result = if route.offloaded() {
+            let router = self.router.clone();
+            let (method, target, headers) = (
+                method.to_owned(),
+                target(parts).to_owned(),
+                parts.headers.clone(),
+            );
+            let task = tokio::task::spawn_blocking(move || {
+                router.dispatch(&request(&method, &target, &headers, &body))
+            });
+            match task.await {
+                Ok(result) => result,
+                Err(join) => {
+                    let error = format!("the handler task failed: {join}");
+                    return json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &serde_json::json!({ "error": error }),
+                    );
+                }
+            }
+        } else {
+            let started = Instant::now();
+            let result = route.call(&request(method, target(parts), &parts.headers, &body));
+            let took = started.elapsed();
+            if took >= self.blocking_threshold {
+                route.offload();
+                tracing::warn!(
+                    target: "plugin_host::access",
+                    "{method} {} of plugin `{}` took {took:?}: its requests run on the blocking pool from now on",
+                    route.pattern(),
+                    route.plugin(),
                 );
             }
+            result
         };
-        let router = self.router.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let mut request = Request::new(&method, target).body(&body);
-            for (name, value) in &parts.headers {
-                request = request.header(name.as_str(), value.as_bytes());
-            }
-            router.dispatch(&request).map(into_http)
-        });
-        match task.await {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => failure(&error),
-            Err(join) => json(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &serde_json::json!({ "error": format!("the handler task failed: {join}") }),
-            ),
-        }
+        result.map_or_else(|error| failure(&error), into_http)
     }
 }
 
-/// Where a request goes.
-enum Routing {
-    /// To the plugin of this name.
-    Plugin(String),
-    /// Nowhere: the service answers it with this response.
-    Answered(HttpResponse),
+/// The request target: the path and the query.
+fn target(parts: &http::request::Parts) -> &str {
+    parts.uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// The host's view of an HTTP request, borrowing everything.
+fn request<'a>(
+    method: &'a str,
+    target: &'a str,
+    headers: &'a http::HeaderMap,
+    body: &'a [u8],
+) -> Request<'a> {
+    let mut request = Request::new(method, target).body(body);
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_bytes());
+    }
+    request
+}
+
+fn not_allowed(method: &str, path: &str, allowed: &[&str]) -> HttpResponse {
+    let mut allow = allowed.join(", ");
+    if allowed.contains(&"GET") {
+        allow.push_str(", HEAD");
+    }
+    let error = format!("{method} is not allowed for {path}");
+    let mut response = json(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &serde_json::json!({ "error": error, "allow": allow }),
+    );
+    if let Ok(value) = HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(ALLOW, value);
+    }
+    response
 }
 
 impl<B> tower_service::Service<http::Request<B>> for PluginService
@@ -230,21 +298,11 @@ fn failure(error: &Error) -> HttpResponse {
     )
 }
 
-/// Converts a plugin's response; a header the `http` crate rejects is dropped with a warning.
+/// Converts a plugin's response.
 fn into_http(response: crate::Response) -> HttpResponse {
     let mut out = http::Response::new(Full::new(Bytes::from(response.body)));
     *out.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
-    for (name, value) in response.headers {
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(&value),
-        ) {
-            (Ok(name), Ok(value)) => {
-                out.headers_mut().append(name, value);
-            }
-            _ => tracing::warn!("dropped the invalid response header {name:?}"),
-        }
-    }
+    *out.headers_mut() = response.headers;
     out
 }
 
@@ -270,10 +328,14 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let connection = builder.serve_connection(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(service.clone()),
-                );
+                // `service_fn` over `handle` rather than the `tower::Service` impl: no boxed
+                // future per request.
+                let service = service.clone();
+                let handler = hyper::service::service_fn(move |request| {
+                    let service = service.clone();
+                    async move { Ok::<_, Infallible>(service.handle(request).await) }
+                });
+                let connection = builder.serve_connection(TokioIo::new(stream), handler);
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {

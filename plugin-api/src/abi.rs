@@ -200,8 +200,9 @@ pub struct PluginResponse {
     pub ctx: *mut c_void,
     /// Sets the HTTP status (100 to 999). Returns `PLUGIN_INVALID_ARGUMENT` otherwise.
     pub set_status: unsafe extern "C" fn(ctx: *mut c_void, status: u16) -> PluginStatus,
-    /// Appends a header. The name must be a valid HTTP header name (UTF-8 token characters) and
-    /// the value must contain no CR, LF or NUL; otherwise `PLUGIN_INVALID_ARGUMENT`.
+    /// Appends a header. The name must be an HTTP token (letters, digits and ``!#$%&'*+-.^_`|~``;
+    /// the host lower-cases it) and the value must contain no control character other than tab;
+    /// otherwise `PLUGIN_INVALID_ARGUMENT`.
     pub add_header:
         unsafe extern "C" fn(ctx: *mut c_void, name: PluginStr, value: PluginBytes) -> PluginStatus,
     /// Appends `data` to the body.

@@ -235,14 +235,18 @@ unsafe extern "C" fn response_add_header(
 ) -> PluginStatus {
     guard(|| {
         // SAFETY: the plugin passes valid (pointer, length) pairs per the header.
-        let (name, value) = unsafe { (plugin_str(name), plugin_bytes(value.ptr, value.len)) };
+        let (name, value) = unsafe {
+            (
+                plugin_bytes(name.ptr, name.len),
+                plugin_bytes(value.ptr, value.len),
+            )
+        };
+        let name = name.and_then(|n| http::HeaderName::from_bytes(n).ok());
+        let value = value.and_then(|v| http::HeaderValue::from_bytes(v).ok());
         match (name, value) {
-            (Some(name), Some(value))
-                if is_token(name) && !value.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)) =>
-            {
+            (Some(name), Some(value)) => {
                 // SAFETY: called by the plugin with the writer's context during the handler.
-                let response = unsafe { response(ctx) };
-                response.headers.push((name.to_owned(), value.to_owned()));
+                unsafe { response(ctx) }.headers.append(name, value);
                 PLUGIN_OK
             }
             _ => PLUGIN_INVALID_ARGUMENT,

@@ -93,7 +93,11 @@ fn serve_command(
     listen: std::net::SocketAddr,
     (body_limit, grace): (usize, Duration),
 ) -> Result<ExitCode> {
+    // At least two workers, so that the first call of a slow handler (which runs inline until it
+    // is known to be slow, see `PluginService`) never stalls the whole server.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind(listen))?;
