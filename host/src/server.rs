@@ -78,57 +78,73 @@ impl PluginService {
     }
 
     /// Answers one request.
-    pub async fn handle<B>(self, request: http::Request<B>) -> HttpResponse
+    pub async fn handle<B>(&self, request: http::Request<B>) -> HttpResponse
     where
         B: http_body::Body + Send + 'static,
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let started = Instant::now();
+        match self.answer_now(request) {
+            Ok(response) => response,
+            Err(request) => self.answer_later(request).await,
+        }
+    }
+
+    /// Answers without waiting when nothing needs an `await`: no body to read, and a route that
+    /// runs inline (or no route at all). Otherwise gives the request back, untouched. This keeps
+    /// the common case (a GET) free of a large future and of a heap allocation.
+    fn answer_now<B: http_body::Body>(
+        &self,
+        request: http::Request<B>,
+    ) -> Result<HttpResponse, http::Request<B>> {
         let (parts, body) = request.into_parts();
-        let head = parts.method == Method::HEAD;
-        let method = if head { "GET" } else { parts.method.as_str() };
+        let exchange = Exchange::start(&parts);
+        let method = exchange.method(&parts);
         let path = parts.uri.path();
-        let (response, plugin) = if path == HEALTH_PATH && method == "GET" {
+        if path == HEALTH_PATH && method == "GET" {
             let body = serde_json::json!({ "status": "ok", "plugins": self.router.plugins() });
-            (json(StatusCode::OK, &body), None)
-        } else {
-            match self.router.lookup(method, path) {
-                Lookup::Found(route) => {
-                    let response = match self.read_body(&parts, body).await {
-                        Ok(body) => self.call(&route, &parts, method, body).await,
-                        Err(response) => response,
-                    };
-                    (response, Some(route.plugin()))
-                }
-                Lookup::MethodNotAllowed(allowed) => (not_allowed(method, path, &allowed), None),
-                Lookup::NotFound => {
-                    let error = format!("no route matches {path}");
-                    (
-                        json(
-                            StatusCode::NOT_FOUND,
-                            &serde_json::json!({ "error": error }),
-                        ),
-                        None,
-                    )
-                }
+            return Ok(exchange.finish(&parts, json(StatusCode::OK, &body), None));
+        }
+        let (response, plugin) = match self.router.lookup(method, path) {
+            Lookup::Found(route) if body.is_end_stream() && !route.offloaded() => {
+                let response = self.call_inline(&route, &parts, method, &[]);
+                (response, Some(route.plugin()))
+            }
+            Lookup::Found(_) => return Err(http::Request::from_parts(parts, body)),
+            Lookup::MethodNotAllowed(allowed) => (not_allowed(method, path, &allowed), None),
+            Lookup::NotFound => {
+                let error = format!("no route matches {path}");
+                (
+                    json(
+                        StatusCode::NOT_FOUND,
+                        &serde_json::json!({ "error": error }),
+                    ),
+                    None,
+                )
             }
         };
-        tracing::info!(
-            target: "plugin_host::access",
-            method = parts.method.as_str(),
-            path,
-            status = response.status().as_u16(),
-            duration_us = started.elapsed().as_micros() as u64,
-            plugin = plugin.unwrap_or("-"),
-        );
-        if head {
-            let (mut parts, body) = response.into_parts();
-            let len = http_body::Body::size_hint(&body).exact().unwrap_or(0);
-            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-            return http::Response::from_parts(parts, Full::default());
-        }
-        response
+        Ok(exchange.finish(&parts, response, plugin))
+    }
+
+    /// Answers a request that has a body to read, or whose route runs on the blocking pool.
+    async fn answer_later<B>(&self, request: http::Request<B>) -> HttpResponse
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let (parts, body) = request.into_parts();
+        let exchange = Exchange::start(&parts);
+        let method = exchange.method(&parts);
+        let Lookup::Found(route) = self.router.lookup(method, parts.uri.path()) else {
+            unreachable!("answer_now answers every request without a route")
+        };
+        let response = match self.read_body(&parts, body).await {
+            Err(response) => response,
+            Ok(body) if route.offloaded() => self.call_blocking(&parts, method, body).await,
+            Ok(body) => self.call_inline(&route, &parts, method, &body),
+        };
+        exchange.finish(&parts, response, Some(route.plugin()))
     }
 
     /// Reads the body, refusing one over the limit (announced or actual) with 413.
@@ -149,9 +165,6 @@ impl PluginService {
         if declared.is_some_and(|n| n > self.body_limit as u64) {
             return Err(too_large(self.body_limit));
         }
-        if body.is_end_stream() {
-            return Ok(Bytes::new());
-        }
         match Limited::new(body, self.body_limit).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(self.body_limit)),
@@ -165,51 +178,107 @@ impl PluginService {
         }
     }
 
-    /// Calls the route's handler: on this thread while it is fast, on the blocking pool once a
-    /// call of it has taken longer than the threshold.
-    async fn call(
+    /// Calls the handler on this thread; if the call takes longer than the threshold, the route
+    /// runs on the blocking pool from then on.
+    fn call_inline(
         &self,
         route: &RouteMatch<'_, '_>,
         parts: &http::request::Parts,
         method: &str,
+        body: &[u8],
+    ) -> HttpResponse {
+        let started = Instant::now();
+        let result = route.call(&request(method, target(parts), &parts.headers, body));
+        let took = started.elapsed();
+        if took >= self.blocking_threshold {
+            route.offload();
+            tracing::warn!(
+                target: "plugin_host::access",
+                "{method} {} of plugin `{}` took {took:?}: its requests run on the blocking pool from now on",
+                route.pattern(),
+                route.plugin(),
+            );
+        }
+        result.map_or_else(|error| failure(&error), into_http)
+    }
+
+    /// Calls the handler on tokio's blocking pool.
+    async fn call_blocking(
+        &self,
+        parts: &http::request::Parts,
+        method: &str,
         body: Bytes,
     ) -> HttpResponse {
-        let result = if route.offloaded() {
-            let router = self.router.clone();
-            let (method, target, headers) = (
-                method.to_owned(),
-                target(parts).to_owned(),
-                parts.headers.clone(),
-            );
-            let task = tokio::task::spawn_blocking(move || {
-                router.dispatch(&request(&method, &target, &headers, &body))
-            });
-            match task.await {
-                Ok(result) => result,
-                Err(join) => {
-                    let error = format!("the handler task failed: {join}");
-                    return json(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &serde_json::json!({ "error": error }),
-                    );
-                }
+        let router = self.router.clone();
+        let (method, target, headers) = (
+            method.to_owned(),
+            target(parts).to_owned(),
+            parts.headers.clone(),
+        );
+        let task = tokio::task::spawn_blocking(move || {
+            router.dispatch(&request(&method, &target, &headers, &body))
+        });
+        match task.await {
+            Ok(result) => result.map_or_else(|error| failure(&error), into_http),
+            Err(join) => {
+                let error = format!("the handler task failed: {join}");
+                json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &serde_json::json!({ "error": error }),
+                )
             }
+        }
+    }
+}
+
+/// What every answer shares: the access log line and `HEAD`'s empty body.
+struct Exchange {
+    /// When the request arrived, if the access log is on.
+    started: Option<Instant>,
+    head: bool,
+}
+
+impl Exchange {
+    fn start(request: &http::request::Parts) -> Self {
+        let logged = tracing::enabled!(target: "plugin_host::access", tracing::Level::INFO);
+        Self {
+            started: logged.then(Instant::now),
+            head: request.method == Method::HEAD,
+        }
+    }
+
+    /// The method to route by: `HEAD` is routed as `GET`.
+    fn method<'r>(&self, request: &'r http::request::Parts) -> &'r str {
+        if self.head {
+            "GET"
         } else {
-            let started = Instant::now();
-            let result = route.call(&request(method, target(parts), &parts.headers, &body));
-            let took = started.elapsed();
-            if took >= self.blocking_threshold {
-                route.offload();
-                tracing::warn!(
-                    target: "plugin_host::access",
-                    "{method} {} of plugin `{}` took {took:?}: its requests run on the blocking pool from now on",
-                    route.pattern(),
-                    route.plugin(),
-                );
-            }
-            result
-        };
-        result.map_or_else(|error| failure(&error), into_http)
+            request.method.as_str()
+        }
+    }
+
+    fn finish(
+        &self,
+        request: &http::request::Parts,
+        response: HttpResponse,
+        plugin: Option<&str>,
+    ) -> HttpResponse {
+        if let Some(started) = self.started {
+            tracing::info!(
+                target: "plugin_host::access",
+                method = request.method.as_str(),
+                path = request.uri.path(),
+                status = response.status().as_u16(),
+                duration_us = started.elapsed().as_micros() as u64,
+                plugin = plugin.unwrap_or("-"),
+            );
+        }
+        if !self.head {
+            return response;
+        }
+        let (mut parts, body) = response.into_parts();
+        let len = http_body::Body::size_hint(&body).exact().unwrap_or(0);
+        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        http::Response::from_parts(parts, Full::default())
     }
 }
 
@@ -226,6 +295,7 @@ fn request<'a>(
     body: &'a [u8],
 ) -> Request<'a> {
     let mut request = Request::new(method, target).body(body);
+    request.headers.reserve(headers.len());
     for (name, value) in headers {
         request = request.header(name.as_str(), value.as_bytes());
     }
@@ -306,6 +376,25 @@ fn into_http(response: crate::Response) -> HttpResponse {
     out
 }
 
+/// The future `serve` gives hyper for one request: ready at once, or a boxed `answer_later`.
+enum Answer {
+    Now(Option<HttpResponse>),
+    Later(Pin<Box<dyn Future<Output = HttpResponse> + Send>>),
+}
+
+impl Future for Answer {
+    type Output = Result<HttpResponse, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut *self {
+            Answer::Now(response) => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+            Answer::Later(future) => future.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
 /// Serves `service` on `listener` until `shutdown` completes, then stops accepting, lets the
 /// requests in flight finish for at most `grace`, and returns whether they all did.
 pub async fn serve(
@@ -329,11 +418,17 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 // `service_fn` over `handle` rather than the `tower::Service` impl: no boxed
-                // future per request.
-                let service = service.clone();
+                // future per request. Each connection gets its own `Arc`, so the reference
+                // count a request touches is not shared with other threads.
+                let service = Arc::new(service.clone());
                 let handler = hyper::service::service_fn(move |request| {
-                    let service = service.clone();
-                    async move { Ok::<_, Infallible>(service.handle(request).await) }
+                    match service.answer_now(request) {
+                        Ok(response) => Answer::Now(Some(response)),
+                        Err(request) => {
+                            let service = service.clone();
+                            Answer::Later(Box::pin(async move { service.answer_later(request).await }))
+                        }
+                    }
                 });
                 let connection = builder.serve_connection(TokioIo::new(stream), handler);
                 let connection = graceful.watch(connection);

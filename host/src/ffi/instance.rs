@@ -74,6 +74,11 @@ impl<'a> Headers<'a> {
         });
     }
 
+    /// Makes room for `additional` more headers.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.raw.reserve(additional);
+    }
+
     fn as_raw(&self) -> &[PluginHttpHeader] {
         &self.raw
     }
