@@ -85,32 +85,29 @@ impl PluginService {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         match self.answer_now(request) {
-            Ok(response) => response,
-            Err(request) => self.answer_later(request).await,
+            Attempt::Answered(response) => response,
+            Attempt::Deferred(request) => self.answer_later(request).await,
         }
     }
 
     /// Answers without waiting when nothing needs an `await`: no body to read, and a route that
     /// runs inline (or no route at all). Otherwise gives the request back, untouched. This keeps
     /// the common case (a GET) free of a large future and of a heap allocation.
-    fn answer_now<B: http_body::Body>(
-        &self,
-        request: http::Request<B>,
-    ) -> Result<HttpResponse, http::Request<B>> {
+    fn answer_now<B: http_body::Body>(&self, request: http::Request<B>) -> Attempt<B> {
         let (parts, body) = request.into_parts();
         let exchange = Exchange::start(&parts);
         let method = exchange.method(&parts);
         let path = parts.uri.path();
         if path == HEALTH_PATH && method == "GET" {
             let body = serde_json::json!({ "status": "ok", "plugins": self.router.plugins() });
-            return Ok(exchange.finish(&parts, json(StatusCode::OK, &body), None));
+            return Attempt::Answered(exchange.finish(&parts, json(StatusCode::OK, &body), None));
         }
         let (response, plugin) = match self.router.lookup(method, path) {
             Lookup::Found(route) if body.is_end_stream() && !route.offloaded() => {
                 let response = self.call_inline(&route, &parts, method, &[]);
                 (response, Some(route.plugin()))
             }
-            Lookup::Found(_) => return Err(http::Request::from_parts(parts, body)),
+            Lookup::Found(_) => return Attempt::Deferred(http::Request::from_parts(parts, body)),
             Lookup::MethodNotAllowed(allowed) => (not_allowed(method, path, &allowed), None),
             Lookup::NotFound => {
                 let error = format!("no route matches {path}");
@@ -123,7 +120,7 @@ impl PluginService {
                 )
             }
         };
-        Ok(exchange.finish(&parts, response, plugin))
+        Attempt::Answered(exchange.finish(&parts, response, plugin))
     }
 
     /// Answers a request that has a body to read, or whose route runs on the blocking pool.
@@ -229,6 +226,14 @@ impl PluginService {
             }
         }
     }
+}
+
+/// The outcome of [`PluginService::answer_now`].
+enum Attempt<B> {
+    /// The response, computed without waiting.
+    Answered(HttpResponse),
+    /// The request, untouched: answering it needs an `await`.
+    Deferred(http::Request<B>),
 }
 
 /// What every answer shares: the access log line and `HEAD`'s empty body.
@@ -423,8 +428,8 @@ pub async fn serve(
                 let service = Arc::new(service.clone());
                 let handler = hyper::service::service_fn(move |request| {
                     match service.answer_now(request) {
-                        Ok(response) => Answer::Now(Some(response)),
-                        Err(request) => {
+                        Attempt::Answered(response) => Answer::Now(Some(response)),
+                        Attempt::Deferred(request) => {
                             let service = service.clone();
                             Answer::Later(Box::pin(async move { service.answer_later(request).await }))
                         }
