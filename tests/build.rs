@@ -16,6 +16,7 @@ fn main() {
         ("fixture_empty_name", &["FIXTURE_NAME=\"\""]),
         ("fixture_bad_utf8_name", &["FIXTURE_NAME=\"bad\\xff\\xfe\""]),
         ("fixture_null_create", &["FIXTURE_NULL_CREATE"]),
+        ("fixture_conflict", &["FIXTURE_ROUTE=\"/c/hello\""]),
     ];
     for (name, defines) in variants {
         let library = shared_library(&source, &out_dir, name, defines);

@@ -49,6 +49,27 @@ fn check_fails_a_bad_file_and_says_why() {
 }
 
 #[test]
+fn check_fails_a_file_whose_routes_conflict_with_an_earlier_one() {
+    let greeter = &samples().greeter;
+    let conflicting = fixture!("FIXTURE_CONFLICT");
+    let (output, stdout, _) = run(host().arg("check").arg(greeter).arg(&conflicting));
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("ok    {}", greeter.display())),
+        "{stdout}"
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL"))
+        .expect("a FAIL line");
+    assert!(line.contains(&conflicting.display().to_string()), "{line}");
+    assert!(
+        line.contains("route GET /c/hello conflicts with GET /c/hello of plugin `greeter`"),
+        "{line}"
+    );
+}
+
+#[test]
 fn list_prints_plugins_and_routes_from_a_config() {
     let config = sample_plugins::stage(&scratch("list")).unwrap();
     let (output, stdout, stderr) = run(host().arg("list").arg("--config").arg(&config));
