@@ -13,10 +13,31 @@ fn main() {
         ("fixture_bad_magic", &["FIXTURE_MAGIC=0xDEADBEEF"]),
         ("fixture_major", &["FIXTURE_MAJOR=(PLUGIN_ABI_MAJOR+1)"]),
         ("fixture_minor", &["FIXTURE_MINOR=(PLUGIN_ABI_MINOR+1)"]),
+        // Without an ABI mark, the same mistakes are found in the descriptor after loading.
+        ("fixture_unmarked", &["FIXTURE_NO_MARK"]),
+        (
+            "fixture_unmarked_bad_magic",
+            &["FIXTURE_NO_MARK", "FIXTURE_MAGIC=0xDEADBEEF"],
+        ),
+        (
+            "fixture_unmarked_major",
+            &["FIXTURE_NO_MARK", "FIXTURE_MAJOR=(PLUGIN_ABI_MAJOR+1)"],
+        ),
+        (
+            "fixture_unmarked_minor",
+            &["FIXTURE_NO_MARK", "FIXTURE_MINOR=(PLUGIN_ABI_MINOR+1)"],
+        ),
         ("fixture_empty_name", &["FIXTURE_NAME=\"\""]),
         ("fixture_bad_utf8_name", &["FIXTURE_NAME=\"bad\\xff\\xfe\""]),
         ("fixture_null_create", &["FIXTURE_NULL_CREATE"]),
         ("fixture_conflict", &["FIXTURE_ROUTE=\"/c/hello\""]),
+        // Descriptors that lie.
+        ("fixture_null_name", &["FIXTURE_NAME_FIELD={NULL,7}"]),
+        (
+            "fixture_huge_name",
+            &["FIXTURE_NAME_FIELD={(const uint8_t *)\"fixture\",(size_t)-1}"],
+        ),
+        ("fixture_null_destroy", &["FIXTURE_NULL_DESTROY"]),
     ];
     for (name, defines) in variants {
         let library = shared_library(&source, &out_dir, name, defines);
@@ -24,6 +45,29 @@ fn main() {
             "cargo:rustc-env={}={}",
             name.to_uppercase(),
             library.display()
+        );
+    }
+    // A library whose initialiser writes a marker file: one that fails inspection (its code must
+    // never run) and one that passes (the control: its marker appears when it is loaded).
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/constructor.c");
+    let constructors: &[(&str, &[&str])] = &[
+        ("constructor_refused", &["FIXTURE_BAD_MARK"]),
+        ("constructor_loaded", &[]),
+    ];
+    for (name, defines) in constructors {
+        let marker = out_dir.join(format!("{name}.marker"));
+        let define = format!("FIXTURE_MARKER=\"{}\"", marker.display());
+        let defines: Vec<&str> = defines.iter().copied().chain([define.as_str()]).collect();
+        let library = shared_library(&source, &out_dir, name, &defines);
+        println!(
+            "cargo:rustc-env={}={}",
+            name.to_uppercase(),
+            library.display()
+        );
+        println!(
+            "cargo:rustc-env={}_MARKER={}",
+            name.to_uppercase(),
+            marker.display()
         );
     }
     println!("cargo:rerun-if-changed=../include/plugin_api.h");

@@ -28,6 +28,70 @@ pub enum ErrorKind {
         /// The loader's error.
         source: libloading::Error,
     },
+    /// The file cannot be read (missing, unreadable, a symbolic link loop, ...).
+    #[error("cannot read the file: {source}")]
+    Unreadable {
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The path is not a regular file (a directory, a device, ...).
+    #[error("not a regular file but {what}; give the path of a shared library")]
+    NotAFile {
+        /// What it is.
+        what: &'static str,
+    },
+    /// The file is not an object file the host can parse (empty, random, truncated, ...).
+    #[error("not a shared library: {reason}")]
+    NotAnObject {
+        /// What the parser found.
+        reason: String,
+    },
+    /// The file is an object file, but not a shared library.
+    #[error(
+        "an object file of kind {kind}, not a shared library; build the plugin as a cdylib or with -shared"
+    )]
+    NotSharedLibrary {
+        /// The kind of object file.
+        kind: String,
+    },
+    /// The library is built for another architecture or bit width.
+    #[error(
+        "built for {found}, but this host runs on {expected}; build the plugin for this platform"
+    )]
+    WrongArchitecture {
+        /// The file's architecture.
+        found: String,
+        /// The host's.
+        expected: String,
+    },
+    /// The file's SHA-256 differs from the one the configuration pins.
+    #[error(
+        "SHA-256 mismatch: the configuration pins {expected}, the file's is {actual}; the file changed, or the pin is out of date"
+    )]
+    ChecksumMismatch {
+        /// The pinned hash, in hex.
+        expected: String,
+        /// The file's hash, in hex.
+        actual: String,
+    },
+    /// The file, or a folder above it, can be written by others than its owner and root.
+    #[error(
+        "refused: {path} {reason}; fix the permissions, or pass --allow-insecure-permissions to load it anyway"
+    )]
+    InsecurePermissions {
+        /// The file or folder at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A handler of this instance panicked earlier; its routes no longer reach it.
+    #[error(
+        "out of service: a handler panicked earlier ({message}); restart the host to serve it again"
+    )]
+    Poisoned {
+        /// The first panic's message.
+        message: String,
+    },
     /// The library does not export `plugin_factory`.
     #[error(
         "the library exports no `plugin_factory` symbol; export it with `plugin_api::export_plugin!` (Rust) or `PLUGIN_EXPORT` (C)"
@@ -40,7 +104,7 @@ pub enum ErrorKind {
         reason: String,
     },
     /// The descriptor does not start with `PLUGIN_ABI_MAGIC`.
-    #[error("the descriptor's magic is {found:#010x}, not {expected:#010x}: this is not a plugin of this ABI, or its descriptor is corrupt", expected = plugin_api::abi::PLUGIN_ABI_MAGIC)]
+    #[error("the plugin's ABI magic is {found:#010x}, not {expected:#010x}: this is not a plugin of this ABI, or it is corrupt", expected = plugin_api::abi::PLUGIN_ABI_MAGIC)]
     BadMagic {
         /// The value found.
         found: u32,

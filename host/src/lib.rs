@@ -16,14 +16,18 @@
 pub mod config;
 mod error;
 mod ffi;
+mod inspect;
 mod message;
 mod plugin;
 mod registry;
 mod router;
 pub mod server;
+mod trust;
 
 pub use error::{Error, ErrorKind, Errors};
+pub use inspect::Inspection;
 pub use message::{Request, Response};
-pub use plugin::{Factory, Instance, State};
+pub use plugin::{Factory, Instance, LoadOptions, State};
 pub use registry::{FactoryRegistry, Registry};
 pub use router::{Lookup, RouteInfo, RouteMatch, Router};
+pub use trust::sha256_hex;

@@ -2,7 +2,9 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::ffi::{Descriptor, RawInstance, RouteDef};
+use crate::inspect::{self, Inspection};
 use crate::message::{Request, Response};
+use crate::trust;
 use parking_lot::Mutex;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +15,17 @@ use std::sync::{Arc, OnceLock};
 #[derive(Clone)]
 pub struct Factory {
     descriptor: Arc<Descriptor>,
+    inspection: Option<Inspection>,
+}
+
+/// How [`Factory::load_with`] treats a file.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// The SHA-256 the file must have, in hex.
+    pub sha256: Option<String>,
+    /// Load a file even if it, or a folder above it, could be written by someone other than
+    /// its owner and root (a warning is logged).
+    pub allow_insecure_permissions: bool,
 }
 
 impl Factory {
@@ -22,8 +35,41 @@ impl Factory {
     /// Loading a library runs its initialisers: only load files you trust (see the README's
     /// security model).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    /// Loads the plugin library at `path`, after checking, in this order and before any of
+    /// its code runs: the permissions of the file and of the folders above it (unless
+    /// `options` allow insecure ones, which logs a warning), that it is a regular file, its
+    /// SHA-256 if `options` pin one, and its contents (a shared library for this architecture,
+    /// exporting `plugin_factory`, with an acceptable ABI mark if it has one). A pinned file is
+    /// loaded from a private copy of the very bytes that were hashed and inspected.
+    pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let fail = |kind| Error::new(kind).with_file(Some(path));
+        match trust::check_permissions(path) {
+            Ok(()) => {}
+            Err(kind @ ErrorKind::InsecurePermissions { .. })
+                if options.allow_insecure_permissions =>
+            {
+                tracing::warn!("loading anyway, as allowed: {}", fail(kind));
+            }
+            Err(kind) => return Err(fail(kind)),
+        }
+        let bytes = trust::read(path).map_err(fail)?;
+        if let Some(expected) = &options.sha256 {
+            trust::verify_sha256(&bytes, expected).map_err(fail)?;
+        }
+        let inspection = inspect::inspect(&bytes).map_err(fail)?;
+        let descriptor = if options.sha256.is_some() {
+            let copy = trust::PrivateCopy::new(&bytes, path).map_err(fail)?;
+            Descriptor::load(copy.path(), path)?
+        } else {
+            Descriptor::load(path, path)?
+        };
         Ok(Self {
-            descriptor: Arc::new(Descriptor::load(path.as_ref())?),
+            descriptor: Arc::new(descriptor),
+            inspection: Some(inspection),
         })
     }
 
@@ -32,7 +78,13 @@ impl Factory {
     pub fn builtin<P: plugin_api::Plugin>() -> Result<Self, Error> {
         Ok(Self {
             descriptor: Arc::new(Descriptor::builtin::<P>()?),
+            inspection: None,
         })
+    }
+
+    /// What inspecting the file found, or `None` for a built-in plugin.
+    pub fn inspection(&self) -> Option<&Inspection> {
+        self.inspection.as_ref()
     }
 
     /// The plugin's name, from its descriptor.

@@ -346,3 +346,33 @@ pub type PluginFactoryFn =
 
 /// The name of the symbol every plugin exports.
 pub const PLUGIN_FACTORY_SYMBOL: &str = "plugin_factory";
+
+/// A plugin's ABI version as plain data, exported as the symbol `plugin_abi_mark`, so that the
+/// host can read it from the file and refuse an incompatible plugin before loading it (loading
+/// runs the library's initialisers). C and C++ plugins emit it with `PLUGIN_ABI_MARK;` at file
+/// scope; the Rust SDK's `export_plugin!` emits it. A plugin without it is still loaded, and its
+/// version is then checked from the descriptor after loading.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PluginAbiMark {
+    /// Always `PLUGIN_ABI_MAGIC`.
+    pub magic: u32,
+    /// `PLUGIN_ABI_MAJOR` of the header the plugin was built with.
+    pub abi_major: u16,
+    /// `PLUGIN_ABI_MINOR` of the header the plugin was built with.
+    pub abi_minor: u16,
+}
+
+impl PluginAbiMark {
+    /// The mark of this version of the ABI.
+    pub const fn current() -> Self {
+        Self {
+            magic: PLUGIN_ABI_MAGIC,
+            abi_major: PLUGIN_ABI_MAJOR,
+            abi_minor: PLUGIN_ABI_MINOR,
+        }
+    }
+}
+
+/// The name of the data symbol holding a plugin's `PluginAbiMark`.
+pub const PLUGIN_ABI_MARK_SYMBOL: &str = "plugin_abi_mark";

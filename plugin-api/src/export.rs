@@ -203,7 +203,8 @@ pub(crate) unsafe extern "C" fn handle<P: Plugin>(
 }
 
 /// Exports a type implementing [`Plugin`](crate::Plugin) as this library's plugin, by
-/// generating the `plugin_factory` symbol and its descriptor. Use it once per library.
+/// generating the `plugin_factory` symbol and its descriptor, and the `plugin_abi_mark` data
+/// symbol that lets the host check the ABI version before loading. Use it once per library.
 ///
 /// ```ignore
 /// plugin_api::export_plugin!(MyPlugin);
@@ -220,5 +221,11 @@ macro_rules! export_plugin {
                 $crate::export::StaticDescriptor::new::<$plugin>();
             DESCRIPTOR.get()
         }
+
+        /// The plugin's ABI version, readable by the host without loading the library.
+        #[unsafe(no_mangle)]
+        #[allow(non_upper_case_globals)]
+        pub static plugin_abi_mark: $crate::abi::PluginAbiMark =
+            $crate::abi::PluginAbiMark::current();
     };
 }

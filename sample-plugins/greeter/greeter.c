@@ -145,6 +145,8 @@ static PluginStatus greeter_routes(void *instance, const PluginRouteSink *sink,
   return PLUGIN_OK;
 }
 
+PLUGIN_ABI_MARK;
+
 static const PluginDescriptor DESCRIPTOR = {
     .header = {PLUGIN_ABI_MAGIC, PLUGIN_ABI_MAJOR, PLUGIN_ABI_MINOR, sizeof(PluginDescriptor), 0},
     .name = {(const uint8_t *)"greeter", 7},

@@ -130,6 +130,8 @@ PluginStatus routes(void *, const PluginRouteSink *sink, const PluginErrorSink *
 
 }  // namespace
 
+PLUGIN_ABI_MARK;
+
 const PluginDescriptor *plugin_factory(const PluginFactoryArgs *) {
   static const PluginDescriptor descriptor = {
       {PLUGIN_ABI_MAGIC, PLUGIN_ABI_MAJOR, PLUGIN_ABI_MINOR, sizeof(PluginDescriptor), 0},

@@ -2,6 +2,7 @@
 
 mod cli;
 mod header;
+mod hostile;
 mod http;
 mod loading;
 mod readme;

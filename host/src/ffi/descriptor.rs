@@ -3,6 +3,7 @@
 use super::callbacks::{ErrorSlot, plugin_str};
 use super::instance::{CreateFn, DestroyFn, LifecycleFn, RoutesFn};
 use crate::error::{Error, ErrorKind};
+use crate::inspect::check_version;
 use abi_stable::StableAbi;
 use abi_stable::abi_stability::abi_checking::{
     CheckingGlobals, check_layout_compatibility_with_globals,
@@ -58,13 +59,15 @@ pub(crate) struct Descriptor {
 }
 
 impl Descriptor {
-    /// Loads the plugin library at `path` and validates its descriptor.
-    pub(crate) fn load(path: &Path) -> Result<Self, Error> {
+    /// Opens the library at `open_path` (the plugin file `path`, or a private copy of it) and
+    /// validates its descriptor. The caller has inspected the file first.
+    pub(crate) fn load(open_path: &Path, path: &Path) -> Result<Self, Error> {
         let fail = |kind| Error::new(kind).with_file(Some(path));
         // SAFETY: opening a library runs its initialisers. In-process plugins are trusted code
-        // (README, "Security model"): the application chose to load this file.
+        // (README, "Security model"), and the host has checked the file's permissions, format,
+        // exports and ABI mark before this point.
         let library =
-            unsafe { open(path) }.map_err(|source| fail(ErrorKind::NotALibrary { source }))?;
+            unsafe { open(open_path) }.map_err(|source| fail(ErrorKind::NotALibrary { source }))?;
         // SAFETY: the header declares `plugin_factory` with exactly this signature. The
         // pointer is used only while `library` is alive: it is called here, and the library
         // moves into the returned `Descriptor`.
@@ -147,23 +150,7 @@ unsafe fn validate(
     }
     // SAFETY: aligned, non-NULL, and the header is readable by the caller's guarantee.
     let header = unsafe { raw.cast::<PluginAbiHeader>().read() };
-    if header.magic != PLUGIN_ABI_MAGIC {
-        return Err(fail(ErrorKind::BadMagic {
-            found: header.magic,
-        }));
-    }
-    if header.abi_major != PLUGIN_ABI_MAJOR {
-        return Err(fail(ErrorKind::AbiMajorMismatch {
-            plugin: header.abi_major,
-            host: PLUGIN_ABI_MAJOR,
-        }));
-    }
-    if header.abi_minor > PLUGIN_ABI_MINOR {
-        return Err(fail(ErrorKind::AbiMinorTooNew {
-            plugin: header.abi_minor,
-            host: PLUGIN_ABI_MINOR,
-        }));
-    }
+    check_version(header.magic, header.abi_major, header.abi_minor).map_err(fail)?;
     let size = header.struct_size as usize;
     if size < DESCRIPTOR_SIZE_1_0 {
         return Err(invalid(&format!(

@@ -8,3 +8,10 @@ mod instance;
 
 pub(crate) use descriptor::Descriptor;
 pub(crate) use instance::{Headers, RawInstance, RouteDef};
+
+/// The effective user id of the host process.
+#[cfg(unix)]
+pub(crate) fn effective_uid() -> u32 {
+    // SAFETY: `geteuid` has no preconditions, cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() }
+}

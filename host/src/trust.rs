@@ -1,0 +1,107 @@
+//! Whether a plugin file may be trusted before it is loaded: its permissions (the rule of
+//! OpenSSH's StrictModes) and, when the configuration pins one, its SHA-256.
+
+use crate::error::ErrorKind;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Refuses a file that someone other than its owner and root could have written: the file, or
+/// any folder above it, writable by group or others (except a root-owned folder with the sticky
+/// bit, such as `/tmp`), or owned by a user other than root and the one running the host.
+#[cfg(unix)]
+pub(crate) fn check_permissions(path: &Path) -> Result<(), ErrorKind> {
+    use std::os::unix::fs::MetadataExt;
+    let canonical =
+        std::fs::canonicalize(path).map_err(|source| ErrorKind::Unreadable { source })?;
+    let me = crate::ffi::effective_uid();
+    for (index, place) in canonical.ancestors().enumerate() {
+        let meta = std::fs::metadata(place).map_err(|source| ErrorKind::Unreadable { source })?;
+        let refuse = |reason: String| ErrorKind::InsecurePermissions {
+            path: place.to_path_buf(),
+            reason,
+        };
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(refuse(format!(
+                "is owned by user {}, neither root nor the user running the host ({me})",
+                meta.uid()
+            )));
+        }
+        let mode = meta.mode();
+        let sticky_root_folder = index > 0 && meta.uid() == 0 && mode & 0o1000 != 0;
+        if mode & 0o022 != 0 && !sticky_root_folder {
+            return Err(refuse(format!(
+                "is writable by its group or by others (mode {:o})",
+                mode & 0o7777
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Permissions are checked on Unix only.
+#[cfg(not(unix))]
+pub(crate) fn check_permissions(_: &Path) -> Result<(), ErrorKind> {
+    Ok(())
+}
+
+/// Reads the whole file, refusing what is not a regular file.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, ErrorKind> {
+    let meta = std::fs::metadata(path).map_err(|source| ErrorKind::Unreadable { source })?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "a special file"
+        };
+        return Err(ErrorKind::NotAFile { what });
+    }
+    std::fs::read(path).map_err(|source| ErrorKind::Unreadable { source })
+}
+
+/// The SHA-256 of `bytes`, in lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Compares the hash of `bytes` with a pin (hex, any case).
+pub(crate) fn verify_sha256(bytes: &[u8], expected: &str) -> Result<(), ErrorKind> {
+    let actual = sha256_hex(bytes);
+    if actual.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(ErrorKind::ChecksumMismatch {
+            expected: expected.to_ascii_lowercase(),
+            actual,
+        })
+    }
+}
+
+/// `bytes` written to a fresh file in a folder only this user can write (mode 0700), so that
+/// the library loaded is exactly the bytes that were hashed and inspected: nobody else can
+/// change them between the check and `dlopen`. The folder is removed when this is dropped; the
+/// loaded mapping stays valid.
+pub(crate) struct PrivateCopy {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl PrivateCopy {
+    pub(crate) fn new(bytes: &[u8], original: &Path) -> Result<Self, ErrorKind> {
+        let io = |source| ErrorKind::Unreadable { source };
+        let dir = tempfile::Builder::new()
+            .prefix("plugin-host-")
+            .tempdir()
+            .map_err(io)?;
+        let name = original.file_name().unwrap_or("plugin".as_ref());
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).map_err(io)?;
+        Ok(Self { _dir: dir, path })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
