@@ -5,6 +5,8 @@
 //! path = "plugins/libcounter_plugin.so"   # relative to this file
 //! name = "visits"                         # optional instance name; default: the plugin's name
 //! enabled = true                          # optional; default true
+//! sha256 = "9f86d0…"                       # optional pin: the file must have this SHA-256
+//! keep_serving_after_panic = false        # optional; default false (a panic takes it out)
 //! [plugin.config]                         # optional; reaches the plugin as JSON
 //! path = "/visits"
 //! start = 41
@@ -14,7 +16,7 @@
 //! configuration); it is loaded once.
 
 use crate::error::Error;
-use crate::plugin::Factory;
+use crate::plugin::{Factory, LoadOptions};
 use crate::registry::Registry;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -42,6 +44,23 @@ pub struct PluginEntry {
     pub name: Option<String>,
     /// The instance configuration, handed to the plugin's `create` as JSON.
     pub config: serde_json::Value,
+    /// The SHA-256 the file must have (64 hex digits).
+    pub sha256: Option<String>,
+    /// Keep calling the handlers after one panicked.
+    pub keep_serving_after_panic: bool,
+}
+
+impl PluginEntry {
+    /// An entry for `path` with the plugin's own name, an empty configuration and no pin.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            name: None,
+            config: serde_json::json!({}),
+            sha256: None,
+            keep_serving_after_panic: false,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -60,6 +79,9 @@ struct RawPlugin {
     enabled: bool,
     #[serde(default)]
     config: toml::Table,
+    sha256: Option<Spanned<String>>,
+    #[serde(default)]
+    keep_serving_after_panic: bool,
 }
 
 fn enabled_by_default() -> bool {
@@ -102,6 +124,12 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
                 "`name` must not be empty".to_owned(),
             ));
         }
+        if let Some(pin) = &raw.sha256
+            && (pin.get_ref().len() != 64 || !pin.get_ref().bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            let message = "`sha256` must be 64 hexadecimal digits".to_owned();
+            return Err(error(Some(pin.span()), message));
+        }
         let config = serde_json::to_value(&raw.config).map_err(|e| {
             error(
                 Some(raw.path.span()),
@@ -112,6 +140,8 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
             path,
             name: raw.name.map(Spanned::into_inner),
             config,
+            sha256: raw.sha256.map(Spanned::into_inner),
+            keep_serving_after_panic: raw.keep_serving_after_panic,
         });
     }
     Ok(entries)
@@ -138,32 +168,35 @@ pub fn scan_dir(dir: &Path) -> Result<Vec<PluginEntry>, ConfigError> {
         })
         .collect();
     paths.sort();
-    Ok(paths
-        .into_iter()
-        .map(|path| PluginEntry {
-            path,
-            name: None,
-            config: serde_json::json!({}),
-        })
-        .collect())
+    Ok(paths.into_iter().map(PluginEntry::new).collect())
 }
 
-/// Loads every entry's library (each file once), creates the instances and registers them in
-/// entry order.
-pub fn deploy(entries: &[PluginEntry]) -> Result<Registry, Error> {
-    let mut factories: HashMap<&Path, Factory> = HashMap::new();
+/// Loads every entry's library (each file and pin once), creates the instances and registers
+/// them in entry order. `allow_insecure_permissions` is passed on to [`LoadOptions`].
+pub fn deploy(
+    entries: &[PluginEntry],
+    allow_insecure_permissions: bool,
+) -> Result<Registry, Error> {
+    let mut factories: HashMap<(&Path, Option<&str>), Factory> = HashMap::new();
     let registry = Registry::new();
     for entry in entries {
-        let factory = match factories.get(entry.path.as_path()) {
+        let key = (entry.path.as_path(), entry.sha256.as_deref());
+        let factory = match factories.get(&key) {
             Some(factory) => factory.clone(),
             None => {
-                let factory = Factory::load(&entry.path)?;
-                factories.insert(&entry.path, factory.clone());
+                let options = LoadOptions {
+                    sha256: entry.sha256.clone(),
+                    allow_insecure_permissions,
+                };
+                let factory = Factory::load_with(&entry.path, &options)?;
+                factories.insert(key, factory.clone());
                 factory
             }
         };
         let name = entry.name.as_deref().unwrap_or(factory.name());
-        registry.register(factory.create(name, &entry.config)?)?;
+        let instance = factory.create(name, &entry.config)?;
+        instance.keep_serving_after_panic(entry.keep_serving_after_panic);
+        registry.register(instance)?;
     }
     Ok(registry)
 }

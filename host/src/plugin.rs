@@ -7,7 +7,7 @@ use crate::message::{Request, Response};
 use crate::trust;
 use parking_lot::Mutex;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// A plugin ready to create instances: a loaded library's validated descriptor, or a plugin
@@ -117,6 +117,8 @@ impl Factory {
                 state: Mutex::new(State::Created),
                 routes: OnceLock::new(),
                 leases: AtomicUsize::new(0),
+                poisoned: OnceLock::new(),
+                keep_serving_after_panic: AtomicBool::new(false),
             }),
         })
     }
@@ -163,6 +165,10 @@ struct Inner {
     routes: OnceLock<Arc<[RouteDef]>>,
     /// How many routers serve this instance; `stop` is refused while any does.
     leases: AtomicUsize,
+    /// The message of the first handler panic, once one happened (unless kept serving).
+    poisoned: OnceLock<String>,
+    /// Whether handlers keep being called after one panicked.
+    keep_serving_after_panic: AtomicBool,
 }
 
 impl Instance {
@@ -189,6 +195,21 @@ impl Instance {
     /// The current state.
     pub fn state(&self) -> State {
         *self.inner.state.lock()
+    }
+
+    /// The message of the panic that put the instance out of service: after a handler panics,
+    /// the instance is poisoned and its routes answer with [`ErrorKind::Poisoned`] without
+    /// reaching it (an HTTP server answers 503), unless it keeps serving after panics.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.inner.poisoned.get().map(String::as_str)
+    }
+
+    /// Keeps calling the instance's handlers after one panicked (off by default: a panic may
+    /// have left the plugin's state inconsistent, so the host fails closed).
+    pub fn keep_serving_after_panic(&self, keep: bool) {
+        self.inner
+            .keep_serving_after_panic
+            .store(keep, Ordering::Relaxed);
     }
 
     fn error(&self, kind: ErrorKind) -> Error {
@@ -294,14 +315,22 @@ impl Lease {
         request: &Request<'_>,
         params: &matchit::Params<'_, '_>,
     ) -> Result<Response, Error> {
+        let inner = &self.instance.inner;
+        if let Some(message) = inner.poisoned.get() {
+            return Err(self.instance.error(ErrorKind::Poisoned {
+                message: message.clone(),
+            }));
+        }
         // SAFETY: the route comes from this instance's `routes`; the lease proves the instance
         // is started, and `stop` is refused while it lives.
-        unsafe {
-            self.instance
-                .inner
-                .raw
-                .handle(&self.routes[route], request, params)
+        let result = unsafe { inner.raw.handle(&self.routes[route], request, params) };
+        if let Err(error) = &result
+            && let ErrorKind::Panicked { message, .. } = error.kind()
+            && !inner.keep_serving_after_panic.load(Ordering::Relaxed)
+        {
+            let _ = inner.poisoned.set(message.clone());
         }
+        result
     }
 }
 

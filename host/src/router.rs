@@ -184,6 +184,16 @@ impl Router {
         self.leases.iter().map(|l| l.instance().name()).collect()
     }
 
+    /// The names of the instances that are out of service after a handler panicked.
+    pub fn poisoned(&self) -> Vec<&str> {
+        self.leases
+            .iter()
+            .map(Lease::instance)
+            .filter(|i| i.poisoned().is_some())
+            .map(Instance::name)
+            .collect()
+    }
+
     /// Every route, in the order it was collected.
     pub fn routes(&self) -> Vec<RouteInfo> {
         let mut routes: Vec<(usize, usize, RouteInfo)> = self

@@ -99,8 +99,7 @@ impl PluginService {
         let method = exchange.method(&parts);
         let path = parts.uri.path();
         if path == HEALTH_PATH && method == "GET" {
-            let body = serde_json::json!({ "status": "ok", "plugins": self.router.plugins() });
-            return Attempt::Answered(exchange.finish(&parts, json(StatusCode::OK, &body), None));
+            return Attempt::Answered(exchange.finish(&parts, self.health(), None));
         }
         let (response, plugin) = match self.router.lookup(method, path) {
             Lookup::Found(route) if body.is_end_stream() && !route.offloaded() => {
@@ -121,6 +120,22 @@ impl PluginService {
             }
         };
         Attempt::Answered(exchange.finish(&parts, response, plugin))
+    }
+
+    /// `GET /healthz`: every plugin served, and those out of service after a panic.
+    fn health(&self) -> HttpResponse {
+        let poisoned = self.router.poisoned();
+        let status = if poisoned.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        };
+        let body = serde_json::json!({
+            "status": status,
+            "plugins": self.router.plugins(),
+            "poisoned": poisoned,
+        });
+        json(StatusCode::OK, &body)
     }
 
     /// Answers a request that has a body to read, or whose route runs on the blocking pool.
@@ -360,15 +375,17 @@ fn too_large(limit: usize) -> HttpResponse {
     )
 }
 
-/// The 500 response for a handler that failed or panicked.
+/// The response for a handler that failed (500) or panicked (500), or whose instance is out of
+/// service after an earlier panic (503).
 fn failure(error: &Error) -> HttpResponse {
-    let kind = match error.kind() {
-        ErrorKind::Panicked { .. } => "panicked",
-        _ => "failed",
+    let (status, kind) = match error.kind() {
+        ErrorKind::Panicked { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "panicked"),
+        ErrorKind::Poisoned { .. } => (StatusCode::SERVICE_UNAVAILABLE, "poisoned"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
     };
     tracing::error!(target: "plugin_host::access", "{error}");
     json(
-        StatusCode::INTERNAL_SERVER_ERROR,
+        status,
         &serde_json::json!({ "error": error.to_string(), "plugin": error.plugin(), "kind": kind }),
     )
 }

@@ -23,14 +23,51 @@ fn check_passes_good_files() {
     let s = samples();
     let (output, stdout, stderr) = run(host().arg("check").arg(&s.hello).arg(&s.greeter));
     assert!(output.status.success(), "{stdout}{stderr}");
+    let hello = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("ok    {}: ELF ", s.hello.display())))
+        .unwrap_or_else(|| panic!("no verdict for hello in\n{stdout}"));
     assert!(
-        stdout.contains(&format!(
-            "ok    {}: plugin `hello` 0.1.0, ABI 1.0, 3 route(s): GET /hello, GET /hello/{{name}}, GET /ping",
-            s.hello.display()
-        )),
-        "{stdout}"
+        hello.ends_with(
+            "exports plugin_factory, ABI mark 1.0; plugin `hello` 0.1.0, ABI 1.0, \
+             3 route(s): GET /hello, GET /hello/{name}, GET /ping"
+        ),
+        "{hello}"
     );
     assert!(stdout.contains("plugin `greeter` 1.0.0"), "{stdout}");
+}
+
+#[test]
+fn check_reports_a_plugin_without_an_abi_mark() {
+    let unmarked = fixture!("FIXTURE_UNMARKED");
+    let (output, stdout, _) = run(host().arg("check").arg(&unmarked));
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("no ABI mark (checked after loading)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_applies_the_permission_rule_and_its_override() {
+    use std::os::unix::fs::PermissionsExt;
+    let path = scratch("check-perms").join("libgreeter.so");
+    std::fs::copy(&samples().greeter, &path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o646)).unwrap();
+    let (output, stdout, _) = run(host().arg("check").arg(&path));
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("is writable by its group or by others (mode 646)"),
+        "{stdout}"
+    );
+    let (output, stdout, stderr) = run(host()
+        .args(["check", "--allow-insecure-permissions"])
+        .arg(&path));
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("loading anyway"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -139,6 +176,55 @@ fn a_config_error_names_the_line() {
         stderr.contains(":3:") && stderr.contains("invalid type"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_sha256_pin_is_enforced_by_serve() {
+    let dir = scratch("pin");
+    let hello = &samples().hello;
+    let actual = plugin_host::sha256_hex(&std::fs::read(hello).unwrap());
+    let wrong = "ab".repeat(32);
+    let config = dir.join("plugins.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[plugin]]\npath = {:?}\nsha256 = {wrong:?}\n",
+            hello.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (output, _, stderr) = run(host()
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&wrong) && stderr.contains(&actual),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&hello.display().to_string()), "{stderr}");
+    std::fs::write(
+        &config,
+        format!(
+            "[[plugin]]\npath = {:?}\nsha256 = \"abc\"\n",
+            hello.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (_, _, stderr) = run(host().arg("list").arg("--config").arg(&config));
+    assert!(
+        stderr.contains(":3:") && stderr.contains("64 hexadecimal digits"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "[[plugin]]\npath = {:?}\nsha256 = {actual:?}\n",
+            hello.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (output, stdout, stderr) = run(host().arg("list").arg("--config").arg(&config));
+    assert!(output.status.success(), "{stdout}{stderr}");
 }
 
 fn write_config(dir: &Path, plugins: &[(&Path, &str, &str)]) -> std::path::PathBuf {

@@ -203,7 +203,7 @@ fn a_file_deleted_between_discovery_and_loading_is_refused() {
     let entries = plugin_host::config::scan_dir(&dir).unwrap();
     assert_eq!(entries.len(), 1);
     std::fs::remove_file(&path).unwrap();
-    let error = plugin_host::config::deploy(&entries)
+    let error = plugin_host::config::deploy(&entries, false)
         .err()
         .expect("refused");
     assert_error(&error, &path, |k| matches!(k, ErrorKind::Unreadable { .. }));

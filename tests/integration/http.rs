@@ -46,7 +46,11 @@ fn every_sample_route_answers_over_http() {
     assert_eq!(health.status, 200);
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&health.body).unwrap(),
-        json!({ "status": "ok", "plugins": ["hello", "greeter", "wordcount", "counter", "faulty"] })
+        json!({
+            "status": "ok",
+            "plugins": ["hello", "greeter", "wordcount", "counter", "faulty"],
+            "poisoned": [],
+        })
     );
 }
 
@@ -130,8 +134,9 @@ fn a_body_over_the_limit_is_413_and_never_reaches_the_plugin() {
 
 #[test]
 fn a_failing_or_panicking_handler_is_500_naming_the_plugin_and_serving_goes_on() {
-    let server = all_samples();
     for (target, kind) in [("/faulty/error", "failed"), ("/faulty/panic", "panicked")] {
+        // A fresh server each time: the panic takes the plugin out of service.
+        let server = all_samples();
         let response = http(server.addr, "GET", target, b"");
         assert_eq!(response.status, 500);
         assert_eq!(response.header("content-type"), Some("application/json"));
@@ -144,6 +149,24 @@ fn a_failing_or_panicking_handler_is_500_naming_the_plugin_and_serving_goes_on()
         );
         assert_eq!(http(server.addr, "GET", "/hello", b"").status, 200);
     }
+}
+
+#[test]
+fn a_plugin_poisoned_by_a_panic_answers_503_and_health_says_so() {
+    let server = all_samples();
+    assert_eq!(http(server.addr, "GET", "/faulty/panic", b"").status, 500);
+    let response = http(server.addr, "GET", "/faulty/ok", b"");
+    assert_eq!(response.status, 503);
+    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(
+        (body["plugin"].as_str(), body["kind"].as_str()),
+        (Some("faulty"), Some("poisoned"))
+    );
+    let health: serde_json::Value =
+        serde_json::from_slice(&http(server.addr, "GET", "/healthz", b"").body).unwrap();
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["poisoned"], json!(["faulty"]));
+    assert_eq!(http(server.addr, "GET", "/hello", b"").status, 200);
 }
 
 #[test]

@@ -188,23 +188,67 @@ fn a_failing_handler_is_an_error_naming_the_plugin() {
     assert!(error.to_string().contains(&faulty().display().to_string()));
 }
 
+fn is_panic(error: &plugin_host::Error) -> bool {
+    matches!(error.kind(), ErrorKind::Panicked { call, message }
+        if call == "GET /faulty/panic" && message.contains("deliberate handler panic"))
+}
+
 #[test]
-fn a_panicking_handler_is_reported_and_the_host_keeps_serving() {
+fn a_panicking_handler_poisons_its_plugin_and_the_host_keeps_serving_the_others() {
+    let registry = started(&[
+        ("faulty", faulty(), json!({})),
+        ("hello", &samples().hello, json!({})),
+    ]);
+    let router = registry.router().unwrap();
+    let error = router
+        .dispatch(&Request::new("GET", "/faulty/panic"))
+        .err()
+        .unwrap();
+    assert!(is_panic(&error), "{error:?}");
+    assert_eq!(error.plugin(), Some("faulty"));
+    // The instance is out of service: its routes no longer reach it.
+    let faulty_instance = registry.get("faulty").unwrap();
+    assert!(
+        faulty_instance
+            .poisoned()
+            .unwrap()
+            .contains("deliberate handler panic")
+    );
+    assert_eq!(router.poisoned(), ["faulty"]);
+    for target in ["/faulty/ok", "/faulty/panic"] {
+        let error = router.dispatch(&Request::new("GET", target)).err().unwrap();
+        assert!(
+            matches!(error.kind(), ErrorKind::Poisoned { .. }),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains(&faulty().display().to_string()),
+            "{error}"
+        );
+    }
+    // Everything else keeps working.
+    let response = router.dispatch(&Request::new("GET", "/hello")).unwrap();
+    assert_eq!(response.body, b"hello from Rust");
+}
+
+#[test]
+fn a_plugin_may_keep_serving_after_a_panic() {
     let registry = started(&[("faulty", faulty(), json!({}))]);
+    registry
+        .get("faulty")
+        .unwrap()
+        .keep_serving_after_panic(true);
     let router = registry.router().unwrap();
     for _ in 0..3 {
         let error = router
             .dispatch(&Request::new("GET", "/faulty/panic"))
             .err()
             .unwrap();
-        assert!(
-            matches!(error.kind(), ErrorKind::Panicked { call, message }
-                if call == "GET /faulty/panic" && message.contains("deliberate handler panic")),
-            "{error:?}"
-        );
+        assert!(is_panic(&error), "{error:?}");
         let response = router.dispatch(&Request::new("GET", "/faulty/ok")).unwrap();
         assert_eq!(response.body, b"ok");
     }
+    assert!(router.poisoned().is_empty());
 }
 
 #[test]

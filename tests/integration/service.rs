@@ -7,10 +7,13 @@ use tower::ServiceExt;
 
 fn service() -> (plugin_host::Registry, PluginService) {
     let s = samples();
-    let registry = plugin_host::config::deploy(&[
-        entry(&s.hello, "hello", json!({})),
-        entry(&s.greeter, "greeter", json!({})),
-    ])
+    let registry = plugin_host::config::deploy(
+        &[
+            entry(&s.hello, "hello", json!({})),
+            entry(&s.greeter, "greeter", json!({})),
+        ],
+        false,
+    )
     .unwrap();
     registry.start_all().unwrap_or_else(|e| panic!("{e}"));
     let service = PluginService::new(registry.router().unwrap());

@@ -41,6 +41,8 @@ pub fn unique(base: &str) -> String {
 /// A scratch folder for files a test creates.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique(name));
+    // Fresh on every run: names repeat from one run to the next.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch folder");
     dir
 }
@@ -218,7 +220,8 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(entries: &[plugin_host::config::PluginEntry], body_limit: usize) -> Self {
-        let registry = plugin_host::config::deploy(entries).unwrap_or_else(|e| panic!("{e}"));
+        let registry =
+            plugin_host::config::deploy(entries, false).unwrap_or_else(|e| panic!("{e}"));
         registry.start_all().unwrap_or_else(|e| panic!("{e}"));
         let router = registry.router().unwrap_or_else(|e| panic!("{e}"));
         let service = plugin_host::server::PluginService::new(router).with_body_limit(body_limit);
@@ -283,8 +286,8 @@ pub fn entry(
     config: serde_json::Value,
 ) -> plugin_host::config::PluginEntry {
     plugin_host::config::PluginEntry {
-        path: path.to_owned(),
         name: Some(name.to_owned()),
         config,
+        ..plugin_host::config::PluginEntry::new(path)
     }
 }

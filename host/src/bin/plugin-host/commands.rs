@@ -3,7 +3,7 @@
 use crate::{Cli, Command, Source};
 use plugin_host::config::{self, PluginEntry};
 use plugin_host::server::{PluginService, serve};
-use plugin_host::{Error, Factory, Instance, Registry, Router};
+use plugin_host::{Error, Factory, Instance, LoadOptions, Registry, Router};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -26,6 +26,7 @@ pub fn init_logging(filter: Option<&str>) {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    let insecure = cli.allow_insecure_permissions;
     match cli.command {
         Command::Serve {
             source,
@@ -34,10 +35,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             grace,
         } => {
             let service_config = (body_limit, Duration::from_secs(grace));
-            serve_command(&source, listen, service_config)
+            serve_command(&source, insecure, listen, service_config)
         }
-        Command::List { source } => list(&source),
-        Command::Check { files } => Ok(check(&files)),
+        Command::List { source } => list(&source, insecure),
+        Command::Check { files } => Ok(check(&files, insecure)),
     }
 }
 
@@ -50,8 +51,8 @@ fn entries(source: &Source) -> Result<Vec<PluginEntry>> {
 }
 
 /// Loads and starts the plugins, and builds their router.
-fn start(source: &Source) -> Result<(Registry, Router)> {
-    let registry = config::deploy(&entries(source)?)?;
+fn start(source: &Source, insecure: bool) -> Result<(Registry, Router)> {
+    let registry = config::deploy(&entries(source)?, insecure)?;
     registry.start_all()?;
     match registry.router() {
         Ok(router) => Ok((registry, router)),
@@ -71,13 +72,22 @@ fn file_of(instance: &Instance) -> String {
 }
 
 fn print_table(registry: &Registry, router: &Router) {
-    println!("{:<20} {:<16} {:<10} FILE", "PLUGIN", "TYPE", "VERSION");
+    println!(
+        "{:<20} {:<16} {:<10} {:<9} FILE",
+        "PLUGIN", "TYPE", "VERSION", "STATE"
+    );
     for instance in registry.instances() {
+        let state = if instance.poisoned().is_some() {
+            "poisoned".to_owned()
+        } else {
+            format!("{:?}", instance.state()).to_lowercase()
+        };
         println!(
-            "{:<20} {:<16} {:<10} {}",
+            "{:<20} {:<16} {:<10} {:<9} {}",
             instance.name(),
             instance.plugin_name(),
             instance.version(),
+            state,
             file_of(&instance)
         );
     }
@@ -90,6 +100,7 @@ fn print_table(registry: &Registry, router: &Router) {
 
 fn serve_command(
     source: &Source,
+    insecure: bool,
     listen: std::net::SocketAddr,
     (body_limit, grace): (usize, Duration),
 ) -> Result<ExitCode> {
@@ -102,7 +113,7 @@ fn serve_command(
         .build()?;
     let listener = runtime.block_on(tokio::net::TcpListener::bind(listen))?;
     let address = listener.local_addr()?;
-    let (registry, router) = start(source)?;
+    let (registry, router) = start(source, insecure)?;
     print_table(&registry, &router);
     println!("\nlistening on http://{address}");
     std::io::stdout().flush()?;
@@ -135,8 +146,8 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received: draining requests");
 }
 
-fn list(source: &Source) -> Result<ExitCode> {
-    let (registry, router) = start(source)?;
+fn list(source: &Source, insecure: bool) -> Result<ExitCode> {
+    let (registry, router) = start(source, insecure)?;
     print_table(&registry, &router);
     drop(router);
     registry.stop_all()?;
@@ -144,18 +155,22 @@ fn list(source: &Source) -> Result<ExitCode> {
 }
 
 /// One file's verdict: the started instance, or why it failed.
-fn check_one(file: &Path) -> std::result::Result<(Factory, Instance), Error> {
-    let factory = Factory::load(file)?;
+fn check_one(file: &Path, insecure: bool) -> std::result::Result<(Factory, Instance), Error> {
+    let options = LoadOptions {
+        allow_insecure_permissions: insecure,
+        ..LoadOptions::default()
+    };
+    let factory = Factory::load_with(file, &options)?;
     let instance = factory.create(factory.name(), &serde_json::json!({}))?;
     instance.start()?;
     Ok((factory, instance))
 }
 
-fn check(files: &[std::path::PathBuf]) -> ExitCode {
+fn check(files: &[std::path::PathBuf], insecure: bool) -> ExitCode {
     let accepted = Registry::new();
     let mut failures = 0;
     for file in files {
-        let verdict = check_one(file).and_then(|(factory, instance)| {
+        let verdict = check_one(file, insecure).and_then(|(factory, instance)| {
             accepted.register(instance.clone())?;
             let router = match accepted.router() {
                 Ok(router) => router,
@@ -172,8 +187,18 @@ fn check(files: &[std::path::PathBuf]) -> ExitCode {
                 .map(|r| format!("{} {}", r.method, r.path))
                 .collect();
             let (major, minor) = factory.abi_version();
+            let found = factory.inspection().map_or_else(String::new, |i| {
+                let mark = i.abi_mark.map_or(
+                    "no ABI mark (checked after loading)".to_owned(),
+                    |(major, minor)| format!("ABI mark {major}.{minor}"),
+                );
+                format!(
+                    "{} {}, exports plugin_factory, {mark}; ",
+                    i.format, i.architecture
+                )
+            });
             Ok(format!(
-                "plugin `{}` {}, ABI {major}.{minor}, {} route(s): {}",
+                "{found}plugin `{}` {}, ABI {major}.{minor}, {} route(s): {}",
                 factory.name(),
                 factory.version(),
                 routes.len(),

@@ -14,6 +14,10 @@ struct Cli {
     /// Log filter, as in RUST_LOG (`info`, `debug`, `plugin_host=debug,plugin=trace`). Overrides RUST_LOG.
     #[arg(long, global = true)]
     log_level: Option<String>,
+    /// Load plugin files even if they, or a folder above them, can be written by someone other
+    /// than their owner and root (a warning is logged for each).
+    #[arg(long, global = true)]
+    allow_insecure_permissions: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,8 +43,9 @@ enum Command {
         #[command(flatten)]
         source: Source,
     },
-    /// Validate plugin files: load, ABI, name, routes, route conflicts among them. Exit status 0
-    /// only if all pass.
+    /// Validate plugin files: permissions, format and architecture, exports, ABI mark (all
+    /// before loading), then descriptor, name, start, routes, and route conflicts among them.
+    /// Exit status 0 only if all pass.
     Check {
         /// The plugin libraries.
         #[arg(required = true)]
