@@ -200,3 +200,66 @@ pub fn deploy(
     }
     Ok(registry)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Property tests of the configuration parser: it never panics, and what it accepts it
+    //! reads back faithfully.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A file that exists, to stand for a plugin (the parser checks existence only).
+    fn existing() -> &'static str {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_text_is_an_error_or_entries_never_a_panic(text in "\\\\PC{0,300}") {
+            let _ = parse_config(&text, Path::new("fuzz.toml"));
+        }
+
+        #[test]
+        fn arbitrary_toml_like_lines_never_panic(
+            lines in proptest::collection::vec(
+                prop_oneof![
+                    Just("[[plugin]]".to_owned()),
+                    Just("[plugin.config]".to_owned()),
+                    "[a-z_]{1,12} = (\"[a-z/]{0,8}\"|[0-9]{1,4}|true|false|\\[\\])",
+                ],
+                0..12,
+            )
+        ) {
+            let _ = parse_config(&lines.join("\n"), Path::new("fuzz.toml"));
+        }
+
+        #[test]
+        fn valid_configurations_are_read_back(
+            plugins in proptest::collection::vec(
+                (proptest::option::of("[a-z][a-z0-9-]{0,10}"), any::<bool>(), any::<i32>(), any::<bool>()),
+                0..6,
+            )
+        ) {
+            let mut text = String::new();
+            for (name, enabled, number, keep) in &plugins {
+                text.push_str(&format!("[[plugin]]\npath = {:?}\nenabled = {enabled}\n", existing()));
+                if let Some(name) = name {
+                    text.push_str(&format!("name = {name:?}\n"));
+                }
+                text.push_str(&format!("keep_serving_after_panic = {keep}\n[plugin.config]\nn = {number}\n"));
+            }
+            let entries = parse_config(&text, Path::new("/config.toml")).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let expected: Vec<_> = plugins.iter().filter(|p| p.1).collect();
+            prop_assert_eq!(entries.len(), expected.len());
+            for (entry, (name, _, number, keep)) in entries.iter().zip(expected) {
+                prop_assert_eq!(&entry.name, name);
+                prop_assert_eq!(&entry.config, &serde_json::json!({ "n": number }));
+                prop_assert_eq!(entry.keep_serving_after_panic, *keep);
+                prop_assert_eq!(entry.path.to_str(), Some(existing()));
+            }
+        }
+    }
+}

@@ -124,8 +124,11 @@ impl Factory {
     }
 }
 
-/// Where an instance is in its life. Calls that do not fit the state are refused before they
-/// reach the plugin.
+/// Where an instance is in its life. Before it, the plugin is *loaded*: a [`Factory`], its file
+/// inspected and its descriptor validated. Calls that do not fit the state (start twice, stop
+/// before start) are refused before they reach the plugin, and a handler can only run while the
+/// instance is `Started` (a router holds it there: `stop` is refused while one lives). A
+/// started instance whose handler panicked is *poisoned* ([`Instance::poisoned`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// `create` succeeded; it may be started.

@@ -264,3 +264,120 @@ fn check_rust_layout(plugin: &RustLayout) -> Result<(), ErrorKind> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Property tests: `validate` never panics and accepts exactly the descriptors the rules
+    //! allow, whatever a plugin puts in its header, strings and function pointers.
+
+    use super::*;
+    use plugin_api::abi::{PluginErrorSink, PluginHost, PluginStatus};
+    use proptest::prelude::*;
+    use std::ffi::c_void;
+
+    unsafe extern "C" fn create(
+        _: *const PluginHost,
+        _: PluginStr,
+        _: *mut *mut c_void,
+        _: *const PluginErrorSink,
+    ) -> PluginStatus {
+        0
+    }
+
+    unsafe extern "C" fn destroy(_: *mut c_void) {}
+
+    /// What a plugin might put in a descriptor.
+    #[derive(Debug, Clone)]
+    struct Lies {
+        magic: u32,
+        major: u16,
+        minor: u16,
+        size: u32,
+        name: Vec<u8>,
+        name_len: usize,
+        null_name: bool,
+        version: Vec<u8>,
+        has_create: bool,
+        has_destroy: bool,
+    }
+
+    fn lies() -> impl Strategy<Value = Lies> {
+        let size = size_of::<PluginDescriptor>() as u32;
+        (
+            prop_oneof![Just(PLUGIN_ABI_MAGIC), any::<u32>()],
+            prop_oneof![Just(PLUGIN_ABI_MAJOR), any::<u16>()],
+            prop_oneof![Just(PLUGIN_ABI_MINOR), any::<u16>()],
+            prop_oneof![Just(size), 0..size * 2],
+            (
+                proptest::collection::vec(any::<u8>(), 256),
+                0usize..300,
+                any::<bool>(),
+            ),
+            proptest::collection::vec(any::<u8>(), 0..20),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(magic, major, minor, size, (name, name_len, null_name), version, c, d)| Lies {
+                    magic,
+                    major,
+                    minor,
+                    size,
+                    name,
+                    name_len,
+                    null_name,
+                    version,
+                    has_create: c,
+                    has_destroy: d,
+                },
+            )
+    }
+
+    /// Whether the rules accept `l`, computed independently of `validate`.
+    fn acceptable(l: &Lies) -> bool {
+        let name_ok = !l.null_name
+            && l.name_len <= MAX_NAME_LEN
+            && std::str::from_utf8(&l.name[..l.name_len])
+                .is_ok_and(|n| !n.is_empty() && !n.chars().any(char::is_control));
+        l.magic == PLUGIN_ABI_MAGIC
+            && l.major == PLUGIN_ABI_MAJOR
+            && l.minor <= PLUGIN_ABI_MINOR
+            && l.size as usize >= DESCRIPTOR_SIZE_1_0
+            && l.has_create
+            && l.has_destroy
+            && name_ok
+            && std::str::from_utf8(&l.version).is_ok()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn validation_accepts_exactly_what_the_rules_allow(l in lies()) {
+            let descriptor = PluginDescriptor {
+                header: PluginAbiHeader {
+                    magic: l.magic,
+                    abi_major: l.major,
+                    abi_minor: l.minor,
+                    struct_size: l.size,
+                    reserved: 0,
+                },
+                name: PluginStr {
+                    ptr: if l.null_name { std::ptr::null() } else { l.name.as_ptr() },
+                    len: l.name_len,
+                },
+                version: PluginStr { ptr: l.version.as_ptr(), len: l.version.len() },
+                rust_layout: std::ptr::null(),
+                create: l.has_create.then_some(create as CreateFn),
+                start: None,
+                stop: None,
+                destroy: l.has_destroy.then_some(destroy as DestroyFn),
+                routes: None,
+            };
+            // SAFETY: the descriptor and its strings live on this frame for the call; a name
+            // length beyond the 256-byte buffer is over the limit and refused unread.
+            let result = unsafe { validate(&descriptor, None, None) };
+            prop_assert_eq!(result.is_ok(), acceptable(&l), "{:?}", result.err().map(|e| e.to_string()));
+        }
+    }
+}
