@@ -341,7 +341,7 @@ mod tests {
                 .is_ok_and(|n| !n.is_empty() && !n.chars().any(char::is_control));
         l.magic == PLUGIN_ABI_MAGIC
             && l.major == PLUGIN_ABI_MAJOR
-            && l.minor <= PLUGIN_ABI_MINOR
+            && l.minor.cmp(&PLUGIN_ABI_MINOR) != std::cmp::Ordering::Greater
             && l.size as usize >= DESCRIPTOR_SIZE_1_0
             && l.has_create
             && l.has_destroy
