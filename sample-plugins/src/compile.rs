@@ -18,6 +18,16 @@ pub fn include_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../include")
 }
 
+/// `compiler` with the flags every C and C++ file of the workspace is held to: C11 (or C++17
+/// when `cpp`), every warning an error, and `include/` on the include path.
+pub fn strict(mut compiler: Command, cpp: bool) -> Command {
+    compiler
+        .arg(if cpp { "-std=c++17" } else { "-std=c11" })
+        .args(["-Wall", "-Wextra", "-Wpedantic", "-Werror", "-I"])
+        .arg(include_dir());
+    compiler
+}
+
 /// Compiles `source` (C11, or C++17 for `.cpp`) with every warning as an error into the shared
 /// library `out_dir/<lib name>`, with `include/` on the include path and `defines` passed as
 /// `-D` options (`NAME` or `NAME=VALUE`), and returns its path.
@@ -30,19 +40,9 @@ pub fn shared_library(source: &Path, out_dir: &Path, name: &str, defines: &[&str
         .cargo_metadata(false)
         .get_compiler();
     let out = out_dir.join(library_file_name(name));
-    let mut command: Command = compiler.to_command();
+    let mut command = strict(compiler.to_command(), cpp);
     command
-        .arg(if cpp { "-std=c++17" } else { "-std=c11" })
-        .args([
-            "-Wall",
-            "-Wextra",
-            "-Wpedantic",
-            "-Werror",
-            "-shared",
-            "-fPIC",
-        ])
-        .arg("-I")
-        .arg(include_dir())
+        .args(["-shared", "-fPIC"])
         .args(defines.iter().map(|d| format!("-D{d}")))
         .arg("-o")
         .arg(&out)

@@ -1,36 +1,30 @@
 //! The C header compiles as strict C11 and C++17 with every declaration in use.
 
 use crate::util::{run, scratch};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Compiles `fixtures/header_check.c` with `compiler` in `language` mode.
-fn compile_header_check(compiler: &str, language: &[&str]) {
-    let root = workspace();
+/// Compiles `fixtures/header_check.c` as C, or as C++ when `cpp`, with the workspace's strict
+/// flags.
+fn compile_header_check(compiler: &str, cpp: bool) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/header_check.c");
     let out = scratch("header-check").join("header_check.o");
-    let mut command = Command::new(compiler);
+    let mut command = sample_plugins::compile::strict(Command::new(compiler), cpp);
     command
-        .args(language)
-        .args(["-Wall", "-Wextra", "-Wpedantic", "-Werror", "-c", "-o"])
+        .args(["-x", if cpp { "c++" } else { "c" }, "-c", "-o"])
         .arg(&out)
-        .arg("-I")
-        .arg(root.join("include"))
-        .arg(root.join("tests/fixtures/header_check.c"));
+        .arg(source);
     run(&mut command);
 }
 
 #[test]
 fn header_compiles_as_strict_c11() {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
-    compile_header_check(&cc, &["-x", "c", "-std=c11"]);
+    compile_header_check(&cc, false);
 }
 
 #[test]
 fn header_compiles_as_strict_cpp17() {
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_owned());
-    compile_header_check(&cxx, &["-x", "c++", "-std=c++17"]);
+    compile_header_check(&cxx, true);
 }

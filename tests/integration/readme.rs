@@ -15,19 +15,8 @@ fn the_readme_c_plugin_builds_loads_and_answers() {
     std::fs::write(dir.join("hello.c"), source).unwrap();
     let library = dir.join(sample_plugins::compile::library_file_name("hello_c"));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
-    run(Command::new(cc)
-        .args([
-            "-std=c11",
-            "-Wall",
-            "-Wextra",
-            "-Wpedantic",
-            "-Werror",
-            "-shared",
-            "-fPIC",
-        ])
-        .arg("-I")
-        .arg(root.join("include"))
-        .arg("-o")
+    run(sample_plugins::compile::strict(Command::new(cc), false)
+        .args(["-shared", "-fPIC", "-o"])
         .arg(&library)
         .arg(dir.join("hello.c")));
     let factory = Factory::load(&library).unwrap_or_else(|e| panic!("{e}"));

@@ -329,6 +329,13 @@ fn lifecycle_calls_that_do_not_fit_the_state_are_refused() {
             state: "stopped"
         }
     ));
-    let error = registry.router().err();
-    assert!(error.is_none(), "a stopped instance is simply not routed");
+    // A handler after stop cannot happen: a new router no longer serves the stopped instance.
+    let router = registry.router().unwrap();
+    let error = router
+        .dispatch(&plugin_host::Request::new("GET", "/hello"))
+        .expect_err("not routed");
+    assert!(
+        matches!(error.kind(), ErrorKind::RouteNotFound { .. }),
+        "{error:?}"
+    );
 }
