@@ -98,7 +98,8 @@ typedef struct {
    */
   uint32_t struct_size;
   /*
-   Must be zero.
+   Must be zero (the host refuses a descriptor where it is not, so that a later minor can
+   give it a meaning).
    */
   uint32_t reserved;
 } PluginAbiHeader;
@@ -122,8 +123,9 @@ typedef struct {
  The host services handed to each instance by `create`: a versioned vtable, so that a plugin
  never links against symbols of the host.
 
- Lifetime: the struct and everything it points to stay valid from the start of `create`
- until `destroy` returns for that instance; the plugin may keep the pointer in its instance.
+ Lifetime: the struct and everything it points to stay valid from the start of `create` until
+ the library is unloaded, which is after `destroy` returned for every instance (and also when
+ `create` fails): the plugin may keep the pointer anywhere its own code can run.
  */
 typedef struct {
   /*
@@ -214,7 +216,8 @@ typedef struct {
  */
 typedef struct {
   /*
-   The method, upper-case (`GET`).
+   The method, upper-case (`GET`). A `HEAD` request to a path with a `GET` route but no
+   `HEAD` route reaches the `GET` handler as `GET`; the server drops the body it writes.
    */
   PluginStr method;
   /*
@@ -259,13 +262,16 @@ typedef struct {
    */
   void *ctx;
   /*
-   Sets the HTTP status (100 to 999). Returns `PLUGIN_INVALID_ARGUMENT` otherwise.
+   Sets the HTTP status, a final one: 200 to 999. Returns `PLUGIN_INVALID_ARGUMENT`
+   otherwise (1xx statuses are the server's business).
    */
   PluginStatus (*set_status)(void *ctx, uint16_t status);
   /*
    Appends a header. The name must be an HTTP token (letters, digits and ``!#$%&'*+-.^_`|~``;
    the host lower-cases it) and the value must contain no control character other than tab;
-   otherwise `PLUGIN_INVALID_ARGUMENT`.
+   otherwise `PLUGIN_INVALID_ARGUMENT`. Headers that frame the message (`content-length`,
+   `transfer-encoding`, `connection`, `upgrade`, `te`, `trailer`) are refused the same way:
+   the server sets them from the body.
    */
   PluginStatus (*add_header)(void *ctx, PluginStr name, PluginBytes value);
   /*
@@ -349,7 +355,8 @@ typedef struct {
    */
   PluginStr name;
   /*
-   The plugin's version, free-form UTF-8 (for example `1.2.0`); may be empty.
+   The plugin's version, free-form UTF-8 (for example `1.2.0`), at most 128 bytes; may be
+   empty.
    */
   PluginStr version;
   /*
@@ -361,7 +368,7 @@ typedef struct {
    Creates an instance.
 
    `[any-thread]`: may run concurrently with calls on other instances. `host` lives until
-   `destroy` returns for the new instance. `config` is the instance's configuration as a
+   the library is unloaded. `config` is the instance's configuration as a
    JSON document (UTF-8), borrowed for the call. On success the plugin stores its instance
    pointer (any value, NULL included) in `*out_instance` and returns `PLUGIN_OK`; on
    failure it returns `PLUGIN_ERROR` with a reason set through `error`, and `destroy` is not
@@ -440,7 +447,8 @@ typedef const PluginDescriptor *(*PluginFactoryFn)(const PluginFactoryArgs *args
 
 /*
  The plugin caught a panic (or a C++ exception) that would otherwise have unwound out of the
- call. The host marks the instance as having panicked.
+ call. The host reports it; after a handler panic it takes the instance out of service (its
+ routes answer 503 without reaching it) unless configured to keep serving.
  */
 #define PLUGIN_PANICKED 2
 

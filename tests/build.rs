@@ -38,6 +38,7 @@ fn main() {
             &["FIXTURE_NAME_FIELD={(const uint8_t *)\"fixture\",(size_t)-1}"],
         ),
         ("fixture_null_destroy", &["FIXTURE_NULL_DESTROY"]),
+        ("fixture_reserved", &["FIXTURE_RESERVED=1"]),
     ];
     for (name, defines) in variants {
         let library = shared_library(&source, &out_dir, name, defines);

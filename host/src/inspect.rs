@@ -116,7 +116,11 @@ fn read_mark(file: &object::File<'_>, address: u64) -> Result<PluginAbiMark, Err
     };
     let section = file
         .sections()
-        .find(|s| (s.address()..s.address() + s.size()).contains(&address))
+        .find(|s| {
+            s.address()
+                .checked_add(s.size())
+                .is_some_and(|end| (s.address()..end).contains(&address))
+        })
         .ok_or_else(|| unreadable("is in no section"))?;
     let data = section
         .data()
@@ -124,7 +128,7 @@ fn read_mark(file: &object::File<'_>, address: u64) -> Result<PluginAbiMark, Err
     let offset =
         usize::try_from(address - section.address()).map_err(|_| unreadable("is out of range"))?;
     let raw = data
-        .get(offset..offset + size_of::<PluginAbiMark>())
+        .get(offset..offset.saturating_add(size_of::<PluginAbiMark>()))
         .ok_or_else(|| unreadable("is truncated"))?;
     let little = file.is_little_endian();
     let u16_at = |i: usize| {

@@ -47,7 +47,8 @@ impl Factory {
     pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self, Error> {
         let path = path.as_ref();
         let fail = |kind| Error::new(kind).with_file(Some(path));
-        match trust::check_permissions(path) {
+        let resolved = trust::resolve(path).map_err(fail)?;
+        match trust::check_permissions(path, &resolved) {
             Ok(()) => {}
             Err(kind @ ErrorKind::InsecurePermissions { .. })
                 if options.allow_insecure_permissions =>
@@ -56,7 +57,7 @@ impl Factory {
             }
             Err(kind) => return Err(fail(kind)),
         }
-        let bytes = trust::read(path).map_err(fail)?;
+        let bytes = trust::read(&resolved).map_err(fail)?;
         if let Some(expected) = &options.sha256 {
             trust::verify_sha256(&bytes, expected).map_err(fail)?;
         }
@@ -65,7 +66,7 @@ impl Factory {
             let copy = trust::PrivateCopy::new(&bytes, path).map_err(fail)?;
             Descriptor::load(copy.path(), path)?
         } else {
-            Descriptor::load(path, path)?
+            Descriptor::load(&resolved, path)?
         };
         Ok(Self {
             descriptor: Arc::new(descriptor),

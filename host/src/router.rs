@@ -150,11 +150,20 @@ impl Router {
         match self.matcher.insert(pattern, index) {
             Ok(()) => {}
             Err(matchit::InsertError::Conflict { with }) => {
-                let other = &self.paths[by_pattern[&with]];
+                // `with` is matchit's spelling of the pattern, which differs from the stored
+                // one when the pattern has escaped braces.
+                let (existing, other) = match by_pattern.get(&with) {
+                    Some(&index) => {
+                        let first = &self.paths[index].methods[0];
+                        let other = self.leases_name(first.lease, instance);
+                        (format!("{} {with}", first.method), other)
+                    }
+                    None => (with, "(unknown)".to_owned()),
+                };
                 return Err(error(ErrorKind::RouteConflict {
                     route,
-                    existing: format!("{} {with}", other.methods[0].method),
-                    other: self.leases_name(other.methods[0].lease, instance),
+                    existing,
+                    other,
                 }));
             }
             Err(e) => {

@@ -53,6 +53,12 @@ pub struct PluginService {
 impl PluginService {
     /// A service over `router` with the default body limit.
     pub fn new(router: Router) -> Self {
+        if let Lookup::Found(route) = router.lookup("GET", HEALTH_PATH) {
+            tracing::warn!(
+                "plugin `{}` routes GET {HEALTH_PATH}, which the server answers itself",
+                route.plugin()
+            );
+        }
         Self {
             router: Arc::new(router),
             body_limit: DEFAULT_BODY_LIMIT,
@@ -96,12 +102,12 @@ impl PluginService {
     fn answer_now<B: http_body::Body>(&self, request: http::Request<B>) -> Attempt<B> {
         let (parts, body) = request.into_parts();
         let exchange = Exchange::start(&parts);
-        let method = exchange.method(&parts);
         let path = parts.uri.path();
-        if path == HEALTH_PATH && method == "GET" {
+        if path == HEALTH_PATH && matches!(parts.method, Method::GET | Method::HEAD) {
             return Attempt::Answered(exchange.finish(&parts, self.health(), None));
         }
-        let (response, plugin) = match self.router.lookup(method, path) {
+        let (found, method) = self.find(&parts);
+        let (response, plugin) = match found {
             Lookup::Found(route) if body.is_end_stream() && !route.offloaded() => {
                 let response = self.call_inline(&route, &parts, method, &[]);
                 (response, Some(route.plugin()))
@@ -120,6 +126,17 @@ impl PluginService {
             }
         };
         Attempt::Answered(exchange.finish(&parts, response, plugin))
+    }
+
+    /// Finds the request's route. `HEAD` uses the path's `GET` route when it has no `HEAD` route
+    /// of its own. Returns the method the handler sees.
+    fn find<'r, 'p>(&'r self, parts: &'p http::request::Parts) -> (Lookup<'r, 'p>, &'p str) {
+        let (method, path) = (parts.method.as_str(), parts.uri.path());
+        match self.router.lookup(method, path) {
+            Lookup::Found(route) => (Lookup::Found(route), method),
+            _ if parts.method == Method::HEAD => (self.router.lookup("GET", path), "GET"),
+            other => (other, method),
+        }
     }
 
     /// `GET /healthz`: every plugin served, and those out of service after a panic.
@@ -147,8 +164,7 @@ impl PluginService {
     {
         let (parts, body) = request.into_parts();
         let exchange = Exchange::start(&parts);
-        let method = exchange.method(&parts);
-        let Lookup::Found(route) = self.router.lookup(method, parts.uri.path()) else {
+        let (Lookup::Found(route), method) = self.find(&parts) else {
             unreachable!("answer_now answers every request without a route")
         };
         let response = match self.read_body(&parts, body).await {
@@ -267,15 +283,6 @@ impl Exchange {
         }
     }
 
-    /// The method to route by: `HEAD` is routed as `GET`.
-    fn method<'r>(&self, request: &'r http::request::Parts) -> &'r str {
-        if self.head {
-            "GET"
-        } else {
-            request.method.as_str()
-        }
-    }
-
     fn finish(
         &self,
         request: &http::request::Parts,
@@ -324,7 +331,7 @@ fn request<'a>(
 
 fn not_allowed(method: &str, path: &str, allowed: &[&str]) -> HttpResponse {
     let mut allow = allowed.join(", ");
-    if allowed.contains(&"GET") {
+    if allowed.contains(&"GET") && !allowed.contains(&"HEAD") {
         allow.push_str(", HEAD");
     }
     let error = format!("{method} is not allowed for {path}");

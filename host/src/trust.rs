@@ -5,16 +5,28 @@ use crate::error::ErrorKind;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
+/// The absolute path of `path` with every symbolic link resolved: what is checked, read and
+/// loaded, so that `dlopen` never searches the library path for a bare file name and a link
+/// swapped after the checks changes nothing.
+pub(crate) fn resolve(path: &Path) -> Result<PathBuf, ErrorKind> {
+    std::fs::canonicalize(path).map_err(|source| ErrorKind::Unreadable { source })
+}
+
 /// Refuses a file that someone other than its owner and root could have written: the file, or
 /// any folder above it, writable by group or others (except a root-owned folder with the sticky
-/// bit, such as `/tmp`), or owned by a user other than root and the one running the host.
+/// bit, such as `/tmp`), or owned by a user other than root and the one running the host. The
+/// folders are those above the resolved file (`canonical`) and those above `path` as given,
+/// which may hold the symbolic links that lead to it.
 #[cfg(unix)]
-pub(crate) fn check_permissions(path: &Path) -> Result<(), ErrorKind> {
+pub(crate) fn check_permissions(path: &Path, canonical: &Path) -> Result<(), ErrorKind> {
     use std::os::unix::fs::MetadataExt;
-    let canonical =
-        std::fs::canonicalize(path).map_err(|source| ErrorKind::Unreadable { source })?;
     let me = crate::ffi::effective_uid();
-    for (index, place) in canonical.ancestors().enumerate() {
+    let given = std::path::absolute(path).map_err(|source| ErrorKind::Unreadable { source })?;
+    let places = canonical
+        .ancestors()
+        .enumerate()
+        .chain(given.ancestors().enumerate().skip(1));
+    for (index, place) in places {
         let meta = std::fs::metadata(place).map_err(|source| ErrorKind::Unreadable { source })?;
         let refuse = |reason: String| ErrorKind::InsecurePermissions {
             path: place.to_path_buf(),
@@ -40,7 +52,7 @@ pub(crate) fn check_permissions(path: &Path) -> Result<(), ErrorKind> {
 
 /// Permissions are checked on Unix only.
 #[cfg(not(unix))]
-pub(crate) fn check_permissions(_: &Path) -> Result<(), ErrorKind> {
+pub(crate) fn check_permissions(_: &Path, _: &Path) -> Result<(), ErrorKind> {
     Ok(())
 }
 

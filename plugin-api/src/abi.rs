@@ -26,7 +26,7 @@
 //!    hands to the host (names, routes, messages, response bytes) is copied by the host before
 //!    the call returns, except the descriptor, which must stay valid and unchanged for as long as
 //!    the library is loaded. Data the host hands to the plugin is borrowed for the duration of the
-//!    call, except `PluginHost`, which lives until `destroy` returns for that instance.
+//!    call, except `PluginHost`, which lives until the library is unloaded.
 //! 4. **No unwinding.** Neither a C++ exception nor a Rust panic may leave any function of the
 //!    plugin; the Rust SDK catches panics and returns `PLUGIN_PANICKED`.
 //! 5. **Instances are opaque.** The `void *instance` a plugin's `create` returns is only passed
@@ -50,7 +50,8 @@ pub const PLUGIN_OK: PluginStatus = 0;
 /// The call failed; the reason should have been reported through the `PluginErrorSink`.
 pub const PLUGIN_ERROR: PluginStatus = 1;
 /// The plugin caught a panic (or a C++ exception) that would otherwise have unwound out of the
-/// call. The host marks the instance as having panicked.
+/// call. The host reports it; after a handler panic it takes the instance out of service (its
+/// routes answer 503 without reaching it) unless configured to keep serving.
 pub const PLUGIN_PANICKED: PluginStatus = 2;
 /// Returned by host callbacks when an argument breaks this header's rules (a NULL pointer with a
 /// non-zero length, a string that is not UTF-8, an invalid HTTP status or header name).
@@ -105,7 +106,8 @@ pub struct PluginAbiHeader {
     pub abi_minor: u16,
     /// `sizeof` the whole struct this header starts (not of the header alone).
     pub struct_size: u32,
-    /// Must be zero.
+    /// Must be zero (the host refuses a descriptor where it is not, so that a later minor can
+    /// give it a meaning).
     pub reserved: u32,
 }
 
@@ -126,8 +128,9 @@ pub struct PluginErrorSink {
 /// The host services handed to each instance by `create`: a versioned vtable, so that a plugin
 /// never links against symbols of the host.
 ///
-/// Lifetime: the struct and everything it points to stay valid from the start of `create`
-/// until `destroy` returns for that instance; the plugin may keep the pointer in its instance.
+/// Lifetime: the struct and everything it points to stay valid from the start of `create` until
+/// the library is unloaded, which is after `destroy` returned for every instance (and also when
+/// `create` fails): the plugin may keep the pointer anywhere its own code can run.
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, Debug)]
 pub struct PluginHost {
@@ -171,7 +174,8 @@ pub struct PluginParam {
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, Debug)]
 pub struct PluginRequest {
-    /// The method, upper-case (`GET`).
+    /// The method, upper-case (`GET`). A `HEAD` request to a path with a `GET` route but no
+    /// `HEAD` route reaches the `GET` handler as `GET`; the server drops the body it writes.
     pub method: PluginStr,
     /// The path, without the query (`/greet/ada`).
     pub path: PluginStr,
@@ -198,11 +202,14 @@ pub struct PluginRequest {
 pub struct PluginResponse {
     /// Host-owned context; pass it back unchanged.
     pub ctx: *mut c_void,
-    /// Sets the HTTP status (100 to 999). Returns `PLUGIN_INVALID_ARGUMENT` otherwise.
+    /// Sets the HTTP status, a final one: 200 to 999. Returns `PLUGIN_INVALID_ARGUMENT`
+    /// otherwise (1xx statuses are the server's business).
     pub set_status: unsafe extern "C" fn(ctx: *mut c_void, status: u16) -> PluginStatus,
     /// Appends a header. The name must be an HTTP token (letters, digits and ``!#$%&'*+-.^_`|~``;
     /// the host lower-cases it) and the value must contain no control character other than tab;
-    /// otherwise `PLUGIN_INVALID_ARGUMENT`.
+    /// otherwise `PLUGIN_INVALID_ARGUMENT`. Headers that frame the message (`content-length`,
+    /// `transfer-encoding`, `connection`, `upgrade`, `te`, `trailer`) are refused the same way:
+    /// the server sets them from the body.
     pub add_header:
         unsafe extern "C" fn(ctx: *mut c_void, name: PluginStr, value: PluginBytes) -> PluginStatus,
     /// Appends `data` to the body.
@@ -269,7 +276,8 @@ pub struct PluginDescriptor {
     pub header: PluginAbiHeader,
     /// The plugin's name: non-empty UTF-8, at most 128 bytes, no control characters.
     pub name: PluginStr,
-    /// The plugin's version, free-form UTF-8 (for example `1.2.0`); may be empty.
+    /// The plugin's version, free-form UTF-8 (for example `1.2.0`), at most 128 bytes; may be
+    /// empty.
     pub version: PluginStr,
     /// Set by the Rust SDK to the type layout abi_stable computed for this struct, which the
     /// host checks against its own. C and C++ plugins must set it to NULL.
@@ -277,7 +285,7 @@ pub struct PluginDescriptor {
     /// Creates an instance.
     ///
     /// `[any-thread]`: may run concurrently with calls on other instances. `host` lives until
-    /// `destroy` returns for the new instance. `config` is the instance's configuration as a
+    /// the library is unloaded. `config` is the instance's configuration as a
     /// JSON document (UTF-8), borrowed for the call. On success the plugin stores its instance
     /// pointer (any value, NULL included) in `*out_instance` and returns `PLUGIN_OK`; on
     /// failure it returns `PLUGIN_ERROR` with a reason set through `error`, and `destroy` is not

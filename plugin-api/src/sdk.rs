@@ -80,7 +80,8 @@ pub trait Plugin: Send + Sync + Sized + 'static {
         Ok(())
     }
 
-    /// Called once after the last handler has returned. The default does nothing.
+    /// Called once after the last handler has returned, if `start` succeeded. A host that ends
+    /// abnormally may drop a started instance without calling it. The default does nothing.
     fn stop(&self) -> Result<()> {
         Ok(())
     }
@@ -89,16 +90,16 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     fn routes(&self, routes: &mut Routes<'_, Self>) -> Result<()>;
 }
 
-/// The host services of one instance (logging, for now), valid for as long as the instance.
-///
-/// Do not move it out of the instance (into a global, say): it must not outlive it.
+/// The host services of one instance (logging, for now). The host keeps them valid until the
+/// plugin's library is unloaded, so a `Host` may be kept and used anywhere (a global, another
+/// thread) for as long as the plugin's code runs.
 #[derive(Clone, Copy)]
 pub struct Host {
     raw: &'static PluginHost,
 }
 
-// SAFETY: the header makes `PluginHost::log` [thread-safe] and keeps the vtable alive until
-// `destroy` returns, which is after the instance owning this `Host` is dropped.
+// SAFETY: the header makes `PluginHost::log` [thread-safe] and keeps the vtable alive until the
+// library is unloaded, after which none of this library's code, this `Host` included, runs.
 unsafe impl Send for Host {}
 // SAFETY: as for `Send`; `Host` only exposes `log`, which is [thread-safe].
 unsafe impl Sync for Host {}
@@ -107,11 +108,11 @@ impl Host {
     /// Wraps the host's vtable.
     ///
     /// # Safety
-    /// `raw` must point to a `PluginHost` that stays valid for as long as the returned value
-    /// is used, as the host guarantees for the pointer passed to `create`.
+    /// `raw` must be NULL or point to a `PluginHost` that stays valid until the library is
+    /// unloaded, as the header guarantees for the pointer passed to `create`.
     pub(crate) unsafe fn from_raw(raw: *const PluginHost) -> Option<Self> {
-        // SAFETY: the caller guarantees validity for the lifetime of the instance; `'static` is
-        // the SDK's promise not to let `Host` escape the instance (see the type's docs).
+        // SAFETY: valid until the library is unloaded (caller), which is `'static` from the
+        // point of view of any code in the library.
         unsafe { raw.as_ref() }.map(|raw| Self { raw })
     }
 

@@ -38,6 +38,19 @@ fn check_passes_good_files() {
 }
 
 #[test]
+fn check_loads_a_bare_file_name_from_the_current_folder() {
+    // `dlopen("libgreeter.so")` would search the library path; the host loads the file it
+    // checked, in the current folder.
+    let greeter = &samples().greeter;
+    let (output, stdout, stderr) = run(host()
+        .current_dir(greeter.parent().unwrap())
+        .arg("check")
+        .arg(greeter.file_name().unwrap()));
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("plugin `greeter`"), "{stdout}");
+}
+
+#[test]
 fn check_reports_a_plugin_without_an_abi_mark() {
     let unmarked = fixture!("FIXTURE_UNMARKED");
     let (output, stdout, _) = run(host().arg("check").arg(&unmarked));

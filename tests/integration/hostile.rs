@@ -309,6 +309,16 @@ fn a_descriptor_with_an_absurd_name_length_is_refused_without_reading_it() {
 }
 
 #[test]
+fn a_descriptor_with_a_non_zero_reserved_field_is_refused() {
+    let path = fixture!("FIXTURE_RESERVED");
+    assert_error(
+        &refused(&path),
+        &path,
+        |k| matches!(k, ErrorKind::InvalidDescriptor { reason } if reason.contains("reserved")),
+    );
+}
+
+#[test]
 fn a_descriptor_without_destroy_is_refused() {
     let path = fixture!("FIXTURE_NULL_DESTROY");
     assert_error(

@@ -1,6 +1,7 @@
 //! Integration tests: every test loads real shared libraries built from Rust, C and C++.
 
 mod cli;
+mod contract;
 mod header;
 mod hostile;
 mod http;

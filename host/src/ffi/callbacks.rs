@@ -12,7 +12,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// Runs a callback body, turning a panic (a host bug) into `PLUGIN_INVALID_ARGUMENT`.
 fn guard(f: impl FnOnce() -> PluginStatus) -> PluginStatus {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or(PLUGIN_INVALID_ARGUMENT)
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        // Dropping a payload can itself panic, which would abort here: leak it instead.
+        std::mem::forget(payload);
+        PLUGIN_INVALID_ARGUMENT
+    })
 }
 
 /// Borrows the bytes a plugin passed, or `None` if `ptr` is NULL with a non-zero length.
@@ -176,13 +180,28 @@ unsafe fn read_route(route: *const PluginRoute) -> Result<RouteDef, String> {
             "a route whose struct_size is {size}, less than the {ROUTE_SIZE_1_0} bytes of ABI 1.0"
         ));
     }
-    // SAFETY: the struct is at least as large as the fields read here.
-    let route = unsafe { &*route };
+    // Copy the fields the plugin has (at most as many as this host knows); the rest stays zero,
+    // which is NULL / `None` for every field type of the route.
+    let mut copy = std::mem::MaybeUninit::<PluginRoute>::zeroed();
+    // SAFETY: the plugin guarantees `size` readable bytes at `route`; the destination is a
+    // local `PluginRoute`, and at most its size is copied.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            route.cast::<u8>(),
+            copy.as_mut_ptr().cast::<u8>(),
+            size.min(size_of::<PluginRoute>()),
+        );
+    }
+    // SAFETY: every field of `PluginRoute` is an integer, a raw pointer, a (pointer, length)
+    // pair or an `Option<fn>`, for which any copied bit pattern, or zero, is valid.
+    let route = unsafe { copy.assume_init() };
     // SAFETY: the plugin passes valid (pointer, length) pairs.
     let (method, path) = unsafe { (plugin_str(route.method), plugin_str(route.path)) };
     let method = method
-        .filter(|m| is_token(m))
-        .ok_or_else(|| "a route whose method is not an HTTP token (such as GET)".to_owned())?;
+        .filter(|m| is_token(m) && !m.bytes().any(|b| b.is_ascii_lowercase()))
+        .ok_or_else(|| {
+            "a route whose method is not an upper-case HTTP token (such as GET)".to_owned()
+        })?;
     let path = path
         .filter(|p| p.starts_with('/'))
         .ok_or_else(|| format!("a {method} route whose path is not UTF-8 starting with `/`"))?;
@@ -219,7 +238,7 @@ unsafe fn response<'a>(ctx: *mut c_void) -> &'a mut Response {
 
 unsafe extern "C" fn response_set_status(ctx: *mut c_void, status: u16) -> PluginStatus {
     guard(|| {
-        if !(100..=999).contains(&status) {
+        if !(200..=999).contains(&status) {
             return PLUGIN_INVALID_ARGUMENT;
         }
         // SAFETY: called by the plugin with the writer's context during the handler call.
@@ -227,6 +246,17 @@ unsafe extern "C" fn response_set_status(ctx: *mut c_void, status: u16) -> Plugi
         PLUGIN_OK
     })
 }
+
+/// Headers that frame the HTTP message: the host's server sets them from the real body, and a
+/// plugin's would desynchronise the connection.
+const FRAMING_HEADERS: [http::HeaderName; 6] = [
+    http::header::CONTENT_LENGTH,
+    http::header::TRANSFER_ENCODING,
+    http::header::CONNECTION,
+    http::header::UPGRADE,
+    http::header::TE,
+    http::header::TRAILER,
+];
 
 unsafe extern "C" fn response_add_header(
     ctx: *mut c_void,
@@ -241,7 +271,9 @@ unsafe extern "C" fn response_add_header(
                 plugin_bytes(value.ptr, value.len),
             )
         };
-        let name = name.and_then(|n| http::HeaderName::from_bytes(n).ok());
+        let name = name
+            .and_then(|n| http::HeaderName::from_bytes(n).ok())
+            .filter(|n| !FRAMING_HEADERS.contains(n));
         let value = value.and_then(|v| http::HeaderValue::from_bytes(v).ok());
         match (name, value) {
             (Some(name), Some(value)) => {

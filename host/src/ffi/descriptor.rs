@@ -1,6 +1,6 @@
 //! Opening a plugin library, calling its `plugin_factory` and validating the descriptor.
 
-use super::callbacks::{ErrorSlot, plugin_str};
+use super::callbacks::{self, ErrorSlot, LogContext, plugin_str};
 use super::instance::{CreateFn, DestroyFn, LifecycleFn, RoutesFn};
 use crate::error::{Error, ErrorKind};
 use crate::inspect::check_version;
@@ -11,7 +11,7 @@ use abi_stable::abi_stability::abi_checking::{
 use parking_lot::Mutex;
 use plugin_api::abi::{
     PLUGIN_ABI_MAGIC, PLUGIN_ABI_MAJOR, PLUGIN_ABI_MINOR, PluginAbiHeader, PluginDescriptor,
-    PluginFactoryArgs, PluginFactoryFn, PluginStr,
+    PluginFactoryArgs, PluginFactoryFn, PluginHost, PluginStr,
 };
 use plugin_api::export::{RustLayout, StaticDescriptor};
 use std::mem::MaybeUninit;
@@ -28,7 +28,7 @@ const MAX_VERSION_LEN: usize = 128;
 static FACTORY_LOCK: Mutex<()> = Mutex::new(());
 
 /// The header of a host-built struct of `size` bytes.
-pub(super) const fn host_header(size: usize) -> PluginAbiHeader {
+const fn host_header(size: usize) -> PluginAbiHeader {
     PluginAbiHeader {
         magic: PLUGIN_ABI_MAGIC,
         abi_major: PLUGIN_ABI_MAJOR,
@@ -54,8 +54,46 @@ pub(crate) struct Descriptor {
     pub(super) stop: Option<LifecycleFn>,
     pub(super) destroy: DestroyFn,
     pub(super) routes: Option<RoutesFn>,
+    /// The host services handed to every instance created, kept for as long as the library is
+    /// loaded: a plugin may keep its `PluginHost` pointer anywhere its code can run.
+    services: Mutex<Vec<Services>>,
     /// Declared last, so that it is dropped last.
     _library: Option<libloading::Library>,
+}
+
+/// One instance's services vtable and the context its `ctx` points to (both boxed, so their
+/// addresses never change).
+struct Services {
+    _vtable: Box<PluginHost>,
+    _context: Box<LogContext>,
+}
+
+// SAFETY: both boxes are immutable once built; `ctx` only points into `_context`, and the only
+// function, `log`, is [thread-safe].
+unsafe impl Send for Services {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Services {}
+
+impl Descriptor {
+    /// A services vtable for a new instance called `instance`, valid until the library is
+    /// unloaded.
+    pub(super) fn services_for(&self, instance: &str) -> *const PluginHost {
+        let context = Box::new(LogContext {
+            plugin: self.name.clone(),
+            instance: instance.to_owned(),
+        });
+        let vtable = Box::new(PluginHost {
+            header: host_header(size_of::<PluginHost>()),
+            ctx: (&raw const *context).cast(),
+            log: callbacks::log,
+        });
+        let pointer = &raw const *vtable;
+        self.services.lock().push(Services {
+            _vtable: vtable,
+            _context: context,
+        });
+        pointer
+    }
 }
 
 impl Descriptor {
@@ -151,6 +189,9 @@ unsafe fn validate(
     // SAFETY: aligned, non-NULL, and the header is readable by the caller's guarantee.
     let header = unsafe { raw.cast::<PluginAbiHeader>().read() };
     check_version(header.magic, header.abi_major, header.abi_minor).map_err(fail)?;
+    if header.reserved != 0 {
+        return Err(invalid("the header's `reserved` field is not zero"));
+    }
     let size = header.struct_size as usize;
     if size < DESCRIPTOR_SIZE_1_0 {
         return Err(invalid(&format!(
@@ -205,6 +246,7 @@ unsafe fn validate(
         stop: d.stop,
         destroy,
         routes: d.routes,
+        services: Mutex::new(Vec::new()),
         _library: library,
     })
 }

@@ -3,8 +3,8 @@
 //! The methods that call into the plugin are `unsafe fn`s whose `# Safety` sections restate the
 //! header's threading rules; `crate::plugin` upholds them with its lifecycle lock and leases.
 
-use super::callbacks::{self, ErrorSlot, LogContext, RouteCollector};
-use super::descriptor::{Descriptor, host_header};
+use super::callbacks::{ErrorSlot, RouteCollector};
+use super::descriptor::Descriptor;
 use crate::error::{Error, ErrorKind};
 use crate::message::{Request, Response};
 use plugin_api::abi::{
@@ -105,10 +105,6 @@ pub(crate) struct RawInstance {
     ptr: *mut c_void,
     /// The instance's name.
     pub(crate) name: String,
-    /// The services vtable handed to `create`; its `ctx` points into `log_context`. Both are
-    /// boxed so their addresses stay fixed, and live until after `destroy`.
-    _services: Box<PluginHost>,
-    _log_context: Box<LogContext>,
     descriptor: Arc<Descriptor>,
 }
 
@@ -125,23 +121,14 @@ impl RawInstance {
         name: &str,
         config: &str,
     ) -> Result<Self, Error> {
-        let log_context = Box::new(LogContext {
-            plugin: descriptor.name.clone(),
-            instance: name.to_owned(),
-        });
-        let services = Box::new(PluginHost {
-            header: host_header(size_of::<PluginHost>()),
-            ctx: (&raw const *log_context).cast(),
-            log: callbacks::log,
-        });
+        let services = descriptor.services_for(name);
         let mut slot = ErrorSlot::default();
         let mut ptr = std::ptr::null_mut();
         // SAFETY: `create` comes from a validated descriptor whose library `descriptor` keeps
-        // loaded; `services` lives until after `destroy` (it moves into the instance), and the
-        // config, out-pointer and error sink outlive the call. `create` is [any-thread].
-        let status = unsafe {
-            (descriptor.create)(&*services, as_plugin_str(config), &mut ptr, &slot.sink())
-        };
+        // loaded; `services` lives as long as the library, and the config, out-pointer and
+        // error sink outlive the call. `create` is [any-thread].
+        let status =
+            unsafe { (descriptor.create)(services, as_plugin_str(config), &mut ptr, &slot.sink()) };
         let error = |kind| {
             Error::new(kind)
                 .with_file(descriptor.file.as_deref())
@@ -154,8 +141,6 @@ impl RawInstance {
         Ok(Self {
             ptr,
             name: name.to_owned(),
-            _services: services,
-            _log_context: log_context,
             descriptor,
         })
     }

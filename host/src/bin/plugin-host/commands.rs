@@ -122,8 +122,9 @@ fn serve_command(
     if !drained {
         tracing::warn!("requests still in flight after the grace period of {grace:?}");
     }
-    // Handlers still running on the blocking pool keep their plugins started; wait for them.
-    runtime.shutdown_timeout(grace);
+    // The grace period is over. A handler still running on the blocking pool keeps its plugin
+    // started (stop_all then reports it in use), so nothing is stopped under a running handler.
+    runtime.shutdown_timeout(Duration::ZERO);
     tracing::info!("stopping plugins");
     registry.stop_all()?;
     Ok(ExitCode::SUCCESS)
@@ -171,7 +172,10 @@ fn check(files: &[std::path::PathBuf], insecure: bool) -> ExitCode {
     let mut failures = 0;
     for file in files {
         let verdict = check_one(file, insecure).and_then(|(factory, instance)| {
-            accepted.register(instance.clone())?;
+            if let Err(duplicate) = accepted.register(instance.clone()) {
+                let _ = instance.stop();
+                return Err(duplicate);
+            }
             let router = match accepted.router() {
                 Ok(router) => router,
                 Err(conflict) => {
