@@ -180,21 +180,8 @@ unsafe fn read_route(route: *const PluginRoute) -> Result<RouteDef, String> {
             "a route whose struct_size is {size}, less than the {ROUTE_SIZE_1_0} bytes of ABI 1.0"
         ));
     }
-    // Copy the fields the plugin has (at most as many as this host knows); the rest stays zero,
-    // which is NULL / `None` for every field type of the route.
-    let mut copy = std::mem::MaybeUninit::<PluginRoute>::zeroed();
-    // SAFETY: the plugin guarantees `size` readable bytes at `route`; the destination is a
-    // local `PluginRoute`, and at most its size is copied.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            route.cast::<u8>(),
-            copy.as_mut_ptr().cast::<u8>(),
-            size.min(size_of::<PluginRoute>()),
-        );
-    }
-    // SAFETY: every field of `PluginRoute` is an integer, a raw pointer, a (pointer, length)
-    // pair or an `Option<fn>`, for which any copied bit pattern, or zero, is valid.
-    let route = unsafe { copy.assume_init() };
+    // SAFETY: the plugin guarantees `size` readable bytes at `route`.
+    let route = unsafe { super::read_sized(route, size) };
     // SAFETY: the plugin passes valid (pointer, length) pairs.
     let (method, path) = unsafe { (plugin_str(route.method), plugin_str(route.path)) };
     let method = method

@@ -14,7 +14,6 @@ use plugin_api::abi::{
     PluginFactoryArgs, PluginFactoryFn, PluginHost, PluginStr,
 };
 use plugin_api::export::{RustLayout, StaticDescriptor};
-use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 
 /// The size of `PluginDescriptor` in ABI 1.0: the least a plugin may declare.
@@ -198,21 +197,8 @@ unsafe fn validate(
             "struct_size is {size}, less than the {DESCRIPTOR_SIZE_1_0} bytes of ABI 1.0"
         )));
     }
-    // Copy the fields the plugin has (at most as many as this host knows); the rest stays zero,
-    // which is NULL / `None` for every field type of the descriptor.
-    let mut copy = MaybeUninit::<PluginDescriptor>::zeroed();
-    // SAFETY: the source is readable for `size` bytes (caller), the destination is a local of
-    // `size_of::<PluginDescriptor>()` bytes, and the two do not overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            raw.cast::<u8>(),
-            copy.as_mut_ptr().cast::<u8>(),
-            size.min(size_of::<PluginDescriptor>()),
-        );
-    }
-    // SAFETY: every field of `PluginDescriptor` is an integer, a raw pointer or an
-    // `Option<fn>`, for all of which any bit pattern copied from a descriptor (or zero) is valid.
-    let d = unsafe { copy.assume_init() };
+    // SAFETY: the descriptor is readable for `size` bytes (caller).
+    let d = unsafe { super::read_sized(raw, size) };
     if !d.rust_layout.is_null() {
         // SAFETY: the header reserves a non-NULL `rust_layout` to the Rust SDK, which points it
         // to a `RustLayout` static of the plugin, alive as long as the library.

@@ -7,6 +7,41 @@ mod descriptor;
 mod instance;
 
 pub(crate) use descriptor::Descriptor;
+
+use plugin_api::abi::{PluginDescriptor, PluginRoute};
+use std::mem::MaybeUninit;
+
+/// A struct a plugin writes, whose size the plugin declares: the host reads only the bytes the
+/// plugin declared, and the fields beyond them are absent (zero: NULL, `None`, 0).
+///
+/// # Safety
+/// Every bit pattern, zero included, must be a valid value of the type (integers, raw
+/// pointers, `Option<fn>`), so that whatever bytes a plugin wrote make a valid value.
+unsafe trait SizedByPlugin: Copy {}
+
+// SAFETY: integers, raw pointers, (pointer, length) pairs and `Option<fn>` fields only.
+unsafe impl SizedByPlugin for PluginDescriptor {}
+// SAFETY: as for `PluginDescriptor`.
+unsafe impl SizedByPlugin for PluginRoute {}
+
+/// Copies the first `size` bytes of `source` (at most `size_of::<T>()`) into a zeroed `T`.
+///
+/// # Safety
+/// `source` must be readable for `size.min(size_of::<T>())` bytes.
+unsafe fn read_sized<T: SizedByPlugin>(source: *const T, size: usize) -> T {
+    let mut copy = MaybeUninit::<T>::zeroed();
+    // SAFETY: the source is readable for these bytes (caller); the destination is a local `T`
+    // and at most its size is copied; the two do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            source.cast::<u8>(),
+            copy.as_mut_ptr().cast::<u8>(),
+            size.min(size_of::<T>()),
+        );
+    }
+    // SAFETY: any bit pattern, zero included, is a valid `T` (`SizedByPlugin`).
+    unsafe { copy.assume_init() }
+}
 pub(crate) use instance::{Headers, RawInstance, RouteDef};
 
 /// The effective user id of the host process.
