@@ -1,5 +1,5 @@
 //! The `extern "C"` shims that [`export_plugin!`](crate::export_plugin) wires into a plugin's
-//! descriptor. Every shim runs the plugin's code inside [`guard`], so a panic becomes
+//! descriptor. Every shim runs the plugin's code inside `guard`, so a panic becomes
 //! `PLUGIN_PANICKED` and never unwinds into the host.
 
 use crate::abi::{
