@@ -10,8 +10,8 @@ use abi_stable::abi_stability::abi_checking::{
 };
 use parking_lot::Mutex;
 use plugin_api::abi::{
-    PLUGIN_ABI_MAGIC, PLUGIN_ABI_MAJOR, PLUGIN_ABI_MINOR, PluginAbiHeader, PluginDescriptor,
-    PluginFactoryArgs, PluginFactoryFn, PluginHost, PluginStr,
+    PLUGIN_ABI_MAGIC, PLUGIN_ABI_MAJOR, PLUGIN_ABI_MINOR, PLUGIN_FACTORY_SYMBOL, PluginAbiHeader,
+    PluginDescriptor, PluginFactoryArgs, PluginFactoryFn, PluginHost, PluginStr,
 };
 use plugin_api::export::{RustLayout, StaticDescriptor};
 use std::path::{Path, PathBuf};
@@ -108,7 +108,7 @@ impl Descriptor {
         // SAFETY: the header declares `plugin_factory` with exactly this signature. The
         // pointer is used only while `library` is alive: it is called here, and the library
         // moves into the returned `Descriptor`.
-        let factory = unsafe { library.get::<PluginFactoryFn>(b"plugin_factory\0") }
+        let factory = unsafe { library.get::<PluginFactoryFn>(PLUGIN_FACTORY_SYMBOL) }
             .map(|symbol| *symbol)
             .map_err(|_| fail(ErrorKind::SymbolMissing))?;
         let mut slot = ErrorSlot::default();
