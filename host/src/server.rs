@@ -441,7 +441,9 @@ pub async fn serve(
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
+                        // Out of file descriptors, say: back off rather than spin.
                         tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
                 };
