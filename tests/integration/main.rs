@@ -1,13 +1,19 @@
 //! Integration tests: every test loads real shared libraries built from Rust, C and C++.
 
 mod cli;
+mod connections;
 mod contract;
+mod crash;
+mod edges;
 mod header;
 mod hostile;
 mod http;
 mod loading;
+mod logsink;
 mod readme;
 mod registry;
 mod router;
 mod service;
+mod shutdown;
+mod slow;
 mod util;
