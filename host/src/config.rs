@@ -7,6 +7,7 @@
 //! enabled = true                          # optional; default true
 //! sha256 = "9f86d0…"                       # optional pin: the file must have this SHA-256
 //! keep_serving_after_panic = false        # optional; default false (a panic takes it out)
+//! handler_timeout = 2.5                   # optional; seconds a call may run before 504
 //! [plugin.config]                         # optional; reaches the plugin as JSON
 //! path = "/visits"
 //! start = 41
@@ -21,6 +22,7 @@ use crate::registry::Registry;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::Spanned;
 
 /// A configuration that cannot be used, with the line it concerns.
@@ -48,6 +50,8 @@ pub struct PluginEntry {
     pub sha256: Option<String>,
     /// Keep calling the handlers after one panicked.
     pub keep_serving_after_panic: bool,
+    /// How long a handler call may run before its client gets 504; `None`: the server's.
+    pub handler_timeout: Option<Duration>,
 }
 
 impl PluginEntry {
@@ -59,6 +63,7 @@ impl PluginEntry {
             config: serde_json::json!({}),
             sha256: None,
             keep_serving_after_panic: false,
+            handler_timeout: None,
         }
     }
 }
@@ -82,6 +87,7 @@ struct RawPlugin {
     sha256: Option<Spanned<String>>,
     #[serde(default)]
     keep_serving_after_panic: bool,
+    handler_timeout: Option<Spanned<f64>>,
 }
 
 fn enabled_by_default() -> bool {
@@ -136,15 +142,30 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
                 format!("`config` cannot be JSON: {e}"),
             )
         })?;
+        let handler_timeout = match &raw.handler_timeout {
+            None => None,
+            Some(seconds) => Some(positive_seconds(*seconds.get_ref()).ok_or_else(|| {
+                let message = "`handler_timeout` must be a positive number of seconds".to_owned();
+                error(Some(seconds.span()), message)
+            })?),
+        };
         entries.push(PluginEntry {
             path,
             name: raw.name.map(Spanned::into_inner),
             config,
             sha256: raw.sha256.map(Spanned::into_inner),
             keep_serving_after_panic: raw.keep_serving_after_panic,
+            handler_timeout,
         });
     }
     Ok(entries)
+}
+
+/// A duration of `seconds`, if that is a positive, finite number a `Duration` can hold.
+pub fn positive_seconds(seconds: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 /// The plugin libraries in `dir` (files named like the platform's shared libraries, such as
@@ -196,6 +217,7 @@ pub fn deploy(
         let name = entry.name.as_deref().unwrap_or(factory.name());
         let instance = factory.create(name, &entry.config)?;
         instance.keep_serving_after_panic(entry.keep_serving_after_panic);
+        instance.set_handler_timeout(entry.handler_timeout);
         registry.register(instance)?;
     }
     Ok(registry)

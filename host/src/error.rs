@@ -233,6 +233,27 @@ pub enum ErrorKind {
         /// How many routers hold it.
         routers: usize,
     },
+    /// The instance was not stopped because handlers of these routes were still running (a
+    /// handler is never stopped under); it stays started, with its routes closed.
+    #[error(
+        "not stopped: a call to {} is still running, and a plugin is never stopped under a running call", routes.join(", ")
+    )]
+    Busy {
+        /// The routes whose calls were running (`METHOD /pattern`).
+        routes: Vec<String>,
+    },
+    /// The instance's routes were closed for shutdown: it takes no new calls.
+    #[error("shutting down: it takes no new requests")]
+    Closed,
+    /// Too many calls of the instance are still running past their deadline: new calls are
+    /// refused until some of them return, so that one hung plugin cannot take every thread.
+    #[error(
+        "{running} calls are still running past their deadline; new calls are refused until they return"
+    )]
+    Overloaded {
+        /// How many calls are still running past their deadline.
+        running: usize,
+    },
     /// No route matches the request's path.
     #[error("no route matches {path}")]
     RouteNotFound {

@@ -7,8 +7,9 @@ use crate::message::{Request, Response};
 use crate::trust;
 use parking_lot::Mutex;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 /// A plugin ready to create instances: a loaded library's validated descriptor, or a plugin
 /// type compiled into the application. Cheap to clone; keeps the library loaded.
@@ -120,6 +121,9 @@ impl Factory {
                 leases: AtomicUsize::new(0),
                 poisoned: OnceLock::new(),
                 keep_serving_after_panic: AtomicBool::new(false),
+                overdue_total: AtomicU64::new(0),
+                overdue_running: AtomicIsize::new(0),
+                handler_timeout_us: AtomicU64::new(0),
             }),
         })
     }
@@ -165,14 +169,67 @@ struct Inner {
     /// The lifecycle lock: every call into the plugin other than a handler holds it, which is
     /// how the header's "serialized" rule is kept.
     state: Mutex<State>,
-    /// The routes listed right after `start`.
-    routes: OnceLock<Arc<[RouteDef]>>,
+    /// The routes listed right after `start`, and their gates.
+    routes: OnceLock<Routes>,
     /// How many routers serve this instance; `stop` is refused while any does.
     leases: AtomicUsize,
     /// The message of the first handler panic, once one happened (unless kept serving).
     poisoned: OnceLock<String>,
     /// Whether handlers keep being called after one panicked.
     keep_serving_after_panic: AtomicBool,
+    /// How many calls ever ran past their deadline.
+    overdue_total: AtomicU64,
+    /// How many calls are running past their deadline now (signed: a call may report its end
+    /// a moment before the server reports that it gave up on it).
+    overdue_running: AtomicIsize,
+    /// The instance's own deadline for a handler call, in microseconds; 0 for the server's.
+    handler_timeout_us: AtomicU64,
+}
+
+/// An instance's routes, each with the gate its calls pass.
+#[derive(Clone)]
+struct Routes {
+    defs: Arc<[RouteDef]>,
+    gates: Arc<[Gate]>,
+}
+
+/// The admission word of one route: how many of its calls are running, and whether the route
+/// is closed. Entering and leaving cost one atomic add each; closing sets the top bit, so a
+/// call either entered before the route closed (and is counted) or sees it closed (and never
+/// reaches the plugin). That is how an instance is stopped while routers still hold it, without
+/// ever stopping it under a running handler.
+#[derive(Default)]
+struct Gate(AtomicUsize);
+
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+impl Gate {
+    /// Counts a call in, unless the route is closed.
+    fn enter(&self) -> Option<GateGuard<'_>> {
+        // Acquire: pairs with `close`, so a call that enters sees everything before it.
+        if self.0.fetch_add(1, Ordering::Acquire) & CLOSED == 0 {
+            Some(GateGuard(self))
+        } else {
+            self.0.fetch_sub(1, Ordering::Release);
+            None
+        }
+    }
+
+    /// Closes the route for new calls and returns how many were running.
+    fn close(&self) -> usize {
+        // AcqRel: the calls that left before happen-before whatever follows (`stop`).
+        self.0.fetch_or(CLOSED, Ordering::AcqRel) & !CLOSED
+    }
+}
+
+/// A call counted in by [`Gate::enter`]; counts it out when dropped.
+struct GateGuard<'g>(&'g Gate);
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        // Release: the call's effects happen-before a `close` that sees it gone.
+        self.0.0.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl Instance {
@@ -206,6 +263,51 @@ impl Instance {
     /// reaching it (an HTTP server answers 503), unless it keeps serving after panics.
     pub fn poisoned(&self) -> Option<&str> {
         self.inner.poisoned.get().map(String::as_str)
+    }
+
+    /// How many calls ever ran past their deadline (an HTTP server answers them 504), and how
+    /// many of those are still running: a call cannot be cancelled, so it runs to its end on
+    /// its thread, and its result is discarded.
+    pub fn calls_past_deadline(&self) -> (u64, usize) {
+        let running = self.inner.overdue_running.load(Ordering::Relaxed);
+        (
+            self.inner.overdue_total.load(Ordering::Relaxed),
+            usize::try_from(running).unwrap_or(0),
+        )
+    }
+
+    /// Sets how long a handler call of this instance may run before an HTTP server answers its
+    /// client 504 (`None`: the server's default).
+    pub fn set_handler_timeout(&self, timeout: Option<Duration>) {
+        let us = timeout.map_or(0, |t| {
+            u64::try_from(t.as_micros()).unwrap_or(u64::MAX).max(1)
+        });
+        self.inner.handler_timeout_us.store(us, Ordering::Relaxed);
+    }
+
+    /// The instance's own handler deadline, if it has one (see
+    /// [`set_handler_timeout`](Self::set_handler_timeout)).
+    pub fn handler_timeout(&self) -> Option<Duration> {
+        match self.inner.handler_timeout_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
+    /// Records that a call ran past its deadline and is still running.
+    pub(crate) fn overdue_started(&self) {
+        self.inner.overdue_total.fetch_add(1, Ordering::Relaxed);
+        self.inner.overdue_running.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records that a call counted by [`overdue_started`](Self::overdue_started) returned.
+    pub(crate) fn overdue_finished(&self) {
+        self.inner.overdue_running.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Records a call that ran past its deadline but has returned already.
+    pub(crate) fn overdue_returned(&self) {
+        self.inner.overdue_total.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Keeps calling the instance's handlers after one panicked (off by default: a panic may
@@ -242,9 +344,14 @@ impl Instance {
         unsafe { self.inner.raw.start() }?;
         // SAFETY: as above; `start` succeeded and no lease exists yet.
         match unsafe { self.inner.raw.routes() } {
-            Ok(routes) => {
+            Ok(defs) => {
+                let gates = defs.iter().map(|_| Gate::default()).collect();
+                let routes = Routes {
+                    defs: defs.into(),
+                    gates,
+                };
                 // `start` runs once (the state was `Created`), so this is the only `set`.
-                let _ = self.inner.routes.set(routes.into());
+                let _ = self.inner.routes.set(routes);
                 *state = State::Started;
                 Ok(())
             }
@@ -280,6 +387,41 @@ impl Instance {
         result
     }
 
+    /// Stops the instance even while routers serve it, unless one of its handlers is running.
+    /// Its routes are closed first: from then on, calls through any router fail with
+    /// [`ErrorKind::Closed`] without reaching the plugin. If no call was running, `stop` is
+    /// called; otherwise the instance stays started and the error ([`ErrorKind::Busy`]) names
+    /// the routes whose calls are running — a handler is never stopped under. This is how a
+    /// server stops what it safely can once its grace period is over.
+    pub fn close_and_stop(&self) -> Result<(), Error> {
+        let mut state = self.inner.state.lock();
+        if *state != State::Started {
+            return Err(self.invalid_state("stop", *state));
+        }
+        if let Some(routes) = self.inner.routes.get() {
+            let busy: Vec<String> = routes
+                .defs
+                .iter()
+                .zip(routes.gates.iter())
+                .filter(|(_, gate)| gate.close() > 0)
+                .map(|(def, _)| format!("{} {}", def.method, def.path))
+                .collect();
+            if !busy.is_empty() {
+                return Err(self.error(ErrorKind::Busy { routes: busy }));
+            }
+        }
+        // SAFETY: the lifecycle lock is held; every route is closed and none had a call
+        // running, so no handler runs or can start (`Lease::handle` passes the gate first);
+        // the state is `Started` and moves away from it below, so it is stopped at most once.
+        let result = unsafe { self.inner.raw.stop() };
+        *state = if result.is_ok() {
+            State::Stopped
+        } else {
+            State::Failed
+        };
+        result
+    }
+
     /// A lease that keeps the instance started while a router serves it.
     pub(crate) fn lease(&self) -> Result<Lease, Error> {
         let state = self.inner.state.lock();
@@ -287,8 +429,12 @@ impl Instance {
             return Err(self.invalid_state("route requests to", *state));
         }
         self.inner.leases.fetch_add(1, Ordering::AcqRel);
+        let routes = self.inner.routes.get().cloned().unwrap_or_else(|| Routes {
+            defs: Arc::new([]),
+            gates: Arc::new([]),
+        });
         Ok(Lease {
-            routes: self.inner.routes.get().cloned().unwrap_or_default(),
+            routes,
             instance: self.clone(),
         })
     }
@@ -298,7 +444,7 @@ impl Instance {
 /// lives. Routers hold one per instance they serve.
 pub(crate) struct Lease {
     instance: Instance,
-    routes: Arc<[RouteDef]>,
+    routes: Routes,
 }
 
 impl Lease {
@@ -309,7 +455,7 @@ impl Lease {
 
     /// The routes the instance listed when it started.
     pub(crate) fn routes(&self) -> &[RouteDef] {
-        &self.routes
+        &self.routes.defs
     }
 
     /// Calls the handler of route number `route` (an index into [`Lease::routes`]).
@@ -325,9 +471,14 @@ impl Lease {
                 message: message.clone(),
             }));
         }
+        let Some(_entered) = self.routes.gates[route].enter() else {
+            return Err(self.instance.error(ErrorKind::Closed));
+        };
         // SAFETY: the route comes from this instance's `routes`; the lease proves the instance
-        // is started, and `stop` is refused while it lives.
-        let result = unsafe { inner.raw.handle(&self.routes[route], request, params) };
+        // started, and it is not stopped while the call runs: `stop` is refused while a lease
+        // lives, and `close_and_stop` closes the gate the call passed and stops only when no
+        // call is inside.
+        let result = unsafe { inner.raw.handle(&self.routes.defs[route], request, params) };
         if let Err(error) = &result
             && let ErrorKind::Panicked { message, .. } = error.kind()
             && !inner.keep_serving_after_panic.load(Ordering::Relaxed)

@@ -148,12 +148,27 @@ impl Registry {
 
     /// Stops every `Started` instance in reverse insertion order, and returns every error.
     pub fn stop_all(&self) -> Result<(), Errors> {
+        self.stop_each(Instance::stop)
+    }
+
+    /// Stops every `Started` instance in reverse insertion order with
+    /// [`Instance::close_and_stop`]: unlike [`stop_all`](Self::stop_all), an instance stops even
+    /// while routers still hold it, provided none of its handlers is running; one whose handler
+    /// is running stays started and is reported with [`ErrorKind::Busy`](crate::ErrorKind::Busy),
+    /// naming the routes. Returns every error. A server calls this once its grace period is
+    /// over.
+    pub fn close_and_stop_all(&self) -> Result<(), Errors> {
+        self.stop_each(Instance::close_and_stop)
+    }
+
+    /// Calls `stop` on every `Started` instance in reverse insertion order; every error.
+    fn stop_each(&self, stop: fn(&Instance) -> Result<(), Error>) -> Result<(), Errors> {
         let errors: Vec<Error> = self
             .instances()
             .iter()
             .rev()
             .filter(|i| i.state() == State::Started)
-            .filter_map(|i| i.stop().err())
+            .filter_map(|i| stop(i).err())
             .collect();
         if errors.is_empty() {
             Ok(())

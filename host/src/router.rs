@@ -2,9 +2,9 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::message::{Request, Response};
+use crate::pacing::Pacing;
 use crate::plugin::{Instance, Lease};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The routes of a set of started plugins, matched by path pattern then by method.
 ///
@@ -28,8 +28,8 @@ struct Target {
     method: String,
     lease: usize,
     route: usize,
-    /// Set by an HTTP server once a call has taken long: run this route off the async threads.
-    offloaded: AtomicBool,
+    /// Where an HTTP server runs the route's calls, and the evidence for it.
+    pacing: Pacing,
 }
 
 /// A route as listed by [`Router::routes`].
@@ -78,15 +78,14 @@ impl<'r, 'p> RouteMatch<'r, 'p> {
         self.params.iter()
     }
 
-    /// Whether [`offload`](Self::offload) was called for this route: its handler is known to
-    /// take long, so a server should call it where blocking does no harm.
-    pub fn offloaded(&self) -> bool {
-        self.target.offloaded.load(Ordering::Relaxed)
+    /// The instance that serves the route.
+    pub(crate) fn instance(&self) -> &'r Instance {
+        self.lease.instance()
     }
 
-    /// Marks the route as slow, for every later match (see [`offloaded`](Self::offloaded)).
-    pub fn offload(&self) {
-        self.target.offloaded.store(true, Ordering::Relaxed);
+    /// Where the route's calls run (see `crate::pacing`).
+    pub(crate) fn pacing(&self) -> &'r Pacing {
+        &self.target.pacing
     }
 
     /// Calls the route's handler. `request` should be the one that was matched.
@@ -112,7 +111,7 @@ impl Router {
                     method: def.method.clone(),
                     lease: index,
                     route,
-                    offloaded: AtomicBool::new(false),
+                    pacing: Pacing::default(),
                 };
                 router.insert(&mut by_pattern, instance, &def.path, target)?;
             }
@@ -191,6 +190,11 @@ impl Router {
     /// The names of the instances this router serves, in registration order.
     pub fn plugins(&self) -> Vec<&str> {
         self.leases.iter().map(|l| l.instance().name()).collect()
+    }
+
+    /// The instances this router serves, in registration order.
+    pub(crate) fn instances(&self) -> impl Iterator<Item = &Instance> {
+        self.leases.iter().map(Lease::instance)
     }
 
     /// The names of the instances that are out of service after a handler panicked.

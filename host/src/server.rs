@@ -1,28 +1,42 @@
 //! Serving a [`Router`] over HTTP: a `tower::Service` that applications can mount in their own
-//! server (axum, hyper, ...), and [`serve`], a hyper 1 server with graceful shutdown.
+//! server (axum, hyper, ...), and [`serve`], a hyper 1 server with timeouts, a connection cap
+//! and graceful shutdown.
+
+mod connection;
 
 use crate::error::{Error, ErrorKind};
 use crate::message::Request;
+use crate::pacing::Move;
+use crate::plugin::{Instance, State};
 use crate::router::{Lookup, RouteMatch, Router};
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
-use http::{Method, StatusCode};
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
+use http::{Method, StatusCode, Version};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+
+pub use connection::{ServeOptions, serve};
 
 /// The default limit of a request body: 2 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
-/// How long a handler call may take before its route moves to the blocking pool: 10 ms.
+/// A handler call that takes this long (10 ms by default) counts as slow: see `PluginService`.
 pub const DEFAULT_BLOCKING_THRESHOLD: Duration = Duration::from_millis(10);
+
+/// How long a handler call may run before its client gets 504, unless the plugin's entry says
+/// otherwise: 30 s.
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many calls of one plugin may still be running past their deadline before its new calls
+/// are refused with 503: a hung plugin may hold this many threads of the blocking pool, and no
+/// more, so it cannot starve the other plugins of threads.
+pub const MAX_CALLS_PAST_DEADLINE: usize = 64;
 
 /// The path the service answers itself, before any plugin route.
 pub const HEALTH_PATH: &str = "/healthz";
@@ -33,21 +47,40 @@ pub type HttpResponse = http::Response<Full<Bytes>>;
 /// The plugin routes as a `tower::Service`: mount it in any tower-based server, or pass it to
 /// [`serve`].
 ///
-/// Behaviour: `GET /healthz` answers `{"status":"ok","plugins":[...]}`; an unknown path is 404;
-/// a known path with another method is 405 with an `Allow` header; `HEAD` works for every `GET`
-/// route; a body over the limit is 413 and never reaches the plugin; a handler error or panic is
-/// 500 with a JSON body naming the plugin.
+/// Behaviour: `GET /healthz` answers `{"status":"ok",...}` with 200, or `"degraded"` with 503
+/// when a plugin is poisoned, failed or overloaded; an HTTP/1.1 request without `Host` is 400;
+/// an unknown path is 404; a known path with another method is 405 with an `Allow` header;
+/// `HEAD` works for every `GET` route; a body over the limit is 413 and never reaches the
+/// plugin; a handler error or panic is 500, and a call past its deadline 504, with a JSON body
+/// naming the plugin (the log has the full detail).
 ///
-/// Handlers are called on the async worker thread that serves the connection: a plugin call
-/// costs nanoseconds, and a hop to another thread would cost microseconds on every request.
-/// A route whose handler once takes longer than the blocking threshold (10 ms by default) is
-/// moved to tokio's blocking pool for good, as Go's scheduler hands a thread stuck in a system
-/// call over to another; so a slow plugin stalls at most one worker, once, and never again.
+/// Where handlers run: a plugin call costs nanoseconds and a hop to another thread microseconds,
+/// so a route with a record of fast calls runs inline, on the async worker that serves the
+/// connection; a new route, or one with slow calls among its last (see `crate::pacing`), runs
+/// on tokio's blocking pool. Two rules keep any number of slow or hung calls from stalling
+/// other plugins or `/healthz`: at most `workers - 1` calls run inline at once (one more goes to
+/// the pool), so one worker is always free; and a call on the pool that runs past its deadline
+/// answers 504 at the deadline, while the call itself (which cannot be cancelled) runs on to
+/// its end and is counted ([`Instance::calls_past_deadline`](crate::Instance)). An inline call
+/// cannot be interrupted either: it answers 504 when it returns past its deadline.
+///
+/// It needs a tokio runtime (multi-thread for inline calls: on a current-thread runtime every
+/// call goes to the blocking pool).
 #[derive(Clone)]
 pub struct PluginService {
-    router: Arc<Router>,
+    shared: Arc<Shared>,
+}
+
+/// What every clone of a [`PluginService`] shares.
+struct Shared {
+    router: Router,
     body_limit: usize,
     blocking_threshold: Duration,
+    handler_timeout: Duration,
+    /// The calls running inline right now.
+    inline_now: AtomicUsize,
+    /// How many calls may run inline at once: the runtime's workers less one.
+    max_inline: OnceLock<usize>,
 }
 
 impl PluginService {
@@ -59,27 +92,50 @@ impl PluginService {
                 route.plugin()
             );
         }
+        if router.plugins().is_empty() {
+            tracing::warn!("no plugin is loaded: every path but {HEALTH_PATH} answers 404");
+        }
         Self {
-            router: Arc::new(router),
-            body_limit: DEFAULT_BODY_LIMIT,
-            blocking_threshold: DEFAULT_BLOCKING_THRESHOLD,
+            shared: Arc::new(Shared {
+                router,
+                body_limit: DEFAULT_BODY_LIMIT,
+                blocking_threshold: DEFAULT_BLOCKING_THRESHOLD,
+                handler_timeout: DEFAULT_HANDLER_TIMEOUT,
+                inline_now: AtomicUsize::new(0),
+                max_inline: OnceLock::new(),
+            }),
         }
     }
 
+    /// The settings, to change before the service is cloned or used.
+    fn settings(&mut self) -> &mut Shared {
+        Arc::get_mut(&mut self.shared).expect("configure a PluginService before cloning it")
+    }
+
     /// Sets the largest request body accepted, in bytes.
+    ///
+    /// # Panics
+    /// If the service was cloned already (as every `with_` method).
     pub fn with_body_limit(mut self, limit: usize) -> Self {
-        self.body_limit = limit;
+        self.settings().body_limit = limit;
         self
     }
 
     /// The router.
     pub fn router(&self) -> &Router {
-        &self.router
+        &self.shared.router
     }
 
-    /// Sets how long a handler call may take before its route is moved to the blocking pool.
+    /// Sets how long a handler call must take to count as slow (see `PluginService`).
     pub fn with_blocking_threshold(mut self, threshold: Duration) -> Self {
-        self.blocking_threshold = threshold;
+        self.settings().blocking_threshold = threshold;
+        self
+    }
+
+    /// Sets how long a handler call may run before its client gets 504, for plugins whose
+    /// instance has no deadline of its own ([`Instance::set_handler_timeout`](crate::Instance)).
+    pub fn with_handler_timeout(mut self, timeout: Duration) -> Self {
+        self.settings().handler_timeout = timeout;
         self
     }
 
@@ -103,19 +159,34 @@ impl PluginService {
         let (parts, body) = request.into_parts();
         let exchange = Exchange::start(&parts);
         let path = parts.uri.path();
-        if path == HEALTH_PATH && matches!(parts.method, Method::GET | Method::HEAD) {
-            return Attempt::Answered(exchange.finish(&parts, self.health(), None));
+        if parts.version == Version::HTTP_11 && !parts.headers.contains_key(HOST) {
+            let error = "an HTTP/1.1 request must have a Host header (RFC 9112, section 3.2)";
+            let response = json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "error": error }),
+            );
+            return Attempt::Answered(exchange.finish(&parts, response, None));
+        }
+        if path == HEALTH_PATH {
+            let response = match parts.method {
+                Method::GET | Method::HEAD => self.health(),
+                _ => not_allowed(parts.method.as_str(), path, &["GET"]),
+            };
+            return Attempt::Answered(exchange.finish(&parts, response, None));
         }
         let (found, method) = self.find(&parts);
         let (response, plugin) = match found {
-            Lookup::Found(route) if body.is_end_stream() && !route.offloaded() => {
-                let response = self.call_inline(&route, &parts, method, &[]);
-                (response, Some(route.plugin()))
-            }
+            Lookup::Found(route) if body.is_end_stream() => match self.admit_inline(&route) {
+                Some(_slot) => {
+                    let response = self.call_inline(&route, &parts, method, &[]);
+                    (response, Some(route.plugin()))
+                }
+                None => return Attempt::Deferred(http::Request::from_parts(parts, body)),
+            },
             Lookup::Found(_) => return Attempt::Deferred(http::Request::from_parts(parts, body)),
             Lookup::MethodNotAllowed(allowed) => (not_allowed(method, path, &allowed), None),
             Lookup::NotFound => {
-                let error = format!("no route matches {path}");
+                let error = format!("no route matches {}", clip(path));
                 (
                     json(
                         StatusCode::NOT_FOUND,
@@ -128,31 +199,78 @@ impl PluginService {
         Attempt::Answered(exchange.finish(&parts, response, plugin))
     }
 
+    /// Lets a call of `route` run inline, on this worker, if the route has earned it and fewer
+    /// than `workers - 1` calls run inline now; the slot is freed when dropped.
+    #[inline]
+    fn admit_inline(&self, route: &RouteMatch<'_, '_>) -> Option<InlineSlot<'_>> {
+        if !route.pacing().inline() {
+            return None;
+        }
+        let shared = &*self.shared;
+        let max = *shared.max_inline.get_or_init(|| {
+            tokio::runtime::Handle::try_current()
+                .map_or(1, |h| h.metrics().num_workers())
+                .saturating_sub(1)
+        });
+        if shared.inline_now.fetch_add(1, Ordering::Acquire) < max {
+            Some(InlineSlot(&shared.inline_now))
+        } else {
+            shared.inline_now.fetch_sub(1, Ordering::Release);
+            None
+        }
+    }
+
     /// Finds the request's route. `HEAD` uses the path's `GET` route when it has no `HEAD` route
     /// of its own. Returns the method the handler sees.
     fn find<'r, 'p>(&'r self, parts: &'p http::request::Parts) -> (Lookup<'r, 'p>, &'p str) {
         let (method, path) = (parts.method.as_str(), parts.uri.path());
-        match self.router.lookup(method, path) {
+        let router = &self.shared.router;
+        match router.lookup(method, path) {
             Lookup::Found(route) => (Lookup::Found(route), method),
-            _ if parts.method == Method::HEAD => (self.router.lookup("GET", path), "GET"),
+            _ if parts.method == Method::HEAD => (router.lookup("GET", path), "GET"),
             other => (other, method),
         }
     }
 
-    /// `GET /healthz`: every plugin served, and those out of service after a panic.
+    /// `GET /healthz`: 200 when every plugin serves, 503 when one is out of service (poisoned
+    /// by a panic, failed, or refusing calls with too many still running past their deadline).
     fn health(&self) -> HttpResponse {
-        let poisoned = self.router.poisoned();
-        let status = if poisoned.is_empty() {
-            "ok"
-        } else {
-            "degraded"
+        let router = &self.shared.router;
+        let names = |keep: fn(&Instance) -> bool| -> Vec<&str> {
+            router
+                .instances()
+                .filter(|i| keep(i))
+                .map(Instance::name)
+                .collect()
         };
+        let poisoned = names(|i| i.poisoned().is_some());
+        let failed = names(|i| i.state() == State::Failed);
+        let overloaded = names(|i| i.calls_past_deadline().1 >= MAX_CALLS_PAST_DEADLINE);
+        let past_deadline: serde_json::Map<String, serde_json::Value> = router
+            .instances()
+            .filter_map(|i| {
+                let (total, running) = i.calls_past_deadline();
+                (total > 0).then(|| {
+                    let counts = serde_json::json!({ "total": total, "running": running });
+                    (i.name().to_owned(), counts)
+                })
+            })
+            .collect();
+        let ok = poisoned.is_empty() && failed.is_empty() && overloaded.is_empty();
         let body = serde_json::json!({
-            "status": status,
-            "plugins": self.router.plugins(),
+            "status": if ok { "ok" } else { "degraded" },
+            "plugins": router.plugins(),
             "poisoned": poisoned,
+            "failed": failed,
+            "overloaded": overloaded,
+            "calls_past_deadline": past_deadline,
         });
-        json(StatusCode::OK, &body)
+        let status = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json(status, &body)
     }
 
     /// Answers a request that has a body to read, or whose route runs on the blocking pool.
@@ -169,8 +287,10 @@ impl PluginService {
         };
         let response = match self.read_body(&parts, body).await {
             Err(response) => response,
-            Ok(body) if route.offloaded() => self.call_blocking(&parts, method, body).await,
-            Ok(body) => self.call_inline(&route, &parts, method, &body),
+            Ok(body) => match self.admit_inline(&route) {
+                Some(_slot) => self.call_inline(&route, &parts, method, &body),
+                None => self.call_blocking(&route, &parts, method, body).await,
+            },
         };
         exchange.finish(&parts, response, Some(route.plugin()))
     }
@@ -186,16 +306,17 @@ impl PluginService {
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        let limit = self.shared.body_limit;
         let declared = parts
             .headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.body_limit as u64) {
-            return Err(too_large(self.body_limit));
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large(limit));
         }
-        match Limited::new(body, self.body_limit).collect().await {
+        match Limited::new(body, limit).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(self.body_limit)),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
             Err(e) => {
                 let error = format!("cannot read the request body: {e}");
                 Err(json(
@@ -206,8 +327,15 @@ impl PluginService {
         }
     }
 
-    /// Calls the handler on this thread; if the call takes longer than the threshold, the route
-    /// runs on the blocking pool from then on.
+    /// The deadline of a call of `route`.
+    fn deadline(&self, route: &RouteMatch<'_, '_>) -> Duration {
+        route
+            .instance()
+            .handler_timeout()
+            .unwrap_or(self.shared.handler_timeout)
+    }
+
+    /// Calls the handler on this thread (the caller holds an inline slot).
     fn call_inline(
         &self,
         route: &RouteMatch<'_, '_>,
@@ -215,47 +343,132 @@ impl PluginService {
         method: &str,
         body: &[u8],
     ) -> HttpResponse {
-        let started = Instant::now();
-        let result = route.call(&request(method, target(parts), &parts.headers, body));
-        let took = started.elapsed();
-        if took >= self.blocking_threshold {
-            route.offload();
-            tracing::warn!(
-                target: "plugin_host::access",
-                "{method} {} of plugin `{}` took {took:?}: its requests run on the blocking pool from now on",
-                route.pattern(),
-                route.plugin(),
-            );
+        let request = request(method, target(parts), &parts.headers, body);
+        let (result, took) = self.shared.timed_call(route, &request);
+        if took > self.deadline(route) {
+            route.instance().overdue_returned();
+            return past_deadline(route, method, self.deadline(route));
         }
         result.map_or_else(|error| failure(&error), into_http)
     }
 
-    /// Calls the handler on tokio's blocking pool.
+    /// Calls the handler on tokio's blocking pool, and answers 504 if it runs past its
+    /// deadline (the call runs on to its end; see [`Instance::calls_past_deadline`]).
+    ///
+    /// [`Instance::calls_past_deadline`]: crate::Instance::calls_past_deadline
     async fn call_blocking(
         &self,
+        route: &RouteMatch<'_, '_>,
         parts: &http::request::Parts,
         method: &str,
         body: Bytes,
     ) -> HttpResponse {
-        let router = self.router.clone();
-        let (method, target, headers) = (
+        let instance = route.instance();
+        let (_, running) = instance.calls_past_deadline();
+        if running >= MAX_CALLS_PAST_DEADLINE {
+            let error = Error::new(ErrorKind::Overloaded { running }).with_plugin(instance.name());
+            return failure(&error);
+        }
+        let shared = self.shared.clone();
+        let owned = (
             method.to_owned(),
             target(parts).to_owned(),
             parts.headers.clone(),
         );
-        let task = tokio::task::spawn_blocking(move || {
-            router.dispatch(&request(&method, &target, &headers, &body))
+        let outcome = Arc::new(AtomicU8::new(RUNNING));
+        let theirs = outcome.clone();
+        let mut task = tokio::task::spawn_blocking(move || {
+            let (method, target, headers) = owned;
+            let request = request(&method, &target, &headers, &body);
+            let Lookup::Found(route) = shared.router.lookup(&method, request.path) else {
+                unreachable!("the route was found before the call was sent here")
+            };
+            let (result, took) = shared.timed_call(&route, &request);
+            if theirs
+                .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                route.instance().overdue_finished();
+                tracing::warn!(
+                    target: "plugin_host::access",
+                    "{method} {} of plugin `{}` returned after {took:?}, past its deadline; its client had 504",
+                    route.pattern(),
+                    route.plugin(),
+                );
+            }
+            result
         });
-        match task.await {
+        let deadline = self.deadline(route);
+        let result = match tokio::time::timeout(deadline, &mut task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                if outcome
+                    .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    instance.overdue_started();
+                    return past_deadline(route, method, deadline);
+                }
+                // It returned just as the deadline passed: take its answer.
+                task.await
+            }
+        };
+        match result {
             Ok(result) => result.map_or_else(|error| failure(&error), into_http),
             Err(join) => {
                 let error = format!("the handler task failed: {join}");
                 json(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    &serde_json::json!({ "error": error }),
+                    &serde_json::json!({ "error": error, "plugin": instance.name() }),
                 )
             }
         }
+    }
+}
+
+/// The states of a call on the blocking pool: still running, returned, or given up on.
+const RUNNING: u8 = 0;
+const DONE: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Shared {
+    /// Calls the route's handler, and records how long it took for the route's pacing.
+    fn timed_call(
+        &self,
+        route: &RouteMatch<'_, '_>,
+        request: &Request<'_>,
+    ) -> (Result<crate::Response, Error>, Duration) {
+        let started = Instant::now();
+        let result = route.call(request);
+        let took = started.elapsed();
+        match route.pacing().record(took >= self.blocking_threshold) {
+            Some(Move::Pool) => tracing::warn!(
+                target: "plugin_host::access",
+                "{} {} of plugin `{}` took {took:?}, its third slow call (over {:?}) of the last 8: it runs on the blocking pool until it is fast again",
+                request.method,
+                route.pattern(),
+                route.plugin(),
+                self.blocking_threshold,
+            ),
+            Some(Move::Inline) => tracing::debug!(
+                target: "plugin_host::access",
+                "{} {} of plugin `{}` is fast: it runs inline",
+                request.method,
+                route.pattern(),
+                route.plugin(),
+            ),
+            None => {}
+        }
+        (result, took)
+    }
+}
+
+/// A place among the calls that run inline; given back when dropped.
+struct InlineSlot<'a>(&'a AtomicUsize);
+
+impl Drop for InlineSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -334,7 +547,7 @@ fn not_allowed(method: &str, path: &str, allowed: &[&str]) -> HttpResponse {
     if allowed.contains(&"GET") && !allowed.contains(&"HEAD") {
         allow.push_str(", HEAD");
     }
-    let error = format!("{method} is not allowed for {path}");
+    let error = format!("{} is not allowed for {}", clip(method), clip(path));
     let mut response = json(
         StatusCode::METHOD_NOT_ALLOWED,
         &serde_json::json!({ "error": error, "allow": allow }),
@@ -382,19 +595,77 @@ fn too_large(limit: usize) -> HttpResponse {
     )
 }
 
-/// The response for a handler that failed (500) or panicked (500), or whose instance is out of
-/// service after an earlier panic (503).
+/// The response for a call that failed: 500 for a handler error or panic, 503 for an instance
+/// out of service (poisoned, shutting down, overloaded). The body names the plugin and says
+/// what happened in terms a client can use; the log line has the full detail (file, panic
+/// message, what an operator can do).
 fn failure(error: &Error) -> HttpResponse {
-    let (status, kind) = match error.kind() {
-        ErrorKind::Panicked { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "panicked"),
-        ErrorKind::Poisoned { .. } => (StatusCode::SERVICE_UNAVAILABLE, "poisoned"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "failed"),
+    let (status, kind, message) = match error.kind() {
+        ErrorKind::HandlerFailed { route, reason } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failed",
+            format!("the handler for {route} failed: {reason}"),
+        ),
+        ErrorKind::Panicked { call, .. } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "panicked",
+            format!("the handler panicked during {call}"),
+        ),
+        ErrorKind::Poisoned { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "poisoned",
+            "out of service after a handler panicked".to_owned(),
+        ),
+        ErrorKind::Closed => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "closed",
+            "shutting down".to_owned(),
+        ),
+        ErrorKind::Overloaded { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many calls are still running past their deadline".to_owned(),
+        ),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failed",
+            "the plugin failed".to_owned(),
+        ),
     };
     tracing::error!(target: "plugin_host::access", "{error}");
+    let plugin = error.plugin().unwrap_or("-");
     json(
         status,
-        &serde_json::json!({ "error": error.to_string(), "plugin": error.plugin(), "kind": kind }),
+        &serde_json::json!({ "error": format!("plugin `{plugin}`: {message}"), "plugin": plugin, "kind": kind }),
     )
+}
+
+/// The response for a call that ran past its deadline: 504, naming the plugin.
+fn past_deadline(route: &RouteMatch<'_, '_>, method: &str, deadline: Duration) -> HttpResponse {
+    let plugin = route.plugin();
+    tracing::error!(
+        target: "plugin_host::access",
+        "plugin `{plugin}` ({}): {method} {} ran past its deadline of {deadline:?}: its client gets 504; the call itself cannot be cancelled and runs on",
+        route.instance().file().map_or_else(|| "built-in".into(), |f| f.display().to_string()),
+        route.pattern(),
+    );
+    let error = format!(
+        "plugin `{plugin}` did not answer {method} {} within {deadline:?}",
+        route.pattern()
+    );
+    json(
+        StatusCode::GATEWAY_TIMEOUT,
+        &serde_json::json!({ "error": error, "plugin": plugin, "kind": "timeout" }),
+    )
+}
+
+/// At most the first 100 characters of a client's string (a method, a path), for a response.
+fn clip(text: &str) -> String {
+    const MAX: usize = 100;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 /// Converts a plugin's response.
@@ -422,58 +693,4 @@ impl Future for Answer {
             Answer::Later(future) => future.as_mut().poll(cx).map(Ok),
         }
     }
-}
-
-/// Serves `service` on `listener` until `shutdown` completes, then stops accepting, lets the
-/// requests in flight finish for at most `grace`, and returns whether they all did.
-pub async fn serve(
-    listener: TcpListener,
-    service: PluginService,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-) -> bool {
-    let graceful = GracefulShutdown::new();
-    let builder = hyper::server::conn::http1::Builder::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of file descriptors, say: back off rather than spin.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                // `service_fn` over `handle` rather than the `tower::Service` impl: no boxed
-                // future per request. Each connection gets its own `Arc`, so the reference
-                // count a request touches is not shared with other threads.
-                let service = Arc::new(service.clone());
-                let handler = hyper::service::service_fn(move |request| {
-                    match service.answer_now(request) {
-                        Attempt::Answered(response) => Answer::Now(Some(response)),
-                        Attempt::Deferred(request) => {
-                            let service = service.clone();
-                            Answer::Later(Box::pin(async move { service.answer_later(request).await }))
-                        }
-                    }
-                });
-                let connection = builder.serve_connection(TokioIo::new(stream), handler);
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!("connection ended with an error: {e}");
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_ok()
 }

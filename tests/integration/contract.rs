@@ -141,8 +141,8 @@ fn head_reaches_a_head_route_and_falls_back_to_get() {
         let signal = async move {
             let _ = stopped.await;
         };
-        plugin_host::server::serve(listener, service, signal, std::time::Duration::from_secs(5))
-            .await
+        let options = plugin_host::server::ServeOptions::default();
+        plugin_host::server::serve(listener, service, signal, &options).await
     });
     let head = http(addr, "HEAD", "/both", b"");
     assert_eq!((head.status, head.header("x-method")), (200, Some("HEAD")));

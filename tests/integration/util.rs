@@ -220,11 +220,24 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(entries: &[plugin_host::config::PluginEntry], body_limit: usize) -> Self {
+        Self::start_with(
+            entries,
+            |service| service.with_body_limit(body_limit),
+            plugin_host::server::ServeOptions::default(),
+        )
+    }
+
+    /// A server whose service `configure` sets up, served with `options`.
+    pub fn start_with(
+        entries: &[plugin_host::config::PluginEntry],
+        configure: impl FnOnce(plugin_host::server::PluginService) -> plugin_host::server::PluginService,
+        options: plugin_host::server::ServeOptions,
+    ) -> Self {
         let registry =
             plugin_host::config::deploy(entries, false).unwrap_or_else(|e| panic!("{e}"));
         registry.start_all().unwrap_or_else(|e| panic!("{e}"));
         let router = registry.router().unwrap_or_else(|e| panic!("{e}"));
-        let service = plugin_host::server::PluginService::new(router).with_body_limit(body_limit);
+        let service = configure(plugin_host::server::PluginService::new(router));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -235,19 +248,16 @@ impl TestServer {
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(async move {
+            let drained = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let signal = async move {
                     let _ = signal.await;
                 };
-                plugin_host::server::serve(
-                    listener,
-                    service,
-                    signal,
-                    std::time::Duration::from_secs(10),
-                )
-                .await
-            })
+                plugin_host::server::serve(listener, service, signal, &options).await
+            });
+            // Calls still running on a stuck worker or the blocking pool are left to run.
+            runtime.shutdown_timeout(std::time::Duration::ZERO);
+            drained
         });
         Self {
             addr,
@@ -264,7 +274,7 @@ impl TestServer {
             .thread
             .take()
             .is_none_or(|t| t.join().expect("server thread"));
-        if let Err(e) = self.registry.stop_all() {
+        if let Err(e) = self.registry.close_and_stop_all() {
             panic!("{e}");
         }
         drained

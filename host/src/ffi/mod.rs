@@ -50,3 +50,21 @@ pub(crate) fn effective_uid() -> u32 {
     // SAFETY: `geteuid` has no preconditions, cannot fail and touches no memory of ours.
     unsafe { libc::geteuid() }
 }
+
+/// The soft limit of open files of the host process, if it has one.
+#[cfg(unix)]
+pub(crate) fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes one `rlimit` to the pointer, which points to a local.
+    let status = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (status == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// The soft limit of open files of the host process: none known on this platform.
+#[cfg(not(unix))]
+pub(crate) fn open_file_limit() -> Option<u64> {
+    None
+}

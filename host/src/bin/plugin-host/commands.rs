@@ -2,7 +2,7 @@
 
 use crate::{Cli, Command, Source};
 use plugin_host::config::{self, PluginEntry};
-use plugin_host::server::{PluginService, serve};
+use plugin_host::server::{PluginService, ServeOptions, serve};
 use plugin_host::{Error, Factory, Instance, LoadOptions, Registry, Router};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -33,9 +33,25 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             body_limit,
             grace,
+            handler_timeout,
+            header_timeout,
+            keepalive_timeout,
+            max_connections,
         } => {
-            let service_config = (body_limit, Duration::from_secs(grace));
-            serve_command(&source, insecure, listen, service_config)
+            let defaults = ServeOptions::default();
+            let options = ServeOptions {
+                grace,
+                header_timeout,
+                keepalive_timeout,
+                max_connections: max_connections.unwrap_or(defaults.max_connections),
+            };
+            let settings = Settings {
+                listen,
+                body_limit,
+                handler_timeout,
+                options,
+            };
+            serve_command(&source, insecure, &settings)
         }
         Command::List { source } => list(&source, insecure),
         Command::Check { files } => Ok(check(&files, insecure)),
@@ -71,63 +87,111 @@ fn file_of(instance: &Instance) -> String {
         .map_or_else(|| "built-in".to_owned(), |f| f.display().to_string())
 }
 
-fn print_table(registry: &Registry, router: &Router) {
-    println!(
+fn write_table(out: &mut impl Write, registry: &Registry, router: &Router) -> std::io::Result<()> {
+    writeln!(
+        out,
         "{:<20} {:<16} {:<10} {:<9} FILE",
         "PLUGIN", "TYPE", "VERSION", "STATE"
-    );
+    )?;
     for instance in registry.instances() {
         let state = if instance.poisoned().is_some() {
             "poisoned".to_owned()
         } else {
             format!("{:?}", instance.state()).to_lowercase()
         };
-        println!(
+        writeln!(
+            out,
             "{:<20} {:<16} {:<10} {:<9} {}",
             instance.name(),
             instance.plugin_name(),
             instance.version(),
             state,
             file_of(&instance)
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "{:<8} {:<32} PLUGIN", "METHOD", "PATH")?;
+    for route in router.routes() {
+        writeln!(
+            out,
+            "{:<8} {:<32} {}",
+            route.method, route.path, route.plugin
+        )?;
+    }
+    Ok(())
+}
+
+/// What `serve` was asked for.
+struct Settings {
+    listen: std::net::SocketAddr,
+    body_limit: usize,
+    handler_timeout: Duration,
+    options: ServeOptions,
+}
+
+/// The exit status of `serve` when the shutdown left a plugin running (a call still in its
+/// handler) or a plugin's `stop` failed.
+const INCOMPLETE_SHUTDOWN: u8 = 3;
+
+fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers())
+        .enable_all()
+        .build()?;
+    let listen = settings.listen;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .map_err(|e| format!("cannot listen on {listen}: {}", io_reason(&e)))?;
+    let address = listener.local_addr()?;
+    let (registry, router) = start(source, insecure)?;
+    if registry.names().is_empty() {
+        tracing::warn!("no plugin is loaded: check the configuration or the plugin folder");
+    }
+    // Standard output may be closed or a broken pipe: serving goes on regardless.
+    let _ = write_table(&mut std::io::stdout(), &registry, &router)
+        .and_then(|()| writeln!(std::io::stdout(), "\nlistening on http://{address}"))
+        .and_then(|()| std::io::stdout().flush());
+    let service = PluginService::new(router)
+        .with_body_limit(settings.body_limit)
+        .with_handler_timeout(settings.handler_timeout);
+    let options = &settings.options;
+    let drained = runtime.block_on(serve(listener, service, shutdown_signal(), options));
+    if !drained {
+        tracing::warn!(
+            "requests still in flight after the grace period of {:?}",
+            options.grace
         );
     }
-    println!();
-    println!("{:<8} {:<32} PLUGIN", "METHOD", "PATH");
-    for route in router.routes() {
-        println!("{:<8} {:<32} {}", route.method, route.path, route.plugin);
+    // The grace period is over: no new call can start once the runtime is down, and a call
+    // still running keeps its plugin started (`close_and_stop_all` never stops an instance
+    // under a running handler; it names it).
+    runtime.shutdown_timeout(Duration::ZERO);
+    tracing::info!("stopping plugins");
+    match registry.close_and_stop_all() {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(errors) => {
+            for error in &errors.0 {
+                tracing::error!("{error}");
+            }
+            Ok(ExitCode::from(INCOMPLETE_SHUTDOWN))
+        }
     }
 }
 
-fn serve_command(
-    source: &Source,
-    insecure: bool,
-    listen: std::net::SocketAddr,
-    (body_limit, grace): (usize, Duration),
-) -> Result<ExitCode> {
-    // At least two workers, so that the first call of a slow handler (which runs inline until it
-    // is known to be slow, see `PluginService`) never stalls the whole server.
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind(listen))?;
-    let address = listener.local_addr()?;
-    let (registry, router) = start(source, insecure)?;
-    print_table(&registry, &router);
-    println!("\nlistening on http://{address}");
-    std::io::stdout().flush()?;
-    let service = PluginService::new(router).with_body_limit(body_limit);
-    let drained = runtime.block_on(serve(listener, service, shutdown_signal(), grace));
-    if !drained {
-        tracing::warn!("requests still in flight after the grace period of {grace:?}");
-    }
-    // The grace period is over. A handler still running on the blocking pool keeps its plugin
-    // started (stop_all then reports it in use), so nothing is stopped under a running handler.
-    runtime.shutdown_timeout(Duration::ZERO);
-    tracing::info!("stopping plugins");
-    registry.stop_all()?;
-    Ok(ExitCode::SUCCESS)
+/// The worker threads of `serve`: one per core, and at least two, so that one is always free
+/// while another runs a plugin call inline (see `PluginService`).
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+}
+
+/// An I/O error's reason, without the OS error number: `permission denied`.
+fn io_reason(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    let reason = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = reason.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_lowercase().chain(chars).collect()
+    })
 }
 
 async fn shutdown_signal() {
@@ -149,7 +213,7 @@ async fn shutdown_signal() {
 
 fn list(source: &Source, insecure: bool) -> Result<ExitCode> {
     let (registry, router) = start(source, insecure)?;
-    print_table(&registry, &router);
+    write_table(&mut std::io::stdout(), &registry, &router)?;
     drop(router);
     registry.stop_all()?;
     Ok(ExitCode::SUCCESS)

@@ -6,6 +6,23 @@ use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// A number of seconds, zero allowed.
+fn seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("`{text}` is not a number of seconds"))
+}
+
+/// A positive number of seconds.
+fn positive_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(plugin_host::config::positive_seconds)
+        .ok_or_else(|| format!("`{text}` is not a positive number of seconds"))
+}
 
 /// Loads native plugins (Rust, C, C++) through the stable C ABI and serves their routes.
 #[derive(Parser)]
@@ -34,9 +51,25 @@ enum Command {
         /// The largest request body accepted, in bytes.
         #[arg(long, default_value_t = plugin_host::server::DEFAULT_BODY_LIMIT)]
         body_limit: usize,
-        /// Seconds to let requests in flight finish after a shutdown signal.
-        #[arg(long, default_value_t = 10)]
-        grace: u64,
+        /// Seconds to let requests in flight finish after a shutdown signal; then every plugin
+        /// with no call running is stopped, in reverse order.
+        #[arg(long, default_value = "10", value_parser = seconds)]
+        grace: Duration,
+        /// Seconds a handler call may run before its client gets 504 (a plugin's
+        /// `handler_timeout` in the config overrides it).
+        #[arg(long, default_value = "30", value_parser = positive_seconds)]
+        handler_timeout: Duration,
+        /// Seconds a client may take to send a request head in full (from its first byte, or
+        /// from the connection for the first request).
+        #[arg(long, default_value = "10", value_parser = positive_seconds)]
+        header_timeout: Duration,
+        /// Seconds an idle keep-alive connection waits for its next request.
+        #[arg(long, default_value = "60", value_parser = positive_seconds)]
+        keepalive_timeout: Duration,
+        /// How many connections may be open at once; more get 503 and are closed
+        /// [default: 10000, or 3/4 of the open-file limit if lower].
+        #[arg(long)]
+        max_connections: Option<usize>,
     },
     /// Print the plugins and their routes without serving.
     List {

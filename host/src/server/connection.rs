@@ -1,0 +1,322 @@
+//! The HTTP/1.1 server: accepting connections under a cap, closing those that send nothing,
+//! and a shutdown that does not wait for clients that never sent a full request.
+//!
+//! Each connection's socket is wrapped in [`Guarded`], which knows from the service whether a
+//! request is being answered, and otherwise closes the connection once it has waited too long:
+//! `header_timeout` for a request head to arrive in full (from its first byte, or from the
+//! accept for a new connection), `keepalive_timeout` for the next request of an idle keep-alive
+//! connection (like nginx's `client_header_timeout` and `keepalive_timeout`). hyper's own
+//! header timeout runs from the end of the previous response, so it cannot tell the two apart.
+
+use super::{Answer, Attempt, PluginService};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+
+/// How [`serve`] treats connections and shutdown.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// After the shutdown signal, how long requests in flight may take to finish.
+    pub grace: Duration,
+    /// How long a client may take to send a request head in full, from its first byte (or
+    /// from the accept, for a new connection): 10 s by default.
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive connection is kept for its next request: 60 s by default.
+    pub keepalive_timeout: Duration,
+    /// How many connections may be open at once; more are answered 503 and closed at once.
+    /// By default 10,000, or three quarters of the open-file limit if that is lower, so that
+    /// the host never runs out of file descriptors because of clients.
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// 10,000, or three quarters of the soft limit of open files if that is lower (at least 16).
+fn default_max_connections() -> usize {
+    let limit = crate::ffi::open_file_limit().unwrap_or(u64::MAX);
+    usize::try_from(limit / 4 * 3)
+        .unwrap_or(usize::MAX)
+        .clamp(16, 10_000)
+}
+
+/// The answer every connection over the cap gets before it is closed.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+content-length: 48\r\nconnection: close\r\n\r\n{\"error\":\"too many connections; try again later\"}";
+
+/// Serves `service` on `listener` until `shutdown` completes, then stops accepting, closes the
+/// connections that are not in the middle of a request, lets the requests in flight finish for
+/// at most `options.grace`, and returns whether they all did.
+pub async fn serve(
+    listener: TcpListener,
+    service: PluginService,
+    shutdown: impl Future<Output = ()>,
+    options: &ServeOptions,
+) -> bool {
+    let builder = hyper::server::conn::http1::Builder::new();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    // Each connection task holds a sender; `recv` returns `None` once they are all gone.
+    let (alive, mut all_gone) = tokio::sync::mpsc::channel::<()>(1);
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut over_cap_logged = false;
+    let mut accept_failures = AcceptFailures::default();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: connections already open keep being served
+                    // by their own tasks; this loop backs off rather than spin.
+                    accept_failures.note(&e);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        accept_failures.recovered();
+        if open.load(Ordering::Relaxed) >= options.max_connections {
+            if !over_cap_logged {
+                tracing::warn!(
+                    "connection limit of {} reached: new connections get 503 until some close (raise it with --max-connections)",
+                    options.max_connections
+                );
+                over_cap_logged = true;
+            }
+            // Best effort and never waiting: the socket is closed right after.
+            let _ = stream.try_write(OVER_CAPACITY);
+            continue;
+        }
+        over_cap_logged = false;
+        let _ = stream.set_nodelay(true);
+        let state = Arc::new(AtomicU8::new(IDLE));
+        let io = Guarded::new(stream, state.clone(), options);
+        // `service_fn` over `answer_now` rather than the `tower::Service` impl: no boxed future
+        // per request. Each connection gets its own `Arc`, so the reference count a request
+        // touches is not shared with other threads.
+        let service = Arc::new(service.clone());
+        let handler =
+            hyper::service::service_fn(move |request| match service.answer_now(request) {
+                Attempt::Answered(response) => {
+                    state.store(WRITING, Ordering::Relaxed);
+                    Answer::Now(Some(response))
+                }
+                Attempt::Deferred(request) => {
+                    state.store(BUSY, Ordering::Relaxed);
+                    let (service, state) = (service.clone(), state.clone());
+                    Answer::Later(Box::pin(async move {
+                        let response = service.answer_later(request).await;
+                        state.store(WRITING, Ordering::Relaxed);
+                        response
+                    }))
+                }
+            });
+        let phase = io.state.clone();
+        let connection = builder.serve_connection(TokioIo::new(io), handler);
+        let (mut stopping, alive, count) = (stopping.clone(), alive.clone(), OpenGuard::new(&open));
+        tokio::spawn(async move {
+            let _alive = (alive, count);
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = async { stopping.wait_for(|stop| *stop).await.map(|_| ()) } => {
+                    // A connection waiting for a request (nothing, or part of a head) holds
+                    // nothing worth waiting for: close it now. Others finish their request.
+                    if phase.load(Ordering::Relaxed) == IDLE {
+                        return;
+                    }
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!("connection ended with an error: {e}");
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    drop(alive);
+    tokio::time::timeout(options.grace, all_gone.recv())
+        .await
+        .is_ok()
+}
+
+/// Counts an open connection until dropped.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(open.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Logs failed accepts once per run of failures, not once per retry.
+#[derive(Default)]
+struct AcceptFailures {
+    count: u64,
+}
+
+impl AcceptFailures {
+    fn note(&mut self, error: &io::Error) {
+        if self.count == 0 {
+            tracing::warn!(
+                "cannot accept connections: {error}; open connections are still served, new ones wait (raise the open-file limit, or lower --max-connections)"
+            );
+        }
+        self.count += 1;
+    }
+
+    fn recovered(&mut self) {
+        if self.count > 0 {
+            tracing::info!("accepting connections again after {} failures", self.count);
+            self.count = 0;
+        }
+    }
+}
+
+/// Where a connection is: waiting for a request, answering one, or writing the answer.
+const IDLE: u8 = 0;
+const BUSY: u8 = 1;
+const WRITING: u8 = 2;
+
+/// A connection's socket that closes itself (with a `TimedOut` error to hyper) when the client
+/// takes too long to send a request. The service sets `state` to `BUSY` while it answers and
+/// `WRITING` once the answer is handed to hyper; the first flush after that makes it `IDLE`.
+struct Guarded {
+    stream: TcpStream,
+    state: Arc<AtomicU8>,
+    /// The deadline of the current wait, and its timer.
+    timer: Pin<Box<Sleep>>,
+    /// When the current wait began: the accept, the end of a response, or the first byte of a
+    /// request head.
+    since: Instant,
+    /// Whether part of a request head has arrived during this wait.
+    started: bool,
+    /// Whether a request was answered on this connection already.
+    served: bool,
+    header_timeout: Duration,
+    keepalive_timeout: Duration,
+}
+
+impl Guarded {
+    fn new(stream: TcpStream, state: Arc<AtomicU8>, options: &ServeOptions) -> Self {
+        let now = Instant::now();
+        Self {
+            stream,
+            state,
+            timer: Box::pin(tokio::time::sleep_until(now + options.header_timeout)),
+            since: now,
+            started: false,
+            served: false,
+            header_timeout: options.header_timeout,
+            keepalive_timeout: options.keepalive_timeout,
+        }
+    }
+
+    /// When the current wait for a request times out.
+    fn deadline(&self) -> Instant {
+        if self.started || !self.served {
+            self.since + self.header_timeout
+        } else {
+            self.since + self.keepalive_timeout
+        }
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let waiting = this.state.load(Ordering::Relaxed) == IDLE;
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if waiting && !this.started && buf.filled().len() > before {
+                    this.started = true;
+                    this.since = Instant::now();
+                }
+                return Poll::Ready(result);
+            }
+            Poll::Pending if !waiting => return Poll::Pending,
+            Poll::Pending => {}
+        }
+        let deadline = this.deadline();
+        if this.timer.deadline() != deadline {
+            this.timer.as_mut().reset(deadline);
+        }
+        ready!(this.timer.as_mut().poll(cx));
+        let what = if this.started {
+            "the request head did not arrive in full in time"
+        } else {
+            "no request arrived in time"
+        };
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)))
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        ready!(Pin::new(&mut this.stream).poll_flush(cx))?;
+        // hyper flushes once it has written a response in full: the wait for the next begins.
+        if this.state.load(Ordering::Relaxed) == WRITING {
+            this.state.store(IDLE, Ordering::Relaxed);
+            this.since = Instant::now();
+            this.started = false;
+            this.served = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
