@@ -18,6 +18,7 @@ mod error;
 mod ffi;
 mod inspect;
 mod message;
+mod path;
 mod plugin;
 mod registry;
 mod router;
