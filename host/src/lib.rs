@@ -19,6 +19,7 @@ mod ffi;
 mod inspect;
 mod message;
 mod pacing;
+mod path;
 mod plugin;
 mod registry;
 mod router;
