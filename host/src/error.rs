@@ -254,6 +254,13 @@ pub enum ErrorKind {
         /// How many calls are still running past their deadline.
         running: usize,
     },
+    /// The request's path, or a path parameter, is refused (see the README's path safety):
+    /// the client's error.
+    #[error("bad request path: {reason}")]
+    BadPath {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No route matches the request's path.
     #[error("no route matches {path}")]
     RouteNotFound {

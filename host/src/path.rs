@@ -46,9 +46,6 @@
 //! (`%2Fetc`), `\`, `.` segments, `:` (`C:`). A plugin that maps values to files must still join
 //! them under its own root and refuse absolute ones.
 
-// Wired into the router and server by the lead; remove this line then.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::borrow::Cow;
 
 /// How many characters of a client's path or parameter an error message quotes.
@@ -100,6 +97,14 @@ pub(crate) enum PathError {
         /// The parameter as received (still encoded), clipped.
         value: String,
     },
+}
+
+impl From<PathError> for crate::error::Error {
+    fn from(error: PathError) -> Self {
+        Self::new(crate::error::ErrorKind::BadPath {
+            reason: error.to_string(),
+        })
+    }
 }
 
 /// Removes the dot segments of `path`, the path of an origin-form request target (no query),

@@ -4,6 +4,7 @@ use crate::error::{Error, ErrorKind};
 use crate::message::{Request, Response};
 use crate::pacing::Pacing;
 use crate::plugin::{Instance, Lease};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// The routes of a set of started plugins, matched by path pattern then by method.
@@ -236,7 +237,8 @@ impl Router {
             .find(|t| t.method == method)
     }
 
-    /// Finds the route for `method` and `path`.
+    /// Finds the route for `method` and `path`, which should be normalized (dot segments
+    /// removed, as `Router::dispatch` and the HTTP server do): this is the raw lookup.
     #[inline]
     pub fn lookup<'r, 'p>(&'r self, method: &str, path: &'p str) -> Lookup<'r, 'p> {
         let Ok(found) = self.matcher.at(path) else {
@@ -262,7 +264,26 @@ impl Router {
 
     /// Looks up the request's route and calls its handler. This is the request path: it
     /// calls the handler where the match lives rather than building a [`Lookup`].
+    ///
+    /// The path's dot segments are removed first, and parameters reach the plugin
+    /// percent-decoded; a path that climbs above `/` or a parameter that cannot be decoded
+    /// safely is [`ErrorKind::BadPath`] (see `crate::path`).
     pub fn dispatch(&self, request: &Request<'_>) -> Result<Response, Error> {
+        let path = crate::path::normalize(request.path)?;
+        if let Cow::Owned(path) = &path {
+            // Rare: the plugin sees the path that was routed.
+            let normalized = Request {
+                path,
+                ..request.clone()
+            };
+            return self.dispatch_normalized(&normalized);
+        }
+        self.dispatch_normalized(request)
+    }
+
+    /// [`dispatch`](Self::dispatch) for a request whose path has no dot segment.
+    #[inline]
+    fn dispatch_normalized(&self, request: &Request<'_>) -> Result<Response, Error> {
         if let Ok(found) = self.matcher.at(request.path)
             && let Some(target) = self.target(*found.value, request.method)
         {

@@ -158,7 +158,6 @@ impl PluginService {
     fn answer_now<B: http_body::Body>(&self, request: http::Request<B>) -> Attempt<B> {
         let (parts, body) = request.into_parts();
         let exchange = Exchange::start(&parts);
-        let path = parts.uri.path();
         if parts.version == Version::HTTP_11 && !parts.headers.contains_key(HOST) {
             let error = "an HTTP/1.1 request must have a Host header (RFC 9112, section 3.2)";
             let response = json(
@@ -167,6 +166,17 @@ impl PluginService {
             );
             return Attempt::Answered(exchange.finish(&parts, response, None));
         }
+        let path = match crate::path::normalize(parts.uri.path()) {
+            Ok(path) => path,
+            Err(e) => {
+                let response = json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": e.to_string() }),
+                );
+                return Attempt::Answered(exchange.finish(&parts, response, None));
+            }
+        };
+        let path = &*path;
         if path == HEALTH_PATH {
             let response = match parts.method {
                 Method::GET | Method::HEAD => self.health(),
@@ -174,11 +184,11 @@ impl PluginService {
             };
             return Attempt::Answered(exchange.finish(&parts, response, None));
         }
-        let (found, method) = self.find(&parts);
+        let (found, method) = self.find(&parts, path);
         let (response, plugin) = match found {
             Lookup::Found(route) if body.is_end_stream() => match self.admit_inline(&route) {
                 Some(_slot) => {
-                    let response = self.call_inline(&route, &parts, method, &[]);
+                    let response = self.call_inline(&route, &parts, method, path, &[]);
                     (response, Some(route.plugin()))
                 }
                 None => return Attempt::Deferred(http::Request::from_parts(parts, body)),
@@ -222,8 +232,12 @@ impl PluginService {
 
     /// Finds the request's route. `HEAD` uses the path's `GET` route when it has no `HEAD` route
     /// of its own. Returns the method the handler sees.
-    fn find<'r, 'p>(&'r self, parts: &'p http::request::Parts) -> (Lookup<'r, 'p>, &'p str) {
-        let (method, path) = (parts.method.as_str(), parts.uri.path());
+    fn find<'r, 'p>(
+        &'r self,
+        parts: &'p http::request::Parts,
+        path: &'p str,
+    ) -> (Lookup<'r, 'p>, &'p str) {
+        let method = parts.method.as_str();
         let router = &self.shared.router;
         match router.lookup(method, path) {
             Lookup::Found(route) => (Lookup::Found(route), method),
@@ -282,14 +296,19 @@ impl PluginService {
     {
         let (parts, body) = request.into_parts();
         let exchange = Exchange::start(&parts);
-        let (Lookup::Found(route), method) = self.find(&parts) else {
+        // `answer_now` answers every request whose path is refused or has no route.
+        let Ok(path) = crate::path::normalize(parts.uri.path()) else {
+            unreachable!("answer_now answers a request whose path is refused")
+        };
+        let path = &*path;
+        let (Lookup::Found(route), method) = self.find(&parts, path) else {
             unreachable!("answer_now answers every request without a route")
         };
         let response = match self.read_body(&parts, body).await {
             Err(response) => response,
             Ok(body) => match self.admit_inline(&route) {
-                Some(_slot) => self.call_inline(&route, &parts, method, &body),
-                None => self.call_blocking(&route, &parts, method, body).await,
+                Some(_slot) => self.call_inline(&route, &parts, method, path, &body),
+                None => self.call_blocking(&route, &parts, method, path, body).await,
             },
         };
         exchange.finish(&parts, response, Some(route.plugin()))
@@ -341,9 +360,10 @@ impl PluginService {
         route: &RouteMatch<'_, '_>,
         parts: &http::request::Parts,
         method: &str,
+        path: &str,
         body: &[u8],
     ) -> HttpResponse {
-        let request = request(method, target(parts), &parts.headers, body);
+        let request = request(method, path, query(parts), &parts.headers, body);
         let (result, took) = self.shared.timed_call(route, &request);
         if took > self.deadline(route) {
             route.instance().overdue_returned();
@@ -361,6 +381,7 @@ impl PluginService {
         route: &RouteMatch<'_, '_>,
         parts: &http::request::Parts,
         method: &str,
+        path: &str,
         body: Bytes,
     ) -> HttpResponse {
         let instance = route.instance();
@@ -372,14 +393,15 @@ impl PluginService {
         let shared = self.shared.clone();
         let owned = (
             method.to_owned(),
-            target(parts).to_owned(),
+            path.to_owned(),
+            query(parts).to_owned(),
             parts.headers.clone(),
         );
         let outcome = Arc::new(AtomicU8::new(RUNNING));
         let theirs = outcome.clone();
         let mut task = tokio::task::spawn_blocking(move || {
-            let (method, target, headers) = owned;
-            let request = request(&method, &target, &headers, &body);
+            let (method, path, query, headers) = owned;
+            let request = request(&method, &path, &query, &headers, &body);
             let Lookup::Found(route) = shared.router.lookup(&method, request.path) else {
                 unreachable!("the route was found before the call was sent here")
             };
@@ -522,19 +544,26 @@ impl Exchange {
     }
 }
 
-/// The request target: the path and the query.
-fn target(parts: &http::request::Parts) -> &str {
-    parts.uri.path_and_query().map_or("/", |p| p.as_str())
+/// The request's query, without `?`.
+fn query(parts: &http::request::Parts) -> &str {
+    parts.uri.query().unwrap_or("")
 }
 
-/// The host's view of an HTTP request, borrowing everything.
+/// The host's view of an HTTP request, borrowing everything; `path` is the normalized path.
 fn request<'a>(
     method: &'a str,
-    target: &'a str,
+    path: &'a str,
+    query: &'a str,
     headers: &'a http::HeaderMap,
     body: &'a [u8],
 ) -> Request<'a> {
-    let mut request = Request::new(method, target).body(body);
+    let mut request = Request {
+        method,
+        path,
+        query,
+        body,
+        ..Request::default()
+    };
     request.headers.reserve(headers.len());
     for (name, value) in headers {
         request = request.header(name.as_str(), value.as_bytes());
@@ -611,6 +640,7 @@ fn failure(error: &Error) -> HttpResponse {
             "panicked",
             format!("the handler panicked during {call}"),
         ),
+        ErrorKind::BadPath { reason } => (StatusCode::BAD_REQUEST, "bad_path", reason.clone()),
         ErrorKind::Poisoned { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             "poisoned",

@@ -1,9 +1,7 @@
 //! The `plugin-host` binary: check, list, configuration errors, serve and graceful shutdown.
 
-use crate::util::{faulty, fixture, http, samples, scratch};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use crate::util::{Served, faulty, fixture, http, samples, scratch, write_config};
+use std::process::{Command, Output};
 
 fn host() -> Command {
     let mut command = Command::new(sample_plugins::host_binary());
@@ -240,19 +238,6 @@ fn a_sha256_pin_is_enforced_by_serve() {
     assert!(output.status.success(), "{stdout}{stderr}");
 }
 
-fn write_config(dir: &Path, plugins: &[(&Path, &str, &str)]) -> std::path::PathBuf {
-    let mut text = String::new();
-    for (path, name, config) in plugins {
-        text.push_str(&format!(
-            "[[plugin]]\npath = {:?}\nname = {name:?}\n[plugin.config]\n{config}\n\n",
-            path.display().to_string()
-        ));
-    }
-    let file = dir.join("plugins.toml");
-    std::fs::write(&file, text).unwrap();
-    file
-}
-
 #[test]
 fn serve_exits_non_zero_when_a_plugin_fails_to_start() {
     let dir = scratch("serve-fails");
@@ -260,7 +245,7 @@ fn serve_exits_non_zero_when_a_plugin_fails_to_start() {
         &dir,
         &[
             (&samples().hello, "hello", ""),
-            (faulty(), "broken", "fail_in = \"start\""),
+            (faulty(), "broken", "[plugin.config]\nfail_in = \"start\""),
         ],
     );
     let (output, _, stderr) = run(host()
@@ -279,26 +264,8 @@ fn sigterm_drains_in_flight_requests_then_stops_plugins_in_reverse() {
         &dir,
         &[(&samples().hello, "hello", ""), (faulty(), "sleepy", "")],
     );
-    let mut child = host()
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut summary = String::new();
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "serve ended early:\n{summary}"
-        );
-        summary.push_str(&line);
-        if let Some(addr) = line.trim().strip_prefix("listening on http://") {
-            break addr.parse::<std::net::SocketAddr>().unwrap();
-        }
-    };
+    let served = Served::start(&["--config".as_ref(), config.as_os_str()], None);
+    let (addr, summary) = (served.addr, &served.summary);
     assert!(
         summary.contains("sleepy") && summary.contains("/faulty/sleep"),
         "{summary}"
@@ -306,22 +273,14 @@ fn sigterm_drains_in_flight_requests_then_stops_plugins_in_reverse() {
     assert_eq!(http(addr, "GET", "/healthz", b"").status, 200);
     let slow = std::thread::spawn(move || http(addr, "GET", "/faulty/sleep?ms=1000", b""));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    served.terminate();
     let response = slow.join().unwrap();
     assert_eq!(
         (response.status, response.text()),
         (200, "awake".to_owned())
     );
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let (status, stderr) = served.wait();
+    assert_eq!(status.code(), Some(0), "{stderr}");
     let position = |needles: &[&str]| {
         stderr
             .lines()

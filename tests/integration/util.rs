@@ -301,3 +301,90 @@ pub fn entry(
         ..plugin_host::config::PluginEntry::new(path)
     }
 }
+
+/// A `plugin-host serve` process on an ephemeral port of 127.0.0.1, started with `args` after
+/// `serve --listen 127.0.0.1:0`, with stdout and stderr piped; `addr` comes from its summary.
+pub struct Served {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    /// What it printed before `listening on`.
+    pub summary: String,
+}
+
+impl Served {
+    /// Starts it, through `sh -c` when `shell_prefix` is given (for `ulimit`, say).
+    pub fn start(args: &[&std::ffi::OsStr], shell_prefix: Option<&str>) -> Self {
+        use std::io::BufRead;
+        let binary = sample_plugins::host_binary();
+        let mut command = match shell_prefix {
+            None => Command::new(&binary),
+            Some(prefix) => {
+                let mut command = Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg(format!("{prefix}; exec \"$0\" \"$@\""))
+                    .arg(&binary);
+                command
+            }
+        };
+        let mut child = command
+            .env_remove("RUST_LOG")
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn plugin-host serve");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut summary = String::new();
+        let addr = loop {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                let output = child.wait_with_output().unwrap();
+                panic!(
+                    "serve ended early:\n{summary}{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            if let Some(addr) = line.trim().strip_prefix("listening on http://") {
+                break addr.parse().unwrap();
+            }
+            summary.push_str(&line);
+        };
+        Self {
+            child,
+            addr,
+            summary,
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
+    /// Waits for the exit; returns the status and stderr.
+    pub fn wait(self) -> (std::process::ExitStatus, String) {
+        let output = self.child.wait_with_output().unwrap();
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+/// A configuration file in `dir` with one entry per `(path, name, extra lines)`.
+pub fn write_config(dir: &Path, plugins: &[(&Path, &str, &str)]) -> PathBuf {
+    let mut text = String::new();
+    for (path, name, extra) in plugins {
+        text.push_str(&format!(
+            "[[plugin]]\npath = {:?}\nname = {name:?}\n{extra}\n\n",
+            path.display().to_string()
+        ));
+    }
+    let file = dir.join("plugins.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}

@@ -12,6 +12,7 @@ use plugin_api::abi::{
     PluginHttpHeader, PluginParam, PluginRequest, PluginResponse, PluginRouteSink, PluginStatus,
     PluginStr,
 };
+use std::borrow::Cow;
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
@@ -224,21 +225,37 @@ impl RawInstance {
     ) -> Result<Response, Error> {
         // Up to four parameters live on the stack, unset until written; more (rare) go to the
         // heap. A route without parameters (the common case) skips all of it.
+        // Values are percent-decoded; those that had escapes live in `decoded` until the call
+        // returns (a `String`'s bytes stay put when the vector grows).
         const INLINE: usize = 4;
         let mut inline = [MaybeUninit::<PluginParam>::uninit(); INLINE];
         let mut heap = Vec::new();
+        let mut decoded: Vec<String> = Vec::new();
+        let mut param = |name: &str, value: &str| -> Result<PluginParam, Error> {
+            let value = match crate::path::decode_param(value).map_err(|e| {
+                self.error(ErrorKind::BadPath {
+                    reason: e.to_string(),
+                })
+            })? {
+                Cow::Borrowed(value) => as_plugin_str(value),
+                Cow::Owned(value) => {
+                    decoded.push(value);
+                    as_plugin_str(decoded.last().expect("just pushed"))
+                }
+            };
+            Ok(PluginParam {
+                name: as_plugin_str(name),
+                value,
+            })
+        };
         let count = params.len();
         if count > INLINE {
-            heap.extend(params.iter().map(|(name, value)| PluginParam {
-                name: as_plugin_str(name),
-                value: as_plugin_str(value),
-            }));
+            for (name, value) in params.iter() {
+                heap.push(param(name, value)?);
+            }
         } else if count > 0 {
             for (slot, (name, value)) in inline.iter_mut().zip(params.iter()) {
-                slot.write(PluginParam {
-                    name: as_plugin_str(name),
-                    value: as_plugin_str(value),
-                });
+                slot.write(param(name, value)?);
             }
         }
         let (params_ptr, param_count) = if count > INLINE {
