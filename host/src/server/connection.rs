@@ -312,6 +312,12 @@ impl AsyncWrite for Guarded {
             this.since = Instant::now();
             this.started = false;
             this.served = true;
+            // hyper may have polled the socket before this flush, while the response was being
+            // written, and will not poll it again until it is readable: arm the timer here, so
+            // that its expiry wakes the connection and the next read reports the timeout.
+            let deadline = this.deadline();
+            this.timer.as_mut().reset(deadline);
+            let _ = this.timer.as_mut().poll(cx);
         }
         Poll::Ready(Ok(()))
     }
