@@ -317,13 +317,13 @@ impl Served {
         use std::io::BufRead;
         let binary = sample_plugins::host_binary();
         let mut command = match shell_prefix {
-            None => Command::new(&binary),
+            None => Command::new(binary),
             Some(prefix) => {
                 let mut command = Command::new("sh");
                 command
                     .arg("-c")
                     .arg(format!("{prefix}; exec \"$0\" \"$@\""))
-                    .arg(&binary);
+                    .arg(binary);
                 command
             }
         };
