@@ -48,8 +48,8 @@ pub type HttpResponse = http::Response<Full<Bytes>>;
 /// [`serve`].
 ///
 /// Behaviour: `GET /healthz` answers `{"status":"ok",...}` with 200, or `"degraded"` with 503
-/// when a plugin is poisoned, failed or overloaded; an HTTP/1.1 request without `Host` is 400;
-/// an unknown path is 404; a known path with another method is 405 with an `Allow` header;
+/// when a plugin is poisoned, failed or overloaded; a path that climbs above `/` or a parameter
+/// that cannot be decoded safely is 400 (see the README's path safety); an unknown path is 404; a known path with another method is 405 with an `Allow` header;
 /// `HEAD` works for every `GET` route; a body over the limit is 413 and never reaches the
 /// plugin; a handler error or panic is 500, and a call past its deadline 504, with a JSON body
 /// naming the plugin (the log has the full detail).
@@ -158,14 +158,6 @@ impl PluginService {
     fn answer_now<B: http_body::Body>(&self, request: http::Request<B>) -> Attempt<B> {
         let (parts, body) = request.into_parts();
         let exchange = Exchange::start(&parts);
-        if parts.version == Version::HTTP_11 && !parts.headers.contains_key(HOST) {
-            let error = "an HTTP/1.1 request must have a Host header (RFC 9112, section 3.2)";
-            let response = json(
-                StatusCode::BAD_REQUEST,
-                &serde_json::json!({ "error": error }),
-            );
-            return Attempt::Answered(exchange.finish(&parts, response, None));
-        }
         let path = match crate::path::normalize(parts.uri.path()) {
             Ok(path) => path,
             Err(e) => {
@@ -207,6 +199,23 @@ impl PluginService {
             }
         };
         Attempt::Answered(exchange.finish(&parts, response, plugin))
+    }
+
+    /// [`answer_now`](Self::answer_now) for a request read off the wire by [`serve`]: an
+    /// HTTP/1.1 request without `Host` is 400 (RFC 9112, section 3.2). The `tower::Service`
+    /// leaves that rule to the server it is mounted in, since its callers may build requests
+    /// themselves.
+    fn answer_wire<B: http_body::Body>(&self, request: http::Request<B>) -> Attempt<B> {
+        if request.version() == Version::HTTP_11 && !request.headers().contains_key(HOST) {
+            let (parts, _) = request.into_parts();
+            let error = "an HTTP/1.1 request must have a Host header (RFC 9112, section 3.2)";
+            let response = json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "error": error }),
+            );
+            return Attempt::Answered(Exchange::start(&parts).finish(&parts, response, None));
+        }
+        self.answer_now(request)
     }
 
     /// Lets a call of `route` run inline, on this worker, if the route has earned it and fewer

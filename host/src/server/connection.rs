@@ -108,12 +108,12 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let state = Arc::new(AtomicU8::new(IDLE));
         let io = Guarded::new(stream, state.clone(), options);
-        // `service_fn` over `answer_now` rather than the `tower::Service` impl: no boxed future
+        // `service_fn` over `answer_wire` rather than the `tower::Service` impl: no boxed future
         // per request. Each connection gets its own `Arc`, so the reference count a request
         // touches is not shared with other threads.
         let service = Arc::new(service.clone());
         let handler =
-            hyper::service::service_fn(move |request| match service.answer_now(request) {
+            hyper::service::service_fn(move |request| match service.answer_wire(request) {
                 Attempt::Answered(response) => {
                     state.store(WRITING, Ordering::Relaxed);
                     Answer::Now(Some(response))
