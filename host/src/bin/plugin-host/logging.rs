@@ -4,9 +4,10 @@
 //! - The [`MakeWriter`] hands each formatted event to an in-memory queue of at most
 //!   [`BUFFER_BYTES`], whole or not at all, and returns at once. When the queue is full the
 //!   event is dropped and counted.
-//! - The writer thread takes everything queued at once and writes it with as few `write` calls
-//!   as the sink accepts. A line it fails to write (EPIPE once the reader has gone, or any other
-//!   error) is dropped and counted too.
+//! - The writer thread lets lines gather for up to [`BATCH_DELAY`], then takes everything queued
+//!   at once and writes it with as few `write` calls as the sink accepts. A line it fails to
+//!   write (EPIPE once the reader has gone, or any other error, including `EAGAIN` from a
+//!   non-blocking stderr) is dropped and counted too.
 //! - After the first successful write that follows drops, and at shutdown, the thread writes
 //!   `plugin-host: N log lines were dropped (the log sink was full or failing)` as a `WARN` line.
 //! - Dropping the [`LogGuard`] writes what is queued and that final report, but waits at most
@@ -34,6 +35,14 @@ use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 /// sink is stuck. A bound in lines would let long lines (a plugin's multi-kilobyte message)
 /// take many times that.
 pub const BUFFER_BYTES: usize = 1 << 20;
+
+/// How long the writer thread lets lines gather before writing them, unless [`BATCH_BYTES`]
+/// are queued sooner: under load, one `write` (and one wake-up of the thread) carries many lines
+/// instead of one each; idle, a line reaches the sink this much late at most.
+const BATCH_DELAY: Duration = Duration::from_millis(5);
+
+/// The queued bytes that have the writer thread write at once, well before the queue is full.
+const BATCH_BYTES: usize = BUFFER_BYTES / 4;
 
 /// How long dropping the [`LogGuard`] waits for the queued lines and the final report.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
@@ -141,9 +150,14 @@ impl Drop for EventWriter<'_> {
         match self.refused {
             // An event without a line end still counts as one line.
             Some(lines) => queue.dropped += lines.max(1),
-            None => {
+            // Wake the writer thread only if it may be idle (the queue was empty) or if the batch
+            // has grown big: waking it for each line would cost more than formatting the line.
+            None if self.start == 0
+                || (self.start < BATCH_BYTES && queue.pending.len() >= BATCH_BYTES) =>
+            {
                 self.shared.wake.notify_one();
             }
+            None => {}
         }
     }
 }
@@ -242,6 +256,11 @@ impl<W: Write> Output<W> {
                 if queue.pending.is_empty() {
                     break;
                 }
+                let until = Instant::now() + BATCH_DELAY;
+                while !queue.closing
+                    && queue.pending.len() < BATCH_BYTES
+                    && !shared.wake.wait_until(&mut queue, until).timed_out()
+                {}
                 std::mem::swap(&mut queue.pending, &mut batch);
             }
             if self.torn && self.write(b"\n").is_ok() {
