@@ -74,6 +74,7 @@ struct Shared {
     finished: Condvar,
 }
 
+/// The lines waiting for the writer thread, and where it stands.
 struct Queue {
     /// Whole lines waiting for the writer thread, at most [`BUFFER_BYTES`].
     pending: Vec<u8>,
