@@ -4,26 +4,12 @@ use crate::{Cli, Command, Source};
 use plugin_host::config::{self, PluginEntry};
 use plugin_host::server::{PluginService, ServeOptions, serve};
 use plugin_host::{Error, Factory, Instance, LoadOptions, Registry, Router};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-/// Logs go to stderr; `filter` (or RUST_LOG, or `info`) chooses what.
-pub fn init_logging(filter: Option<&str>) {
-    let filter = match filter {
-        Some(f) => tracing_subscriber::EnvFilter::new(f),
-        None => tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let insecure = cli.allow_insecure_permissions;

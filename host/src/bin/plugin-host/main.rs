@@ -1,8 +1,10 @@
 //! `plugin-host`: load plugins at startup and serve their routes over HTTP.
 
 mod commands;
+mod logging;
 
 use clap::{Args, Parser, Subcommand};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,12 +102,24 @@ struct Source {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    commands::init_logging(cli.log_level.as_deref());
-    match commands::run(cli) {
+    let logs = match logging::init(cli.log_level.as_deref()) {
+        Ok(logs) => logs,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: cannot start the log writer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Through the log writer, after the logs before it: a closed stderr cannot panic
+            // this, nor a stuck one hang it. Formatted first: nothing runs under the writer's lock.
+            let message = format!("error: {e}");
+            let _ = writeln!(logs.writer(), "{message}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Flushes the logs, waiting at most `logging::FLUSH_DEADLINE`.
+    drop(logs);
+    code
 }
