@@ -2,10 +2,9 @@
 //! (writes fail with EPIPE) or a pipe nobody reads (writes would block forever). Log lines are
 //! then dropped and counted, never waited for, and shutdown stays clean.
 
-use crate::util::scratch;
+use crate::util::{Served, scratch};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -16,102 +15,55 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the whole batch of requests may take.
 const BATCH_LIMIT: Duration = Duration::from_secs(30);
 
-/// A `plugin-host serve` child process, killed if the test fails before it exits.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
+/// Starts `serve` with the sample plugins and `stderr`, and waits until it listens. The test's
+/// copy of the pipe's write end goes with the command: the child holds the only one.
+fn start(name: &str, stderr: std::io::PipeWriter) -> Served {
+    let config = sample_plugins::stage(&scratch(name)).expect("stage the sample plugins");
+    Served::start_with(
+        &["--config".as_ref(), config.as_os_str()],
+        None,
+        stderr.into(),
+    )
 }
 
-impl Server {
-    /// Starts `serve` with the sample plugins and `stderr`, and waits until it listens.
-    fn start(name: &str, stderr: std::io::PipeWriter) -> Self {
-        let config = sample_plugins::stage(&scratch(name)).expect("stage the sample plugins");
-        let mut child = Command::new(sample_plugins::host_binary())
-            .env_remove("RUST_LOG")
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn plugin-host");
-        // The command, and with it the test's copy of the pipe's write end, is gone: the child
-        // holds the only one.
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut summary = String::new();
-        let addr = loop {
-            let mut line = String::new();
-            if stdout.read_line(&mut line).unwrap_or(0) == 0 {
-                let _ = child.kill();
-                panic!("serve ended before listening:\n{summary}");
-            }
-            summary.push_str(&line);
-            if let Some(addr) = line.trim().strip_prefix("listening on http://") {
-                break addr.parse().expect("a socket address");
-            }
-        };
-        Self { child, addr }
-    }
-
-    /// Sends `count` requests for `target`, one connection each, and asserts that every one is
-    /// answered 200 and that they all take less than [`BATCH_LIMIT`].
-    fn answers(&self, count: usize, target: &str) {
-        let started = Instant::now();
-        for i in 0..count {
-            match get(self.addr, target) {
-                Ok(200) => {}
-                Ok(status) => panic!("request {i} was answered {status}"),
-                Err(e) => panic!("request {i} failed after {:?}: {e}", started.elapsed()),
-            }
+/// Sends `count` requests for `target`, one connection each, and asserts that every one is
+/// answered 200 and that they all take less than [`BATCH_LIMIT`].
+fn answers(addr: SocketAddr, count: usize, target: &str) {
+    let started = Instant::now();
+    for i in 0..count {
+        match get(addr, target) {
+            Ok(200) => {}
+            Ok(status) => panic!("request {i} was answered {status}"),
+            Err(e) => panic!("request {i} failed after {:?}: {e}", started.elapsed()),
         }
-        let elapsed = started.elapsed();
-        assert!(
-            elapsed < BATCH_LIMIT,
-            "{count} requests took {elapsed:?} (limit {BATCH_LIMIT:?})"
-        );
     }
-
-    /// Asserts that `/healthz` is answered 200 within a second.
-    fn healthy(&self) {
-        let started = Instant::now();
-        assert_eq!(get(self.addr, "/healthz"), Ok(200));
-        let elapsed = started.elapsed();
-        assert!(
-            elapsed < Duration::from_secs(1),
-            "/healthz took {elapsed:?}"
-        );
-    }
-
-    /// Sends SIGTERM and asserts that the server exits with status 0 within 10 seconds.
-    fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success(), "kill -TERM {pid}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve still running 10 s after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "exit status after SIGTERM: {status}"
-        );
-    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < BATCH_LIMIT,
+        "{count} requests took {elapsed:?} (limit {BATCH_LIMIT:?})"
+    );
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Asserts that `/healthz` is answered 200 within a second.
+fn healthy(addr: SocketAddr) {
+    let started = Instant::now();
+    assert_eq!(get(addr, "/healthz"), Ok(200));
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "/healthz took {elapsed:?}"
+    );
+}
+
+/// Sends SIGTERM and asserts that the server exits with status 0.
+fn terminate(server: Served) {
+    server.terminate();
+    let (status, _) = server.wait();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status}"
+    );
 }
 
 /// `GET target` over a fresh connection, with timeouts: the status, or why there is none.
@@ -143,24 +95,24 @@ fn get(addr: SocketAddr, target: &str) -> Result<u16, String> {
 #[test]
 fn serve_answers_everything_after_the_stderr_reader_has_gone() {
     let (reader, writer) = std::io::pipe().expect("a pipe");
-    let server = Server::start("logsink-gone", writer);
+    let server = start("logsink-gone", writer);
     // Like `plugin-host serve 2> >(head -3)`: the reader goes once the server is up, and every
     // later log write fails with EPIPE.
     drop(reader);
-    server.answers(REQUESTS, "/hello/world");
-    server.healthy();
-    server.terminate();
+    answers(server.addr, REQUESTS, "/hello/world");
+    healthy(server.addr);
+    terminate(server);
 }
 
 #[test]
 fn serve_answers_everything_while_stderr_is_full_then_reports_what_it_dropped() {
     let (reader, writer) = std::io::pipe().expect("a pipe");
-    let server = Server::start("logsink-full", writer);
+    let server = start("logsink-full", writer);
     // Nobody reads the pipe yet. Each access line carries the 4 KiB path, so 2,000 of them
     // (8 MiB) overflow the pipe and the host's 1 MiB log buffer many times over.
     let long = format!("/hello/{}", "x".repeat(4096));
-    server.answers(REQUESTS, &long);
-    server.healthy();
+    answers(server.addr, REQUESTS, &long);
+    healthy(server.addr);
 
     // Now read: the host's log writer gets going again and reports what it dropped.
     let (lines, received) = mpsc::channel::<String>();
@@ -193,7 +145,7 @@ fn serve_answers_everything_while_stderr_is_full_then_reports_what_it_dropped() 
         "{report}"
     );
 
-    server.terminate();
+    terminate(server);
     pump.join().unwrap();
     // The sink works again: everything after the report is written whole, nothing else dropped.
     let rest: Vec<String> = received.try_iter().collect();

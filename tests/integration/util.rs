@@ -303,7 +303,7 @@ pub fn entry(
 }
 
 /// A `plugin-host serve` process on an ephemeral port of 127.0.0.1, started with `args` after
-/// `serve --listen 127.0.0.1:0`, with stdout and stderr piped; `addr` comes from its summary.
+/// `serve --listen 127.0.0.1:0`; `addr` comes from its summary. Killed if the test fails first.
 pub struct Served {
     pub child: std::process::Child,
     pub addr: std::net::SocketAddr,
@@ -312,8 +312,17 @@ pub struct Served {
 }
 
 impl Served {
-    /// Starts it, through `sh -c` when `shell_prefix` is given (for `ulimit`, say).
+    /// Starts it with stderr piped, through `sh -c` when `shell_prefix` is given (`ulimit`).
     pub fn start(args: &[&std::ffi::OsStr], shell_prefix: Option<&str>) -> Self {
+        Self::start_with(args, shell_prefix, std::process::Stdio::piped())
+    }
+
+    /// Starts it with the given stderr.
+    pub fn start_with(
+        args: &[&std::ffi::OsStr],
+        shell_prefix: Option<&str>,
+        stderr: std::process::Stdio,
+    ) -> Self {
         use std::io::BufRead;
         let binary = sample_plugins::host_binary();
         let mut command = match shell_prefix {
@@ -332,17 +341,18 @@ impl Served {
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("spawn plugin-host serve");
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut summary = String::new();
         let addr = loop {
             let mut line = String::new();
-            if stdout.read_line(&mut line).unwrap() == 0 {
+            if stdout.read_line(&mut line).unwrap_or(0) == 0 {
+                let _ = child.kill();
                 let output = child.wait_with_output().unwrap();
                 panic!(
-                    "serve ended early:\n{summary}{}",
+                    "serve ended before listening:\n{summary}{}",
                     String::from_utf8_lossy(&output.stderr)
                 );
             }
@@ -365,13 +375,38 @@ impl Served {
         assert!(status.success(), "kill -TERM {pid}");
     }
 
-    /// Waits for the exit; returns the status and stderr.
-    pub fn wait(self) -> (std::process::ExitStatus, String) {
-        let output = self.child.wait_with_output().unwrap();
-        (
-            output.status,
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+    /// Waits at most 15 s for the exit; returns the status and stderr (if piped).
+    pub fn wait(mut self) -> (std::process::ExitStatus, String) {
+        use std::io::Read;
+        let reader = self.child.stderr.take().map(|mut stderr| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = stderr.read_to_string(&mut text);
+                text
+            })
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serve still running 15 s later"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let stderr = reader.map_or_else(String::new, |r| r.join().unwrap());
+        (status, stderr)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -60,7 +60,7 @@ fn start(source: &Source, insecure: bool) -> Result<(Registry, Router)> {
         Ok(router) => Ok((registry, router)),
         Err(e) => {
             if let Err(stop) = registry.stop_all() {
-                eprintln!("{stop}");
+                tracing::error!("{stop}");
             }
             Err(e.into())
         }
@@ -268,7 +268,7 @@ fn check(files: &[std::path::PathBuf], insecure: bool) -> ExitCode {
         }
     }
     if let Err(e) = accepted.stop_all() {
-        eprintln!("{e}");
+        tracing::error!("{e}");
     }
     if failures == 0 {
         ExitCode::SUCCESS
