@@ -111,7 +111,12 @@ fn connections_over_the_cap_get_503_and_are_closed() {
     let mut answer = String::new();
     over.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(answer.contains("too many connections"), "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(body.contains("too many connections"), "{answer}");
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{answer}"
+    );
     // Some close: new clients are served again.
     open.truncate(4);
     std::thread::sleep(Duration::from_millis(200));

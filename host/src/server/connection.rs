@@ -57,8 +57,14 @@ fn default_max_connections() -> usize {
 }
 
 /// The answer every connection over the cap gets before it is closed.
-const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-content-length: 48\r\nconnection: close\r\n\r\n{\"error\":\"too many connections; try again later\"}";
+fn over_capacity() -> Vec<u8> {
+    let body = r#"{"error":"too many connections; try again later"}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
 
 /// Serves `service` on `listener` until `shutdown` completes, then stops accepting, closes the
 /// connections that are not in the middle of a request, lets the requests in flight finish for
@@ -101,7 +107,7 @@ pub async fn serve(
                 over_cap_logged = true;
             }
             // Best effort and never waiting: the socket is closed right after.
-            let _ = stream.try_write(OVER_CAPACITY);
+            let _ = stream.try_write(&over_capacity());
             continue;
         }
         over_cap_logged = false;
