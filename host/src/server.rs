@@ -93,7 +93,9 @@ impl PluginService {
             );
         }
         if router.plugins().is_empty() {
-            tracing::warn!("no plugin is loaded: every path but {HEALTH_PATH} answers 404");
+            tracing::warn!(
+                "no plugin is loaded (check the configuration or the plugin folder): every path but {HEALTH_PATH} answers 404"
+            );
         }
         Self {
             shared: Arc::new(Shared {
@@ -671,7 +673,12 @@ fn failure(error: &Error) -> HttpResponse {
             "the plugin failed".to_owned(),
         ),
     };
-    tracing::error!(target: "plugin_host::access", "{error}");
+    if status == StatusCode::BAD_REQUEST {
+        // The client's mistake, not the plugin's: the access line records it.
+        tracing::debug!(target: "plugin_host::access", "{error}");
+    } else {
+        tracing::error!(target: "plugin_host::access", "{error}");
+    }
     let plugin = error.plugin().unwrap_or("-");
     json(
         status,

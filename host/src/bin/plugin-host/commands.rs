@@ -130,9 +130,6 @@ fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result
         .map_err(|e| format!("cannot listen on {listen}: {}", io_reason(&e)))?;
     let address = listener.local_addr()?;
     let (registry, router) = start(source, insecure)?;
-    if registry.names().is_empty() {
-        tracing::warn!("no plugin is loaded: check the configuration or the plugin folder");
-    }
     // Standard output may be closed or a broken pipe: serving goes on regardless.
     let _ = write_table(&mut std::io::stdout(), &registry, &router)
         .and_then(|()| writeln!(std::io::stdout(), "\nlistening on http://{address}"))
