@@ -66,6 +66,7 @@ struct Source {
 }
 
 fn main() -> ExitCode {
+    plugin_host::install_crash_report();
     let cli = Cli::parse();
     commands::init_logging(cli.log_level.as_deref());
     match commands::run(cli) {
