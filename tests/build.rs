@@ -1,4 +1,5 @@
-//! Compiles the C fixtures: one library per way a descriptor can be wrong.
+//! Compiles the C fixtures: one library per way a descriptor can be wrong, libraries whose
+//! initialisers leave a mark, and plugins that crash the host.
 
 use sample_plugins::compile::shared_library;
 use std::path::{Path, PathBuf};
@@ -69,6 +70,20 @@ fn main() {
             "cargo:rustc-env={}_MARKER={}",
             name.to_uppercase(),
             marker.display()
+        );
+    }
+    // A plugin that crashes the host on request, and one that crashes it in `start`.
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/crash.c");
+    let crashes: &[(&str, &[&str])] = &[
+        ("fixture_crash", &[]),
+        ("fixture_crash_start", &["CRASH_IN_START"]),
+    ];
+    for (name, defines) in crashes {
+        let library = shared_library(&source, &out_dir, name, defines);
+        println!(
+            "cargo:rustc-env={}={}",
+            name.to_uppercase(),
+            library.display()
         );
     }
     println!("cargo:rerun-if-changed=../include/plugin_api.h");
