@@ -199,3 +199,42 @@ fn a_fatal_signal_outside_plugin_code_writes_nothing_and_kills_as_before() {
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}:\n{stderr}");
     assert!(!stderr.contains(CRASH_LINE), "{stderr}");
 }
+
+/// The Go plugin fixture, or `None` when `go` was missing at build time (then the test is
+/// skipped, except under CI, where it must run).
+fn go_plugin() -> Option<PathBuf> {
+    let path = env!("FIXTURE_GO");
+    if path.is_empty() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the Go plugin fixture was not built: `go` was not on the PATH when tests/build.rs \
+             ran (install golang-go, then rebuild with `cargo clean -p plugin-tests`)"
+        );
+        eprintln!("skipped: no `go` when the fixtures were built");
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
+
+#[test]
+fn with_a_go_plugin_loaded_a_crash_is_still_reported() {
+    let Some(go) = go_plugin() else { return };
+    let crash = fixture!("FIXTURE_CRASH");
+    let config = config("crash-go", &[(&go, "gopher"), (&crash, "crashy")]);
+    let (child, addr) = serve(&config);
+    assert_eq!(http(addr, "GET", "/go/hello", b"").text(), "hello from Go");
+    // A fault in Go code goes to Go's handler, installed in front of ours: Go recovers it, and
+    // nothing is reported.
+    assert_eq!(http(addr, "GET", "/go/recover", b"").text(), "recovered");
+    // A fault in C code on a thread that is not Go's is forwarded by Go's handler to ours.
+    request_crash(addr, "/crash/segv");
+    let (status, stderr) = death(child);
+    assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status}:\n{stderr}");
+    assert_eq!(
+        the_crash_line(&stderr),
+        format!(
+            "plugin-host: fatal SIGSEGV in plugin instance \"crashy\" ({}) during GET /crash/segv",
+            crash.display()
+        )
+    );
+}
