@@ -9,13 +9,12 @@
 use super::Descriptor;
 use std::cell::Cell;
 use std::path::Path;
-use std::ptr::NonNull;
 
 thread_local! {
     /// The description of the plugin call running on this thread, if any. A `const`
     /// thread-local of a type without destructor: reading it is a plain load, which a signal
     /// handler may do.
-    static CURRENT: Cell<Option<NonNull<[u8]>>> = const { Cell::new(None) };
+    static CURRENT: Cell<*const CallDescription> = const { Cell::new(std::ptr::null()) };
 }
 
 /// The code a call goes to, as a crash line names it: a plugin instance and its file, or a
@@ -48,8 +47,7 @@ impl Callee {
 }
 
 /// The end of a crash line, after the signal's name: the code called and the call, with the
-/// newline. The bytes are on the heap, so the description may move (with the route that holds
-/// it) without moving them.
+/// newline.
 pub(super) struct CallDescription(Box<[u8]>);
 
 /// Runs `f`, a call into plugin code described by `call`: a fatal signal that the call raises
@@ -57,15 +55,15 @@ pub(super) struct CallDescription(Box<[u8]>);
 /// restored afterwards, so that calls may nest.
 pub(super) fn during<R>(call: &CallDescription, f: impl FnOnce() -> R) -> R {
     /// Restores the enclosing call's description, even if `f` unwinds.
-    struct Restore(Option<NonNull<[u8]>>);
+    struct Restore(*const CallDescription);
     impl Drop for Restore {
         fn drop(&mut self) {
             CURRENT.with(|current| current.set(self.0));
         }
     }
-    // `call` stays borrowed until this function returns, after `_restore` has unset it.
-    let described = Some(NonNull::from(&*call.0));
-    let _restore = Restore(CURRENT.with(|current| current.replace(described)));
+    // `call` stays borrowed, so in place and alive, until this function returns, after
+    // `_restore` has unset it.
+    let _restore = Restore(CURRENT.with(|current| current.replace(call)));
     f()
 }
 
@@ -116,7 +114,6 @@ mod signals {
 
     use super::CURRENT;
     use libc::{c_int, c_void, siginfo_t};
-    use std::cell::Cell;
     use std::io::ErrorKind;
     use std::sync::{Once, OnceLock};
 
@@ -215,12 +212,15 @@ mod signals {
     /// the call so that a signal that follows (Rust's `abort` after reporting a stack
     /// overflow) writes nothing more. Returns whether it wrote.
     fn report(name: &[u8]) -> bool {
-        let Some(call) = CURRENT.try_with(Cell::take).ok().flatten() else {
+        let call = CURRENT
+            .try_with(|current| current.replace(std::ptr::null()))
+            .unwrap_or(std::ptr::null());
+        // SAFETY: a description is borrowed by `during` for as long as it is current, and the
+        // call it describes was interrupted on this thread, inside `during`.
+        let Some(call) = (unsafe { call.as_ref() }) else {
             return false;
         };
-        // SAFETY: the description is borrowed by `during` for as long as it is current, and
-        // the call it describes was interrupted on this thread, inside `during`.
-        let call = unsafe { call.as_ref() };
+        let call = &call.0[..];
         let mut line = [0u8; 512];
         let length = PREFIX.len() + name.len() + call.len();
         if length <= line.len() {
