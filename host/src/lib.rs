@@ -9,6 +9,8 @@
 //! - [`server`]: the routes as a `tower::Service`, and a hyper server with graceful shutdown;
 //!   [`config`]: which plugins to load, from a TOML file or a folder. The `plugin-host` binary
 //!   (`serve`, `list`, `check`) is built on these.
+//! - [`install_crash_report`]: when plugin code crashes the process (a segfault, an abort), one
+//!   line on standard error names the plugin instance, its file and the call.
 //!
 //! All unsafe code lives in the private `ffi` module; everything here is safe to call.
 #![deny(missing_docs)]
@@ -27,6 +29,7 @@ pub mod server;
 mod trust;
 
 pub use error::{Error, ErrorKind, Errors};
+pub use ffi::install_crash_report;
 pub use inspect::Inspection;
 pub use message::{Request, Response};
 pub use plugin::{Factory, Instance, LoadOptions, State};

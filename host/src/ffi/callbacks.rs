@@ -1,6 +1,7 @@
 //! The `extern "C"` functions the host hands to plugins. Each one runs inside [`guard`], so a
 //! bug here can never unwind into plugin code.
 
+use super::crash::{CallDescription, Callee};
 use crate::message::Response;
 use plugin_api::abi::{
     PLUGIN_INVALID_ARGUMENT, PLUGIN_LOG_DEBUG, PLUGIN_LOG_ERROR, PLUGIN_LOG_INFO, PLUGIN_LOG_WARN,
@@ -117,16 +118,28 @@ pub(crate) struct RouteDef {
     pub(crate) path: String,
     pub(super) handler: super::instance::HandlerFn,
     pub(super) user_data: super::instance::UserData,
+    /// What a crash line says of a call to the handler.
+    pub(super) description: CallDescription,
 }
 
 /// The host-owned state behind a `PluginRouteSink`.
-#[derive(Default)]
 pub(super) struct RouteCollector {
     pub(super) routes: Vec<RouteDef>,
     pub(super) error: Option<String>,
+    /// The instance whose routes are collected, for their crash descriptions.
+    pub(super) callee: Callee,
 }
 
 impl RouteCollector {
+    /// An empty collector of the routes of `callee`.
+    pub(super) fn new(callee: Callee) -> Self {
+        Self {
+            routes: Vec::new(),
+            error: None,
+            callee,
+        }
+    }
+
     /// A sink adding to this collector; valid while it is neither moved nor dropped.
     pub(super) fn sink(&mut self) -> PluginRouteSink {
         PluginRouteSink {
@@ -152,7 +165,7 @@ unsafe extern "C" fn route_add(ctx: *mut c_void, route: *const PluginRoute) -> P
         let collector = unsafe { &mut *ctx.cast::<RouteCollector>() };
         // SAFETY: the plugin passes NULL or a valid `PluginRoute` of at least its
         // `struct_size`, which is read before any other field.
-        let result = unsafe { read_route(route) };
+        let result = unsafe { read_route(route, &collector.callee) };
         match result {
             Ok(def) => {
                 collector.routes.push(def);
@@ -166,10 +179,12 @@ unsafe extern "C" fn route_add(ctx: *mut c_void, route: *const PluginRoute) -> P
     })
 }
 
+/// Copies and checks the route at `route`, a route of `callee`.
+///
 /// # Safety
 /// `route` must be NULL or point to a readable `PluginRoute` of at least `struct_size` bytes
 /// whose strings are valid (pointer, length) pairs.
-unsafe fn read_route(route: *const PluginRoute) -> Result<RouteDef, String> {
+unsafe fn read_route(route: *const PluginRoute, callee: &Callee) -> Result<RouteDef, String> {
     if route.is_null() || !route.is_aligned() {
         return Err("a NULL or misaligned route pointer".to_owned());
     }
@@ -200,6 +215,7 @@ unsafe fn read_route(route: *const PluginRoute) -> Result<RouteDef, String> {
         path: path.to_owned(),
         handler,
         user_data: super::instance::UserData(route.user_data),
+        description: callee.call(&format!("{method} {path}")),
     })
 }
 

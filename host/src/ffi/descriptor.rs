@@ -1,6 +1,7 @@
 //! Opening a plugin library, calling its `plugin_factory` and validating the descriptor.
 
 use super::callbacks::{self, ErrorSlot, LogContext, plugin_str};
+use super::crash::{self, Callee};
 use super::instance::{CreateFn, DestroyFn, LifecycleFn, RoutesFn};
 use crate::error::{Error, ErrorKind};
 use crate::inspect::check_version;
@@ -100,11 +101,14 @@ impl Descriptor {
     /// validates its descriptor. The caller has inspected the file first.
     pub(crate) fn load(open_path: &Path, path: &Path) -> Result<Self, Error> {
         let fail = |kind| Error::new(kind).with_file(Some(path));
-        // SAFETY: opening a library runs its initialisers. In-process plugins are trusted code
-        // (README, "Security model"), and the host has checked the file's permissions, format,
-        // exports and ABI mark before this point.
-        let library =
-            unsafe { open(open_path) }.map_err(|source| fail(ErrorKind::NotALibrary { source }))?;
+        let callee = Callee::library(path);
+        let library = crash::during(&callee.call("dlopen"), || {
+            // SAFETY: opening a library runs its initialisers. In-process plugins are trusted
+            // code (README, "Security model"), and the host has checked the file's
+            // permissions, format, exports and ABI mark before this point.
+            unsafe { open(open_path) }
+        })
+        .map_err(|source| fail(ErrorKind::NotALibrary { source }))?;
         // SAFETY: the header declares `plugin_factory` with exactly this signature. The
         // pointer is used only while `library` is alive: it is called here, and the library
         // moves into the returned `Descriptor`.
@@ -116,11 +120,14 @@ impl Descriptor {
             header: host_header(size_of::<PluginFactoryArgs>()),
             error: slot.sink(),
         };
+        let description = callee.call("plugin_factory");
         let raw = {
             let _serialized = FACTORY_LOCK.lock();
-            // SAFETY: `args` and the slot behind its sink outlive the call, and calls are
-            // serialized by `FACTORY_LOCK`, as the header promises the plugin.
-            unsafe { factory(&args) }
+            crash::during(&description, || {
+                // SAFETY: `args` and the slot behind its sink outlive the call, and calls are
+                // serialized by `FACTORY_LOCK`, as the header promises the plugin.
+                unsafe { factory(&args) }
+            })
         };
         if raw.is_null() {
             let reason = slot

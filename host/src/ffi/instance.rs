@@ -4,6 +4,7 @@
 //! header's threading rules; `crate::plugin` upholds them with its lifecycle lock and leases.
 
 use super::callbacks::{ErrorSlot, RouteCollector};
+use super::crash::{self, Callee};
 use super::descriptor::Descriptor;
 use crate::error::{Error, ErrorKind};
 use crate::message::{Request, Response};
@@ -125,11 +126,13 @@ impl RawInstance {
         let services = descriptor.services_for(name);
         let mut slot = ErrorSlot::default();
         let mut ptr = std::ptr::null_mut();
-        // SAFETY: `create` comes from a validated descriptor whose library `descriptor` keeps
-        // loaded; `services` lives as long as the library, and the config, out-pointer and
-        // error sink outlive the call. `create` is [any-thread].
-        let status =
-            unsafe { (descriptor.create)(services, as_plugin_str(config), &mut ptr, &slot.sink()) };
+        let call = Callee::instance(name, &descriptor).call("create");
+        let status = crash::during(&call, || {
+            // SAFETY: `create` comes from a validated descriptor whose library `descriptor`
+            // keeps loaded; `services` lives as long as the library, and the config,
+            // out-pointer and error sink outlive the call. `create` is [any-thread].
+            unsafe { (descriptor.create)(services, as_plugin_str(config), &mut ptr, &slot.sink()) }
+        });
         let error = |kind| {
             Error::new(kind)
                 .with_file(descriptor.file.as_deref())
@@ -165,9 +168,12 @@ impl RawInstance {
     ) -> Result<(), Error> {
         let Some(f) = f else { return Ok(()) };
         let mut slot = ErrorSlot::default();
-        // SAFETY: the caller (`start` / `stop`) guarantees the threading rule; the instance
-        // pointer is the one `create` produced and the sink outlives the call.
-        let status = unsafe { f(self.ptr, &slot.sink()) };
+        let description = Callee::instance(&self.name, &self.descriptor).call(call);
+        let status = crash::during(&description, || {
+            // SAFETY: the caller (`start` / `stop`) guarantees the threading rule; the instance
+            // pointer is the one `create` produced and the sink outlives the call.
+            unsafe { f(self.ptr, &slot.sink()) }
+        });
         check(status, &mut slot, call, kind).map_err(|k| self.error(k))
     }
 
@@ -200,10 +206,13 @@ impl RawInstance {
         let Some(routes) = self.descriptor.routes else {
             return Ok(Vec::new());
         };
-        let mut collector = RouteCollector::default();
+        let mut collector = RouteCollector::new(Callee::instance(&self.name, &self.descriptor));
         let mut slot = ErrorSlot::default();
-        // SAFETY: the caller guarantees the threading rule; the sinks outlive the call.
-        let status = unsafe { routes(self.ptr, &collector.sink(), &slot.sink()) };
+        let description = collector.callee.call("routes");
+        let status = crash::during(&description, || {
+            // SAFETY: the caller guarantees the threading rule; the sinks outlive the call.
+            unsafe { routes(self.ptr, &collector.sink(), &slot.sink()) }
+        });
         let failed = |reason| ErrorKind::RoutesFailed { reason };
         if let Some(reason) = collector.error.take() {
             return Err(self.error(failed(format!("the plugin passed {reason}"))));
@@ -277,18 +286,20 @@ impl RawInstance {
         };
         let mut response = Response::default();
         let mut slot = ErrorSlot::default();
-        // SAFETY: the caller guarantees the instance is started and not stopping; the handler
-        // is [thread-safe]. The request (and the arrays and strings it points to), the writer
-        // and the sink all outlive the call.
-        let status = unsafe {
-            (route.handler)(
-                self.ptr,
-                route.user_data.0,
-                &raw,
-                &response.writer(),
-                &slot.sink(),
-            )
-        };
+        let status = crash::during(&route.description, || {
+            // SAFETY: the caller guarantees the instance is started and not stopping; the
+            // handler is [thread-safe]. The request (and the arrays and strings it points to),
+            // the writer and the sink all outlive the call.
+            unsafe {
+                (route.handler)(
+                    self.ptr,
+                    route.user_data.0,
+                    &raw,
+                    &response.writer(),
+                    &slot.sink(),
+                )
+            }
+        });
         if status == PLUGIN_OK {
             return Ok(response);
         }
@@ -303,9 +314,12 @@ impl RawInstance {
 
 impl Drop for RawInstance {
     fn drop(&mut self) {
-        // SAFETY: `drop` has exclusive access, so no other call runs; `destroy` is called
-        // exactly once, last, with the pointer `create` produced.
-        unsafe { (self.descriptor.destroy)(self.ptr) }
+        let description = Callee::instance(&self.name, &self.descriptor).call("destroy");
+        crash::during(&description, || {
+            // SAFETY: `drop` has exclusive access, so no other call runs; `destroy` is called
+            // exactly once, last, with the pointer `create` produced.
+            unsafe { (self.descriptor.destroy)(self.ptr) }
+        });
     }
 }
 

@@ -3,9 +3,11 @@
 //! built on the types exported here.
 
 mod callbacks;
+mod crash;
 mod descriptor;
 mod instance;
 
+pub use crash::install_crash_report;
 pub(crate) use descriptor::Descriptor;
 
 use plugin_api::abi::{PluginDescriptor, PluginRoute};

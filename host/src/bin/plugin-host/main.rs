@@ -101,6 +101,7 @@ struct Source {
 }
 
 fn main() -> ExitCode {
+    plugin_host::install_crash_report();
     let cli = Cli::parse();
     let logs = match logging::init(cli.log_level.as_deref()) {
         Ok(logs) => logs,

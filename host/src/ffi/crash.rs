@@ -1,0 +1,300 @@
+//! Crash reports: when plugin code kills the process with a fatal signal, one line on standard
+//! error names the plugin instance, its file and the call that was running.
+//!
+//! Every call into a plugin runs inside [`during`], which points a thread-local at a
+//! description of the call formatted beforehand. The signal handler writes that description
+//! with `write(2)` (it allocates, locks and formats nothing), chains to the handler installed
+//! before it, and makes sure the process then dies by the very signal it received.
+
+use super::Descriptor;
+use std::cell::Cell;
+use std::path::Path;
+
+thread_local! {
+    /// The description of the plugin call running on this thread, if any. A `const`
+    /// thread-local of a type without destructor: reading it is a plain load, which a signal
+    /// handler may do.
+    static CURRENT: Cell<*const CallDescription> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The code a call goes to, as a crash line names it: a plugin instance and its file, or a
+/// plugin library being loaded.
+pub(super) struct Callee(String);
+
+impl Callee {
+    /// The instance called `name` of the plugin `descriptor` describes.
+    pub(super) fn instance(name: &str, descriptor: &Descriptor) -> Self {
+        let origin = match &descriptor.file {
+            Some(file) => printable(&file.display().to_string()),
+            None => format!("built-in plugin {}", printable(&descriptor.name)),
+        };
+        Self(format!(" in plugin instance {name:?} ({origin})"))
+    }
+
+    /// The plugin library at `file`, before it has a descriptor.
+    pub(super) fn library(file: &Path) -> Self {
+        Self(format!(
+            " in plugin library {}",
+            printable(&file.display().to_string())
+        ))
+    }
+
+    /// The description of `call` (`start`, or a route such as `GET /items/{id}`) to this code.
+    pub(super) fn call(&self, call: &str) -> CallDescription {
+        let text = format!("{} during {}\n", self.0, printable(call));
+        CallDescription(text.into_bytes().into_boxed_slice())
+    }
+}
+
+/// The end of a crash line, after the signal's name: the code called and the call, with the
+/// newline.
+pub(super) struct CallDescription(Box<[u8]>);
+
+/// Runs `f`, a call into plugin code described by `call`: a fatal signal that the call raises
+/// on this thread writes a crash line naming it. The description of an enclosing call is
+/// restored afterwards, so that calls may nest.
+pub(super) fn during<R>(call: &CallDescription, f: impl FnOnce() -> R) -> R {
+    /// Restores the enclosing call's description, even if `f` unwinds.
+    struct Restore(*const CallDescription);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.with(|current| current.set(self.0));
+        }
+    }
+    // `call` stays borrowed, so in place and alive, until this function returns, after
+    // `_restore` has unset it.
+    let _restore = Restore(CURRENT.with(|current| current.replace(call)));
+    f()
+}
+
+/// `text` with its control characters (a newline in a file name) escaped, so that a crash
+/// report stays on one line.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Installs the crash report, once per process (later calls do nothing).
+///
+/// From then on, when SIGSEGV, SIGBUS, SIGILL, SIGFPE or SIGABRT is raised on a thread while it
+/// runs plugin code (`plugin_factory`, a library's initialisers, `create`, `start`, `routes`,
+/// a route's handler, `stop` or `destroy`), one line goes to standard error first, such as:
+///
+/// ```text
+/// plugin-host: fatal SIGSEGV in plugin instance "shop" (/srv/libshop.so) during GET /cart/{id}
+/// ```
+///
+/// The line is written with a single `write(2)` of text formatted before the call (so the
+/// handler allocates, locks and formats nothing); the signal is then passed to the handler
+/// that was installed before (Rust's standard library reports stack overflows from there), and
+/// the process dies by that same signal, so that the exit status and core dump show the true
+/// cause. A fatal signal outside plugin code, or sent by another process, writes nothing and
+/// has the effect it had without the report.
+///
+/// Call it at the top of `main`, before any plugin is loaded: a runtime that a plugin library
+/// brings along (Go's) installs its own handlers when loaded and forwards the signals it does
+/// not own to the handler it found, which must be this one. On platforms without signals it
+/// does nothing.
+pub fn install_crash_report() {
+    #[cfg(unix)]
+    signals::install();
+}
+
+#[cfg(unix)]
+mod signals {
+    //! The signal handler: only async-signal-safe calls (`write`, `sigaction`, `raise`,
+    //! `getpid`) and reads of memory prepared before.
+
+    use super::CURRENT;
+    use libc::{c_int, c_void, siginfo_t};
+    use std::io::ErrorKind;
+    use std::sync::{Once, OnceLock};
+
+    /// The signals reported, with the names a crash line gives them.
+    const SIGNALS: [(c_int, &[u8]); 5] = [
+        (libc::SIGSEGV, b"SIGSEGV"),
+        (libc::SIGBUS, b"SIGBUS"),
+        (libc::SIGILL, b"SIGILL"),
+        (libc::SIGFPE, b"SIGFPE"),
+        (libc::SIGABRT, b"SIGABRT"),
+    ];
+
+    /// What a crash line starts with, before the signal's name.
+    const PREFIX: &[u8] = b"plugin-host: fatal ";
+
+    /// The actions the signals had before ours, in the order of `SIGNALS`: where ours chains
+    /// to. Set before ours is installed.
+    static PREVIOUS: OnceLock<[libc::sigaction; SIGNALS.len()]> = OnceLock::new();
+
+    /// An action of all zeroes: `SIG_DFL`, with an empty mask and no flags.
+    fn default_action() -> libc::sigaction {
+        // SAFETY: `sigaction` is a C struct of integers, a bit set and (on some platforms) an
+        // optional function pointer; all zeroes is a valid value of each.
+        unsafe { std::mem::zeroed() }
+    }
+
+    pub(super) fn install() {
+        static INSTALLED: Once = Once::new();
+        INSTALLED.call_once(|| {
+            PREVIOUS.get_or_init(|| {
+                SIGNALS.map(|(signal, _)| {
+                    let mut previous = default_action();
+                    // SAFETY: a NULL new action only reads the current one into `previous`, a
+                    // valid, writable `sigaction`.
+                    unsafe { libc::sigaction(signal, std::ptr::null(), &mut previous) };
+                    previous
+                })
+            });
+            let mut action = default_action();
+            action.sa_sigaction = on_fatal_signal as *const () as libc::sighandler_t;
+            // The alternate stack (Rust gives every thread one) lets a stack overflow be
+            // reported; the signal stays blocked while the handler runs (no SA_NODEFER).
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            for (signal, _) in SIGNALS {
+                // SAFETY: `action` is a valid action whose handler has the SA_SIGINFO
+                // signature and does only async-signal-safe work; the previous action was
+                // saved above, for it to chain to.
+                unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) };
+            }
+        });
+    }
+
+    /// The handler of the fatal signals.
+    extern "C" fn on_fatal_signal(signal: c_int, info: *mut siginfo_t, context: *mut c_void) {
+        let Some(index) = SIGNALS.iter().position(|&(s, _)| s == signal) else {
+            return;
+        };
+        // SAFETY: the kernel, or a handler forwarding the signal (Go's), passes the signal's
+        // information; `si_pid` is read only for codes that set it (sent, not a fault).
+        let (code, sender) = unsafe {
+            match info.as_ref() {
+                Some(info) if info.si_code <= 0 => (info.si_code, info.si_pid()),
+                Some(info) => (info.si_code, 0),
+                None => (0, 0),
+            }
+        };
+        // A fault comes back when the handler returns: the instruction runs again. A signal
+        // sent (by `kill`, `raise`, `abort`) does not.
+        let fault = code > 0 && signal != libc::SIGABRT;
+        // SAFETY: `getpid` is async-signal-safe and cannot fail.
+        let raised_here = fault || sender == unsafe { libc::getpid() };
+        let reported = raised_here && report(SIGNALS[index].1);
+        let previous = PREVIOUS
+            .get()
+            .map_or_else(default_action, |previous| previous[index]);
+        match previous.sa_sigaction {
+            // Ignored as before: a sent signal is dropped (a fault cannot be ignored).
+            libc::SIG_IGN if !reported && !fault => {}
+            libc::SIG_DFL | libc::SIG_IGN => die(signal, fault),
+            handler => {
+                if previous.sa_flags & libc::SA_RESETHAND != 0 {
+                    reset(signal);
+                }
+                // SAFETY: the previous handler was installed for this signal with these
+                // flags, so it expects to be called this way, here, with these arguments.
+                unsafe { chain(handler, previous.sa_flags, signal, info, context) };
+                // It returned: a crash in plugin code is fatal whatever it decided.
+                if reported {
+                    die(signal, fault);
+                }
+            }
+        }
+    }
+
+    /// Writes the crash line of the plugin call running on this thread, if any, and forgets
+    /// the call so that a signal that follows (Rust's `abort` after reporting a stack
+    /// overflow) writes nothing more. Returns whether it wrote.
+    fn report(name: &[u8]) -> bool {
+        let call = CURRENT
+            .try_with(|current| current.replace(std::ptr::null()))
+            .unwrap_or(std::ptr::null());
+        // SAFETY: a description is borrowed by `during` for as long as it is current, and the
+        // call it describes was interrupted on this thread, inside `during`.
+        let Some(call) = (unsafe { call.as_ref() }) else {
+            return false;
+        };
+        let call = &call.0[..];
+        let mut line = [0u8; 512];
+        let length = PREFIX.len() + name.len() + call.len();
+        if length <= line.len() {
+            line[..PREFIX.len()].copy_from_slice(PREFIX);
+            line[PREFIX.len()..PREFIX.len() + name.len()].copy_from_slice(name);
+            line[PREFIX.len() + name.len()..length].copy_from_slice(call);
+            write_all(&line[..length]);
+        } else {
+            // Too long to copy onto this (alternate, small) stack: the same bytes in three
+            // writes, which another thread's output could come between.
+            for part in [PREFIX, name, call] {
+                write_all(part);
+            }
+        }
+        true
+    }
+
+    /// Writes `bytes` to standard error, retrying after interruptions; errors are ignored.
+    fn write_all(mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            // SAFETY: `write` is async-signal-safe and reads `bytes.len()` bytes at `bytes`.
+            let written =
+                unsafe { libc::write(libc::STDERR_FILENO, bytes.as_ptr().cast(), bytes.len()) };
+            match usize::try_from(written) {
+                Ok(0) => return,
+                Ok(written) => bytes = bytes.get(written..).unwrap_or_default(),
+                Err(_) if std::io::Error::last_os_error().kind() == ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Restores the default action of `signal` (death, with a core dump for these signals).
+    fn reset(signal: c_int) {
+        let action = default_action();
+        // SAFETY: `sigaction` is async-signal-safe and only reads `action`, a valid action.
+        unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) };
+    }
+
+    /// Makes sure `signal` kills the process once this handler returns: with the default
+    /// action restored, a fault comes back by itself, and a sent signal is sent again (it stays
+    /// blocked, pending, until the handler returns).
+    fn die(signal: c_int, fault: bool) {
+        reset(signal);
+        if !fault {
+            // SAFETY: `raise` is async-signal-safe.
+            unsafe { libc::raise(signal) };
+        }
+    }
+
+    /// Calls the handler `handler`, installed with `flags`.
+    ///
+    /// # Safety
+    /// `handler` must be a signal handler installed for `signal` with `flags`, and the
+    /// arguments those the current handler received.
+    unsafe fn chain(
+        handler: libc::sighandler_t,
+        flags: c_int,
+        signal: c_int,
+        info: *mut siginfo_t,
+        context: *mut c_void,
+    ) {
+        if flags & libc::SA_SIGINFO != 0 {
+            type Handler = unsafe extern "C" fn(c_int, *mut siginfo_t, *mut c_void);
+            // SAFETY: installed with SA_SIGINFO, the handler has this signature (caller).
+            let handler = unsafe { std::mem::transmute::<libc::sighandler_t, Handler>(handler) };
+            // SAFETY: called as the kernel would call it (caller).
+            unsafe { handler(signal, info, context) }
+        } else {
+            type Handler = unsafe extern "C" fn(c_int);
+            // SAFETY: installed without SA_SIGINFO, the handler has this signature (caller).
+            let handler = unsafe { std::mem::transmute::<libc::sighandler_t, Handler>(handler) };
+            // SAFETY: called as the kernel would call it (caller).
+            unsafe { handler(signal) }
+        }
+    }
+}
