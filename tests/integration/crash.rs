@@ -1,65 +1,25 @@
 //! Plugin code that crashes the real `plugin-host serve`: the process dies by the plugin's
 //! signal, and exactly one line on standard error names the instance, its file and the call.
 
-use crate::util::{fixture, http, samples, scratch};
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::util::{Served, fixture, http, samples, scratch, wait_for_exit, write_config};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 /// What a crash line starts with.
 const CRASH_LINE: &str = "plugin-host: fatal ";
 
 /// Writes a configuration serving `plugins` (file, instance name) into a fresh folder.
 fn config(test: &str, plugins: &[(&Path, &str)]) -> PathBuf {
-    let mut text = String::new();
-    for (path, name) in plugins {
-        text.push_str(&format!(
-            "[[plugin]]\npath = {:?}\nname = {name:?}\n\n",
-            path.display().to_string()
-        ));
-    }
-    let file = scratch(test).join("plugins.toml");
-    std::fs::write(&file, text).unwrap();
-    file
+    let entries: Vec<(&Path, &str, &str)> = plugins.iter().map(|&(p, n)| (p, n, "")).collect();
+    write_config(&scratch(test), &entries)
 }
 
-/// Starts `plugin-host serve` on an ephemeral port with `config`.
-fn spawn(config: &Path) -> Child {
-    Command::new(sample_plugins::host_binary())
-        .env_remove("RUST_LOG")
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin-host")
-}
-
-/// Starts `plugin-host serve` and waits until it listens; returns the address.
-fn serve(config: &Path) -> (Child, SocketAddr) {
-    let mut child = spawn(config);
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut summary = String::new();
-    // The rest of stdout is not read: nothing is printed there after this line.
-    let addr = std::iter::from_fn(|| {
-        let mut line = String::new();
-        (stdout.read_line(&mut line).ok()? > 0).then_some(line)
-    })
-    .inspect(|line| summary.push_str(line))
-    .find_map(|line| {
-        let addr = line.trim().strip_prefix("listening on http://")?;
-        Some(addr.parse::<SocketAddr>().unwrap())
-    });
-    match addr {
-        Some(addr) => (child, addr),
-        None => {
-            let (status, stderr) = death(child);
-            panic!("serve ended early ({status}):\n{summary}{stderr}");
-        }
-    }
+/// Starts `plugin-host serve` and waits until it listens.
+fn serve(config: &Path) -> Served {
+    Served::start(&["--config".as_ref(), config.as_os_str()], None)
 }
 
 /// Sends a request the host dies answering; whatever happens to the connection is ignored.
@@ -71,28 +31,6 @@ fn request_crash(addr: SocketAddr, target: &str) {
         .expect("send the request");
     let mut ignored = Vec::new();
     let _ = stream.read_to_end(&mut ignored);
-}
-
-/// Waits (at most a minute) for the host to exit; returns its status and standard error.
-fn death(mut child: Child) -> (std::process::ExitStatus, String) {
-    let mut stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the host is still alive after a minute");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status, reader.join().unwrap())
 }
 
 /// The crash lines in `stderr`, which must hold exactly one; returns it.
@@ -108,11 +46,12 @@ fn the_crash_line(stderr: &str) -> &str {
 fn crash_a_route(test: &str, target: &str) -> (std::process::ExitStatus, String) {
     let crash = fixture!("FIXTURE_CRASH");
     let config = config(test, &[(&samples().greeter, "greeter"), (&crash, "crashy")]);
-    let (child, addr) = serve(&config);
+    let served = serve(&config);
+    let addr = served.addr;
     assert_eq!(http(addr, "GET", "/crash/ok", b"").text(), "fine");
     assert_eq!(http(addr, "GET", "/c/hello", b"").text(), "hello from C");
     request_crash(addr, target);
-    death(child)
+    served.wait()
 }
 
 #[test]
@@ -170,7 +109,14 @@ fn a_crash_in_start_names_the_lifecycle_call() {
         "crash-start",
         &[(&samples().greeter, "greeter"), (&crash, "early")],
     );
-    let (status, stderr) = death(spawn(&config));
+    let mut child = Command::new(sample_plugins::host_binary())
+        .env_remove("RUST_LOG")
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plugin-host");
+    let (status, stderr) = wait_for_exit(&mut child);
     assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status}:\n{stderr}");
     assert_eq!(
         the_crash_line(&stderr),
@@ -185,9 +131,9 @@ fn a_crash_in_start_names_the_lifecycle_call() {
 fn a_fatal_signal_outside_plugin_code_writes_nothing_and_kills_as_before() {
     let crash = fixture!("FIXTURE_CRASH");
     let config = config("crash-idle", &[(&crash, "crashy")]);
-    let (child, addr) = serve(&config);
-    assert_eq!(http(addr, "GET", "/crash/ok", b"").text(), "fine");
-    let pid = child.id().to_string();
+    let served = serve(&config);
+    assert_eq!(http(served.addr, "GET", "/crash/ok", b"").text(), "fine");
+    let pid = served.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-ABRT", &pid])
@@ -195,7 +141,7 @@ fn a_fatal_signal_outside_plugin_code_writes_nothing_and_kills_as_before() {
             .unwrap()
             .success()
     );
-    let (status, stderr) = death(child);
+    let (status, stderr) = served.wait();
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}:\n{stderr}");
     assert!(!stderr.contains(CRASH_LINE), "{stderr}");
 }
@@ -221,14 +167,15 @@ fn with_a_go_plugin_loaded_a_crash_is_still_reported() {
     let Some(go) = go_plugin() else { return };
     let crash = fixture!("FIXTURE_CRASH");
     let config = config("crash-go", &[(&go, "gopher"), (&crash, "crashy")]);
-    let (child, addr) = serve(&config);
+    let served = serve(&config);
+    let addr = served.addr;
     assert_eq!(http(addr, "GET", "/go/hello", b"").text(), "hello from Go");
     // A fault in Go code goes to Go's handler, installed in front of ours: Go recovers it, and
     // nothing is reported.
     assert_eq!(http(addr, "GET", "/go/recover", b"").text(), "recovered");
     // A fault in C code on a thread that is not Go's is forwarded by Go's handler to ours.
     request_crash(addr, "/crash/segv");
-    let (status, stderr) = death(child);
+    let (status, stderr) = served.wait();
     assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status}:\n{stderr}");
     assert_eq!(
         the_crash_line(&stderr),

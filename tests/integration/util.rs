@@ -377,28 +377,34 @@ impl Served {
 
     /// Waits at most 15 s for the exit; returns the status and stderr (if piped).
     pub fn wait(mut self) -> (std::process::ExitStatus, String) {
-        use std::io::Read;
-        let reader = self.child.stderr.take().map(|mut stderr| {
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                let _ = stderr.read_to_string(&mut text);
-                text
-            })
-        });
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "serve still running 15 s later"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
-        let stderr = reader.map_or_else(String::new, |r| r.join().unwrap());
-        (status, stderr)
+        wait_for_exit(&mut self.child)
     }
+}
+
+/// Waits at most 15 s for `child` to exit (then kills it and fails); returns its status and
+/// its stderr, if piped.
+pub fn wait_for_exit(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let reader = child.stderr.take().map(|mut stderr| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        })
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("plugin-host still running 15 s later");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let stderr = reader.map_or_else(String::new, |r| r.join().unwrap());
+    (status, stderr)
 }
 
 impl Drop for Served {

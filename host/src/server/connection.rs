@@ -216,7 +216,7 @@ const WRITING: u8 = 2;
 struct Guarded {
     stream: TcpStream,
     state: Arc<AtomicU8>,
-    /// The deadline of the current wait, and its timer.
+    /// The timer of the current wait. It may run early (see [`Guarded::expired`]).
     timer: Pin<Box<Sleep>>,
     /// When the current wait began: the accept, the end of a response, or the first byte of a
     /// request head.
@@ -241,6 +241,27 @@ impl Guarded {
             served: false,
             header_timeout: options.header_timeout,
             keepalive_timeout: options.keepalive_timeout,
+        }
+    }
+
+    /// Whether the current wait is over; if not, the timer wakes the connection by then. The
+    /// timer is moved only when it would run late: a wait that ends later than the timer runs
+    /// (every new wait of a busy keep-alive connection) leaves it, and it is moved on when it
+    /// runs early. A reset touches the runtime's timer wheel, so this keeps it off the path of
+    /// every request.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.deadline();
+        if self.timer.deadline() > deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if Instant::now() >= deadline {
+                return true;
+            }
+            self.timer.as_mut().reset(deadline);
         }
     }
 
@@ -274,11 +295,9 @@ impl AsyncRead for Guarded {
             Poll::Pending if !waiting => return Poll::Pending,
             Poll::Pending => {}
         }
-        let deadline = this.deadline();
-        if this.timer.deadline() != deadline {
-            this.timer.as_mut().reset(deadline);
+        if !this.expired(cx) {
+            return Poll::Pending;
         }
-        ready!(this.timer.as_mut().poll(cx));
         let what = if this.started {
             "the request head did not arrive in full in time"
         } else {
@@ -321,9 +340,7 @@ impl AsyncWrite for Guarded {
             // hyper may have polled the socket before this flush, while the response was being
             // written, and will not poll it again until it is readable: arm the timer here, so
             // that its expiry wakes the connection and the next read reports the timeout.
-            let deadline = this.deadline();
-            this.timer.as_mut().reset(deadline);
-            let _ = this.timer.as_mut().poll(cx);
+            let _ = this.expired(cx);
         }
         Poll::Ready(Ok(()))
     }
