@@ -130,6 +130,10 @@ fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result
         .map_err(|e| format!("cannot listen on {listen}: {}", io_reason(&e)))?;
     let address = listener.local_addr()?;
     let (registry, router) = start(source, insecure)?;
+    let shutdown = {
+        let _entered = runtime.enter();
+        shutdown_signal()?
+    };
     // Standard output may be closed or a broken pipe: serving goes on regardless.
     let _ = write_table(&mut std::io::stdout(), &registry, &router)
         .and_then(|()| writeln!(std::io::stdout(), "\nlistening on http://{address}"))
@@ -138,7 +142,7 @@ fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result
         .with_body_limit(settings.body_limit)
         .with_handler_timeout(settings.handler_timeout);
     let options = &settings.options;
-    let drained = runtime.block_on(serve(listener, service, shutdown_signal(), options));
+    let drained = runtime.block_on(serve(listener, service, shutdown, options));
     if !drained {
         tracing::warn!(
             "requests still in flight after the grace period of {:?}",
@@ -177,21 +181,27 @@ fn io_reason(error: &std::io::Error) -> String {
     })
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Listens for SIGINT and SIGTERM from now on (so that a signal sent as soon as `serve` says it
+/// listens is not missed), and completes when one arrives.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("install a SIGTERM handler");
+    let (mut interrupt, mut terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        )
+    };
+    Ok(async move {
+        #[cfg(unix)]
         tokio::select! {
-            _ = interrupt => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutdown signal received: draining requests");
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received: draining requests");
+    })
 }
 
 fn list(source: &Source, insecure: bool) -> Result<ExitCode> {
