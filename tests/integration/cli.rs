@@ -1,6 +1,6 @@
 //! The `plugin-host` binary: check, list, configuration errors, serve and graceful shutdown.
 
-use crate::util::{Served, faulty, fixture, http, samples, scratch, write_config};
+use crate::util::{Served, faulty, fixture, http, line_with, samples, scratch, write_config};
 use std::process::{Command, Output};
 
 fn host() -> Command {
@@ -281,12 +281,7 @@ fn sigterm_drains_in_flight_requests_then_stops_plugins_in_reverse() {
     );
     let (status, stderr) = served.wait();
     assert_eq!(status.code(), Some(0), "{stderr}");
-    let position = |needles: &[&str]| {
-        stderr
-            .lines()
-            .position(|l| needles.iter().all(|n| l.contains(n)))
-            .unwrap_or_else(|| panic!("no line with {needles:?} in\n{stderr}"))
-    };
+    let position = |needles: &[&str]| line_with(&stderr, needles);
     let slept = position(&["slept 1000 ms"]);
     let stop_sleepy = position(&[" stop ", "instance=\"sleepy\""]);
     let stop_hello = position(&["stopping", "instance=\"hello\""]);

@@ -375,6 +375,20 @@ impl Served {
         assert!(status.success(), "kill -TERM {pid}");
     }
 
+    /// Sends SIGTERM and waits for the exit, which must come within `limit`; returns the status
+    /// and stderr.
+    pub fn terminate_within(
+        self,
+        limit: std::time::Duration,
+    ) -> (std::process::ExitStatus, String) {
+        let signalled = std::time::Instant::now();
+        self.terminate();
+        let (status, stderr) = self.wait();
+        let took = signalled.elapsed();
+        assert!(took < limit, "exited after {took:?}:\n{stderr}");
+        (status, stderr)
+    }
+
     /// Waits at most 15 s for the exit; returns the status and stderr (if piped).
     pub fn wait(mut self) -> (std::process::ExitStatus, String) {
         wait_for_exit(&mut self.child)
@@ -428,4 +442,12 @@ pub fn write_config(dir: &Path, plugins: &[(&Path, &str, &str)]) -> PathBuf {
     let file = dir.join("plugins.toml");
     std::fs::write(&file, text).unwrap();
     file
+}
+
+/// The index of the first line of `text` holding every one of `needles`; fails without one.
+#[track_caller]
+pub fn line_with(text: &str, needles: &[&str]) -> usize {
+    text.lines()
+        .position(|l| needles.iter().all(|n| l.contains(n)))
+        .unwrap_or_else(|| panic!("no line with {needles:?} in\n{text}"))
 }
