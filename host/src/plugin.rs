@@ -266,8 +266,9 @@ impl Instance {
     }
 
     /// How many calls ever ran past their deadline (an HTTP server answers them 504), and how
-    /// many of those are still running: a call cannot be cancelled, so it runs to its end on
-    /// its thread, and its result is discarded.
+    /// many calls are running now that no client waits for any more (past their deadline, or
+    /// whose client went away): a call cannot be cancelled, so it runs to its end on its
+    /// thread, and its result is discarded.
     pub fn calls_past_deadline(&self) -> (u64, usize) {
         let running = self.inner.overdue_running.load(Ordering::Relaxed);
         (
@@ -294,20 +295,19 @@ impl Instance {
         }
     }
 
-    /// Records that a call ran past its deadline and is still running.
-    pub(crate) fn overdue_started(&self) {
+    /// Records a call that ran past its deadline.
+    pub(crate) fn deadline_missed(&self) {
         self.inner.overdue_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records that a running call has nobody waiting for it any more.
+    pub(crate) fn call_abandoned(&self) {
         self.inner.overdue_running.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records that a call counted by [`overdue_started`](Self::overdue_started) returned.
-    pub(crate) fn overdue_finished(&self) {
+    /// Records that a call counted by [`call_abandoned`](Self::call_abandoned) returned.
+    pub(crate) fn abandoned_call_returned(&self) {
         self.inner.overdue_running.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Records a call that ran past its deadline but has returned already.
-    pub(crate) fn overdue_returned(&self) {
-        self.inner.overdue_total.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Keeps calling the instance's handlers after one panicked (off by default: a panic may

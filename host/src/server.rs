@@ -33,6 +33,9 @@ pub const DEFAULT_BLOCKING_THRESHOLD: Duration = Duration::from_millis(10);
 /// otherwise: 30 s.
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a request body may take to arrive in full before the client gets 408: 60 s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How many calls of one plugin may still be running past their deadline before its new calls
 /// are refused with 503: a hung plugin may hold this many threads of the blocking pool, and no
 /// more, so it cannot starve the other plugins of threads.
@@ -77,6 +80,7 @@ struct Shared {
     body_limit: usize,
     blocking_threshold: Duration,
     handler_timeout: Duration,
+    body_timeout: Duration,
     /// The calls running inline right now.
     inline_now: AtomicUsize,
     /// How many calls may run inline at once: the runtime's workers less one.
@@ -103,6 +107,7 @@ impl PluginService {
                 body_limit: DEFAULT_BODY_LIMIT,
                 blocking_threshold: DEFAULT_BLOCKING_THRESHOLD,
                 handler_timeout: DEFAULT_HANDLER_TIMEOUT,
+                body_timeout: DEFAULT_BODY_TIMEOUT,
                 inline_now: AtomicUsize::new(0),
                 max_inline: OnceLock::new(),
             }),
@@ -131,6 +136,12 @@ impl PluginService {
     /// Sets how long a handler call must take to count as slow (see `PluginService`).
     pub fn with_blocking_threshold(mut self, threshold: Duration) -> Self {
         self.settings().blocking_threshold = threshold;
+        self
+    }
+
+    /// Sets how long a request body may take to arrive in full before the client gets 408.
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.settings().body_timeout = timeout;
         self
     }
 
@@ -188,7 +199,9 @@ impl PluginService {
                 None => return Attempt::Deferred(http::Request::from_parts(parts, body)),
             },
             Lookup::Found(_) => return Attempt::Deferred(http::Request::from_parts(parts, body)),
-            Lookup::MethodNotAllowed(allowed) => (not_allowed(method, path, &allowed), None),
+            Lookup::MethodNotAllowed(allowed) => {
+                (not_allowed(parts.method.as_str(), path, &allowed), None)
+            }
             Lookup::NotFound => {
                 let error = format!("no route matches {}", clip(path));
                 (
@@ -275,7 +288,7 @@ impl PluginService {
             .instances()
             .filter_map(|i| {
                 let (total, running) = i.calls_past_deadline();
-                (total > 0).then(|| {
+                (total > 0 || running > 0).then(|| {
                     let counts = serde_json::json!({ "total": total, "running": running });
                     (i.name().to_owned(), counts)
                 })
@@ -344,7 +357,21 @@ impl PluginService {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large(limit));
         }
-        match Limited::new(body, limit).collect().await {
+        let read = tokio::time::timeout(
+            self.shared.body_timeout,
+            Limited::new(body, limit).collect(),
+        );
+        let Ok(read) = read.await else {
+            let error = format!(
+                "the request body did not arrive in full within {:?}",
+                self.shared.body_timeout
+            );
+            return Err(json(
+                StatusCode::REQUEST_TIMEOUT,
+                &serde_json::json!({ "error": error }),
+            ));
+        };
+        match read {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
             Err(e) => {
@@ -377,7 +404,7 @@ impl PluginService {
         let request = request(method, path, query(parts), &parts.headers, body);
         let (result, took) = self.shared.timed_call(route, &request);
         if took > self.deadline(route) {
-            route.instance().overdue_returned();
+            route.instance().deadline_missed();
             return past_deadline(route, method, self.deadline(route));
         }
         result.map_or_else(|error| failure(&error), into_http)
@@ -408,23 +435,32 @@ impl PluginService {
             query(parts).to_owned(),
             parts.headers.clone(),
         );
-        let outcome = Arc::new(AtomicU8::new(RUNNING));
-        let theirs = outcome.clone();
+        let waiter = Waiter {
+            outcome: Arc::new(AtomicU8::new(RUNNING)),
+            instance: instance.clone(),
+        };
+        let theirs = waiter.outcome.clone();
         let mut task = tokio::task::spawn_blocking(move || {
             let (method, path, query, headers) = owned;
             let request = request(&method, &path, &query, &headers, &body);
             let Lookup::Found(route) = shared.router.lookup(&method, request.path) else {
                 unreachable!("the route was found before the call was sent here")
             };
+            if theirs.load(Ordering::Acquire) == ABANDONED {
+                // Nobody waits for it any more (it waited for a thread past its deadline, or
+                // its client went away): the plugin is not called.
+                route.instance().abandoned_call_returned();
+                return Err(Error::new(ErrorKind::Closed).with_plugin(route.plugin()));
+            }
             let (result, took) = shared.timed_call(&route, &request);
             if theirs
                 .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
             {
-                route.instance().overdue_finished();
+                route.instance().abandoned_call_returned();
                 tracing::warn!(
                     target: "plugin_host::access",
-                    "{method} {} of plugin `{}` returned after {took:?}, past its deadline; its client had 504",
+                    "{method} {} of plugin `{}` returned after {took:?}, with nobody waiting for it (past its deadline, or its client went away)",
                     route.pattern(),
                     route.plugin(),
                 );
@@ -435,11 +471,8 @@ impl PluginService {
         let result = match tokio::time::timeout(deadline, &mut task).await {
             Ok(joined) => joined,
             Err(_) => {
-                if outcome
-                    .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    instance.overdue_started();
+                if waiter.give_up() {
+                    instance.deadline_missed();
                     return past_deadline(route, method, deadline);
                 }
                 // It returned just as the deadline passed: take its answer.
@@ -463,6 +496,35 @@ impl PluginService {
 const RUNNING: u8 = 0;
 const DONE: u8 = 1;
 const ABANDONED: u8 = 2;
+
+/// The server's side of a call on the blocking pool. When it stops waiting before the call
+/// returns (the deadline passed, or the client went away and hyper dropped the request's
+/// future), the call is counted among those nobody waits for until it returns, so that
+/// `MAX_CALLS_PAST_DEADLINE` bounds the pool threads one plugin can hold.
+struct Waiter {
+    outcome: Arc<AtomicU8>,
+    instance: Instance,
+}
+
+impl Waiter {
+    /// Stops waiting; false if the call returned already.
+    fn give_up(&self) -> bool {
+        let gave_up = self
+            .outcome
+            .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if gave_up {
+            self.instance.call_abandoned();
+        }
+        gave_up
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.give_up();
+    }
+}
 
 impl Shared {
     /// Calls the route's handler, and records how long it took for the route's pacing.

@@ -158,3 +158,55 @@ fn idle_sockets_cannot_deny_service_for_longer_than_the_header_timeout() {
         "no cap line in\n{stderr}"
     );
 }
+
+#[test]
+fn a_body_that_does_not_arrive_in_full_is_408() {
+    let server = TestServer::start_with(
+        &[entry(&samples().wordcount, "wordcount", json!({}))],
+        |service| service.with_body_timeout(Duration::from_millis(300)),
+        ServeOptions::default(),
+    );
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .write_all(b"POST /words HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nto be")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut answer = String::new();
+    let started = Instant::now();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_millis(1500));
+}
+
+#[test]
+fn a_client_that_stops_reading_its_response_is_closed_after_the_keepalive_timeout() {
+    const BODY: usize = 32 * 1024 * 1024;
+    let server = TestServer::start_with(
+        &[entry(&samples().greeter, "greeter", json!({}))],
+        |service| service.with_body_limit(BODY),
+        options(10_000, 300, 100),
+    );
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    let head = format!("POST /c/echo HTTP/1.1\r\nhost: x\r\ncontent-length: {BODY}\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&vec![b'x'; BODY]).unwrap();
+    // The echo is far larger than the socket buffers: the server stalls writing it.
+    std::thread::sleep(Duration::from_secs(2));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut received = 0;
+    let mut chunk = vec![0u8; 1 << 16];
+    while let Ok(n) = stream.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        received += n;
+    }
+    assert!(
+        received < BODY,
+        "the whole echo arrived: the server waited for the reader"
+    );
+}

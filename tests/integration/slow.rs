@@ -164,3 +164,26 @@ fn a_plugin_with_too_many_calls_past_their_deadline_is_refused_503_until_they_re
         assert_eq!(http(addr, "GET", "/healthz", b"").status, 200);
     });
 }
+
+#[test]
+fn a_call_whose_client_went_away_counts_as_running_unattended_until_it_returns() {
+    use std::io::Write;
+    let server = server(None);
+    let mut client = std::net::TcpStream::connect(server.addr).unwrap();
+    client
+        .write_all(b"GET /faulty/sleep?ms=1500 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(client);
+    std::thread::sleep(Duration::from_millis(300));
+    // No deadline was missed, but nobody waits for the call: it counts towards the cap.
+    let health = json_of(&http(server.addr, "GET", "/healthz", b""));
+    assert_eq!(
+        health["calls_past_deadline"],
+        json!({ "faulty": { "total": 0, "running": 1 } }),
+        "{health}"
+    );
+    std::thread::sleep(Duration::from_millis(1300));
+    let health = json_of(&http(server.addr, "GET", "/healthz", b""));
+    assert_eq!(health["calls_past_deadline"], json!({}), "{health}");
+}

@@ -5,7 +5,9 @@
 //! request is being answered, and otherwise closes the connection once it has waited too long:
 //! `header_timeout` for a request head to arrive in full (from its first byte, or from the
 //! accept for a new connection), `keepalive_timeout` for the next request of an idle keep-alive
-//! connection (like nginx's `client_header_timeout` and `keepalive_timeout`). hyper's own
+//! connection (like nginx's `client_header_timeout` and `keepalive_timeout`); and while it
+//! writes a response, `keepalive_timeout` for the client to take some of it (nginx's
+//! `send_timeout`). hyper's own
 //! header timeout runs from the end of the previous response, so it cannot tell the two apart.
 
 use super::{Answer, Attempt, PluginService};
@@ -225,6 +227,8 @@ struct Guarded {
     started: bool,
     /// Whether a request was answered on this connection already.
     served: bool,
+    /// Since when the client has not taken the bytes written to it, if it has not.
+    stalled: Option<Instant>,
     header_timeout: Duration,
     keepalive_timeout: Duration,
 }
@@ -239,6 +243,7 @@ impl Guarded {
             since: now,
             started: false,
             served: false,
+            stalled: None,
             header_timeout: options.header_timeout,
             keepalive_timeout: options.keepalive_timeout,
         }
@@ -265,9 +270,31 @@ impl Guarded {
         }
     }
 
-    /// When the current wait for a request times out.
+    /// `poll`, a write's, unless the client has taken nothing for too long: then an error that
+    /// has hyper close the connection.
+    fn unless_stalled<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        self.stalled.get_or_insert_with(Instant::now);
+        if self.expired(cx) {
+            let error = io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading");
+            return Poll::Ready(Err(error));
+        }
+        Poll::Pending
+    }
+
+    /// When the current wait times out: for a client to take a response (it has
+    /// `keepalive_timeout` to read some of it), or for a request.
     fn deadline(&self) -> Instant {
-        if self.started || !self.served {
+        if let Some(stalled) = self.stalled {
+            stalled + self.keepalive_timeout
+        } else if self.started || !self.served {
             self.since + self.header_timeout
         } else {
             self.since + self.keepalive_timeout
@@ -288,7 +315,10 @@ impl AsyncRead for Guarded {
             Poll::Ready(result) => {
                 if waiting && !this.started && buf.filled().len() > before {
                     this.started = true;
-                    this.since = Instant::now();
+                    // A new connection's first request counts from the accept.
+                    if this.served {
+                        this.since = Instant::now();
+                    }
                 }
                 return Poll::Ready(result);
             }
@@ -313,7 +343,9 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.unless_stalled(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -321,7 +353,9 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.unless_stalled(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
