@@ -115,6 +115,67 @@ impl tracing::field::Visit for AccessFields {
     }
 }
 
+/// Appends the current UTC time as the generic formatter writes it
+/// (`2026-11-25T06:09:32.123456Z`). The date and time of day are formatted once per second per
+/// thread; each line formats only its microseconds.
+fn timestamp(line: &mut String) {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> = const {
+            std::cell::RefCell::new((u64::MAX, String::new()))
+        };
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = now.as_secs();
+    SECOND.with_borrow_mut(|(cached, prefix)| {
+        if *cached != seconds {
+            prefix.clear();
+            let (year, month, day) = civil_date(seconds / 86_400);
+            let time = seconds % 86_400;
+            let _ = write!(
+                prefix,
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
+                time / 3600,
+                time % 3600 / 60,
+                time % 60
+            );
+            *cached = seconds;
+        }
+        line.push_str(prefix);
+    });
+    let _ = write!(line, "{:06}Z", now.subsec_micros());
+}
+
+/// The proleptic Gregorian date of day `days` since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for days after the epoch).
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::civil_date;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(11_016), (2000, 2, 29));
+        assert_eq!(civil_date(20_782), (2026, 11, 25));
+        assert_eq!(civil_date(20_818), (2026, 12, 31));
+        assert_eq!(civil_date(20_819), (2027, 1, 1));
+    }
+}
+
 impl<S: tracing::Subscriber> Layer<S> for AccessLog {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
         if !is_access_line(event.metadata()) {
@@ -123,8 +184,7 @@ impl<S: tracing::Subscriber> Layer<S> for AccessLog {
         let mut fields = AccessFields {
             line: String::with_capacity(160),
         };
-        // Formatting into a String cannot fail.
-        let _ = SystemTime.format_time(&mut FmtWriter::new(&mut fields.line));
+        timestamp(&mut fields.line);
         fields.line.push_str("  INFO ");
         fields.line.push_str(ACCESS);
         fields.line.push(':');
