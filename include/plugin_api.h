@@ -195,7 +195,7 @@ typedef struct {
 } PluginHttpHeader;
 
 /*
- One path parameter: the name from the route pattern and the matched text.
+ One path parameter: the name from the route pattern and the matched text, percent-decoded.
  */
 typedef struct {
   /*
@@ -203,7 +203,11 @@ typedef struct {
    */
   PluginStr name;
   /*
-   The matched part of the path (for a catch-all, the rest of the path).
+   The matched part of the path (for a catch-all, the rest of the path), percent-decoded
+   once (`ada%20l` is `ada l`; `+` stays `+`). It never holds a NUL byte or a `..` segment
+   (split on `/` and `\`): the host answers such requests 400 without calling the plugin.
+   It may still hold `/`, `\` or a leading `/` (from `%2F`): join it under a root of your
+   own and refuse absolute results.
    */
   PluginStr value;
 } PluginParam;
@@ -221,7 +225,8 @@ typedef struct {
    */
   PluginStr method;
   /*
-   The path, without the query (`/greet/ada`).
+   The path, without the query (`/greet/ada`), with its `.` and `..` segments removed
+   (RFC 3986 §5.2.4) and otherwise still percent-encoded.
    */
   PluginStr path;
   /*

@@ -157,13 +157,17 @@ pub struct PluginHttpHeader {
     pub value: PluginBytes,
 }
 
-/// One path parameter: the name from the route pattern and the matched text.
+/// One path parameter: the name from the route pattern and the matched text, percent-decoded.
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, Debug)]
 pub struct PluginParam {
     /// The parameter name, without braces (`name` for `/greet/{name}`).
     pub name: PluginStr,
-    /// The matched part of the path (for a catch-all, the rest of the path).
+    /// The matched part of the path (for a catch-all, the rest of the path), percent-decoded
+    /// once (`ada%20l` is `ada l`; `+` stays `+`). It never holds a NUL byte or a `..` segment
+    /// (split on `/` and `\`): the host answers such requests 400 without calling the plugin.
+    /// It may still hold `/`, `\` or a leading `/` (from `%2F`): join it under a root of your
+    /// own and refuse absolute results.
     pub value: PluginStr,
 }
 
@@ -177,7 +181,8 @@ pub struct PluginRequest {
     /// The method, upper-case (`GET`). A `HEAD` request to a path with a `GET` route but no
     /// `HEAD` route reaches the `GET` handler as `GET`; the server drops the body it writes.
     pub method: PluginStr,
-    /// The path, without the query (`/greet/ada`).
+    /// The path, without the query (`/greet/ada`), with its `.` and `..` segments removed
+    /// (RFC 3986 §5.2.4) and otherwise still percent-encoded.
     pub path: PluginStr,
     /// The query string without the `?`; empty when there is none.
     pub query: PluginStr,

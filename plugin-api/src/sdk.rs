@@ -166,7 +166,7 @@ impl<'a> Request<'a> {
         unsafe { raw::host_str(self.raw.method) }
     }
 
-    /// The path, without the query string.
+    /// The path, without the query string: dot segments removed, otherwise percent-encoded.
     pub fn path(&self) -> &'a str {
         // SAFETY: as in `method`.
         unsafe { raw::host_str(self.raw.path) }
@@ -201,7 +201,8 @@ impl<'a> Request<'a> {
             .map(|(_, v)| v)
     }
 
-    /// The path parameters as (name, value) pairs, in pattern order.
+    /// The path parameters as (name, value) pairs, in pattern order; values percent-decoded,
+    /// never holding a `..` segment (see `PluginParam` in the ABI).
     pub fn params(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         // SAFETY: the host guarantees `param_count` entries at `params`, borrowed for 'a.
         let params = unsafe { raw::host_slice(self.raw.params, self.raw.param_count) };
