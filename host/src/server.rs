@@ -281,7 +281,7 @@ impl PluginService {
                 .map(Instance::name)
                 .collect()
         };
-        let poisoned = names(|i| i.poisoned().is_some());
+        let poisoned = router.poisoned();
         let failed = names(|i| i.state() == State::Failed);
         let overloaded = names(|i| i.calls_past_deadline().1 >= MAX_CALLS_PAST_DEADLINE);
         let past_deadline: serde_json::Map<String, serde_json::Value> = router
