@@ -16,7 +16,7 @@ connections=${2:-64}
 rounds=${3:-6}
 command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 
-cargo build --release -q -p plugin-host --bin plugin-host --example baseline_hyper
+cargo build --release -q -p pluglet-host --bin plugin-host --example baseline_hyper
 config=$(cargo run --release -q -p sample-plugins --bin stage-samples -- target/bench-samples)
 
 # With two or more cores, the servers share core 0 and wrk runs alone on core 1, so that the

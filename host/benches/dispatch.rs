@@ -1,6 +1,6 @@
 //! What the ABI costs per request.
 //!
-//! Run: `cargo bench -p plugin-host --bench dispatch`. Both cases do the same route lookup on the
+//! Run: `cargo bench -p pluglet-host --bench dispatch`. Both cases do the same route lookup on the
 //! same router; they differ only in what is called:
 //! - `abi`: `Router::dispatch` to `GET /ping` of the `hello` sample, a Rust plugin loaded from
 //!   its shared library, through the C ABI and the SDK (request view, writer callbacks, panic

@@ -1,6 +1,6 @@
 //! Loading and starting 100 plugins against raw `dlopen` of the same 100 files.
 //!
-//! Run: `cargo bench -p plugin-host --bench loading`. The 100 files are copies of the C
+//! Run: `cargo bench -p pluglet-host --bench loading`. The 100 files are copies of the C
 //! `greeter` sample under distinct names. Per iteration:
 //! - `raw dlopen`: `dlopen` (libloading, `RTLD_NOW | RTLD_LOCAL`) and `dlsym("plugin_factory")`
 //!   of each file;

@@ -1,6 +1,6 @@
 //! Router lookup as the route table grows.
 //!
-//! Run: `cargo bench -p plugin-host --bench lookup`. Looks up the last route of routers with 10,
+//! Run: `cargo bench -p pluglet-host --bench lookup`. Looks up the last route of routers with 10,
 //! 1,000 and 10,000 routes (`/r{i}/items/{id}`, all from one built-in plugin). The goal is the
 //! 10,000-route lookup within 2x of the 10-route lookup.
 

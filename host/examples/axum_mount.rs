@@ -1,6 +1,6 @@
 //! An application with its own axum server mounts every plugin route under `/plugins`.
 //!
-//! Run: `cargo run -p plugin-host --example axum_mount`, then
+//! Run: `cargo run -p pluglet-host --example axum_mount`, then
 //! `curl localhost:3000/` and `curl localhost:3000/plugins/greet/ada`.
 
 use plugin_host::server::PluginService;

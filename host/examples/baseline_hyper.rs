@@ -2,7 +2,7 @@
 //! serve` (tokio multi-thread runtime, HTTP/1.1, TCP_NODELAY), answering every request with the
 //! bytes the C greeter's `GET /c/hello` returns.
 //!
-//! Run: `cargo run --release -p plugin-host --example baseline_hyper -- 127.0.0.1:18182`.
+//! Run: `cargo run --release -p pluglet-host --example baseline_hyper -- 127.0.0.1:18182`.
 
 use bytes::Bytes;
 use http_body_util::Full;

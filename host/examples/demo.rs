@@ -2,7 +2,7 @@
 //! start them in order, print the registry and the routes, dispatch a few requests through the
 //! shared router, and stop them in reverse order.
 //!
-//! Run: `cargo run -p plugin-host --example demo` (it builds the samples itself).
+//! Run: `cargo run -p pluglet-host --example demo` (it builds the samples itself).
 
 use plugin_host::{FactoryRegistry, Registry, Request};
 use serde_json::json;

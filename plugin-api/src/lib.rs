@@ -30,3 +30,7 @@ mod raw;
 mod sdk;
 
 pub use sdk::{Error, Handler, Host, NoConfig, Plugin, Request, Response, Result, Routes};
+
+/// The C header of this ABI, `plugin_api.h`, as text: what C, C++ and Go plugins include.
+/// `plugin-host include-dir` writes it to disk for builds outside this repository.
+pub const C_HEADER: &str = include_str!("../plugin_api.h");

@@ -22,7 +22,7 @@ fn header_is_fresh() {
     assert!(
         committed == generated,
         "include/plugin_api.h is stale: refresh it with\n    \
-         UPDATE_HEADER=1 cargo test -p plugin-api --test header\n\
+         UPDATE_HEADER=1 cargo test -p pluglet-api --test header\n\
          and commit the result"
     );
 }

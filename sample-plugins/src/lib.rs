@@ -150,7 +150,7 @@ pub fn host_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
         let manifest = workspace_root().join("Cargo.toml");
-        cargo_build(&manifest, &["-p", "plugin-host", "--bin", "plugin-host"])
+        cargo_build(&manifest, &["-p", "pluglet-host", "--bin", "plugin-host"])
             .iter()
             .find_map(|artifact| artifact["executable"].as_str().map(PathBuf::from))
             .expect("cargo built the plugin-host binary")
