@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::plugin::{Factory, LoadOptions};
 use crate::registry::Registry;
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
@@ -52,6 +52,61 @@ pub struct PluginEntry {
     pub keep_serving_after_panic: bool,
     /// How long a handler call may run before its client gets 504; `None`: the server's.
     pub handler_timeout: Option<Duration>,
+    /// Where the entry was written, when it comes from a configuration file: errors about it
+    /// point there.
+    pub source: Option<EntrySource>,
+}
+
+/// Where a [`PluginEntry`] was written in its configuration file: the line of its `[[plugin]]`
+/// table and of each value of its `[plugin.config]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntrySource {
+    /// The configuration file.
+    pub file: PathBuf,
+    /// The line of the entry's `[[plugin]]`.
+    pub line: usize,
+    /// The line of each configuration value by key path (`limits.max`, `routes.0.path`); the
+    /// empty path is the `[plugin.config]` table itself.
+    config_lines: BTreeMap<String, usize>,
+}
+
+impl EntrySource {
+    /// The line an error of the plugin's `create` concerns. A plugin that refuses its
+    /// configuration says so with a reason starting `invalid configuration at `KEY.PATH`:` (the
+    /// header's convention, which the Rust SDK follows): that is the value's line. Any other
+    /// `invalid configuration` reason points at the `[plugin.config]` table (or the entry, when
+    /// it has none), and any other error at the entry.
+    pub fn line_of(&self, create_failure: &str) -> usize {
+        let Some(rest) = create_failure.strip_prefix("invalid configuration") else {
+            return self.line;
+        };
+        let key = rest
+            .strip_prefix(" at `")
+            .and_then(|r| r.split_once("`:"))
+            .map_or("", |(key, _)| key);
+        // A key the file does not have (a default the plugin filled in, say): its closest parent.
+        let mut key = key;
+        loop {
+            if let Some(&line) = self.config_lines.get(key) {
+                return line;
+            }
+            match key.rsplit_once('.') {
+                Some((parent, _)) => key = parent,
+                None if !key.is_empty() => key = "",
+                None => return self.line,
+            }
+        }
+    }
+
+    /// Ties `error` to this entry's line, or, for a `create` that refused its configuration, to
+    /// the offending value's line.
+    pub fn locate(&self, error: Error) -> Error {
+        let line = match error.kind() {
+            crate::ErrorKind::CreateFailed { reason } => self.line_of(reason),
+            _ => self.line,
+        };
+        error.with_location(&self.file, line)
+    }
 }
 
 impl PluginEntry {
@@ -64,6 +119,7 @@ impl PluginEntry {
             sha256: None,
             keep_serving_after_panic: false,
             handler_timeout: None,
+            source: None,
         }
     }
 }
@@ -107,16 +163,22 @@ pub fn read_config(file: &Path) -> Result<Vec<PluginEntry>, ConfigError> {
 /// Parses the text of a configuration file called `file`: unknown keys, wrong types, empty
 /// names and missing plugin files are errors with their line number.
 pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigError> {
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     let error = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
         file: file.to_owned(),
-        line: span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+        line: span.map(|s| line_of(s.start)),
         message,
     };
     let parsed: File =
         toml::from_str(text).map_err(|e| error(e.span(), e.message().trim_end().to_owned()))?;
+    let mut sources = entry_sources(text, file, &line_of).into_iter();
     let base = file.parent().unwrap_or(Path::new("."));
     let mut entries = Vec::new();
-    for raw in parsed.plugin.into_iter().filter(|p| p.enabled) {
+    for raw in parsed.plugin {
+        let source = sources.next();
+        if !raw.enabled {
+            continue;
+        }
         let path = base.join(raw.path.get_ref());
         if !path.exists() {
             let message = format!("the plugin file {} does not exist", path.display());
@@ -156,9 +218,65 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
             sha256: raw.sha256.map(Spanned::into_inner),
             keep_serving_after_panic: raw.keep_serving_after_panic,
             handler_timeout,
+            source,
         });
     }
     Ok(entries)
+}
+
+/// The [`EntrySource`] of each `[[plugin]]` of a configuration that parsed, in file order.
+fn entry_sources(text: &str, file: &Path, line_of: &dyn Fn(usize) -> usize) -> Vec<EntrySource> {
+    use toml::de::{DeTable, DeValue};
+    /// Records the line of `value` at `key`, and of everything inside it.
+    fn record(
+        value: &toml::Spanned<DeValue<'_>>,
+        key: String,
+        line_of: &dyn Fn(usize) -> usize,
+        lines: &mut BTreeMap<String, usize>,
+    ) {
+        let child = |name: &str| match key.as_str() {
+            "" => name.to_owned(),
+            _ => format!("{key}.{name}"),
+        };
+        match value.get_ref() {
+            DeValue::Table(table) => {
+                for (name, value) in table {
+                    record(value, child(name.get_ref()), line_of, lines);
+                }
+            }
+            DeValue::Array(array) => {
+                for (index, value) in array.iter().enumerate() {
+                    record(value, child(&index.to_string()), line_of, lines);
+                }
+            }
+            _ => {}
+        }
+        lines.insert(key, line_of(value.span().start));
+    }
+    let Ok(document) = DeTable::parse(text) else {
+        return Vec::new();
+    };
+    let plugins = document.get_ref().get("plugin").map(|p| p.get_ref());
+    let Some(DeValue::Array(plugins)) = plugins else {
+        return Vec::new();
+    };
+    plugins
+        .iter()
+        .map(|plugin| {
+            let line = line_of(plugin.span().start);
+            let mut config_lines = BTreeMap::new();
+            if let DeValue::Table(table) = plugin.get_ref()
+                && let Some(config) = table.get("config")
+            {
+                record(config, String::new(), line_of, &mut config_lines);
+            }
+            EntrySource {
+                file: file.to_owned(),
+                line,
+                config_lines,
+            }
+        })
+        .collect()
 }
 
 /// A duration of `seconds`, if that is a positive, finite number a `Duration` can hold.
@@ -202,6 +320,10 @@ pub fn deploy(
     let registry = Registry::new();
     for entry in entries {
         let key = (entry.path.as_path(), entry.sha256.as_deref());
+        let locate = |error: Error| match &entry.source {
+            Some(source) => source.locate(error),
+            None => error,
+        };
         let factory = match factories.get(&key) {
             Some(factory) => factory.clone(),
             None => {
@@ -209,16 +331,16 @@ pub fn deploy(
                     sha256: entry.sha256.clone(),
                     allow_insecure_permissions,
                 };
-                let factory = Factory::load_with(&entry.path, &options)?;
+                let factory = Factory::load_with(&entry.path, &options).map_err(locate)?;
                 factories.insert(key, factory.clone());
                 factory
             }
         };
         let name = entry.name.as_deref().unwrap_or(factory.name());
-        let instance = factory.create(name, &entry.config)?;
+        let instance = factory.create(name, &entry.config).map_err(locate)?;
         instance.keep_serving_after_panic(entry.keep_serving_after_panic);
         instance.set_handler_timeout(entry.handler_timeout);
-        registry.register(instance)?;
+        registry.register(instance).map_err(locate)?;
     }
     Ok(registry)
 }
@@ -234,6 +356,30 @@ mod tests {
     /// A file that exists, to stand for a plugin (the parser checks existence only).
     fn existing() -> &'static str {
         concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")
+    }
+
+    #[test]
+    fn a_create_failure_points_at_the_value_it_names() {
+        let text = format!(
+            "[[plugin]]\npath = {path:?}\nenabled = false\n\n[[plugin]]\npath = {path:?}\n\
+             [plugin.config]\nname = \"x\"\nroutes = [\n  \"/a\",\n  \"/b\",\n]\n\
+             [plugin.config.limits]\nmax = 3\n",
+            path = existing()
+        );
+        let entries = parse_config(&text, Path::new("/etc/p.toml")).unwrap();
+        let source = entries[0].source.as_ref().unwrap();
+        assert_eq!(
+            (source.file.as_path(), source.line),
+            (Path::new("/etc/p.toml"), 5)
+        );
+        let line = |reason: &str| source.line_of(reason);
+        assert_eq!(line("invalid configuration at `name`: expected u32"), 8);
+        assert_eq!(line("invalid configuration at `routes.1`: bad"), 11);
+        assert_eq!(line("invalid configuration at `limits.max`: too big"), 14);
+        // A key the file lacks: its closest parent; no key: the table; not about it: the entry.
+        assert_eq!(line("invalid configuration at `limits.min`: missing"), 13);
+        assert_eq!(line("invalid configuration: missing field `port`"), 7);
+        assert_eq!(line("cannot open the database"), 5);
     }
 
     proptest! {

@@ -12,6 +12,7 @@ pub struct Error(Box<Inner>);
 struct Inner {
     file: Option<PathBuf>,
     plugin: Option<String>,
+    location: Option<(PathBuf, usize)>,
     kind: ErrorKind,
 }
 
@@ -284,6 +285,7 @@ impl Error {
         Self(Box::new(Inner {
             file: None,
             plugin: None,
+            location: None,
             kind,
         }))
     }
@@ -296,6 +298,21 @@ impl Error {
     pub(crate) fn with_plugin(mut self, plugin: impl Into<String>) -> Self {
         self.0.plugin = Some(plugin.into());
         self
+    }
+
+    /// Ties the error to a line of a configuration file (shown first, as `FILE:LINE: `).
+    pub fn with_location(mut self, file: impl Into<PathBuf>, line: usize) -> Self {
+        self.0.location = Some((file.into(), line));
+        self
+    }
+
+    /// The configuration file and line the error concerns, when it came from one: the plugin's
+    /// entry, or the value a plugin called an invalid configuration.
+    pub fn location(&self) -> Option<(&Path, usize)> {
+        self.0
+            .location
+            .as_ref()
+            .map(|(file, line)| (file.as_path(), *line))
     }
 
     /// What went wrong.
@@ -316,6 +333,9 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((file, line)) = &self.0.location {
+            write!(f, "{}:{line}: ", file.display())?;
+        }
         match (&self.0.plugin, &self.0.file) {
             (Some(plugin), Some(file)) => write!(f, "plugin `{plugin}` ({}): ", file.display())?,
             (Some(plugin), None) => write!(f, "plugin `{plugin}` (built-in): ")?,

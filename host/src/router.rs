@@ -95,6 +95,35 @@ impl<'r, 'p> RouteMatch<'r, 'p> {
     }
 }
 
+/// Checks a route pattern when a plugin adds it, so that a bad one is refused at once, naming
+/// the route: the syntax of `matchit` (`{name}`, a final `{*name}`, `{{` and `}}` for literal
+/// braces), and no parameter name used twice (`/probe/{a}/{a}` would hide one value).
+pub(crate) fn check_pattern(pattern: &str) -> Result<(), String> {
+    matchit::Router::new()
+        .insert(pattern, ())
+        .map_err(|e| format!("it is not a valid pattern: {e}"))?;
+    let mut names: Vec<&str> = Vec::new();
+    let mut rest = pattern;
+    while let Some(open) = rest.find(['{', '}']) {
+        let (brace, after) = (&rest[open..=open], &rest[open + 1..]);
+        if let Some(escaped) = after.strip_prefix(brace) {
+            rest = escaped;
+            continue;
+        }
+        // matchit accepted the pattern, so this is `{` and a `}` closes it.
+        let Some((name, after)) = after.split_once('}') else {
+            break;
+        };
+        let name = name.trim_start_matches('*');
+        if names.contains(&name) {
+            return Err(format!("the parameter `{name}` appears twice"));
+        }
+        names.push(name);
+        rest = after;
+    }
+    Ok(())
+}
+
 impl Router {
     /// Collects the routes of `instances`, in order. Each must be started.
     pub(crate) fn build(instances: &[Instance]) -> Result<Self, Error> {

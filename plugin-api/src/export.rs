@@ -130,12 +130,43 @@ unsafe extern "C" fn create<P: Plugin>(
             .ok_or_else(|| Error::msg("the host passed no services"))?;
         // SAFETY: `config` is UTF-8 JSON borrowed for this call.
         let config = unsafe { raw::host_str(config) };
-        let config = serde_json::from_str::<P::Config>(config)
-            .map_err(|e| Error::msg(format!("invalid configuration: {e}")))?;
+        let config = parse_config::<P::Config>(config)?;
         let plugin = P::create(config, host)?;
         // SAFETY: `out_instance` was checked non-null and is writable for this call.
         unsafe { *out_instance = Box::into_raw(Box::new(plugin)).cast() };
         Ok(())
+    })
+}
+
+/// Deserializes an instance configuration. A failure is reported as the header's `create`
+/// documents, naming the value's key path (`invalid configuration at `limits.max`: ...`), so
+/// that the host can point at the value's line in its configuration file.
+fn parse_config<C: serde::de::DeserializeOwned>(json: &str) -> Result<C> {
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path: Vec<String> = e
+            .path()
+            .iter()
+            .map(|segment| match segment {
+                serde_path_to_error::Segment::Seq { index } => index.to_string(),
+                serde_path_to_error::Segment::Map { key } => key.clone(),
+                serde_path_to_error::Segment::Enum { variant } => variant.clone(),
+                serde_path_to_error::Segment::Unknown => "?".to_owned(),
+            })
+            .collect();
+        let inner = e.into_inner();
+        // serde_json's position is in the JSON the host generated, which the user never saw.
+        let message = inner.to_string();
+        let position = format!(" at line {} column {}", inner.line(), inner.column());
+        let message = message.strip_suffix(&position).unwrap_or(&message);
+        if path.is_empty() {
+            Error::msg(format!("invalid configuration: {message}"))
+        } else {
+            Error::msg(format!(
+                "invalid configuration at `{}`: {message}",
+                path.join(".")
+            ))
+        }
     })
 }
 

@@ -190,6 +190,43 @@ fn a_config_error_names_the_line() {
 }
 
 #[test]
+fn a_plugin_refusing_its_configuration_points_at_the_value_in_the_toml_file() {
+    let dir = scratch("config-value");
+    let config = dir.join("plugins.toml");
+    let counter = samples().counter.display().to_string();
+    let write = |table: &str| {
+        let text =
+            format!("# the counters\n\n[[plugin]]\npath = {counter:?}\nname = \"visits\"\n{table}");
+        std::fs::write(&config, text).unwrap();
+        run(host().arg("list").arg("--config").arg(&config))
+    };
+    // A value of the wrong type: its own line (8), not the generated JSON's "line 1 column 12".
+    let (output, _, stderr) = write("[plugin.config]\npath = \"/visits\"\nstart = \"forty\"\n");
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:8: plugin `visits`", config.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("invalid configuration at `start`: invalid type: string \"forty\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("column"), "{stderr}");
+    // An unknown key: its line too.
+    let (_, _, stderr) = write("[plugin.config]\npath = \"/visits\"\n\nstrat = 4\n");
+    assert!(stderr.contains(":9: plugin `visits`"), "{stderr}");
+    assert!(stderr.contains("unknown field `strat`"), "{stderr}");
+    // A file the loader refuses: the entry's line.
+    std::fs::write(dir.join("empty.so"), "").unwrap();
+    std::fs::write(&config, "\n[[plugin]]\npath = \"empty.so\"\n").unwrap();
+    let (_, _, stderr) = run(host().arg("list").arg("--config").arg(&config));
+    assert!(
+        stderr.contains(&format!("{}:2: plugin file", config.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_sha256_pin_is_enforced_by_serve() {
     let dir = scratch("pin");
     let hello = &samples().hello;

@@ -11,12 +11,15 @@ use serde_json::json;
 /// A plugin serving the routes its configuration lists (`"METHOD /path"`); every handler
 /// answers with its method, and tries the header or status the request's query names.
 struct Routed {
-    routes: Vec<String>,
+    config: Config,
 }
 
 #[derive(Deserialize)]
 struct Config {
     routes: Vec<String>,
+    /// Carry on when the host refuses a route, instead of failing `routes`.
+    #[serde(default)]
+    ignore_refusals: bool,
 }
 
 impl Routed {
@@ -44,15 +47,16 @@ impl Plugin for Routed {
     type Config = Config;
 
     fn create(config: Config, _: Host) -> Result<Self> {
-        Ok(Self {
-            routes: config.routes,
-        })
+        Ok(Self { config })
     }
 
     fn routes(&self, routes: &mut Routes<'_, Self>) -> Result<()> {
-        for route in &self.routes {
+        for route in &self.config.routes {
             let (method, path) = route.split_once(' ').expect("METHOD /path");
-            routes.route(method, path, Self::answer)?;
+            let added = routes.route(method, path, Self::answer);
+            if !self.config.ignore_refusals {
+                added?;
+            }
         }
         Ok(())
     }
@@ -109,6 +113,66 @@ fn a_route_method_must_be_upper_case() {
         "{}",
         errors[0]
     );
+}
+
+/// Starts one `routed` instance with `routes` and returns why it failed.
+fn refusal(routes: &[&str], ignore_refusals: bool) -> plugin_host::Error {
+    let factory = Factory::builtin::<Routed>().unwrap();
+    let config = json!({ "routes": routes, "ignore_refusals": ignore_refusals });
+    let instance = factory.create("routed", &config).unwrap();
+    let error = instance
+        .start()
+        .expect_err("a refused route fails the start");
+    assert!(
+        matches!(error.kind(), ErrorKind::RoutesFailed { .. }),
+        "{error:?}"
+    );
+    error
+}
+
+#[test]
+fn a_parameter_name_used_twice_is_refused_at_add() {
+    let error = refusal(&["GET /probe/{a}/{a}"], false);
+    assert!(
+        error
+            .to_string()
+            .contains("the route GET /probe/{a}/{a}, but the parameter `a` appears twice"),
+        "{error}"
+    );
+    // Also between a parameter and the catch-all.
+    let error = refusal(&["GET /files/{rest}/{*rest}"], false);
+    assert!(
+        error
+            .to_string()
+            .contains("the parameter `rest` appears twice"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_pattern_matchit_cannot_parse_is_refused_at_add() {
+    for pattern in ["/open/{", "/files/{*rest}/more", "/x/{}"] {
+        let error = refusal(&[&format!("GET {pattern}")], false);
+        assert!(
+            error.to_string().contains(&format!(
+                "the route GET {pattern}, but it is not a valid pattern"
+            )),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn a_refused_route_fails_the_plugin_even_when_it_carries_on() {
+    // The plugin ignores the refusal and returns OK from `routes`: the host fails it anyway,
+    // so that a plugin never serves with a route missing.
+    let error = refusal(&["GET /fine", "get /lower"], true);
+    assert!(
+        error.to_string().contains("upper-case HTTP token"),
+        "{error}"
+    );
+    let error = refusal(&["GET /fine", "GET /dup/{a}/{a}"], true);
+    assert!(error.to_string().contains("appears twice"), "{error}");
 }
 
 #[test]

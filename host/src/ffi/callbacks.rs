@@ -207,6 +207,8 @@ unsafe fn read_route(route: *const PluginRoute, callee: &Callee) -> Result<Route
     let path = path
         .filter(|p| p.starts_with('/'))
         .ok_or_else(|| format!("a {method} route whose path is not UTF-8 starting with `/`"))?;
+    crate::router::check_pattern(path)
+        .map_err(|reason| format!("the route {method} {path}, but {reason}"))?;
     let handler = route
         .handler
         .ok_or_else(|| format!("the route {method} {path} has a NULL handler"))?;
