@@ -515,6 +515,10 @@ static inline PluginStr plugin_str_from_cstr(const char *s) {
   return str;
 }
 
+/* The entry points' prototypes. A toolchain that writes its own prototype of plugin_factory
+ * (Go: cgo declares `//export plugin_factory` without `const`) defines PLUGIN_NO_ENTRY_PROTOTYPES
+ * before including this header, so that the two declarations do not conflict. */
+#ifndef PLUGIN_NO_ENTRY_PROTOTYPES
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -528,5 +532,6 @@ PLUGIN_EXPORT extern const PluginAbiMark plugin_abi_mark;
 #ifdef __cplusplus
 }
 #endif
+#endif  /* PLUGIN_NO_ENTRY_PROTOTYPES */
 
 #endif  /* PLUGIN_API_ENTRY_H */

@@ -1,4 +1,5 @@
-//! Compiles the C and C++ sample plugins against `include/plugin_api.h`.
+//! Compiles the C and C++ sample plugins against `include/plugin_api.h`, and the Go sample when
+//! `go` is installed.
 
 #[path = "src/compile.rs"]
 mod compile;
@@ -15,6 +16,9 @@ fn main() {
         let library = compile::shared_library(&here.join(source), &out_dir, name, &[]);
         println!("cargo:rustc-env={env}={}", library.display());
     }
+    let shout = compile::go_shared_library(&here.join("shout"), &out_dir, "shout");
+    let path = shout.map(|l| l.display().to_string()).unwrap_or_default();
+    println!("cargo:rustc-env=SAMPLE_SHOUT={path}");
     println!("cargo:rerun-if-changed=../include/plugin_api.h");
     // Build the Rust samples with the same profile as this crate.
     let profile = std::env::var("PROFILE").expect("cargo sets PROFILE");

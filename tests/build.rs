@@ -2,9 +2,8 @@
 //! initialisers leave a mark, and plugins that crash the host; and, when `go` is installed, a
 //! plugin in Go.
 
-use sample_plugins::compile::{include_dir, library_file_name, shared_library};
+use sample_plugins::compile::{go_shared_library, shared_library};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -92,49 +91,11 @@ fn main() {
     println!("cargo:rerun-if-changed=../include/plugin_api.h");
 }
 
-/// Builds the Go plugin (`fixtures/goplugin`, `-buildmode=c-shared`) if `go` is on the PATH, and
-/// sets `FIXTURE_GO` to its path, or to nothing (with a warning) when there is no `go`.
+/// Builds the Go plugin (`fixtures/goplugin`) if `go` is on the PATH, and sets `FIXTURE_GO` to
+/// its path, or to nothing when there is no `go`.
 fn go_fixture(out_dir: &Path) {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/goplugin");
-    for file in ["go.mod", "plugin.go", "plugin.c"] {
-        println!("cargo:rerun-if-changed={}", source.join(file).display());
-    }
-    let library = out_dir.join(library_file_name("fixture_go"));
-    let mut command = Command::new("go");
-    command
-        .current_dir(&source)
-        .args(["build", "-buildmode=c-shared", "-buildvcs=false", "-o"])
-        .arg(&library)
-        .arg(".")
-        // Offline, with the installed toolchain, and `plugin_api.h` on the C include path.
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOWORK", "off")
-        .env("CGO_ENABLED", "1")
-        .env(
-            "CGO_CFLAGS",
-            format!("-g -O2 -I{}", include_dir().display()),
-        );
-    if ["GOCACHE", "XDG_CACHE_HOME", "HOME"]
-        .iter()
-        .all(|v| std::env::var_os(v).is_none())
-    {
-        command.env("GOCACHE", out_dir.join("go-cache"));
-    }
-    match command.output() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!(
-                "cargo:warning=no `go` on the PATH: the Go plugin fixture is not built, and the \
-                 crash test with a Go plugin is skipped (it fails when CI is set)"
-            );
-            println!("cargo:rustc-env=FIXTURE_GO=");
-        }
-        Err(e) => panic!("cannot run go: {e}"),
-        Ok(output) if !output.status.success() => panic!(
-            "building the Go plugin failed: {command:?}\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        Ok(_) => println!("cargo:rustc-env=FIXTURE_GO={}", library.display()),
-    }
+    let library = go_shared_library(&source, out_dir, "fixture_go");
+    let path = library.map(|l| l.display().to_string()).unwrap_or_default();
+    println!("cargo:rustc-env=FIXTURE_GO={path}");
 }

@@ -1,7 +1,8 @@
 //! The sample plugins, built on demand, so that tests, examples and benchmarks need no manual
 //! build step.
 //!
-//! - The C (`greeter`) and C++ (`wordcount`) samples are compiled by this crate's build script.
+//! - The C (`greeter`) and C++ (`wordcount`) samples are compiled by this crate's build script,
+//!   and the Go sample (`shout`) too when `go` is installed.
 //! - Rust plugins (`hello`, `counter`, and any test fixture) are workspace crates built with
 //!   `cargo build -p ...` by [`build_rust_plugins`], in this crate's profile.
 #![deny(missing_docs)]
@@ -18,9 +19,9 @@ pub fn staging_dir() -> PathBuf {
     workspace_root().join("target/samples")
 }
 
-/// Copies the four sample libraries into `dir` and writes `dir/plugins.toml`, a configuration
-/// that serves them all (the counter twice, with two configurations). Returns the
-/// configuration's path.
+/// Copies the sample libraries into `dir` and writes `dir/plugins.toml`, a configuration that
+/// serves them all (the counter twice, with two configurations; the Go sample when it was
+/// built). Returns the configuration's path.
 pub fn stage(dir: &Path) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let samples = samples();
@@ -29,13 +30,19 @@ pub fn stage(dir: &Path) -> std::io::Result<PathBuf> {
         &samples.greeter,
         &samples.wordcount,
         &samples.counter,
-    ] {
+    ]
+    .into_iter()
+    .chain(&samples.shout)
+    {
         let name = library.file_name().expect("a library file name");
         std::fs::copy(library, dir.join(name))?;
     }
     let name = |library: &Path| library.file_name().unwrap().to_string_lossy().into_owned();
+    let shout = samples.shout.as_deref().map_or_else(String::new, |shout| {
+        format!("\n[[plugin]]\npath = \"{}\"\n", name(shout))
+    });
     let config = format!(
-        r#"# The sample plugins: Rust (hello, counter), C (greeter), C++ (wordcount).
+        r#"# The sample plugins: Rust (hello, counter), C (greeter), C++ (wordcount), Go (shout).
 [[plugin]]
 path = "{hello}"
 
@@ -59,7 +66,7 @@ enabled = true
 [plugin.config]
 path = "/likes"
 step = 10
-"#,
+{shout}"#,
         hello = name(&samples.hello),
         greeter = name(&samples.greeter),
         wordcount = name(&samples.wordcount),
@@ -81,6 +88,8 @@ pub struct Samples {
     pub greeter: PathBuf,
     /// `wordcount` (C++).
     pub wordcount: PathBuf,
+    /// `shout` (Go), or `None` when `go` was not installed when this crate was built.
+    pub shout: Option<PathBuf>,
 }
 
 /// Builds the samples once per process and returns their paths. Panics with cargo's output if
@@ -94,6 +103,9 @@ pub fn samples() -> &'static Samples {
             counter: rust["counter-plugin"].clone(),
             greeter: PathBuf::from(env!("SAMPLE_GREETER")),
             wordcount: PathBuf::from(env!("SAMPLE_WORDCOUNT")),
+            shout: Some(env!("SAMPLE_SHOUT"))
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from),
         }
     })
 }

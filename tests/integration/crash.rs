@@ -1,7 +1,9 @@
 //! Plugin code that crashes the real `plugin-host serve`: the process dies by the plugin's
 //! signal, and exactly one line on standard error names the instance, its file and the call.
 
-use crate::util::{Served, fixture, http, samples, scratch, wait_for_exit, write_config};
+use crate::util::{
+    Served, fixture, go_library, http, samples, scratch, wait_for_exit, write_config,
+};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
@@ -146,25 +148,11 @@ fn a_fatal_signal_outside_plugin_code_writes_nothing_and_kills_as_before() {
     assert!(!stderr.contains(CRASH_LINE), "{stderr}");
 }
 
-/// The Go plugin fixture, or `None` when `go` was missing at build time (then the test is
-/// skipped, except under CI, where it must run).
-fn go_plugin() -> Option<PathBuf> {
-    let path = env!("FIXTURE_GO");
-    if path.is_empty() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the Go plugin fixture was not built: `go` was not on the PATH when tests/build.rs \
-             ran (install golang-go, then rebuild with `cargo clean -p plugin-tests`)"
-        );
-        eprintln!("skipped: no `go` when the fixtures were built");
-        return None;
-    }
-    Some(PathBuf::from(path))
-}
-
 #[test]
 fn with_a_go_plugin_loaded_a_crash_is_still_reported() {
-    let Some(go) = go_plugin() else { return };
+    let Some(go) = go_library(env!("FIXTURE_GO")) else {
+        return;
+    };
     let crash = fixture!("FIXTURE_CRASH");
     let config = config("crash-go", &[(&go, "gopher"), (&crash, "crashy")]);
     let served = serve(&config);

@@ -1,7 +1,8 @@
 //! Real HTTP on 127.0.0.1: the server in front of the sample plugins.
 
-use crate::util::{TestServer, entry, faulty, http, http_raw, samples};
+use crate::util::{TestServer, entry, faulty, go_library, http, http_raw, samples};
 use plugin_host::server::DEFAULT_BODY_LIMIT;
+use plugin_host::{ErrorKind, Factory};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,59 @@ fn every_sample_route_answers_over_http() {
             "overloaded": [],
             "calls_past_deadline": {},
         })
+    );
+}
+
+#[test]
+fn the_go_sample_answers_over_http() {
+    let shout = samples().shout.as_ref().map(|p| p.display().to_string());
+    let Some(shout) = go_library(&shout.unwrap_or_default()) else {
+        return;
+    };
+    let server = TestServer::start(
+        &[
+            entry(&shout, "shout", json!({ "suffix": "?!" })),
+            entry(&samples().hello, "hello", json!({})),
+        ],
+        DEFAULT_BODY_LIMIT,
+    );
+    let response = http(server.addr, "GET", "/shout/hey%20you", b"");
+    assert_eq!(
+        (response.status, response.text()),
+        (200, "HEY YOU?!".to_owned())
+    );
+    let response = http(server.addr, "POST", "/shout", b"make it loud");
+    assert_eq!(
+        (response.status, response.text()),
+        (200, "MAKE IT LOUD".to_owned())
+    );
+    // A status set from the plugin.
+    let response = http(server.addr, "POST", "/shout", b"");
+    assert_eq!(
+        (response.status, response.text()),
+        (400, "send a body\n".to_owned())
+    );
+    // Go's runtime lives beside the Rust plugin.
+    assert_eq!(
+        http(server.addr, "GET", "/hello", b"").text(),
+        "hello from Rust"
+    );
+    // A configuration Go's encoding/json refuses is a create error naming the plugin.
+    let error = Factory::load(&shout)
+        .unwrap()
+        .create("loud", &json!({ "suffix": 3 }))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error.kind(), ErrorKind::CreateFailed { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("plugin `loud`")
+            && error
+                .to_string()
+                .contains("invalid configuration: json: cannot unmarshal number"),
+        "{error}"
     );
 }
 

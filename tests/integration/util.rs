@@ -451,3 +451,18 @@ pub fn line_with(text: &str, needles: &[&str]) -> usize {
         .position(|l| needles.iter().all(|n| l.contains(n)))
         .unwrap_or_else(|| panic!("no line with {needles:?} in\n{text}"))
 }
+
+/// A Go plugin library built by a build script, given the path it recorded (empty when `go` was
+/// not on the PATH then); `None` skips the calling test, except under CI, where it must run.
+pub fn go_library(path: &str) -> Option<PathBuf> {
+    if path.is_empty() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "a Go plugin was not built: `go` was not on the PATH when the build script ran \
+             (install golang-go, then rebuild with `cargo clean -p plugin-tests -p sample-plugins`)"
+        );
+        eprintln!("skipped: no `go` when the Go plugins were built");
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
