@@ -41,6 +41,7 @@ fn main() {
         ),
         ("fixture_null_destroy", &["FIXTURE_NULL_DESTROY"]),
         ("fixture_reserved", &["FIXTURE_RESERVED=1"]),
+        ("fixture_needs_config", &["FIXTURE_NEEDS_CONFIG"]),
     ];
     for (name, defines) in variants {
         let library = shared_library(&source, &out_dir, name, defines);

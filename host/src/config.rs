@@ -17,7 +17,7 @@
 //! configuration); it is loaded once.
 
 use crate::error::Error;
-use crate::plugin::{Factory, LoadOptions};
+use crate::plugin::{Factory, Instance, LoadOptions};
 use crate::registry::Registry;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -110,6 +110,15 @@ impl EntrySource {
 }
 
 impl PluginEntry {
+    /// Ties `error` to the entry's line in its configuration file, when it has one (see
+    /// [`EntrySource::locate`]).
+    pub fn locate(&self, error: Error) -> Error {
+        match &self.source {
+            Some(source) => source.locate(error),
+            None => error,
+        }
+    }
+
     /// An entry for `path` with the plugin's own name, an empty configuration and no pin.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
@@ -316,33 +325,60 @@ pub fn deploy(
     entries: &[PluginEntry],
     allow_insecure_permissions: bool,
 ) -> Result<Registry, Error> {
-    let mut factories: HashMap<(&Path, Option<&str>), Factory> = HashMap::new();
+    let mut loader = Loader::new(allow_insecure_permissions);
     let registry = Registry::new();
     for entry in entries {
-        let key = (entry.path.as_path(), entry.sha256.as_deref());
-        let locate = |error: Error| match &entry.source {
-            Some(source) => source.locate(error),
-            None => error,
-        };
-        let factory = match factories.get(&key) {
-            Some(factory) => factory.clone(),
-            None => {
-                let options = LoadOptions {
-                    sha256: entry.sha256.clone(),
-                    allow_insecure_permissions,
-                };
-                let factory = Factory::load_with(&entry.path, &options).map_err(locate)?;
-                factories.insert(key, factory.clone());
-                factory
-            }
-        };
-        let name = entry.name.as_deref().unwrap_or(factory.name());
-        let instance = factory.create(name, &entry.config).map_err(locate)?;
-        instance.keep_serving_after_panic(entry.keep_serving_after_panic);
-        instance.set_handler_timeout(entry.handler_timeout);
-        registry.register(instance).map_err(locate)?;
+        let instance = loader.instantiate(entry)?;
+        registry
+            .register(instance)
+            .map_err(|error| entry.locate(error))?;
     }
     Ok(registry)
+}
+
+/// Creates the instances of configuration entries, loading each library file (with its pin)
+/// once, however many entries name it.
+pub struct Loader {
+    factories: HashMap<(PathBuf, Option<String>), Factory>,
+    allow_insecure_permissions: bool,
+}
+
+impl Loader {
+    /// A loader; `allow_insecure_permissions` is passed on to [`LoadOptions`].
+    pub fn new(allow_insecure_permissions: bool) -> Self {
+        Self {
+            factories: HashMap::new(),
+            allow_insecure_permissions,
+        }
+    }
+
+    /// The factory of `entry`'s library, loaded with its pin on first use.
+    pub fn factory(&mut self, entry: &PluginEntry) -> Result<Factory, Error> {
+        let key = (entry.path.clone(), entry.sha256.clone());
+        if let Some(factory) = self.factories.get(&key) {
+            return Ok(factory.clone());
+        }
+        let options = LoadOptions {
+            sha256: entry.sha256.clone(),
+            allow_insecure_permissions: self.allow_insecure_permissions,
+        };
+        let factory = Factory::load_with(&entry.path, &options).map_err(|e| entry.locate(e))?;
+        self.factories.insert(key, factory.clone());
+        Ok(factory)
+    }
+
+    /// Creates `entry`'s instance, named and configured as the entry says (not started). An
+    /// error points at the entry's line, or at the value a plugin called invalid.
+    pub fn instantiate(&mut self, entry: &PluginEntry) -> Result<Instance, Error> {
+        let factory = self.factory(entry)?;
+        let name = entry.name.as_deref().unwrap_or(factory.name());
+        let instance = factory
+            .create(name, &entry.config)
+            .map_err(|e| entry.locate(e))?;
+        instance.keep_serving_after_panic(entry.keep_serving_after_panic);
+        instance.set_handler_timeout(entry.handler_timeout);
+        Ok(instance)
+    }
 }
 
 #[cfg(test)]

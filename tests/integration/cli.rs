@@ -36,6 +36,76 @@ fn check_passes_good_files() {
 }
 
 #[test]
+fn check_config_checks_every_entry_with_its_own_configuration() {
+    let s = samples();
+    let dir = scratch("check-config");
+    let needs = fixture!("FIXTURE_NEEDS_CONFIG");
+    let config = dir.join("plugins.toml");
+    let text = format!(
+        "[[plugin]]\npath = {counter:?}\nname = \"visits\"\n[plugin.config]\npath = \"/visits\"\n\n\
+         [[plugin]]\npath = {counter:?}\nname = \"likes\"\n[plugin.config]\npath = \"/likes\"\n\n\
+         [[plugin]]\npath = {needs:?}\n[plugin.config]\ngreeting = \"hi\"\n\n\
+         [[plugin]]\npath = {counter:?}\nname = \"broken\"\n[plugin.config]\npath = \"/broken\"\n\
+         step = \"two\"\n",
+        counter = s.counter.display().to_string(),
+        needs = needs.display().to_string(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let (output, stdout, stderr) = run(host().arg("check").arg("--config").arg(&config));
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    // Two instances of one file: two checks, each with its own routes.
+    assert!(
+        lines[0].starts_with(&format!("ok    {}: ", s.counter.display()))
+            && lines[0].ends_with("as `visits`, ABI 1.0, 2 route(s): GET /visits, POST /visits"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].ends_with("as `likes`, ABI 1.0, 2 route(s): GET /likes, POST /likes"),
+        "{stdout}"
+    );
+    // A plugin that needs its configuration passes with it.
+    assert!(
+        lines[2].starts_with(&format!("ok    {}: ", needs.display())),
+        "{stdout}"
+    );
+    // A wrong value points at its line in the configuration file.
+    assert!(
+        lines[3].starts_with(&format!(
+            "FAIL  {}: {}:23: plugin `broken`",
+            s.counter.display(),
+            config.display()
+        )) && lines[3].contains("invalid configuration at `step`"),
+        "{stdout}"
+    );
+    assert_eq!(lines[4], "1 of 4 failed");
+}
+
+#[test]
+fn check_of_a_file_that_needs_a_configuration_says_how_to_pass_one() {
+    let needs = fixture!("FIXTURE_NEEDS_CONFIG");
+    let (output, stdout, _) = run(host().arg("check").arg(&needs));
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("create failed: invalid configuration: missing field `greeting`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("it was created with the configuration {}")
+            && stdout.contains("`plugin-host check --config FILE`"),
+        "{stdout}"
+    );
+    // Files and a configuration are one or the other.
+    let (output, _, stderr) = run(host()
+        .arg("check")
+        .arg(&needs)
+        .arg("--config")
+        .arg("x.toml"));
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
+
+#[test]
 fn check_loads_a_bare_file_name_from_the_current_folder() {
     // `dlopen("libgreeter.so")` would search the library path; the host loads the file it
     // checked, in the current folder.
@@ -93,7 +163,7 @@ fn check_fails_a_bad_file_and_says_why() {
         .unwrap_or_else(|| panic!("no FAIL line in {stdout}"));
     assert!(line.contains(&bad.display().to_string()), "{line}");
     assert!(line.contains("magic is 0xdeadbeef"), "{line}");
-    assert!(stdout.contains("1 of 2 file(s) failed"), "{stdout}");
+    assert!(stdout.contains("1 of 2 failed"), "{stdout}");
 }
 
 #[test]

@@ -3,9 +3,8 @@
 use crate::{Cli, Command, Source};
 use plugin_host::config::{self, PluginEntry};
 use plugin_host::server::{PluginService, ServeOptions, serve};
-use plugin_host::{Error, Factory, Instance, LoadOptions, Registry, Router};
+use plugin_host::{Error, ErrorKind, Factory, Instance, Registry, Router};
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -40,7 +39,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             serve_command(&source, insecure, &settings)
         }
         Command::List { source } => list(&source, insecure),
-        Command::Check { files } => Ok(check(&files, insecure)),
+        Command::Check { files, config } => {
+            let entries = match config {
+                Some(config) => config::read_config(&config)?,
+                None => files.into_iter().map(PluginEntry::new).collect(),
+            };
+            Ok(check(&entries, insecure))
+        }
     }
 }
 
@@ -212,33 +217,35 @@ fn list(source: &Source, insecure: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One file's verdict: the started instance, or why it failed.
-fn check_one(file: &Path, insecure: bool) -> std::result::Result<(Factory, Instance), Error> {
-    let options = LoadOptions {
-        allow_insecure_permissions: insecure,
-        ..LoadOptions::default()
-    };
-    let factory = Factory::load_with(file, &options)?;
-    let instance = factory.create(factory.name(), &serde_json::json!({}))?;
-    instance.start()?;
+/// One entry's verdict: its started instance and factory, or why it failed.
+fn check_one(
+    loader: &mut config::Loader,
+    entry: &PluginEntry,
+) -> std::result::Result<(Factory, Instance), Error> {
+    let factory = loader.factory(entry)?;
+    let instance = loader.instantiate(entry)?;
+    instance.start().map_err(|error| entry.locate(error))?;
     Ok((factory, instance))
 }
 
-fn check(files: &[std::path::PathBuf], insecure: bool) -> ExitCode {
+/// Checks each entry (loads, creates, starts, lists routes, and finds conflicts with the entries
+/// before it) and prints one verdict per entry; fails if any failed.
+fn check(entries: &[PluginEntry], insecure: bool) -> ExitCode {
+    let mut loader = config::Loader::new(insecure);
     let accepted = Registry::new();
     let mut failures = 0;
-    for file in files {
-        let verdict = check_one(file, insecure).and_then(|(factory, instance)| {
+    for entry in entries {
+        let verdict = check_one(&mut loader, entry).and_then(|(factory, instance)| {
             if let Err(duplicate) = accepted.register(instance.clone()) {
                 let _ = instance.stop();
-                return Err(duplicate);
+                return Err(entry.locate(duplicate));
             }
             let router = match accepted.router() {
                 Ok(router) => router,
                 Err(conflict) => {
                     let _ = accepted.unregister(instance.name());
                     let _ = instance.stop();
-                    return Err(conflict);
+                    return Err(entry.locate(conflict));
                 }
             };
             let routes: Vec<String> = router
@@ -258,19 +265,35 @@ fn check(files: &[std::path::PathBuf], insecure: bool) -> ExitCode {
                     i.format, i.architecture
                 )
             });
+            let named = if instance.name() == factory.name() {
+                String::new()
+            } else {
+                format!(" as `{}`", instance.name())
+            };
+            let routes = match routes.len() {
+                0 => "no routes".to_owned(),
+                n => format!("{n} route(s): {}", routes.join(", ")),
+            };
             Ok(format!(
-                "{found}plugin `{}` {}, ABI {major}.{minor}, {} route(s): {}",
+                "{found}plugin `{}` {}{named}, ABI {major}.{minor}, {routes}",
                 factory.name(),
                 factory.version(),
-                routes.len(),
-                routes.join(", ")
             ))
         });
+        let file = entry.path.display();
         match verdict {
-            Ok(summary) => println!("ok    {}: {summary}", file.display()),
+            Ok(summary) => println!("ok    {file}: {summary}"),
             Err(e) => {
                 failures += 1;
-                println!("FAIL  {}: {e}", file.display());
+                println!("FAIL  {file}: {e}");
+                // Without a configuration file, a plugin that needs a configuration got `{}`.
+                if matches!(e.kind(), ErrorKind::CreateFailed { .. }) && entry.source.is_none() {
+                    println!(
+                        "      (it was created with the configuration {{}}; to check it with its \
+                         own, list it in a configuration file and run `plugin-host check \
+                         --config FILE`)"
+                    );
+                }
             }
         }
     }
@@ -280,7 +303,7 @@ fn check(files: &[std::path::PathBuf], insecure: bool) -> ExitCode {
     if failures == 0 {
         ExitCode::SUCCESS
     } else {
-        println!("{failures} of {} file(s) failed", files.len());
+        println!("{failures} of {} failed", entries.len());
         ExitCode::FAILURE
     }
 }

@@ -82,9 +82,13 @@ enum Command {
     /// before loading), then descriptor, name, start, routes, and route conflicts among them.
     /// Exit status 0 only if all pass.
     Check {
-        /// The plugin libraries.
-        #[arg(required = true)]
+        /// The plugin libraries, each created with an empty configuration (`{}`).
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
         files: Vec<PathBuf>,
+        /// Check every enabled entry of this configuration file instead, as `serve` would create
+        /// it: with its name, configuration and pin (two entries of one file are two checks).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
