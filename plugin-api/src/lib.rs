@@ -31,6 +31,10 @@ mod sdk;
 
 pub use sdk::{Error, Handler, Host, NoConfig, Plugin, Request, Response, Result, Routes};
 
+/// The version of this crate, the SDK (`pluglet-api`): what `plugin-host new` makes a Rust
+/// plugin depend on.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// The C header of this ABI, `plugin_api.h`, as text: what C, C++ and Go plugins include.
 /// `plugin-host include-dir` writes it to disk for builds outside this repository.
 pub const C_HEADER: &str = include_str!("../plugin_api.h");

@@ -10,6 +10,7 @@ mod hostile;
 mod http;
 mod loading;
 mod logsink;
+mod new;
 mod readme;
 mod registry;
 mod router;

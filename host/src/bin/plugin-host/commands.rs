@@ -1,10 +1,11 @@
 //! The three commands.
 
-use crate::{Cli, Command, Source};
+use crate::{Cli, Command, Source, scaffold};
 use plugin_host::config::{self, PluginEntry};
 use plugin_host::server::{PluginService, ServeOptions, serve};
 use plugin_host::{Error, ErrorKind, Factory, Instance, Registry, Router};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -39,6 +40,25 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             serve_command(&source, insecure, &settings)
         }
         Command::List { source } => list(&source, insecure),
+        Command::New { name, lang, dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let files = scaffold::new_project(&name, lang, &dir)?;
+            let mut out = std::io::stdout();
+            writeln!(out, "created {} ({lang} plugin `{name}`):", dir.display())?;
+            for file in files {
+                writeln!(out, "  {}", file.display())?;
+            }
+            writeln!(out, "next: see {}", dir.join("README.md").display())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::IncludeDir { dir } => {
+            writeln!(
+                std::io::stdout(),
+                "{}",
+                scaffold::include_dir(dir)?.display()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { files, config } => {
             let entries = match config {
                 Some(config) => config::read_config(&config)?,

@@ -2,6 +2,7 @@
 
 mod commands;
 mod logging;
+mod scaffold;
 
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
@@ -89,6 +90,25 @@ enum Command {
         /// it: with its name, configuration and pin (two entries of one file are two checks).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Write a new plugin project that builds and passes `check` as it is: a build file, a
+    /// source with one route, a `plugin.toml` to serve it, and a README.
+    New {
+        /// The plugin's name (also its route, `/NAME`, and its library, `libNAME.so`).
+        name: String,
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: scaffold::Lang,
+        /// The folder to create (it must not exist, or be empty) [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Write the C header, plugin_api.h, to a folder and print the folder, for a C, C++ or Go
+    /// build's include path: `cc -I"$(plugin-host include-dir)" ...`.
+    IncludeDir {
+        /// The folder [default: $XDG_DATA_HOME/pluglet/VERSION/include, or under
+        /// ~/.local/share].
+        dir: Option<PathBuf>,
     },
 }
 

@@ -1,0 +1,245 @@
+//! `plugin-host new`: every template builds with its own build file, as its README says,
+//! passes `check --config plugin.toml`, and serves its route; `include-dir` writes the header.
+
+use crate::util::{Served, http, run, scratch};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn host() -> Command {
+    let mut command = Command::new(sample_plugins::host_binary());
+    command.env_remove("RUST_LOG");
+    command
+}
+
+/// Whether `tool` runs; a missing tool skips the calling test, except under CI.
+fn have(tool: &str) -> bool {
+    let found = Command::new(tool).arg("--version").output().is_ok()
+        || Command::new(tool).arg("version").output().is_ok();
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "`{tool}` is not installed"
+    );
+    if !found {
+        eprintln!("skipped: no `{tool}`");
+    }
+    found
+}
+
+/// A folder holding only the `plugin-host` binary, to put first on the PATH, as an author
+/// who installed it would have it.
+fn bin_dir() -> PathBuf {
+    sample_plugins::host_binary()
+        .parent()
+        .expect("the binary's folder")
+        .to_owned()
+}
+
+/// Environment variables for a command.
+type Env = std::collections::HashMap<&'static str, std::ffi::OsString>;
+
+/// Runs `plugin-host new NAME --lang LANG` in a scratch folder and returns the project's folder
+/// and the environment its build runs in (the binary on the PATH, a private data folder).
+fn new_project(name: &str, lang: &str) -> (PathBuf, Env) {
+    let scratch = scratch(&format!("new-{lang}"));
+    let dir = scratch.join(name);
+    let output = host()
+        .args(["new", name, "--lang", lang, "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains(&format!("plugin `{name}`")), "{stdout}");
+    let path = std::env::join_paths(
+        std::iter::once(bin_dir()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let env = Env::from([
+        ("PATH", path),
+        ("XDG_DATA_HOME", scratch.join("data").into_os_string()),
+    ]);
+    (dir, env)
+}
+
+/// Checks the project with its own `plugin.toml`, serves it, and asks its route.
+fn check_and_serve(dir: &Path, name: &str, expected: &str) {
+    let config = dir.join("plugin.toml");
+    let output = host()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "plugin `{name}` 0.1.0, ABI 1.0, 1 route(s): GET /{name}"
+        )),
+        "{stdout}"
+    );
+    let served = Served::start(&["--config".as_ref(), config.as_os_str()], None);
+    let response = http(served.addr, "GET", &format!("/{name}?who=ada"), b"");
+    assert_eq!(
+        (response.status, response.text()),
+        (200, expected.to_owned())
+    );
+}
+
+#[test]
+fn the_rust_template_builds_checks_and_serves() {
+    let (dir, env) = new_project("hello-rs", "rust");
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains(&format!("pluglet-api = \"{}\"", plugin_api::VERSION)),
+        "{manifest}"
+    );
+    // The SDK as published, from this repository: what crates.io will serve.
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api");
+    // Its `target` is shared between runs (and links to nothing of this workspace's build).
+    let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("template-target");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::os::unix::fs::symlink(&shared, dir.join("target")).unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(Command::new(cargo)
+        .current_dir(&dir)
+        .envs(env)
+        .env_remove("CARGO_TARGET_DIR")
+        .arg("build")
+        .arg("--config")
+        .arg(format!(
+            "patch.crates-io.pluglet-api.path={:?}",
+            sdk.display().to_string()
+        )));
+    check_and_serve(&dir, "hello-rs", "hello, ada, from hello-rs\n");
+}
+
+#[test]
+fn the_c_template_builds_with_make_checks_and_serves() {
+    if !have("make") {
+        return;
+    }
+    let (dir, env) = new_project("hello-c", "c");
+    run(Command::new("make")
+        .current_dir(&dir)
+        .envs(&env)
+        .arg("CFLAGS=-O2 -Wall -Wextra -Wpedantic -Werror"));
+    run(Command::new("make")
+        .current_dir(&dir)
+        .envs(&env)
+        .arg("check"));
+    check_and_serve(&dir, "hello-c", "hello from hello-c\n");
+}
+
+#[test]
+fn the_cpp_template_builds_with_cmake_checks_and_serves() {
+    if !have("cmake") {
+        return;
+    }
+    let (dir, env) = new_project("hello-cpp", "cpp");
+    run(Command::new("cmake").current_dir(&dir).envs(&env).args([
+        "-S",
+        ".",
+        "-B",
+        "build",
+        "-DCMAKE_CXX_FLAGS=-Wall -Wextra -Wpedantic -Werror",
+    ]));
+    run(Command::new("cmake")
+        .current_dir(&dir)
+        .envs(&env)
+        .args(["--build", "build"]));
+    check_and_serve(&dir, "hello-cpp", "hello from hello-cpp\n");
+}
+
+#[test]
+fn the_go_template_builds_with_make_checks_and_serves() {
+    if !have("go") || !have("make") {
+        return;
+    }
+    let (dir, env) = new_project("hello-go", "go");
+    run(Command::new("make")
+        .current_dir(&dir)
+        .envs(&env)
+        .env("GOFLAGS", "-buildvcs=false")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local"));
+    check_and_serve(&dir, "hello-go", "hello from hello-go\n");
+}
+
+#[test]
+fn new_refuses_a_bad_name_and_a_folder_in_use() {
+    let dir = scratch("new-refusals");
+    let output = host()
+        .args(["new", "My Plugin", "--lang", "c", "--dir"])
+        .arg(dir.join("x"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("`My Plugin` cannot name a plugin"),
+        "{stderr}"
+    );
+    std::fs::write(dir.join("keep.txt"), "mine").unwrap();
+    let output = host()
+        .args(["new", "fine", "--lang", "c", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("exists and is not empty"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        1,
+        "nothing was written"
+    );
+}
+
+#[test]
+fn include_dir_writes_the_header_this_host_speaks() {
+    let dir = scratch("include-dir");
+    // A folder given.
+    let output = host()
+        .arg("include-dir")
+        .arg(dir.join("given"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        dir.join("given").display().to_string()
+    );
+    let header = std::fs::read_to_string(dir.join("given/plugin_api.h")).unwrap();
+    assert_eq!(header, plugin_api::C_HEADER);
+    // The default: under XDG_DATA_HOME, per host version; a stale header is replaced.
+    let expected = dir.join(format!(
+        "data/pluglet/{}/include",
+        env!("CARGO_PKG_VERSION")
+    ));
+    std::fs::create_dir_all(&expected).unwrap();
+    std::fs::write(expected.join("plugin_api.h"), "stale").unwrap();
+    let output = host()
+        .arg("include-dir")
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        expected.display().to_string()
+    );
+    assert_eq!(
+        std::fs::read_to_string(expected.join("plugin_api.h")).unwrap(),
+        plugin_api::C_HEADER
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(expected.join("plugin_api.h"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644);
+}
