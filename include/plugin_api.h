@@ -10,7 +10,8 @@
  * 2. Strings are (pointer, length) pairs, UTF-8, not NUL-terminated; bytes likewise.
  * 3. Memory is freed only by the side that allocated it. The host copies everything a plugin
  *    hands it, except the descriptor, which must live as long as the library. What the host
- *    hands a plugin is borrowed for the call, except PluginHost (valid until destroy returns).
+ *    hands a plugin is borrowed for the call, except PluginHost, which stays valid until the
+ *    library is unloaded (after destroy has returned for every instance).
  * 4. Neither C++ exceptions nor Rust panics may leave a plugin function.
  * 5. Thread tags on each function pointer: [any-thread, serialized] = any thread, never
  *    concurrently with another call on the same instance; [thread-safe] = concurrently from
@@ -138,10 +139,13 @@ typedef struct {
    */
   const void *ctx;
   /*
-   Writes `message` to the host's log, tagged with the instance's name.
+   Writes `message` to the host's log at `level` (a `PLUGIN_LOG_*` value), tagged with the
+   plugin's and the instance's names.
 
-   `[thread-safe]`. The host copies the message before returning. Never fails; a message
-   that is not UTF-8 is logged with replacement characters.
+   `[thread-safe]`, from any thread, also one the plugin started, until the library is
+   unloaded. The host copies the message before returning. Never fails: a message that is
+   not UTF-8 is logged with replacement characters, and a level that is not a
+   `PLUGIN_LOG_*` value is logged as `PLUGIN_LOG_TRACE` (hidden by the default filter).
    */
   void (*log)(const void *ctx, PluginLogLevel level, PluginStr message);
 } PluginHost;
@@ -267,8 +271,10 @@ typedef struct {
    */
   void *ctx;
   /*
-   Sets the HTTP status, a final one: 200 to 999. Returns `PLUGIN_INVALID_ARGUMENT`
-   otherwise (1xx statuses are the server's business).
+   Sets the HTTP status, a final one: any number from 200 to 999 (a later call replaces
+   an earlier one). A status without a standard reason phrase (299, 599) goes out with an
+   empty one. Returns `PLUGIN_INVALID_ARGUMENT` otherwise (1xx statuses are the server's
+   business).
    */
   PluginStatus (*set_status)(void *ctx, uint16_t status);
   /*
@@ -301,8 +307,11 @@ typedef struct {
    */
   PluginStr method;
   /*
-   A path pattern: literal segments, named parameters (`/greet/{name}`) and an optional
-   final catch-all (`/files/{*rest}`).
+   A path pattern: literal segments, named parameters (`/greet/{name}`: one whole segment,
+   never empty) and an optional final catch-all (`/files/{*rest}`: the rest of the path,
+   one or more characters, so `/files/` alone does not match). A parameter is passed to the
+   handler under the name between the braces, without the `*` (`rest`). `{{` and `}}` are
+   literal braces.
    */
   PluginStr path;
   /*
@@ -337,9 +346,17 @@ typedef struct {
   void *ctx;
   /*
    Adds one route. The host copies `*route` (and the strings it points to) before
-   returning. Returns `PLUGIN_INVALID_ARGUMENT` for a NULL route, a NULL handler, a
-   method that is not an HTTP token, or a path that is not UTF-8 or does not start with `/`;
-   the plugin should then fail its `routes` call.
+   returning.
+
+   Returns `PLUGIN_INVALID_ARGUMENT`, and keeps nothing of the route, for: a NULL route; a
+   `struct_size` smaller than ABI 1.0's `PluginRoute`; a method that is not an upper-case
+   HTTP token (`GET` is accepted, `get` is refused); a path that is not UTF-8 or does not
+   start with `/`; a pattern that does not parse (an unclosed `{`, an empty name, a
+   catch-all that is not last); a parameter name used twice (`/p/{a}/{a}`); a NULL
+   handler. After a refusal the host fails the whole `routes` call with the first refusal's
+   reason, even if the plugin carries on and returns `PLUGIN_OK`: a plugin never serves with
+   a route missing. Two routes of one plugin, or of two plugins, that match the same
+   requests with the same method are a conflict the host reports when it builds its router.
    */
   PluginStatus (*add)(void *ctx, const PluginRoute *route);
 } PluginRouteSink;
@@ -372,9 +389,13 @@ typedef struct {
   /*
    Creates an instance.
 
-   `[any-thread]`: may run concurrently with calls on other instances. `host` lives until
-   the library is unloaded. `config` is the instance's configuration as a
-   JSON document (UTF-8), borrowed for the call. On success the plugin stores its instance
+   `[any-thread]`: may run concurrently with calls on other instances. `host` stays valid
+   until the library is unloaded. `config` is the instance's configuration as a JSON
+   document (UTF-8), borrowed for the call: the `[plugin.config]` table of its entry, or
+   `{}` when it has none. A plugin that refuses its configuration should say so with a
+   reason starting `invalid configuration at `KEY.PATH`: ` (or `invalid configuration: `
+   when no key is to blame): the host then points at the value's line in its configuration
+   file. On success the plugin stores its instance
    pointer (any value, NULL included) in `*out_instance` and returns `PLUGIN_OK`; on
    failure it returns `PLUGIN_ERROR` with a reason set through `error`, and `destroy` is not
    called.

@@ -139,10 +139,13 @@ pub struct PluginHost {
     pub header: PluginAbiHeader,
     /// Host-owned context for this instance; pass it back unchanged.
     pub ctx: *const c_void,
-    /// Writes `message` to the host's log, tagged with the instance's name.
+    /// Writes `message` to the host's log at `level` (a `PLUGIN_LOG_*` value), tagged with the
+    /// plugin's and the instance's names.
     ///
-    /// `[thread-safe]`. The host copies the message before returning. Never fails; a message
-    /// that is not UTF-8 is logged with replacement characters.
+    /// `[thread-safe]`, from any thread, also one the plugin started, until the library is
+    /// unloaded. The host copies the message before returning. Never fails: a message that is
+    /// not UTF-8 is logged with replacement characters, and a level that is not a
+    /// `PLUGIN_LOG_*` value is logged as `PLUGIN_LOG_TRACE` (hidden by the default filter).
     pub log: unsafe extern "C" fn(ctx: *const c_void, level: PluginLogLevel, message: PluginStr),
 }
 
@@ -207,8 +210,10 @@ pub struct PluginRequest {
 pub struct PluginResponse {
     /// Host-owned context; pass it back unchanged.
     pub ctx: *mut c_void,
-    /// Sets the HTTP status, a final one: 200 to 999. Returns `PLUGIN_INVALID_ARGUMENT`
-    /// otherwise (1xx statuses are the server's business).
+    /// Sets the HTTP status, a final one: any number from 200 to 999 (a later call replaces
+    /// an earlier one). A status without a standard reason phrase (299, 599) goes out with an
+    /// empty one. Returns `PLUGIN_INVALID_ARGUMENT` otherwise (1xx statuses are the server's
+    /// business).
     pub set_status: unsafe extern "C" fn(ctx: *mut c_void, status: u16) -> PluginStatus,
     /// Appends a header. The name must be an HTTP token (letters, digits and ``!#$%&'*+-.^_`|~``;
     /// the host lower-cases it) and the value must contain no control character other than tab;
@@ -232,8 +237,11 @@ pub struct PluginRoute {
     pub struct_size: u32,
     /// An HTTP method token in upper case (`GET`, `POST`, ...).
     pub method: PluginStr,
-    /// A path pattern: literal segments, named parameters (`/greet/{name}`) and an optional
-    /// final catch-all (`/files/{*rest}`).
+    /// A path pattern: literal segments, named parameters (`/greet/{name}`: one whole segment,
+    /// never empty) and an optional final catch-all (`/files/{*rest}`: the rest of the path,
+    /// one or more characters, so `/files/` alone does not match). A parameter is passed to the
+    /// handler under the name between the braces, without the `*` (`rest`). `{{` and `}}` are
+    /// literal braces.
     pub path: PluginStr,
     /// Answers a request.
     ///
@@ -264,9 +272,17 @@ pub struct PluginRouteSink {
     /// Host-owned context; pass it back unchanged.
     pub ctx: *mut c_void,
     /// Adds one route. The host copies `*route` (and the strings it points to) before
-    /// returning. Returns `PLUGIN_INVALID_ARGUMENT` for a NULL route, a NULL handler, a
-    /// method that is not an HTTP token, or a path that is not UTF-8 or does not start with `/`;
-    /// the plugin should then fail its `routes` call.
+    /// returning.
+    ///
+    /// Returns `PLUGIN_INVALID_ARGUMENT`, and keeps nothing of the route, for: a NULL route; a
+    /// `struct_size` smaller than ABI 1.0's `PluginRoute`; a method that is not an upper-case
+    /// HTTP token (`GET` is accepted, `get` is refused); a path that is not UTF-8 or does not
+    /// start with `/`; a pattern that does not parse (an unclosed `{`, an empty name, a
+    /// catch-all that is not last); a parameter name used twice (`/p/{a}/{a}`); a NULL
+    /// handler. After a refusal the host fails the whole `routes` call with the first refusal's
+    /// reason, even if the plugin carries on and returns `PLUGIN_OK`: a plugin never serves with
+    /// a route missing. Two routes of one plugin, or of two plugins, that match the same
+    /// requests with the same method are a conflict the host reports when it builds its router.
     pub add: unsafe extern "C" fn(ctx: *mut c_void, route: *const PluginRoute) -> PluginStatus,
 }
 
@@ -289,9 +305,13 @@ pub struct PluginDescriptor {
     pub rust_layout: *const c_void,
     /// Creates an instance.
     ///
-    /// `[any-thread]`: may run concurrently with calls on other instances. `host` lives until
-    /// the library is unloaded. `config` is the instance's configuration as a
-    /// JSON document (UTF-8), borrowed for the call. On success the plugin stores its instance
+    /// `[any-thread]`: may run concurrently with calls on other instances. `host` stays valid
+    /// until the library is unloaded. `config` is the instance's configuration as a JSON
+    /// document (UTF-8), borrowed for the call: the `[plugin.config]` table of its entry, or
+    /// `{}` when it has none. A plugin that refuses its configuration should say so with a
+    /// reason starting `invalid configuration at `KEY.PATH`: ` (or `invalid configuration: `
+    /// when no key is to blame): the host then points at the value's line in its configuration
+    /// file. On success the plugin stores its instance
     /// pointer (any value, NULL included) in `*out_instance` and returns `PLUGIN_OK`; on
     /// failure it returns `PLUGIN_ERROR` with a reason set through `error`, and `destroy` is not
     /// called.

@@ -125,7 +125,7 @@ unsafe extern "C" fn create<P: Plugin>(
         return PLUGIN_INVALID_ARGUMENT;
     }
     guard(error, || {
-        // SAFETY: the host passes a `PluginHost` that lives until `destroy` returns.
+        // SAFETY: the host passes a `PluginHost` that lives until the library is unloaded.
         let host = unsafe { Host::from_raw(host) }
             .ok_or_else(|| Error::msg("the host passed no services"))?;
         // SAFETY: `config` is UTF-8 JSON borrowed for this call.

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 
 typedef struct {
-  const PluginHost *host; /* lives until destroy returns */
+  const PluginHost *host; /* valid until the library is unloaded */
 } Greeter;
 
 static int str_eq(PluginStr s, const char *c) {

@@ -13,7 +13,7 @@
 namespace {
 
 struct WordCount {
-  const PluginHost *host;  // lives until destroy returns
+  const PluginHost *host;  // valid until the library is unloaded
   void log(const char *message) const {
     host->log(host->ctx, PLUGIN_LOG_INFO, plugin_str_from_cstr(message));
   }

@@ -89,7 +89,7 @@ pub(super) struct LogContext {
 
 pub(super) unsafe extern "C" fn log(ctx: *const c_void, level: PluginLogLevel, message: PluginStr) {
     guard(|| {
-        // SAFETY: `ctx` is the instance's `LogContext`, which lives until `destroy` returns,
+        // SAFETY: `ctx` is the instance's `LogContext`, which lives until the library is unloaded,
         // and the plugin passes a valid (pointer, length) pair per the header.
         let (ctx, bytes) = unsafe {
             (
