@@ -272,8 +272,8 @@ typedef struct {
   void *ctx;
   /*
    Sets the HTTP status, a final one: any number from 200 to 999 (a later call replaces
-   an earlier one). A status without a standard reason phrase (299, 599) goes out with an
-   empty one. Returns `PLUGIN_INVALID_ARGUMENT` otherwise (1xx statuses are the server's
+   an earlier one). A status without a standard reason phrase (299, 599) goes out with the
+   placeholder phrase `<none>`, which clients ignore. Returns `PLUGIN_INVALID_ARGUMENT` otherwise (1xx statuses are the server's
    business).
    */
   PluginStatus (*set_status)(void *ctx, uint16_t status);

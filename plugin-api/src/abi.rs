@@ -211,8 +211,8 @@ pub struct PluginResponse {
     /// Host-owned context; pass it back unchanged.
     pub ctx: *mut c_void,
     /// Sets the HTTP status, a final one: any number from 200 to 999 (a later call replaces
-    /// an earlier one). A status without a standard reason phrase (299, 599) goes out with an
-    /// empty one. Returns `PLUGIN_INVALID_ARGUMENT` otherwise (1xx statuses are the server's
+    /// an earlier one). A status without a standard reason phrase (299, 599) goes out with the
+    /// placeholder phrase `<none>`, which clients ignore. Returns `PLUGIN_INVALID_ARGUMENT` otherwise (1xx statuses are the server's
     /// business).
     pub set_status: unsafe extern "C" fn(ctx: *mut c_void, status: u16) -> PluginStatus,
     /// Appends a header. The name must be an HTTP token (letters, digits and ``!#$%&'*+-.^_`|~``;

@@ -146,7 +146,10 @@ fn unknown_paths_are_404_and_other_methods_405_with_allow() {
     assert!(response.text().contains("/nowhere"), "{}", response.text());
     // A catch-all (`/cpp/files/{*path}`) needs at least one character after its slash.
     assert_eq!(http(server.addr, "GET", "/cpp/files/", b"").status, 404);
-    assert_eq!(http(server.addr, "GET", "/cpp/files/a", b"").text(), "file: a");
+    assert_eq!(
+        http(server.addr, "GET", "/cpp/files/a", b"").text(),
+        "file: a"
+    );
     let response = http(server.addr, "DELETE", "/counter", b"");
     assert_eq!(response.status, 405);
     assert_eq!(response.header("allow"), Some("GET, POST, HEAD"));

@@ -1,7 +1,7 @@
 //! `plugin-host new`: every template builds with its own build file, as its README says,
 //! passes `check --config plugin.toml`, and serves its route; `include-dir` writes the header.
 
-use crate::util::{Served, http, run, scratch};
+use crate::util::{Served, build_outside_project, http, run, scratch};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -98,23 +98,7 @@ fn the_rust_template_builds_checks_and_serves() {
         manifest.contains(&format!("pluglet-api = \"{}\"", plugin_api::VERSION)),
         "{manifest}"
     );
-    // The SDK as published, from this repository: what crates.io will serve.
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api");
-    // Its `target` is shared between runs (and links to nothing of this workspace's build).
-    let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("template-target");
-    std::fs::create_dir_all(&shared).unwrap();
-    std::os::unix::fs::symlink(&shared, dir.join("target")).unwrap();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run(Command::new(cargo)
-        .current_dir(&dir)
-        .envs(env)
-        .env_remove("CARGO_TARGET_DIR")
-        .arg("build")
-        .arg("--config")
-        .arg(format!(
-            "patch.crates-io.pluglet-api.path={:?}",
-            sdk.display().to_string()
-        )));
+    build_outside_project(&dir, &env);
     check_and_serve(&dir, "hello-rs", "hello, ada, from hello-rs\n");
 }
 

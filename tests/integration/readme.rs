@@ -1,16 +1,83 @@
-//! The C plugin shown in README.md compiles with the documented command, loads and serves.
+//! The plugins shown in README.md build, load and serve: the C one with the documented command,
+//! the Rust ones as crates of their own.
 
-use crate::util::{run, scratch};
+use crate::util::{Served, build_outside_project, http, run, scratch};
 use plugin_host::{Factory, Registry, Request};
 use std::path::Path;
 use std::process::Command;
 
-#[test]
-fn the_readme_c_plugin_builds_loads_and_answers() {
+/// The README's code blocks of language `lang` whose text starts with `first_line`.
+fn blocks(lang: &str, first_line: &str) -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let start = readme.find("```c\n").expect("README has a C block") + 5;
-    let source = &readme[start..start + readme[start..].find("```").unwrap()];
+    readme
+        .split(&format!("```{lang}\n"))
+        .skip(1)
+        .map(|block| block[..block.find("```").expect("a closed block")].to_owned())
+        .filter(|block| block.starts_with(first_line))
+        .collect()
+}
+
+#[test]
+fn the_readme_rust_plugins_build_and_serve() {
+    let [manifest] = &blocks("toml", "# Cargo.toml\n")[..] else {
+        panic!("README has one Cargo.toml")
+    };
+    let [greet, ping] = &blocks("rust", "// src/lib.rs\n")[..] else {
+        panic!("README has two Rust plugins")
+    };
+    let [config] = &blocks("toml", "# plugin.toml\n")[..] else {
+        panic!("README has one plugin.toml")
+    };
+    let dir = scratch("readme-rust");
+    let mut entries = config.clone();
+    for (name, source) in [("greet", greet), ("ping", ping)] {
+        let project = dir.join(name);
+        std::fs::create_dir_all(project.join("src")).unwrap();
+        // A workspace of its own: the scratch folder is inside this repository's.
+        let manifest = manifest.replace("name = \"greet\"", &format!("name = {name:?}"));
+        std::fs::write(project.join("Cargo.toml"), manifest + "\n[workspace]\n").unwrap();
+        std::fs::write(project.join("src/lib.rs"), source).unwrap();
+        build_outside_project(&project, std::iter::empty::<(&str, &str)>());
+        if name == "ping" {
+            entries.push_str("\n[[plugin]]\npath = \"target/debug/libping.so\"\n");
+        }
+    }
+    // The README's plugin.toml sits beside the greet project; both builds share one target.
+    let config = dir.join("greet/plugin.toml");
+    std::fs::write(&config, entries).unwrap();
+    let served = Served::start(&["--config".as_ref(), config.as_os_str()], None);
+    let response = http(served.addr, "GET", "/greet/ada", b"");
+    assert_eq!(
+        (response.status, response.text()),
+        (200, "Hello, ada!".to_owned())
+    );
+    assert_eq!(response.header("x-greeting"), Some("Hello"));
+    let response = http(served.addr, "GET", "/greet/nobody", b"");
+    assert_eq!(response.status, 500);
+    assert!(
+        response.text().contains("plugin `greet`"),
+        "{}",
+        response.text()
+    );
+    let response = http(
+        served.addr,
+        "GET",
+        &format!("/greet/{}", "a".repeat(33)),
+        b"",
+    );
+    assert_eq!(
+        (response.status, response.text()),
+        (422, "too long\n".to_owned())
+    );
+    assert_eq!(http(served.addr, "GET", "/ping", b"").text(), "pong");
+}
+
+#[test]
+fn the_readme_c_plugin_builds_loads_and_answers() {
+    let [source] = &blocks("c", "/* hello.c")[..] else {
+        panic!("README has one hello.c")
+    };
     let dir = scratch("readme-c");
     std::fs::write(dir.join("hello.c"), source).unwrap();
     let library = dir.join(sample_plugins::compile::library_file_name("hello_c"));

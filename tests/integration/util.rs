@@ -466,3 +466,30 @@ pub fn go_library(path: &str) -> Option<PathBuf> {
     }
     Some(PathBuf::from(path))
 }
+
+/// Builds the Rust plugin project in `dir`, a crate outside this workspace depending on
+/// `pluglet-api` by version as an outside author's does, with `env` set: the dependency is
+/// patched to this repository's `plugin-api/` (what crates.io will serve), and the project's
+/// `target` is a folder shared between runs, so that only the first run builds the
+/// dependencies.
+pub fn build_outside_project<K, V>(dir: &Path, env: impl IntoIterator<Item = (K, V)>)
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api");
+    let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("outside-target");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::os::unix::fs::symlink(&shared, dir.join("target")).unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(Command::new(cargo)
+        .current_dir(dir)
+        .envs(env)
+        .env_remove("CARGO_TARGET_DIR")
+        .arg("build")
+        .arg("--config")
+        .arg(format!(
+            "patch.crates-io.pluglet-api.path={:?}",
+            sdk.display().to_string()
+        )));
+}
