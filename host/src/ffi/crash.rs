@@ -186,6 +186,9 @@ mod signals {
         // SAFETY: `getpid` is async-signal-safe and cannot fail.
         let raised_here = fault || sender == unsafe { libc::getpid() };
         let reported = raised_here && report(SIGNALS[index].1);
+        if reported {
+            step_aside(signal);
+        }
         let previous = PREVIOUS
             .get()
             .map_or_else(default_action, |previous| previous[index]);
@@ -236,6 +239,23 @@ mod signals {
             }
         }
         true
+    }
+
+    /// Once a crash is reported the process is dying: the other signals get their previous
+    /// actions back, so that a signal raised on the way (Rust's `abort` after it reports a stack
+    /// overflow) goes where it went before, without running this handler again, nested, on an
+    /// alternate stack the first run already uses (which may not hold both).
+    fn step_aside(signal: c_int) {
+        let Some(previous) = PREVIOUS.get() else {
+            return;
+        };
+        for (&(other, _), action) in SIGNALS.iter().zip(previous) {
+            if other != signal {
+                // SAFETY: `sigaction` is async-signal-safe and only reads `action`, an action
+                // the signal had before ours.
+                unsafe { libc::sigaction(other, action, std::ptr::null_mut()) };
+            }
+        }
     }
 
     /// Writes `bytes` to standard error, retrying after interruptions; errors are ignored.
