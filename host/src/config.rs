@@ -18,6 +18,7 @@
 
 use crate::error::Error;
 use crate::plugin::{Factory, Instance, LoadOptions};
+use crate::process::{ProcessOptions, ProcessPlugin};
 use crate::registry::Registry;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -38,10 +39,12 @@ pub struct ConfigError {
 }
 
 /// One plugin instance to load.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct PluginEntry {
-    /// The library file.
+    /// The library file, or the program of a plugin program.
     pub path: PathBuf,
+    /// Where the plugin runs.
+    pub run: Run,
     /// The instance name; `None` means the plugin's own name.
     pub name: Option<String>,
     /// The instance configuration, handed to the plugin's `create` as JSON.
@@ -65,6 +68,8 @@ pub struct EntrySource {
     pub file: PathBuf,
     /// The line of the entry's `[[plugin]]`.
     pub line: usize,
+    /// Where the entry's `[[plugin]]` is in the text.
+    span: std::ops::Range<usize>,
     /// The line of each configuration value by key path (`limits.max`, `routes.0.path`); the
     /// empty path is the `[plugin.config]` table itself.
     config_lines: BTreeMap<String, usize>,
@@ -109,6 +114,27 @@ impl EntrySource {
     }
 }
 
+/// Where a configured plugin runs.
+#[derive(Debug, Clone, Default)]
+pub enum Run {
+    /// The library is loaded into the host's process (the default).
+    #[default]
+    InProcess,
+    /// The library is loaded by a worker in a supervised child process
+    /// (`isolation = "process"`).
+    Isolated(ProcessOptions),
+    /// `path` is a plugin program, started with `args` and `env` in a supervised child process
+    /// (`exec = ...`).
+    Program {
+        /// Its arguments.
+        args: Vec<String>,
+        /// Variables added to its environment.
+        env: Vec<(String, String)>,
+        /// How it is run.
+        options: ProcessOptions,
+    },
+}
+
 impl PluginEntry {
     /// Ties `error` to the entry's line in its configuration file, when it has one (see
     /// [`EntrySource::locate`]).
@@ -123,6 +149,7 @@ impl PluginEntry {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
+            run: Run::InProcess,
             name: None,
             config: serde_json::json!({}),
             sha256: None,
@@ -143,7 +170,17 @@ struct File {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPlugin {
-    path: Spanned<PathBuf>,
+    path: Option<Spanned<PathBuf>>,
+    exec: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    isolation: Option<Spanned<String>>,
+    handshake_timeout: Option<Spanned<f64>>,
+    memory_limit_mb: Option<u64>,
+    cpu_limit: Option<Spanned<f64>>,
+    max_crashes: Option<u32>,
     name: Option<Spanned<String>>,
     #[serde(default = "enabled_by_default")]
     enabled: bool,
@@ -188,11 +225,81 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
         if !raw.enabled {
             continue;
         }
-        let path = base.join(raw.path.get_ref());
+        let (file, program) = match (&raw.path, &raw.exec) {
+            (Some(path), None) => (path, false),
+            (None, Some(exec)) => (exec, true),
+            (Some(_), Some(exec)) => {
+                let message = "give `path` (a library) or `exec` (a program), not both";
+                return Err(error(Some(exec.span()), message.to_owned()));
+            }
+            (None, None) => {
+                let message = "a plugin needs `path` (a library) or `exec` (a program)";
+                return Err(error(
+                    source.as_ref().map(|s| s.span.clone()),
+                    message.to_owned(),
+                ));
+            }
+        };
+        let path = base.join(file.get_ref());
         if !path.exists() {
-            let message = format!("the plugin file {} does not exist", path.display());
-            return Err(error(Some(raw.path.span()), message));
+            let what = if program { "program" } else { "plugin file" };
+            let message = format!("the {what} {} does not exist", path.display());
+            return Err(error(Some(file.span()), message));
         }
+        let seconds = |value: &Option<Spanned<f64>>, key: &str| match value {
+            None => Ok(None),
+            Some(seconds) => positive_seconds(*seconds.get_ref())
+                .map(Some)
+                .ok_or_else(|| {
+                    let message = format!("`{key}` must be a positive number of seconds");
+                    error(Some(seconds.span()), message)
+                }),
+        };
+        let mut options = ProcessOptions::default();
+        if let Some(timeout) = seconds(&raw.handshake_timeout, "handshake_timeout")? {
+            options.handshake_timeout = timeout;
+        }
+        options.cpu_limit = seconds(&raw.cpu_limit, "cpu_limit")?;
+        options.memory_limit = raw.memory_limit_mb.map(|mb| mb.saturating_mul(1 << 20));
+        if let Some(max) = raw.max_crashes {
+            options.max_crashes = max.max(1);
+        }
+        let process_only = raw.handshake_timeout.is_some()
+            || raw.cpu_limit.is_some()
+            || raw.memory_limit_mb.is_some()
+            || raw.max_crashes.is_some();
+        if !program && (!raw.args.is_empty() || !raw.env.is_empty()) {
+            let message = "`args` and `env` are for programs (`exec`)";
+            return Err(error(Some(file.span()), message.to_owned()));
+        }
+        let run = match (
+            program,
+            raw.isolation
+                .as_ref()
+                .map(|i| (i.get_ref().as_str(), i.span())),
+        ) {
+            (true, None) => Run::Program {
+                args: raw.args,
+                env: raw.env.into_iter().collect(),
+                options,
+            },
+            (true, Some((_, span))) => {
+                let message = "`isolation` is for libraries: a program always runs in a process";
+                return Err(error(Some(span), message.to_owned()));
+            }
+            (false, Some(("process", _))) => Run::Isolated(options),
+            (false, None | Some(("in-process", _))) if process_only => {
+                let message = "the limits and timeouts of a child process need                                `isolation = \"process\"` (or `exec`)";
+                return Err(error(Some(file.span()), message.to_owned()));
+            }
+            (false, None | Some(("in-process", _))) => Run::InProcess,
+            (false, Some((other, span))) => {
+                let message =
+                    format!("`isolation` is \"in-process\" or \"process\", not {other:?}");
+                return Err(error(Some(span), message));
+            }
+        };
+
         if let Some(name) = &raw.name
             && name.get_ref().trim().is_empty()
         {
@@ -207,12 +314,8 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
             let message = "`sha256` must be 64 hexadecimal digits".to_owned();
             return Err(error(Some(pin.span()), message));
         }
-        let config = serde_json::to_value(&raw.config).map_err(|e| {
-            error(
-                Some(raw.path.span()),
-                format!("`config` cannot be JSON: {e}"),
-            )
-        })?;
+        let config = serde_json::to_value(&raw.config)
+            .map_err(|e| error(Some(file.span()), format!("`config` cannot be JSON: {e}")))?;
         let handler_timeout = match &raw.handler_timeout {
             None => None,
             Some(seconds) => Some(positive_seconds(*seconds.get_ref()).ok_or_else(|| {
@@ -222,6 +325,7 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
         };
         entries.push(PluginEntry {
             path,
+            run,
             name: raw.name.map(Spanned::into_inner),
             config,
             sha256: raw.sha256.map(Spanned::into_inner),
@@ -272,7 +376,8 @@ fn entry_sources(text: &str, file: &Path, line_of: &dyn Fn(usize) -> usize) -> V
     plugins
         .iter()
         .map(|plugin| {
-            let line = line_of(plugin.span().start);
+            let span = plugin.span();
+            let line = line_of(span.start);
             let mut config_lines = BTreeMap::new();
             if let DeValue::Table(table) = plugin.get_ref()
                 && let Some(config) = table.get("config")
@@ -282,6 +387,7 @@ fn entry_sources(text: &str, file: &Path, line_of: &dyn Fn(usize) -> usize) -> V
             EntrySource {
                 file: file.to_owned(),
                 line,
+                span,
                 config_lines,
             }
         })
@@ -367,14 +473,30 @@ impl Loader {
         Ok(factory)
     }
 
-    /// Creates `entry`'s instance, named and configured as the entry says (not started). An
-    /// error points at the entry's line, or at the value a plugin called invalid.
+    /// Creates `entry`'s instance, named and configured as the entry says (not started): in
+    /// this process, or in a child process it starts. An error points at the entry's line, or
+    /// at the value a plugin called invalid.
     pub fn instantiate(&mut self, entry: &PluginEntry) -> Result<Instance, Error> {
-        let factory = self.factory(entry)?;
-        let name = entry.name.as_deref().unwrap_or(factory.name());
-        let instance = factory
-            .create(name, &entry.config)
-            .map_err(|e| entry.locate(e))?;
+        let created = match &entry.run {
+            Run::InProcess => {
+                let factory = self.factory(entry)?;
+                let name = entry.name.as_deref().unwrap_or(factory.name());
+                factory.create(name, &entry.config)
+            }
+            Run::Isolated(options) => {
+                let load = LoadOptions {
+                    sha256: entry.sha256.clone(),
+                    allow_insecure_permissions: self.allow_insecure_permissions,
+                };
+                ProcessPlugin::isolated(&entry.path, &load, options.clone())
+                    .and_then(|plugin| plugin.create(entry.name.as_deref(), &entry.config))
+            }
+            Run::Program { args, env, options } => {
+                ProcessPlugin::program(&entry.path, args, env, options.clone())
+                    .create(entry.name.as_deref(), &entry.config)
+            }
+        };
+        let instance = created.map_err(|e| entry.locate(e))?;
         instance.keep_serving_after_panic(entry.keep_serving_after_panic);
         instance.set_handler_timeout(entry.handler_timeout);
         Ok(instance)

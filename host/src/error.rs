@@ -255,6 +255,26 @@ pub enum ErrorKind {
         /// How many calls are still running past their deadline.
         running: usize,
     },
+    /// A plugin process did not complete its handshake (see `plugin_host::process`).
+    #[error("the plugin process did not start: {reason}")]
+    Handshake {
+        /// What was, or was not, received.
+        reason: String,
+    },
+    /// The plugin process ended (or broke the protocol) while the call was in flight: the
+    /// client gets 502, and the process is restarted.
+    #[error("the plugin process ended during the call: {reason}")]
+    ChildLost {
+        /// Why the connection to the process went down.
+        reason: String,
+    },
+    /// The plugin process is not serving: it is restarting after a crash, or quarantined
+    /// after too many (the client gets 503).
+    #[error("the plugin process is {state}")]
+    Unavailable {
+        /// `starting`, `restarting`, `quarantined` or `stopped`.
+        state: &'static str,
+    },
     /// The request's path, or a path parameter, is refused (see the README's path safety):
     /// the client's error.
     #[error("bad request path: {reason}")]

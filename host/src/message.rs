@@ -81,3 +81,26 @@ impl Response {
         self.headers.get(name).map(http::HeaderValue::as_bytes)
     }
 }
+
+/// Headers that frame the HTTP message: the host's server sets them from the real body, and a
+/// plugin's would desynchronise the connection.
+const FRAMING_HEADERS: [http::HeaderName; 6] = [
+    http::header::CONTENT_LENGTH,
+    http::header::TRANSFER_ENCODING,
+    http::header::CONNECTION,
+    http::header::UPGRADE,
+    http::header::TE,
+    http::header::TRAILER,
+];
+
+/// A response header a plugin may set: a valid name that does not frame the message, and a
+/// valid value. `None` if it is refused.
+pub(crate) fn checked_header(
+    name: &[u8],
+    value: &[u8],
+) -> Option<(http::HeaderName, http::HeaderValue)> {
+    let name = http::HeaderName::from_bytes(name)
+        .ok()
+        .filter(|n| !FRAMING_HEADERS.contains(n))?;
+    Some((name, http::HeaderValue::from_bytes(value).ok()?))
+}

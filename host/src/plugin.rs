@@ -4,9 +4,10 @@ use crate::error::{Error, ErrorKind};
 use crate::ffi::{Descriptor, RawInstance, RouteDef};
 use crate::inspect::{self, Inspection};
 use crate::message::{Request, Response};
+use crate::process::{ChildState, Mode, Remote, RouteSpec};
 use crate::trust;
 use parking_lot::Mutex;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -48,21 +49,7 @@ impl Factory {
     pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self, Error> {
         let path = path.as_ref();
         let fail = |kind| Error::new(kind).with_file(Some(path));
-        let resolved = trust::resolve(path).map_err(fail)?;
-        match trust::check_permissions(path, &resolved) {
-            Ok(()) => {}
-            Err(kind @ ErrorKind::InsecurePermissions { .. })
-                if options.allow_insecure_permissions =>
-            {
-                tracing::warn!("loading anyway, as allowed: {}", fail(kind));
-            }
-            Err(kind) => return Err(fail(kind)),
-        }
-        let bytes = trust::read(&resolved).map_err(fail)?;
-        if let Some(expected) = &options.sha256 {
-            trust::verify_sha256(&bytes, expected).map_err(fail)?;
-        }
-        let inspection = inspect::inspect(&bytes).map_err(fail)?;
+        let (resolved, Checked { bytes, inspection }) = check_file(path, options)?;
         let descriptor = if options.sha256.is_some() {
             let copy = trust::PrivateCopy::new(&bytes, path).map_err(fail)?;
             Descriptor::load(copy.path(), path)?
@@ -113,9 +100,90 @@ impl Factory {
     /// `serde_json::json!({})` for none). Several instances of one factory may coexist.
     pub fn create(&self, name: &str, config: &serde_json::Value) -> Result<Instance, Error> {
         let raw = RawInstance::create(self.descriptor.clone(), name, &config.to_string())?;
-        Ok(Instance {
+        Ok(Instance::new(Backend::InProcess(raw)))
+    }
+}
+
+/// Where an instance's plugin code runs: the one seam between in-process and isolated
+/// plugins. Both kinds have the same lifecycle (start, which lists the routes, and stop) and
+/// the same calls; the router and the server see only [`Instance`] and [`Lease`], and learn
+/// from [`Lease::remote_call`] whether a call has to be awaited.
+enum Backend {
+    /// In this process, through the C ABI: calls are synchronous function calls.
+    InProcess(RawInstance),
+    /// In a supervised child process: calls are messages, answered asynchronously.
+    Process(Arc<Remote>),
+}
+
+impl Backend {
+    /// Starts the instance and lists its routes: their patterns, and for an in-process
+    /// instance the copied definitions its handlers are called through.
+    ///
+    /// # Safety
+    /// No other lifecycle call on the instance may run concurrently, and it never started.
+    unsafe fn start(&self) -> Result<(Vec<RouteSpec>, Vec<RouteDef>), Error> {
+        match self {
+            Backend::InProcess(raw) => {
+                // SAFETY: the caller's promise.
+                unsafe { raw.start() }?;
+                // SAFETY: as above; `start` succeeded and no handler can run yet.
+                match unsafe { raw.routes() } {
+                    Ok(defs) => {
+                        let specs = defs
+                            .iter()
+                            .map(|d| RouteSpec {
+                                method: d.method.clone(),
+                                path: d.path.clone(),
+                            })
+                            .collect();
+                        Ok((specs, defs))
+                    }
+                    Err(e) => {
+                        // SAFETY: as above; the instance started and was not stopped.
+                        if let Err(stop) = unsafe { raw.stop() } {
+                            tracing::error!("{stop}");
+                        }
+                        Err(e)
+                    }
+                }
+            }
+            Backend::Process(remote) => {
+                let specs = remote.start()?;
+                for spec in &specs {
+                    if let Err(reason) = crate::router::check_route(&spec.method, &spec.path) {
+                        let error = Error::new(ErrorKind::RoutesFailed {
+                            reason: format!("the plugin listed {reason}"),
+                        });
+                        let _ = remote.stop();
+                        return Err(error
+                            .with_file(Some(&remote.file))
+                            .with_plugin(&remote.instance));
+                    }
+                }
+                Ok((specs, Vec::new()))
+            }
+        }
+    }
+
+    /// Stops the instance.
+    ///
+    /// # Safety
+    /// No other lifecycle call and no handler may run concurrently, and it started and was not
+    /// stopped.
+    unsafe fn stop(&self) -> Result<(), Error> {
+        match self {
+            // SAFETY: the caller's promise.
+            Backend::InProcess(raw) => unsafe { raw.stop() },
+            Backend::Process(remote) => remote.stop(),
+        }
+    }
+}
+
+impl Instance {
+    fn new(backend: Backend) -> Self {
+        Instance {
             inner: Arc::new(Inner {
-                raw,
+                backend,
                 state: Mutex::new(State::Created),
                 routes: OnceLock::new(),
                 leases: AtomicUsize::new(0),
@@ -125,8 +193,42 @@ impl Factory {
                 overdue_running: AtomicIsize::new(0),
                 handler_timeout_us: AtomicU64::new(0),
             }),
-        })
+        }
     }
+
+    /// An instance whose plugin runs in the child process of `remote`.
+    pub(crate) fn remote(remote: Arc<Remote>) -> Self {
+        Self::new(Backend::Process(remote))
+    }
+}
+
+/// What the checks before loading read of a plugin file.
+pub(crate) struct Checked {
+    /// The bytes that were hashed and inspected.
+    pub(crate) bytes: Vec<u8>,
+    /// What inspecting them found.
+    pub(crate) inspection: Inspection,
+}
+
+/// The checks of [`Factory::load_with`] that run before any of the file's code: permissions
+/// (unless `options` allow insecure ones, which logs a warning), a regular file, the SHA-256
+/// pin, and the inspection of its contents. Returns the resolved path and what was read.
+pub(crate) fn check_file(path: &Path, options: &LoadOptions) -> Result<(PathBuf, Checked), Error> {
+    let fail = |kind| Error::new(kind).with_file(Some(path));
+    let resolved = trust::resolve(path).map_err(fail)?;
+    match trust::check_permissions(path, &resolved) {
+        Ok(()) => {}
+        Err(kind @ ErrorKind::InsecurePermissions { .. }) if options.allow_insecure_permissions => {
+            tracing::warn!("loading anyway, as allowed: {}", fail(kind));
+        }
+        Err(kind) => return Err(fail(kind)),
+    }
+    let bytes = trust::read(&resolved).map_err(fail)?;
+    if let Some(expected) = &options.sha256 {
+        trust::verify_sha256(&bytes, expected).map_err(fail)?;
+    }
+    let inspection = inspect::inspect(&bytes).map_err(fail)?;
+    Ok((resolved, Checked { bytes, inspection }))
 }
 
 /// Where an instance is in its life. Before it, the plugin is *loaded*: a [`Factory`], its file
@@ -165,7 +267,7 @@ pub struct Instance {
 }
 
 struct Inner {
-    raw: RawInstance,
+    backend: Backend,
     /// The lifecycle lock: every call into the plugin other than a handler holds it, which is
     /// how the header's "serialized" rule is kept.
     state: Mutex<State>,
@@ -189,6 +291,8 @@ struct Inner {
 /// An instance's routes, each with the gate its calls pass.
 #[derive(Clone)]
 struct Routes {
+    specs: Arc<[RouteSpec]>,
+    /// An in-process instance's routes, as its handlers are called; empty for a process.
     defs: Arc<[RouteDef]>,
     gates: Arc<[Gate]>,
 }
@@ -235,22 +339,43 @@ impl Drop for GateGuard<'_> {
 impl Instance {
     /// The instance's name (unique in a [`Registry`](crate::Registry)).
     pub fn name(&self) -> &str {
-        &self.inner.raw.name
+        match &self.inner.backend {
+            Backend::InProcess(raw) => &raw.name,
+            Backend::Process(remote) => &remote.instance,
+        }
     }
 
     /// The plugin's name, from its descriptor.
     pub fn plugin_name(&self) -> &str {
-        &self.inner.raw.descriptor().name
+        match &self.inner.backend {
+            Backend::InProcess(raw) => &raw.descriptor().name,
+            Backend::Process(remote) => &remote.plugin,
+        }
     }
 
     /// The plugin's version.
     pub fn version(&self) -> &str {
-        &self.inner.raw.descriptor().version
+        match &self.inner.backend {
+            Backend::InProcess(raw) => &raw.descriptor().version,
+            Backend::Process(remote) => &remote.version,
+        }
     }
 
-    /// The library file, or `None` for a built-in plugin.
+    /// The library file (or a plugin program), or `None` for a built-in plugin.
     pub fn file(&self) -> Option<&Path> {
-        self.inner.raw.descriptor().file.as_deref()
+        match &self.inner.backend {
+            Backend::InProcess(raw) => raw.descriptor().file.as_deref(),
+            Backend::Process(remote) => Some(&remote.file),
+        }
+    }
+
+    /// For a plugin in a child process: whether it is an isolated library or a program, the
+    /// child's process id (while one runs) and its state. `None` for an in-process plugin.
+    pub fn process(&self) -> Option<(Mode, Option<u32>, ChildState)> {
+        match &self.inner.backend {
+            Backend::InProcess(_) => None,
+            Backend::Process(remote) => Some((remote.mode, remote.pid(), remote.state())),
+        }
     }
 
     /// The current state.
@@ -341,28 +466,17 @@ impl Instance {
         *state = State::Failed;
         // SAFETY: the lifecycle lock is held, so no other call on the instance runs (no handler
         // either: leases require `Started`), and the state was `Created`, so it never started.
-        unsafe { self.inner.raw.start() }?;
-        // SAFETY: as above; `start` succeeded and no lease exists yet.
-        match unsafe { self.inner.raw.routes() } {
-            Ok(defs) => {
-                let gates = defs.iter().map(|_| Gate::default()).collect();
-                let routes = Routes {
-                    defs: defs.into(),
-                    gates,
-                };
-                // `start` runs once (the state was `Created`), so this is the only `set`.
-                let _ = self.inner.routes.set(routes);
-                *state = State::Started;
-                Ok(())
-            }
-            Err(e) => {
-                // SAFETY: as above; the instance started and was not stopped.
-                if let Err(stop) = unsafe { self.inner.raw.stop() } {
-                    tracing::error!("{stop}");
-                }
-                Err(e)
-            }
-        }
+        let (specs, defs) = unsafe { self.inner.backend.start() }?;
+        let gates = specs.iter().map(|_| Gate::default()).collect();
+        let routes = Routes {
+            specs: specs.into(),
+            defs: defs.into(),
+            gates,
+        };
+        // `start` runs once (the state was `Created`), so this is the only `set`.
+        let _ = self.inner.routes.set(routes);
+        *state = State::Started;
+        Ok(())
     }
 
     /// Stops the instance. Refused unless it is `Started`, and while a router serves it.
@@ -378,7 +492,7 @@ impl Instance {
         // SAFETY: the lifecycle lock is held and no lease exists, so no handler runs or can
         // start (leases are taken under this lock and require `Started`); it started, and the
         // state moves away from `Started` below, so it is stopped at most once.
-        let result = unsafe { self.inner.raw.stop() };
+        let result = unsafe { self.inner.backend.stop() };
         *state = if result.is_ok() {
             State::Stopped
         } else {
@@ -400,7 +514,7 @@ impl Instance {
         }
         if let Some(routes) = self.inner.routes.get() {
             let busy: Vec<String> = routes
-                .defs
+                .specs
                 .iter()
                 .zip(routes.gates.iter())
                 .filter(|(_, gate)| gate.close() > 0)
@@ -413,7 +527,7 @@ impl Instance {
         // SAFETY: the lifecycle lock is held; every route is closed and none had a call
         // running, so no handler runs or can start (`Lease::handle` passes the gate first);
         // the state is `Started` and moves away from it below, so it is stopped at most once.
-        let result = unsafe { self.inner.raw.stop() };
+        let result = unsafe { self.inner.backend.stop() };
         *state = if result.is_ok() {
             State::Stopped
         } else {
@@ -430,6 +544,7 @@ impl Instance {
         }
         self.inner.leases.fetch_add(1, Ordering::AcqRel);
         let routes = self.inner.routes.get().cloned().unwrap_or_else(|| Routes {
+            specs: Arc::new([]),
             defs: Arc::new([]),
             gates: Arc::new([]),
         });
@@ -454,11 +569,13 @@ impl Lease {
     }
 
     /// The routes the instance listed when it started.
-    pub(crate) fn routes(&self) -> &[RouteDef] {
-        &self.routes.defs
+    pub(crate) fn routes(&self) -> &[RouteSpec] {
+        &self.routes.specs
     }
 
-    /// Calls the handler of route number `route` (an index into [`Lease::routes`]).
+    /// Calls the handler of route number `route` (an index into [`Lease::routes`]); a call to
+    /// a child process is waited for, at most the instance's handler timeout (30 s without
+    /// one).
     pub(crate) fn handle(
         &self,
         route: usize,
@@ -466,27 +583,96 @@ impl Lease {
         params: &matchit::Params<'_, '_>,
     ) -> Result<Response, Error> {
         let inner = &self.instance.inner;
-        if let Some(message) = inner.poisoned.get() {
-            return Err(self.instance.error(ErrorKind::Poisoned {
-                message: message.clone(),
-            }));
-        }
+        self.admit()?;
         let Some(_entered) = self.routes.gates[route].enter() else {
             return Err(self.instance.error(ErrorKind::Closed));
         };
-        // SAFETY: the route comes from this instance's `routes`; the lease proves the instance
-        // started, and it is not stopped while the call runs: `stop` is refused while a lease
-        // lives, and `close_and_stop` closes the gate the call passed and stops only when no
-        // call is inside.
-        let result = unsafe { inner.raw.handle(&self.routes.defs[route], request, params) };
-        if let Err(error) = &result
+        let result = match &inner.backend {
+            // SAFETY: the route comes from this instance's `routes`; the lease proves the
+            // instance started, and it is not stopped while the call runs: `stop` is refused
+            // while a lease lives, and `close_and_stop` closes the gate the call passed and
+            // stops only when no call is inside.
+            Backend::InProcess(raw) => unsafe {
+                raw.handle(&self.routes.defs[route], request, params)
+            },
+            Backend::Process(remote) => {
+                let timeout = self
+                    .instance
+                    .handler_timeout()
+                    .unwrap_or(Duration::from_secs(30));
+                decoded(&self.instance, params)
+                    .and_then(|params| remote.call_blocking(route, request, &params, timeout))
+            }
+        };
+        self.observe(&result);
+        result
+    }
+
+    /// For an instance in a child process: sends the call of route number `route` and returns
+    /// its answer to await (a call to a child never blocks the caller's thread). `None` for an
+    /// in-process instance, whose calls go through [`handle`](Self::handle).
+    pub(crate) fn remote_call<'l>(
+        &'l self,
+        route: usize,
+        request: &Request<'_>,
+        params: &matchit::Params<'_, '_>,
+    ) -> Option<impl Future<Output = Result<Response, Error>> + Send + 'l> {
+        let Backend::Process(remote) = &self.instance.inner.backend else {
+            return None;
+        };
+        let sent = self.admit().and_then(|()| {
+            let entered = self.routes.gates[route]
+                .enter()
+                .ok_or_else(|| self.instance.error(ErrorKind::Closed))?;
+            let params = decoded(&self.instance, params)?;
+            Ok((entered, remote.call(route, request, &params)))
+        });
+        Some(async move {
+            let (_entered, call) = sent?;
+            let result = call.await;
+            self.observe(&result);
+            result
+        })
+    }
+
+    /// Refuses a call to a poisoned instance.
+    fn admit(&self) -> Result<(), Error> {
+        match self.instance.inner.poisoned.get() {
+            Some(message) => Err(self.instance.error(ErrorKind::Poisoned {
+                message: message.clone(),
+            })),
+            None => Ok(()),
+        }
+    }
+
+    /// Poisons the instance after a handler panic, unless it keeps serving after panics.
+    fn observe(&self, result: &Result<Response, Error>) {
+        let inner = &self.instance.inner;
+        if let Err(error) = result
             && let ErrorKind::Panicked { message, .. } = error.kind()
             && !inner.keep_serving_after_panic.load(Ordering::Relaxed)
         {
             let _ = inner.poisoned.set(message.clone());
         }
-        result
     }
+}
+
+/// The path parameters of a call to a child, percent-decoded as an in-process plugin gets them.
+fn decoded(
+    instance: &Instance,
+    params: &matchit::Params<'_, '_>,
+) -> Result<Vec<(String, String)>, Error> {
+    params
+        .iter()
+        .map(|(name, value)| {
+            let value = crate::path::decode_param(value).map_err(|e| {
+                instance.error(ErrorKind::BadPath {
+                    reason: e.to_string(),
+                })
+            })?;
+            Ok((name.to_owned(), value.into_owned()))
+        })
+        .collect()
 }
 
 impl Drop for Lease {

@@ -89,16 +89,55 @@ impl<'r, 'p> RouteMatch<'r, 'p> {
         &self.target.pacing
     }
 
-    /// Calls the route's handler. `request` should be the one that was matched.
+    /// Calls the route's handler. `request` should be the one that was matched. A call to a
+    /// plugin in a child process waits for its answer.
     pub fn call(&self, request: &Request<'_>) -> Result<Response, Error> {
         self.lease.handle(self.target.route, request, &self.params)
     }
+
+    /// Whether the route's calls are answered asynchronously (its plugin runs in a child
+    /// process), so that a server awaits them rather than run them on a thread.
+    pub(crate) fn awaits(&self) -> bool {
+        self.lease.instance().process().is_some()
+    }
+
+    /// For a route whose calls are answered asynchronously: sends the call and returns the
+    /// answer to await. `None` otherwise.
+    pub(crate) fn call_async<'s>(
+        &'s self,
+        request: &Request<'_>,
+    ) -> Option<impl Future<Output = Result<Response, Error>> + Send + 's> {
+        self.lease
+            .remote_call(self.target.route, request, &self.params)
+    }
 }
 
-/// Checks a route pattern when a plugin adds it, so that a bad one is refused at once, naming
-/// the route: the syntax of `matchit` (`{name}`, a final `{*name}`, `{{` and `}}` for literal
-/// braces), and no parameter name used twice (`/probe/{a}/{a}` would hide one value).
-pub(crate) fn check_pattern(pattern: &str) -> Result<(), String> {
+/// Checks a route when a plugin declares it (through the ABI's `add`, or a process plugin's
+/// list), so that a bad one is refused at once with a reason naming it: an upper-case HTTP
+/// token for the method, and a path pattern that starts with `/` (see [`check_pattern`]).
+pub(crate) fn check_route(method: &str, path: &str) -> Result<(), String> {
+    let token = !method.is_empty()
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token || method.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(format!(
+            "a route whose method `{}` is not an upper-case HTTP token (such as GET)",
+            method.escape_debug()
+        ));
+    }
+    if !path.starts_with('/') {
+        return Err(format!(
+            "a {method} route whose path does not start with `/`"
+        ));
+    }
+    check_pattern(path).map_err(|reason| format!("the route {method} {path}, but {reason}"))
+}
+
+/// Checks a route pattern when a plugin adds it: the syntax of `matchit` (`{name}`, a final
+/// `{*name}`, `{{` and `}}` for literal braces), and no parameter name used twice
+/// (`/probe/{a}/{a}` would hide one value).
+fn check_pattern(pattern: &str) -> Result<(), String> {
     matchit::Router::new()
         .insert(pattern, ())
         .map_err(|e| format!("it is not a valid pattern: {e}"))?;

@@ -8,6 +8,7 @@ use crate::error::{Error, ErrorKind};
 use crate::message::Request;
 use crate::pacing::Move;
 use crate::plugin::{Instance, State};
+use crate::process::{ChildState, Mode};
 use crate::router::{Lookup, RouteMatch, Router};
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
@@ -191,13 +192,15 @@ impl PluginService {
         }
         let (found, method) = self.find(&parts, path);
         let (response, plugin) = match found {
-            Lookup::Found(route) if body.is_end_stream() => match self.admit_inline(&route) {
-                Some(_slot) => {
-                    let response = self.call_inline(&route, &parts, method, path, &[]);
-                    (response, Some(route.plugin()))
+            Lookup::Found(route) if body.is_end_stream() && !route.awaits() => {
+                match self.admit_inline(&route) {
+                    Some(_slot) => {
+                        let response = self.call_inline(&route, &parts, method, path, &[]);
+                        (response, Some(route.plugin()))
+                    }
+                    None => return Attempt::Deferred(http::Request::from_parts(parts, body)),
                 }
-                None => return Attempt::Deferred(http::Request::from_parts(parts, body)),
-            },
+            }
             Lookup::Found(_) => return Attempt::Deferred(http::Request::from_parts(parts, body)),
             Lookup::MethodNotAllowed(allowed) => {
                 (not_allowed(parts.method.as_str(), path, &allowed), None)
@@ -294,7 +297,24 @@ impl PluginService {
                 })
             })
             .collect();
-        let ok = poisoned.is_empty() && failed.is_empty() && overloaded.is_empty();
+        // Plugins in child processes: how they run, the child's pid and its state. One that is
+        // not serving (restarting, quarantined) is out of service.
+        let mut unavailable = false;
+        let processes: serde_json::Map<String, serde_json::Value> = router
+            .instances()
+            .filter_map(|i| {
+                let (mode, pid, state) = i.process()?;
+                unavailable |= state != ChildState::Serving;
+                let mode = match mode {
+                    Mode::Isolated => "isolated",
+                    Mode::Program => "program",
+                };
+                let process =
+                    serde_json::json!({ "mode": mode, "pid": pid, "state": state.as_str() });
+                Some((i.name().to_owned(), process))
+            })
+            .collect();
+        let ok = poisoned.is_empty() && failed.is_empty() && overloaded.is_empty() && !unavailable;
         let body = serde_json::json!({
             "status": if ok { "ok" } else { "degraded" },
             "plugins": router.plugins(),
@@ -302,6 +322,7 @@ impl PluginService {
             "failed": failed,
             "overloaded": overloaded,
             "calls_past_deadline": past_deadline,
+            "processes": processes,
         });
         let status = if ok {
             StatusCode::OK
@@ -330,6 +351,9 @@ impl PluginService {
         };
         let response = match self.read_body(&parts, body).await {
             Err(response) => response,
+            Ok(body) if route.awaits() => {
+                self.call_remote(&route, &parts, method, path, &body).await
+            }
             Ok(body) => match self.admit_inline(&route) {
                 Some(_slot) => self.call_inline(&route, &parts, method, path, &body),
                 None => self.call_blocking(&route, &parts, method, path, body).await,
@@ -408,6 +432,30 @@ impl PluginService {
             return past_deadline(route, method, self.deadline(route));
         }
         result.map_or_else(|error| failure(&error), into_http)
+    }
+
+    /// Sends the call to the route's child process and awaits its answer, at most until the
+    /// deadline (then 504; the child's late answer is discarded). No thread waits for it.
+    async fn call_remote(
+        &self,
+        route: &RouteMatch<'_, '_>,
+        parts: &http::request::Parts,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> HttpResponse {
+        let request = request(method, path, query(parts), &parts.headers, body);
+        let Some(call) = route.call_async(&request) else {
+            unreachable!("a route that awaits its calls has an asynchronous call")
+        };
+        let deadline = self.deadline(route);
+        match tokio::time::timeout(deadline, call).await {
+            Ok(result) => result.map_or_else(|error| failure(&error), into_http),
+            Err(_) => {
+                route.instance().deadline_missed();
+                past_deadline(route, method, deadline)
+            }
+        }
     }
 
     /// Calls the handler on tokio's blocking pool, and answers 504 if it runs past its
@@ -723,6 +771,16 @@ fn failure(error: &Error) -> HttpResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             "closed",
             "shutting down".to_owned(),
+        ),
+        ErrorKind::ChildLost { .. } => (
+            StatusCode::BAD_GATEWAY,
+            "process_ended",
+            "its process ended during the call; it is being restarted".to_owned(),
+        ),
+        ErrorKind::Unavailable { state } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            *state,
+            format!("its process is {state}"),
         ),
         ErrorKind::Overloaded { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,

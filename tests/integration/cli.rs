@@ -236,7 +236,8 @@ fn a_config_error_names_the_line() {
     let (output, _, stderr) = run(host().arg("list").arg("--config").arg(&config));
     assert_eq!(output.status.code(), Some(1));
     assert!(
-        stderr.contains(":1:") && stderr.contains("missing field `path`"),
+        stderr.contains(":1:")
+            && stderr.contains("a plugin needs `path` (a library) or `exec` (a program)"),
         "{stderr}"
     );
 

@@ -1,28 +1,67 @@
 //! Real HTTP on 127.0.0.1: the server in front of the sample plugins.
 
-use crate::util::{TestServer, entry, faulty, go_library, http, http_raw, samples};
+use crate::util::{TestServer, entry, faulty, go_library, http, http_raw, isolated, samples};
+use plugin_host::config::PluginEntry;
 use plugin_host::server::DEFAULT_BODY_LIMIT;
 use plugin_host::{ErrorKind, Factory};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-fn all_samples() -> TestServer {
-    let s = samples();
-    TestServer::start(
-        &[
-            entry(&s.hello, "hello", json!({})),
-            entry(&s.greeter, "greeter", json!({})),
-            entry(&s.wordcount, "wordcount", json!({})),
-            entry(&s.counter, "counter", json!({ "start": 5 })),
-            entry(faulty(), "faulty", json!({})),
-        ],
-        DEFAULT_BODY_LIMIT,
-    )
+/// How the samples run: in the host's process, or each in a worker process of its own.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    InProcess,
+    Isolated,
 }
 
-#[test]
-fn every_sample_route_answers_over_http() {
-    let server = all_samples();
+/// Every test of this file that takes a `Mode` runs twice, as `in_process::NAME` and
+/// `isolated::NAME`, with the same expected answers.
+macro_rules! in_both_modes {
+    ($($test:ident),* $(,)?) => {
+        mod in_process {
+            $(#[test] fn $test() { super::$test(super::Mode::InProcess) })*
+        }
+        mod isolated {
+            $(#[test] fn $test() { super::$test(super::Mode::Isolated) })*
+        }
+    };
+}
+
+in_both_modes!(
+    every_sample_route_answers_over_http,
+    a_json_body_and_its_headers_are_echoed_back,
+    a_one_mebibyte_body_passes_through,
+    unknown_paths_are_404_and_other_methods_405_with_allow,
+    head_works_for_get_routes,
+    a_body_over_the_limit_is_413_and_never_reaches_the_plugin,
+    a_failing_or_panicking_handler_is_500_naming_the_plugin_and_serving_goes_on,
+    a_plugin_poisoned_by_a_panic_answers_503_and_health_says_so,
+    two_hundred_concurrent_requests_are_all_answered,
+    a_slow_handler_does_not_stall_other_routes,
+);
+
+/// The entries, run as `mode` says.
+fn run(mode: Mode, entries: Vec<PluginEntry>) -> Vec<PluginEntry> {
+    match mode {
+        Mode::InProcess => entries,
+        Mode::Isolated => entries.into_iter().map(isolated).collect(),
+    }
+}
+
+fn all_samples(mode: Mode) -> TestServer {
+    let s = samples();
+    let entries = vec![
+        entry(&s.hello, "hello", json!({})),
+        entry(&s.greeter, "greeter", json!({})),
+        entry(&s.wordcount, "wordcount", json!({})),
+        entry(&s.counter, "counter", json!({ "start": 5 })),
+        entry(faulty(), "faulty", json!({})),
+    ];
+    TestServer::start(&run(mode, entries), DEFAULT_BODY_LIMIT)
+}
+
+fn every_sample_route_answers_over_http(mode: Mode) {
+    let server = all_samples(mode);
     let get = |target: &str| http(server.addr, "GET", target, b"");
     let cases = [
         (get("/hello"), "hello from Rust"),
@@ -45,8 +84,25 @@ fn every_sample_route_answers_over_http() {
     }
     let health = get("/healthz");
     assert_eq!(health.status, 200);
+    let mut health = serde_json::from_slice::<serde_json::Value>(&health.body).unwrap();
+    // Where each plugin runs: nothing to say in-process; a serving child with its pid isolated.
+    let processes = health.as_object_mut().unwrap().remove("processes").unwrap();
+    let processes = processes.as_object().unwrap();
+    match mode {
+        Mode::InProcess => assert!(processes.is_empty(), "{processes:?}"),
+        Mode::Isolated => {
+            assert_eq!(processes.len(), 5, "{processes:?}");
+            for process in processes.values() {
+                assert_eq!(
+                    (&process["mode"], &process["state"]),
+                    (&json!("isolated"), &json!("serving"))
+                );
+                assert!(process["pid"].as_u64().is_some(), "{process}");
+            }
+        }
+    }
     assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&health.body).unwrap(),
+        health,
         json!({
             "status": "ok",
             "plugins": ["hello", "greeter", "wordcount", "counter", "faulty"],
@@ -111,9 +167,8 @@ fn the_go_sample_answers_over_http() {
     );
 }
 
-#[test]
-fn a_json_body_and_its_headers_are_echoed_back() {
-    let server = all_samples();
+fn a_json_body_and_its_headers_are_echoed_back(mode: Mode) {
+    let server = all_samples(mode);
     let body = br#"{"name":"ada","langs":["c","rust"]}"#;
     let response = http_raw(
         server.addr,
@@ -128,9 +183,8 @@ fn a_json_body_and_its_headers_are_echoed_back() {
     assert_eq!(response.body, body);
 }
 
-#[test]
-fn a_one_mebibyte_body_passes_through() {
-    let server = all_samples();
+fn a_one_mebibyte_body_passes_through(mode: Mode) {
+    let server = all_samples(mode);
     let body: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
     let response = http(server.addr, "POST", "/c/echo", &body);
     assert_eq!(response.status, 200);
@@ -138,9 +192,8 @@ fn a_one_mebibyte_body_passes_through() {
     assert!(response.body == body, "the echoed body differs");
 }
 
-#[test]
-fn unknown_paths_are_404_and_other_methods_405_with_allow() {
-    let server = all_samples();
+fn unknown_paths_are_404_and_other_methods_405_with_allow(mode: Mode) {
+    let server = all_samples(mode);
     let response = http(server.addr, "GET", "/nowhere", b"");
     assert_eq!(response.status, 404);
     assert!(response.text().contains("/nowhere"), "{}", response.text());
@@ -160,19 +213,18 @@ fn unknown_paths_are_404_and_other_methods_405_with_allow() {
     );
 }
 
-#[test]
-fn head_works_for_get_routes() {
-    let server = all_samples();
+fn head_works_for_get_routes(mode: Mode) {
+    let server = all_samples(mode);
     let response = http(server.addr, "HEAD", "/hello/ada", b"");
     assert_eq!(response.status, 200);
     assert_eq!(response.header("content-length"), Some("10"));
     assert!(response.body.is_empty());
 }
 
-#[test]
-fn a_body_over_the_limit_is_413_and_never_reaches_the_plugin() {
+fn a_body_over_the_limit_is_413_and_never_reaches_the_plugin(mode: Mode) {
     let s = samples();
-    let server = TestServer::start(&[entry(&s.counter, "counter", json!({}))], 1024);
+    let entries = run(mode, vec![entry(&s.counter, "counter", json!({}))]);
+    let server = TestServer::start(&entries, 1024);
     // Announced larger than the limit: refused before any byte of the body is read.
     let response = http_raw(
         server.addr,
@@ -195,8 +247,7 @@ fn a_body_over_the_limit_is_413_and_never_reaches_the_plugin() {
     );
 }
 
-#[test]
-fn a_failing_or_panicking_handler_is_500_naming_the_plugin_and_serving_goes_on() {
+fn a_failing_or_panicking_handler_is_500_naming_the_plugin_and_serving_goes_on(mode: Mode) {
     let cases = [
         ("/faulty/error", "failed", "deliberate handler failure"),
         (
@@ -207,7 +258,7 @@ fn a_failing_or_panicking_handler_is_500_naming_the_plugin_and_serving_goes_on()
     ];
     for (target, kind, says) in cases {
         // A fresh server each time: the panic takes the plugin out of service.
-        let server = all_samples();
+        let server = all_samples(mode);
         let response = http(server.addr, "GET", target, b"");
         assert_eq!(response.status, 500);
         assert_eq!(response.header("content-type"), Some("application/json"));
@@ -224,9 +275,8 @@ fn a_failing_or_panicking_handler_is_500_naming_the_plugin_and_serving_goes_on()
     }
 }
 
-#[test]
-fn a_plugin_poisoned_by_a_panic_answers_503_and_health_says_so() {
-    let server = all_samples();
+fn a_plugin_poisoned_by_a_panic_answers_503_and_health_says_so(mode: Mode) {
+    let server = all_samples(mode);
     assert_eq!(http(server.addr, "GET", "/faulty/panic", b"").status, 500);
     let response = http(server.addr, "GET", "/faulty/ok", b"");
     assert_eq!(response.status, 503);
@@ -242,9 +292,8 @@ fn a_plugin_poisoned_by_a_panic_answers_503_and_health_says_so() {
     assert_eq!(http(server.addr, "GET", "/hello", b"").status, 200);
 }
 
-#[test]
-fn two_hundred_concurrent_requests_are_all_answered() {
-    let server = all_samples();
+fn two_hundred_concurrent_requests_are_all_answered(mode: Mode) {
+    let server = all_samples(mode);
     let addr = server.addr;
     let statuses: Vec<u16> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..200)
@@ -287,10 +336,9 @@ fn others_answer_promptly_while_sleeping(addr: std::net::SocketAddr, ms: u64) {
     });
 }
 
-#[test]
-fn a_slow_handler_does_not_stall_other_routes() {
+fn a_slow_handler_does_not_stall_other_routes(mode: Mode) {
     // The test server has two worker threads, as a 2-core machine.
-    let server = all_samples();
+    let server = all_samples(mode);
     // First call: the route is not known to be slow and runs on a worker, which it blocks;
     // the other worker serves everything else.
     others_answer_promptly_while_sleeping(server.addr, 2000);

@@ -8,6 +8,7 @@ mod edges;
 mod header;
 mod hostile;
 mod http;
+mod isolation;
 mod loading;
 mod logsink;
 mod new;

@@ -493,3 +493,19 @@ where
             sdk.display().to_string()
         )));
 }
+
+/// `entry`, run isolated: loaded by a worker process (the `plugin-host` binary) of its own.
+pub fn isolated(entry: plugin_host::config::PluginEntry) -> plugin_host::config::PluginEntry {
+    plugin_host::config::PluginEntry {
+        run: plugin_host::config::Run::Isolated(process_options()),
+        ..entry
+    }
+}
+
+/// Process options for tests: the `plugin-host` binary as the worker.
+pub fn process_options() -> plugin_host::process::ProcessOptions {
+    plugin_host::process::ProcessOptions {
+        worker: Some(sample_plugins::host_binary().to_owned()),
+        ..Default::default()
+    }
+}

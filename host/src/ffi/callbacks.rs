@@ -4,9 +4,8 @@
 use super::crash::{CallDescription, Callee};
 use crate::message::Response;
 use plugin_api::abi::{
-    PLUGIN_INVALID_ARGUMENT, PLUGIN_LOG_DEBUG, PLUGIN_LOG_ERROR, PLUGIN_LOG_INFO, PLUGIN_LOG_WARN,
-    PLUGIN_OK, PluginBytes, PluginErrorSink, PluginLogLevel, PluginResponse, PluginRoute,
-    PluginRouteSink, PluginStatus, PluginStr,
+    PLUGIN_INVALID_ARGUMENT, PLUGIN_OK, PluginBytes, PluginErrorSink, PluginLogLevel,
+    PluginResponse, PluginRoute, PluginRouteSink, PluginStatus, PluginStr,
 };
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -98,14 +97,7 @@ pub(super) unsafe extern "C" fn log(ctx: *const c_void, level: PluginLogLevel, m
             )
         };
         let message = String::from_utf8_lossy(bytes);
-        let (plugin, instance) = (ctx.plugin.as_str(), ctx.instance.as_str());
-        match level {
-            PLUGIN_LOG_ERROR => tracing::error!(target: "plugin", plugin, instance, "{message}"),
-            PLUGIN_LOG_WARN => tracing::warn!(target: "plugin", plugin, instance, "{message}"),
-            PLUGIN_LOG_INFO => tracing::info!(target: "plugin", plugin, instance, "{message}"),
-            PLUGIN_LOG_DEBUG => tracing::debug!(target: "plugin", plugin, instance, "{message}"),
-            _ => tracing::trace!(target: "plugin", plugin, instance, "{message}"),
-        }
+        crate::plugin_log(level, &ctx.plugin, &ctx.instance, &message);
         PLUGIN_OK
     });
 }
@@ -152,12 +144,6 @@ impl RouteCollector {
 /// The size of `PluginRoute` in ABI 1.0: the least a plugin may pass.
 const ROUTE_SIZE_1_0: usize = size_of::<PluginRoute>();
 
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 unsafe extern "C" fn route_add(ctx: *mut c_void, route: *const PluginRoute) -> PluginStatus {
     guard(|| {
         // SAFETY: `ctx` is the `RouteCollector` of the sink, alive and not otherwise borrowed
@@ -199,16 +185,9 @@ unsafe fn read_route(route: *const PluginRoute, callee: &Callee) -> Result<Route
     let route = unsafe { super::read_sized(route, size) };
     // SAFETY: the plugin passes valid (pointer, length) pairs.
     let (method, path) = unsafe { (plugin_str(route.method), plugin_str(route.path)) };
-    let method = method
-        .filter(|m| is_token(m) && !m.bytes().any(|b| b.is_ascii_lowercase()))
-        .ok_or_else(|| {
-            "a route whose method is not an upper-case HTTP token (such as GET)".to_owned()
-        })?;
-    let path = path
-        .filter(|p| p.starts_with('/'))
-        .ok_or_else(|| format!("a {method} route whose path is not UTF-8 starting with `/`"))?;
-    crate::router::check_pattern(path)
-        .map_err(|reason| format!("the route {method} {path}, but {reason}"))?;
+    let method = method.unwrap_or("\u{FFFD}");
+    let path = path.ok_or_else(|| format!("a {method} route whose path is not UTF-8"))?;
+    crate::router::check_route(method, path)?;
     let handler = route
         .handler
         .ok_or_else(|| format!("the route {method} {path} has a NULL handler"))?;
@@ -252,17 +231,6 @@ unsafe extern "C" fn response_set_status(ctx: *mut c_void, status: u16) -> Plugi
     })
 }
 
-/// Headers that frame the HTTP message: the host's server sets them from the real body, and a
-/// plugin's would desynchronise the connection.
-const FRAMING_HEADERS: [http::HeaderName; 6] = [
-    http::header::CONTENT_LENGTH,
-    http::header::TRANSFER_ENCODING,
-    http::header::CONNECTION,
-    http::header::UPGRADE,
-    http::header::TE,
-    http::header::TRAILER,
-];
-
 unsafe extern "C" fn response_add_header(
     ctx: *mut c_void,
     name: PluginStr,
@@ -276,17 +244,16 @@ unsafe extern "C" fn response_add_header(
                 plugin_bytes(value.ptr, value.len),
             )
         };
-        let name = name
-            .and_then(|n| http::HeaderName::from_bytes(n).ok())
-            .filter(|n| !FRAMING_HEADERS.contains(n));
-        let value = value.and_then(|v| http::HeaderValue::from_bytes(v).ok());
-        match (name, value) {
-            (Some(name), Some(value)) => {
+        match name
+            .zip(value)
+            .and_then(|(n, v)| crate::message::checked_header(n, v))
+        {
+            Some((name, value)) => {
                 // SAFETY: called by the plugin with the writer's context during the handler.
                 unsafe { response(ctx) }.headers.append(name, value);
                 PLUGIN_OK
             }
-            _ => PLUGIN_INVALID_ARGUMENT,
+            None => PLUGIN_INVALID_ARGUMENT,
         }
     })
 }

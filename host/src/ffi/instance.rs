@@ -76,6 +76,20 @@ impl<'a> Headers<'a> {
         });
     }
 
+    /// The headers, as they were pushed.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + '_ {
+        self.raw.iter().map(|header| {
+            // SAFETY: every entry was made by `push` from a `&'a str` and a `&'a [u8]`, which
+            // stay borrowed (and unchanged) for `'a`: the pointers and lengths are theirs.
+            unsafe {
+                (
+                    std::str::from_utf8_unchecked(raw_slice(header.name.ptr, header.name.len)),
+                    raw_slice(header.value.ptr, header.value.len),
+                )
+            }
+        })
+    }
+
     /// Makes room for `additional` more headers.
     pub(crate) fn reserve(&mut self, additional: usize) {
         self.raw.reserve(additional);
@@ -84,6 +98,16 @@ impl<'a> Headers<'a> {
     fn as_raw(&self) -> &[PluginHttpHeader] {
         &self.raw
     }
+}
+
+/// The bytes of a (pointer, length) pair made from a slice.
+///
+/// # Safety
+/// `ptr` and `len` must come from a slice that is still borrowed for `'a`.
+unsafe fn raw_slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    // SAFETY: the caller guarantees a live slice; an empty one may have a dangling pointer,
+    // which `from_raw_parts` accepts when it is non-null and aligned (slices' always are).
+    unsafe { std::slice::from_raw_parts(ptr, len) }
 }
 
 /// A `&str` as a `PluginStr` borrowed for the duration of a call.

@@ -2,8 +2,9 @@
 
 use crate::{Cli, Command, Source, scaffold};
 use plugin_host::config::{self, PluginEntry};
+use plugin_host::process::Mode;
 use plugin_host::server::{PluginService, ServeOptions, serve};
-use plugin_host::{Error, ErrorKind, Factory, Instance, Registry, Router};
+use plugin_host::{Error, ErrorKind, Factory, Instance, Registry, Router, State};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,25 +99,47 @@ fn file_of(instance: &Instance) -> String {
         .map_or_else(|| "built-in".to_owned(), |f| f.display().to_string())
 }
 
+/// An instance's state (its child's, for a plugin in a process) and where it runs:
+/// `in-process`, or `isolated`/`program` with the child's pid.
+fn where_it_runs(instance: &Instance) -> (String, String) {
+    let state = if instance.poisoned().is_some() {
+        "poisoned".to_owned()
+    } else {
+        format!("{:?}", instance.state()).to_lowercase()
+    };
+    match instance.process() {
+        None => (state, "in-process".to_owned()),
+        Some((mode, pid, child)) => {
+            let mode = match mode {
+                Mode::Isolated => "isolated",
+                Mode::Program => "program",
+            };
+            let pid = pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+            let state = match (instance.state(), child) {
+                (State::Started, child) => child.as_str().to_owned(),
+                _ => state,
+            };
+            (state, format!("{mode} pid {pid}"))
+        }
+    }
+}
+
 fn write_table(out: &mut impl Write, registry: &Registry, router: &Router) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<20} {:<16} {:<10} {:<9} FILE",
-        "PLUGIN", "TYPE", "VERSION", "STATE"
+        "{:<20} {:<16} {:<10} {:<11} {:<18} FILE",
+        "PLUGIN", "TYPE", "VERSION", "STATE", "RUNS"
     )?;
     for instance in registry.instances() {
-        let state = if instance.poisoned().is_some() {
-            "poisoned".to_owned()
-        } else {
-            format!("{:?}", instance.state()).to_lowercase()
-        };
+        let (state, runs) = where_it_runs(&instance);
         writeln!(
             out,
-            "{:<20} {:<16} {:<10} {:<9} {}",
+            "{:<20} {:<16} {:<10} {:<11} {:<18} {}",
             instance.name(),
             instance.plugin_name(),
             instance.version(),
             state,
+            runs,
             file_of(&instance)
         )?;
     }
@@ -237,12 +260,16 @@ fn list(source: &Source, insecure: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One entry's verdict: its started instance and factory, or why it failed.
+/// One entry's verdict: its started instance, and its factory when it runs in-process; or why
+/// it failed.
 fn check_one(
     loader: &mut config::Loader,
     entry: &PluginEntry,
-) -> std::result::Result<(Factory, Instance), Error> {
-    let factory = loader.factory(entry)?;
+) -> std::result::Result<(Option<Factory>, Instance), Error> {
+    let factory = match entry.run {
+        config::Run::InProcess => Some(loader.factory(entry)?),
+        _ => None,
+    };
     let instance = loader.instantiate(entry)?;
     instance.start().map_err(|error| entry.locate(error))?;
     Ok((factory, instance))
@@ -274,30 +301,40 @@ fn check(entries: &[PluginEntry], insecure: bool) -> ExitCode {
                 .filter(|r| r.plugin == instance.name())
                 .map(|r| format!("{} {}", r.method, r.path))
                 .collect();
-            let (major, minor) = factory.abi_version();
-            let found = factory.inspection().map_or_else(String::new, |i| {
-                let mark = i.abi_mark.map_or(
-                    "no ABI mark (checked after loading)".to_owned(),
-                    |(major, minor)| format!("ABI mark {major}.{minor}"),
-                );
-                format!(
-                    "{} {}, exports plugin_factory, {mark}; ",
-                    i.format, i.architecture
-                )
-            });
-            let named = if instance.name() == factory.name() {
+            let found =
+                factory
+                    .as_ref()
+                    .and_then(Factory::inspection)
+                    .map_or_else(String::new, |i| {
+                        let mark = i.abi_mark.map_or(
+                            "no ABI mark (checked after loading)".to_owned(),
+                            |(major, minor)| format!("ABI mark {major}.{minor}"),
+                        );
+                        format!(
+                            "{} {}, exports plugin_factory, {mark}; ",
+                            i.format, i.architecture
+                        )
+                    });
+            let named = if instance.name() == instance.plugin_name() {
                 String::new()
             } else {
                 format!(" as `{}`", instance.name())
+            };
+            let runs = match &factory {
+                Some(factory) => {
+                    let (major, minor) = factory.abi_version();
+                    format!("ABI {major}.{minor}")
+                }
+                None => where_it_runs(&instance).1,
             };
             let routes = match routes.len() {
                 0 => "no routes".to_owned(),
                 n => format!("{n} route(s): {}", routes.join(", ")),
             };
             Ok(format!(
-                "{found}plugin `{}` {}{named}, ABI {major}.{minor}, {routes}",
-                factory.name(),
-                factory.version(),
+                "{found}plugin `{}` {}{named}, {runs}, {routes}",
+                instance.plugin_name(),
+                instance.version(),
             ))
         });
         let file = entry.path.display();

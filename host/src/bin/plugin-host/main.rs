@@ -125,6 +125,8 @@ struct Source {
 }
 
 fn main() -> ExitCode {
+    // A worker running an isolated plugin for a host never comes back from this.
+    plugin_host::process::worker_main();
     plugin_host::install_crash_report();
     let cli = Cli::parse();
     let logs = match logging::init(cli.log_level.as_deref()) {

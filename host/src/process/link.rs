@@ -1,0 +1,458 @@
+//! The live connection to one child: the handshake, a reader thread that routes answers to
+//! their callers by id, and a writer thread, so that no caller ever blocks on the socket (a
+//! child that stops reading cannot stall the host).
+
+use super::child::{self, Started};
+use super::wire::{self, Frame, Header, ReadError, RouteSpec};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::process::Child;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+/// What the child said of itself in `welcome`.
+#[derive(Debug, Clone)]
+pub(crate) struct Welcome {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) routes: Vec<RouteSpec>,
+}
+
+/// Why a call got no answer.
+#[derive(Debug, Clone)]
+pub(crate) enum Lost {
+    /// The child died, or broke the protocol and was stopped: the reason.
+    Child(String),
+    /// No answer within the time given (for calls that wait synchronously).
+    Timeout(Duration),
+}
+
+/// Where an answer goes.
+enum Waiter {
+    Blocking(mpsc::SyncSender<Result<Frame, Lost>>),
+    Async(tokio::sync::oneshot::Sender<Result<Frame, Lost>>),
+}
+
+impl Waiter {
+    fn send(self, answer: Result<Frame, Lost>) {
+        match self {
+            Waiter::Blocking(sender) => {
+                let _ = sender.try_send(answer);
+            }
+            Waiter::Async(sender) => {
+                let _ = sender.send(answer);
+            }
+        }
+    }
+}
+
+/// The state the reader, the writer and the callers share.
+struct Shared {
+    /// Calls waiting for an answer, by id; `None` once the link is down, with the reason.
+    pending: Mutex<Result<HashMap<u64, Waiter>, String>>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    /// Fails every waiting call with `reason`, and every later one; the first reason stays.
+    fn fail_all(&self, reason: &str) {
+        let waiting = {
+            let mut pending = self.pending.lock();
+            match std::mem::replace(&mut *pending, Err(reason.to_owned())) {
+                Ok(waiting) => waiting,
+                Err(first) => {
+                    *pending = Err(first);
+                    return;
+                }
+            }
+        };
+        for (_, waiter) in waiting {
+            waiter.send(Err(Lost::Child(reason.to_owned())));
+        }
+    }
+}
+
+/// One running child and its connection.
+pub(crate) struct Link {
+    shared: Arc<Shared>,
+    outbox: mpsc::Sender<Vec<u8>>,
+    /// The host's end of the socket, to shut it down (which ends the reader and the writer).
+    socket: UnixStream,
+    /// The process, until it is reaped.
+    child: Mutex<Option<Child>>,
+    pid: u32,
+}
+
+/// Options of a link.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LinkOptions {
+    /// The largest frame accepted from the child.
+    pub(crate) frame_limit: u64,
+    /// How long the child has to answer `hello`.
+    pub(crate) handshake_timeout: Duration,
+}
+
+impl Link {
+    /// Starts the child, sends `hello` and waits for `welcome`. `on_down` runs once, on the
+    /// reader thread, when the link goes down for whatever reason after the handshake.
+    pub(crate) fn open(
+        spec: child::Spec,
+        instance: &str,
+        config: &serde_json::Value,
+        options: LinkOptions,
+        on_down: impl FnOnce(String) + Send + 'static,
+    ) -> Result<(Arc<Link>, Welcome), String> {
+        // Its output is tagged with the instance's name, or its file's until it says its own.
+        let tag = match instance {
+            "" => spec.program.file_name().map_or_else(
+                || spec.program.display().to_string(),
+                |name| name.to_string_lossy().into_owned(),
+            ),
+            name => name.to_owned(),
+        };
+        let Started { child, socket } = child::start(spec.clone(), tag.clone())
+            .map_err(|e| format!("cannot start {}: {e}", spec.program.display()))?;
+        let pid = child.id();
+        let mut link = Link {
+            shared: Arc::new(Shared {
+                pending: Mutex::new(Ok(HashMap::new())),
+                next_id: AtomicU64::new(1),
+            }),
+            outbox: mpsc::channel().0,
+            socket,
+            child: Mutex::new(Some(child)),
+            pid,
+        };
+        let welcome = match link.handshake(instance, config, options, &tag) {
+            Ok(welcome) => welcome,
+            Err(reason) => {
+                link.kill();
+                return Err(reason);
+            }
+        };
+        let (outbox, queue) = mpsc::channel::<Vec<u8>>();
+        link.outbox = outbox;
+        let link = Arc::new(link);
+        let mut writer = link.socket.try_clone().map_err(|e| e.to_string())?;
+        // A child that stops reading: writes fail after this long, and the link goes down.
+        let _ = writer.set_write_timeout(Some(Duration::from_secs(10)));
+        let shared = link.shared.clone();
+        let shutdown = link.socket.try_clone().map_err(|e| e.to_string())?;
+        std::thread::Builder::new()
+            .name("plugin-writer".into())
+            .spawn(move || {
+                for frame in queue {
+                    if let Err(e) = writer.write_all(&frame) {
+                        shared.fail_all(&format!("writing to the plugin process failed: {e}"));
+                        let _ = shutdown.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        let mut reader = link.socket.try_clone().map_err(|e| e.to_string())?;
+        let _ = reader.set_read_timeout(None);
+        let shared = link.shared.clone();
+        let limit = options.frame_limit;
+        let plugin = welcome.name.clone();
+        let instance = match instance {
+            "" => welcome.name.clone(),
+            name => name.to_owned(),
+        };
+        let weak = Arc::downgrade(&link);
+        std::thread::Builder::new()
+            .name("plugin-reader".into())
+            .spawn(move || {
+                let reason = read_loop(&mut reader, limit, &shared, (&plugin, &instance));
+                shared.fail_all(&reason);
+                if let Some(link) = weak.upgrade() {
+                    // A protocol error leaves a live child behind: end it.
+                    let _ = link.socket.shutdown(std::net::Shutdown::Both);
+                }
+                on_down(reason);
+            })
+            .map_err(|e| e.to_string())?;
+        Ok((link, welcome))
+    }
+
+    fn handshake(
+        &mut self,
+        instance: &str,
+        config: &serde_json::Value,
+        options: LinkOptions,
+        tag: &str,
+    ) -> Result<Welcome, String> {
+        let hello = Header::Hello {
+            versions: wire::VERSIONS.to_vec(),
+            instance: instance.to_owned(),
+            config: config.clone(),
+        };
+        let deadline = options.handshake_timeout;
+        let _ = self.socket.set_write_timeout(Some(deadline));
+        wire::write_frame(&mut self.socket, &hello, b"")
+            .map_err(|e| format!("sending hello failed: {e}"))?;
+        let started = Instant::now();
+        // `log` messages may come before `welcome` (a plugin logging while it starts).
+        let frame = loop {
+            let left = deadline.saturating_sub(started.elapsed());
+            let _ = self
+                .socket
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))));
+            match wire::read_frame(&mut self.socket, options.frame_limit) {
+                Ok(Frame {
+                    header: Header::Log { level, message },
+                    ..
+                }) => crate::plugin_log(level, tag, tag, &message),
+                other => break other,
+            }
+        };
+        let _ = self.socket.set_write_timeout(None);
+        match frame {
+            Ok(Frame {
+                header:
+                    Header::Welcome {
+                        version,
+                        name,
+                        plugin_version,
+                        routes,
+                    },
+                ..
+            }) => {
+                if !wire::VERSIONS.contains(&version) {
+                    return Err(format!(
+                        "it chose protocol version {version}, which this host does not speak \
+                         (it offered {:?})",
+                        wire::VERSIONS
+                    ));
+                }
+                Ok(Welcome {
+                    name,
+                    version: plugin_version,
+                    routes,
+                })
+            }
+            Ok(Frame {
+                header: Header::Refuse { error },
+                ..
+            }) => Err(format!("it refused to run: {error}")),
+            Ok(frame) => Err(format!(
+                "it answered hello with {:?} instead of welcome",
+                frame.header
+            )),
+            Err(ReadError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(format!(
+                    "no welcome within {deadline:?} (nothing was received); a plugin program \
+                     must answer hello as the protocol says"
+                ))
+            }
+            Err(ReadError::Closed) | Err(ReadError::Io(_)) => {
+                let status = self.wait_exit(Duration::from_millis(500));
+                Err(format!(
+                    "it closed the connection after {:?} without a welcome{}",
+                    started.elapsed(),
+                    status.map_or_else(String::new, |s| format!(" and exited ({s})"))
+                ))
+            }
+            Err(e) => Err(format!("instead of welcome it sent {e}")),
+        }
+    }
+
+    /// The child's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether the link went down (the child died, or broke the protocol): every call on it
+    /// fails from then on.
+    pub(crate) fn is_down(&self) -> bool {
+        self.shared.pending.lock().is_err()
+    }
+
+    /// Sends a message that expects an answer; `make` builds it with its id.
+    fn send(&self, make: impl FnOnce(u64) -> Header, body: &[u8], waiter: Waiter) -> Option<u64> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut frame = Vec::with_capacity(256 + body.len());
+        wire::encode(&make(id), body, &mut frame);
+        {
+            let mut pending = self.shared.pending.lock();
+            match &mut *pending {
+                Ok(waiting) => {
+                    waiting.insert(id, waiter);
+                }
+                Err(reason) => {
+                    let reason = reason.clone();
+                    drop(pending);
+                    waiter.send(Err(Lost::Child(reason)));
+                    return None;
+                }
+            }
+        }
+        if self.outbox.send(frame).is_err() {
+            self.shared
+                .fail_all("the connection to the plugin process is closed");
+        }
+        Some(id)
+    }
+
+    /// Sends a message and waits at most `timeout` for its answer.
+    pub(crate) fn request(
+        &self,
+        make: impl FnOnce(u64) -> Header,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Frame, Lost> {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        let id = self.send(make, body, Waiter::Blocking(sender));
+        match receiver.recv_timeout(timeout) {
+            Ok(answer) => answer,
+            Err(_) => {
+                if let Some(id) = id
+                    && let Ok(waiting) = &mut *self.shared.pending.lock()
+                {
+                    waiting.remove(&id);
+                }
+                Err(Lost::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Sends a message; its answer arrives through the returned future.
+    pub(crate) fn request_async(
+        self: &Arc<Self>,
+        make: impl FnOnce(u64) -> Header,
+        body: &[u8],
+    ) -> PendingAnswer {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let id = self.send(make, body, Waiter::Async(sender));
+        PendingAnswer {
+            receiver,
+            id,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Closes the connection: the child sees the end of its input.
+    pub(crate) fn close(&self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Waits at most `limit` for the child to exit, and reaps it; its status, if it exited.
+    pub(crate) fn wait_exit(&self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            {
+                let mut child = self.child.lock();
+                let process = child.as_mut()?;
+                if let Ok(Some(status)) = process.try_wait() {
+                    // Reaped: its id may be reused from now on, so it is never signalled again.
+                    *child = None;
+                    return Some(status);
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends `signal` to the child's process group, unless the child has been reaped.
+    pub(crate) fn signal(&self, signal: i32) {
+        if let Some(process) = self.child.lock().as_ref() {
+            child::signal_group(process, signal);
+        }
+    }
+
+    /// Kills the child's process group and reaps the child.
+    pub(crate) fn kill(&self) {
+        self.close();
+        self.signal(libc::SIGKILL);
+        self.wait_exit(Duration::from_secs(5));
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads frames until the link goes down; returns why.
+fn read_loop(
+    reader: &mut UnixStream,
+    limit: u64,
+    shared: &Shared,
+    (plugin, instance): (&str, &str),
+) -> String {
+    loop {
+        let frame = match wire::read_frame(reader, limit) {
+            Ok(frame) => frame,
+            Err(ReadError::Closed) => return "the plugin process closed its connection".into(),
+            Err(ReadError::Io(e)) => {
+                return format!("the connection to the plugin process broke: {e}");
+            }
+            Err(e) => return format!("the plugin process broke the protocol: it sent {e}"),
+        };
+        let id = match &frame.header {
+            Header::Response { id, .. } | Header::Result { id, .. } | Header::Pong { id } => *id,
+            Header::Log { level, message } => {
+                crate::plugin_log(*level, plugin, instance, message);
+                continue;
+            }
+            other => {
+                return format!(
+                    "the plugin process broke the protocol: it sent {other:?}, which only the \
+                     host sends"
+                );
+            }
+        };
+        let waiter = match &mut *shared.pending.lock() {
+            Ok(waiting) => waiting.remove(&id),
+            Err(_) => None,
+        };
+        // An answer nobody waits for (its call timed out) is dropped.
+        if let Some(waiter) = waiter {
+            waiter.send(Ok(frame));
+        }
+    }
+}
+
+/// An answer on its way; dropping it forgets the call.
+pub(crate) struct PendingAnswer {
+    receiver: tokio::sync::oneshot::Receiver<Result<Frame, Lost>>,
+    id: Option<u64>,
+    shared: Arc<Shared>,
+}
+
+impl std::future::Future for PendingAnswer {
+    type Output = Result<Frame, Lost>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.receiver)
+            .poll(cx)
+            .map(|answer| {
+                answer.unwrap_or_else(|_| Err(Lost::Child("the plugin process is gone".into())))
+            })
+    }
+}
+
+impl Drop for PendingAnswer {
+    fn drop(&mut self) {
+        if let Some(id) = self.id
+            && let Ok(waiting) = &mut *self.shared.pending.lock()
+        {
+            waiting.remove(&id);
+        }
+    }
+}

@@ -1,0 +1,189 @@
+#![doc = include_str!("PROTOCOL.md")]
+//!
+//! # In this crate
+//!
+//! - [`ProcessPlugin`]: a plugin that runs in a child process, either a plugin library run by a
+//!   worker ([`ProcessPlugin::isolated`], the very file an in-process [`Factory`] loads) or a
+//!   program ([`ProcessPlugin::program`]). Its instances are ordinary [`Instance`]s: registries,
+//!   routers and the HTTP server treat them like in-process ones.
+//! - [`worker_main`]: the worker side, for the executable that runs isolated libraries.
+//!
+//! [`Factory`]: crate::Factory
+
+mod child;
+mod link;
+mod remote;
+mod wire;
+mod worker;
+
+pub use remote::{ChildState, Mode};
+pub use wire::FD_VARIABLE;
+pub use worker::worker_main;
+
+pub(crate) use remote::Remote;
+pub(crate) use wire::RouteSpec;
+
+use crate::error::{Error, ErrorKind};
+use crate::plugin::{Instance, LoadOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a child process is run and supervised. The defaults suit most plugins.
+#[derive(Debug, Clone)]
+pub struct ProcessOptions {
+    /// How long a child has to answer `hello` with `welcome` (default 5 s).
+    pub handshake_timeout: Duration,
+    /// How long `start` may take (default 30 s).
+    pub start_timeout: Duration,
+    /// How long `stop` and the child's exit may take before SIGTERM, then SIGKILL (default 5 s).
+    pub stop_timeout: Duration,
+    /// How often the child's liveness is checked (default 5 s).
+    pub ping_interval: Duration,
+    /// How long a liveness check may wait for its answer before the child is killed and
+    /// restarted (default 5 s).
+    pub ping_timeout: Duration,
+    /// The first delay before a restart (default 100 ms); it doubles with each restart in a
+    /// row, up to `backoff_max`.
+    pub backoff_initial: Duration,
+    /// The longest delay before a restart (default 30 s).
+    pub backoff_max: Duration,
+    /// A child that served this long without dying resets the backoff (default 60 s).
+    pub stable_after: Duration,
+    /// How many crashes within `crash_window` quarantine the plugin (default 5).
+    pub max_crashes: u32,
+    /// The window of `max_crashes` (default 60 s).
+    pub crash_window: Duration,
+    /// The largest frame accepted from the child, in bytes (default 16 MiB plus the default
+    /// request body limit).
+    pub frame_limit: u64,
+    /// The most memory the child may map (`RLIMIT_AS`), in bytes.
+    pub memory_limit: Option<u64>,
+    /// The most CPU time the child may use (`RLIMIT_CPU`).
+    pub cpu_limit: Option<Duration>,
+    /// The executable that runs isolated libraries: any program that calls [`worker_main`]
+    /// first thing in `main` (`plugin-host` does). Default: the current executable.
+    pub worker: Option<PathBuf>,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(5),
+            start_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(5),
+            ping_timeout: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            stable_after: Duration::from_secs(60),
+            max_crashes: 5,
+            crash_window: Duration::from_secs(60),
+            frame_limit: (16 << 20) + crate::server::DEFAULT_BODY_LIMIT as u64,
+            memory_limit: None,
+            cpu_limit: None,
+            worker: None,
+        }
+    }
+}
+
+/// A plugin that runs in a child process: creates [`Instance`]s, each with a child of its own.
+#[derive(Debug, Clone)]
+pub struct ProcessPlugin {
+    mode: Mode,
+    file: PathBuf,
+    spec: child::Spec,
+    options: ProcessOptions,
+}
+
+impl ProcessPlugin {
+    /// The plugin library at `path`, to run in a worker process. The host applies the checks
+    /// that need no loading (permissions, SHA-256 pin, inspection of the file) before anything
+    /// starts, so that a bad file is the same error as in-process; the worker applies all of
+    /// [`Factory::load_with`](crate::Factory::load_with) again, and loads its private copy of
+    /// the pinned bytes.
+    pub fn isolated(
+        path: impl AsRef<Path>,
+        load: &LoadOptions,
+        options: ProcessOptions,
+    ) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let (resolved, _) = crate::plugin::check_file(path, load)?;
+        let worker = match &options.worker {
+            Some(worker) => worker.clone(),
+            None => std::env::current_exe().map_err(|source| {
+                Error::new(ErrorKind::Unreadable { source }).with_file(Some(path))
+            })?,
+        };
+        let mut env = vec![(
+            worker::LIBRARY_VARIABLE.to_owned(),
+            resolved.display().to_string(),
+        )];
+        if let Some(sha256) = &load.sha256 {
+            env.push((worker::SHA256_VARIABLE.to_owned(), sha256.clone()));
+        }
+        if load.allow_insecure_permissions {
+            env.push((worker::INSECURE_VARIABLE.to_owned(), "1".to_owned()));
+        }
+        Ok(Self {
+            mode: Mode::Isolated,
+            file: path.to_owned(),
+            spec: child::Spec {
+                program: worker,
+                args: Vec::new(),
+                env,
+                dir: None,
+                memory_limit: options.memory_limit,
+                cpu_limit: options.cpu_limit,
+            },
+            options,
+        })
+    }
+
+    /// A plugin program, started as `program args...` with `env` added to the host's
+    /// environment. It speaks this module's protocol.
+    pub fn program(
+        program: impl AsRef<Path>,
+        args: &[String],
+        env: &[(String, String)],
+        options: ProcessOptions,
+    ) -> Self {
+        let program = program.as_ref();
+        Self {
+            mode: Mode::Program,
+            file: program.to_owned(),
+            spec: child::Spec {
+                program: program.to_owned(),
+                args: args.to_vec(),
+                env: env.to_vec(),
+                dir: None,
+                memory_limit: options.memory_limit,
+                cpu_limit: options.cpu_limit,
+            },
+            options,
+        }
+    }
+
+    /// The library or the program.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Starts a child and completes the handshake: an instance called `name`, or by the
+    /// plugin's own name, with the JSON configuration `config`. Not started yet.
+    pub fn create(
+        &self,
+        name: Option<&str>,
+        config: &serde_json::Value,
+    ) -> Result<Instance, Error> {
+        let remote = remote::Remote::spawn(
+            self.mode,
+            self.file.clone(),
+            self.spec.clone(),
+            name,
+            config,
+            self.options.clone(),
+        )?;
+        Ok(Instance::remote(Arc::clone(&remote)))
+    }
+}

@@ -1,0 +1,647 @@
+//! An instance whose plugin runs in a child process, and the supervisor that keeps the child
+//! running: restarts with backoff after a crash, quarantine after too many, liveness checks,
+//! and the stop sequence (`stop`, then SIGTERM, then SIGKILL).
+
+use super::ProcessOptions;
+use super::child::Spec;
+use super::link::{Link, LinkOptions, Lost, PendingAnswer, Welcome};
+use super::wire::{Frame, Header, RouteSpec};
+use crate::error::{Error, ErrorKind};
+use crate::message::{Request, Response};
+use parking_lot::{Mutex, RwLock};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak, mpsc};
+use std::time::{Duration, Instant};
+
+/// Where a supervised child is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildState {
+    /// Started, handshake done, not yet serving (its `start` has not returned).
+    Starting,
+    /// Serving calls.
+    Serving,
+    /// Died; a new child starts after a backoff. Calls answer 503 meanwhile.
+    Restarting,
+    /// Crashed too often: not restarted until the host restarts. Calls answer 503.
+    Quarantined,
+    /// Stopped by the host.
+    Stopped,
+}
+
+impl ChildState {
+    /// The state's name, as `list` and `/healthz` show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildState::Starting => "starting",
+            ChildState::Serving => "serving",
+            ChildState::Restarting => "restarting",
+            ChildState::Quarantined => "quarantined",
+            ChildState::Stopped => "stopped",
+        }
+    }
+}
+
+/// Whether a process plugin is a library run by a worker or a program of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A plugin library, loaded by a worker process (`isolation = "process"`).
+    Isolated,
+    /// A plugin program speaking the protocol (`exec = ...`).
+    Program,
+}
+
+/// What the supervisor is told.
+enum Event {
+    /// The link of generation `.0` went down, for reason `.1`.
+    Down(u64, String),
+    /// Stop supervising.
+    Stop,
+}
+
+struct Supervision {
+    state: ChildState,
+    /// When each recent crash happened (within the quarantine window).
+    crashes: VecDeque<Instant>,
+    /// Restarts since the child last stayed up for `stable_after`.
+    backoff_step: u32,
+    /// When the current child started serving.
+    serving_since: Option<Instant>,
+    /// Whether the host called `start` (a restarted child is started again only then).
+    started: bool,
+}
+
+/// The process backend of one instance.
+pub(crate) struct Remote {
+    pub(crate) instance: String,
+    pub(crate) plugin: String,
+    pub(crate) version: String,
+    pub(crate) mode: Mode,
+    /// The library (isolated) or the program.
+    pub(crate) file: PathBuf,
+    spec: Spec,
+    config: serde_json::Value,
+    options: ProcessOptions,
+    link: RwLock<Option<Arc<Link>>>,
+    /// Counts links: an event of an older one is stale.
+    generation: AtomicU64,
+    supervision: Mutex<Supervision>,
+    routes: RwLock<Vec<RouteSpec>>,
+    events: Mutex<mpsc::Sender<Event>>,
+}
+
+impl Remote {
+    /// Starts the child and completes the handshake. The instance's name is `name`, or the
+    /// plugin's own.
+    pub(crate) fn spawn(
+        mode: Mode,
+        file: PathBuf,
+        spec: Spec,
+        name: Option<&str>,
+        config: &serde_json::Value,
+        options: ProcessOptions,
+    ) -> Result<Arc<Self>, Error> {
+        let (events, queue) = mpsc::channel();
+        let hello_name = name.unwrap_or("");
+        let spec_file = file.clone();
+        let fail = |reason: String| {
+            let error = Error::new(ErrorKind::Handshake { reason }).with_file(Some(&spec_file));
+            match name {
+                Some(name) => error.with_plugin(name),
+                None => error,
+            }
+        };
+        let generation = 1;
+        let down = events.clone();
+        let (link, welcome) = Link::open(
+            spec.clone(),
+            hello_name,
+            config,
+            link_options(&options),
+            move |reason| {
+                let _ = down.send(Event::Down(generation, reason));
+            },
+        )
+        .map_err(fail)?;
+        let Welcome {
+            name: plugin,
+            version,
+            routes,
+        } = welcome;
+        let remote = Arc::new(Remote {
+            instance: name.unwrap_or(&plugin).to_owned(),
+            plugin,
+            version,
+            mode,
+            file,
+            spec,
+            config: config.clone(),
+            options,
+            link: RwLock::new(Some(link)),
+            generation: AtomicU64::new(generation),
+            supervision: Mutex::new(Supervision {
+                state: ChildState::Starting,
+                crashes: VecDeque::new(),
+                backoff_step: 0,
+                serving_since: None,
+                started: false,
+            }),
+            routes: RwLock::new(routes),
+            events: Mutex::new(events),
+        });
+        let weak = Arc::downgrade(&remote);
+        std::thread::Builder::new()
+            .name("plugin-supervisor".into())
+            .spawn(move || supervise(&weak, &queue))
+            .map_err(|e| fail(format!("cannot start its supervisor thread: {e}")))?;
+        Ok(remote)
+    }
+
+    fn error(&self, kind: ErrorKind) -> Error {
+        Error::new(kind)
+            .with_file(Some(&self.file))
+            .with_plugin(&self.instance)
+    }
+
+    /// The state of the child. A child whose link just went down is `Restarting` at once,
+    /// before the supervisor has done anything about it.
+    pub(crate) fn state(&self) -> ChildState {
+        let state = self.supervision.lock().state;
+        match state {
+            ChildState::Serving | ChildState::Starting if self.current().is_none() => {
+                ChildState::Restarting
+            }
+            state => state,
+        }
+    }
+
+    /// The current child's process id, if one runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.current().map(|link| link.pid())
+    }
+
+    /// The link to the running child, unless it went down.
+    fn current(&self) -> Option<Arc<Link>> {
+        self.link.read().clone().filter(|link| !link.is_down())
+    }
+
+    /// Sends `start` and waits for its result; returns the routes.
+    pub(crate) fn start(&self) -> Result<Vec<RouteSpec>, Error> {
+        let failed = |reason| self.error(ErrorKind::StartFailed { reason });
+        let link = self
+            .current()
+            .ok_or_else(|| failed("the plugin process is not running".into()))?;
+        start_link(&link, &self.routes, self.options.start_timeout).map_err(failed)?;
+        let mut supervision = self.supervision.lock();
+        supervision.started = true;
+        supervision.state = ChildState::Serving;
+        supervision.serving_since = Some(Instant::now());
+        Ok(self.routes.read().clone())
+    }
+
+    /// Stops the plugin: `stop` and the grace period for its result and its exit, then
+    /// SIGTERM to its process group, then SIGKILL. The supervisor stops restarting it.
+    pub(crate) fn stop(&self) -> Result<(), Error> {
+        self.supervision.lock().state = ChildState::Stopped;
+        let _ = self.events.lock().send(Event::Stop);
+        let Some(link) = self.link.write().take() else {
+            return Ok(());
+        };
+        let grace = self.options.stop_timeout;
+        let begun = Instant::now();
+        let answer = link.request(|id| Header::Stop { id }, b"", grace);
+        link.close();
+        let left = grace.saturating_sub(begun.elapsed());
+        if link.wait_exit(left).is_none() {
+            tracing::warn!(
+                plugin = self.instance.as_str(),
+                "the plugin process did not exit within {grace:?} of stop: sending SIGTERM"
+            );
+            link.signal(libc::SIGTERM);
+            if link.wait_exit(Duration::from_secs(2)).is_none() {
+                tracing::warn!(
+                    plugin = self.instance.as_str(),
+                    "the plugin process ignored SIGTERM: sending SIGKILL"
+                );
+                link.kill();
+            }
+        }
+        // Whatever it left in its group goes too.
+        link.signal(libc::SIGKILL);
+        match answer {
+            Ok(Frame {
+                header: Header::Result { ok: true, .. },
+                ..
+            }) => Ok(()),
+            Ok(Frame {
+                header: Header::Result { error, .. },
+                ..
+            }) => Err(self.error(ErrorKind::StopFailed {
+                reason: error.unwrap_or_else(|| "it gave no reason".into()),
+            })),
+            Ok(frame) => Err(self.error(ErrorKind::StopFailed {
+                reason: format!("it answered stop with {:?}", frame.header),
+            })),
+            Err(lost) => Err(self.error(ErrorKind::StopFailed {
+                reason: describe(&lost),
+            })),
+        }
+    }
+
+    /// The link to call, or why there is none.
+    fn serving(&self) -> Result<Arc<Link>, Error> {
+        let state = self.supervision.lock().state;
+        match (state, self.current()) {
+            (ChildState::Serving, Some(link)) => Ok(link),
+            _ => Err(self.error(ErrorKind::Unavailable {
+                state: self.state().as_str(),
+            })),
+        }
+    }
+
+    /// Sends a call of route number `route`; the answer arrives through the returned future.
+    pub(crate) fn call(
+        self: &Arc<Self>,
+        route: usize,
+        request: &Request<'_>,
+        params: &[(String, String)],
+    ) -> RemoteCall {
+        let link = match self.serving() {
+            Ok(link) => link,
+            Err(error) => return RemoteCall::Failed(Some(error)),
+        };
+        let pending =
+            link.request_async(|id| call_header(id, route, request, params), request.body);
+        RemoteCall::Pending {
+            pending,
+            remote: self.clone(),
+            route,
+        }
+    }
+
+    /// Sends a call and waits for its answer at most `timeout` (for `Router::dispatch`).
+    pub(crate) fn call_blocking(
+        &self,
+        route: usize,
+        request: &Request<'_>,
+        params: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<Response, Error> {
+        let link = self.serving()?;
+        let answer = link.request(
+            |id| call_header(id, route, request, params),
+            request.body,
+            timeout,
+        );
+        self.response(route, answer)
+    }
+
+    /// Turns the answer to a call into a response, or the error the client gets.
+    fn response(&self, route: usize, answer: Result<Frame, Lost>) -> Result<Response, Error> {
+        let call = self
+            .routes
+            .read()
+            .get(route)
+            .map_or_else(String::new, |r| format!("{} {}", r.method, r.path));
+        let frame = answer.map_err(|lost| match lost {
+            Lost::Child(reason) => self.error(ErrorKind::ChildLost { reason }),
+            Lost::Timeout(after) => self.error(ErrorKind::HandlerFailed {
+                route: call.clone(),
+                reason: format!("no answer within {after:?}"),
+            }),
+        })?;
+        let Header::Response {
+            status,
+            headers,
+            error,
+            panicked,
+            ..
+        } = frame.header
+        else {
+            return Err(self.error(ErrorKind::HandlerFailed {
+                route: call,
+                reason: format!("it answered the call with {:?}", frame.header),
+            }));
+        };
+        if let Some(reason) = error {
+            return Err(self.error(if panicked {
+                ErrorKind::Panicked {
+                    call,
+                    message: reason,
+                }
+            } else {
+                ErrorKind::HandlerFailed {
+                    route: call,
+                    reason,
+                }
+            }));
+        }
+        let mut response = Response {
+            status,
+            headers: http::HeaderMap::with_capacity(headers.len()),
+            body: frame.body,
+        };
+        if !(200..=999).contains(&status) {
+            return Err(self.error(ErrorKind::HandlerFailed {
+                route: call,
+                reason: format!("it answered with HTTP status {status}, outside 200 to 999"),
+            }));
+        }
+        for (name, value) in headers {
+            let Some((name, value)) =
+                crate::message::checked_header(name.as_bytes(), value.as_bytes())
+            else {
+                return Err(self.error(ErrorKind::HandlerFailed {
+                    route: call,
+                    reason: format!("it answered with the refused header `{name}`"),
+                }));
+            };
+            response.headers.append(name, value);
+        }
+        Ok(response)
+    }
+
+    /// Starts a new child in place of one that died, and starts it if the old one was.
+    fn restart(self: &Arc<Self>, generation: u64) -> Result<(), String> {
+        let down = self.events.lock().clone();
+        let (link, welcome) = Link::open(
+            self.spec.clone(),
+            &self.instance,
+            &self.config,
+            link_options(&self.options),
+            move |reason| {
+                let _ = down.send(Event::Down(generation, reason));
+            },
+        )?;
+        if welcome.name != self.plugin {
+            link.kill();
+            return Err(format!(
+                "the new process says it is plugin `{}`, not `{}`",
+                welcome.name, self.plugin
+            ));
+        }
+        let started = self.supervision.lock().started;
+        if started {
+            let routes = RwLock::new(welcome.routes);
+            start_link(&link, &routes, self.options.start_timeout)?;
+            if *routes.read() != *self.routes.read() {
+                link.kill();
+                return Err("the new process lists other routes than the first one".into());
+            }
+        }
+        let mut supervision = self.supervision.lock();
+        if supervision.state == ChildState::Stopped {
+            link.kill();
+            return Ok(());
+        }
+        // The link first: a caller that sees the state `Serving` finds it.
+        *self.link.write() = Some(link);
+        supervision.state = if started {
+            ChildState::Serving
+        } else {
+            ChildState::Starting
+        };
+        supervision.serving_since = Some(Instant::now());
+        Ok(())
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let _ = self.events.lock().send(Event::Stop);
+        if let Some(link) = self.link.write().take() {
+            link.kill();
+        }
+    }
+}
+
+/// Sends `start` on `link` and waits for its result; its routes, if it lists any, replace
+/// `routes`.
+fn start_link(
+    link: &Link,
+    routes: &RwLock<Vec<RouteSpec>>,
+    timeout: Duration,
+) -> Result<(), String> {
+    match link.request(|id| Header::Start { id }, b"", timeout) {
+        Ok(Frame {
+            header:
+                Header::Result {
+                    ok: true,
+                    routes: listed,
+                    ..
+                },
+            ..
+        }) => {
+            if let Some(listed) = listed {
+                *routes.write() = listed;
+            }
+            Ok(())
+        }
+        Ok(Frame {
+            header: Header::Result { error, .. },
+            ..
+        }) => Err(error.unwrap_or_else(|| "it gave no reason".into())),
+        Ok(frame) => Err(format!("it answered start with {:?}", frame.header)),
+        Err(lost) => Err(describe(&lost)),
+    }
+}
+
+fn describe(lost: &Lost) -> String {
+    match lost {
+        Lost::Child(reason) => reason.clone(),
+        Lost::Timeout(after) => format!("no answer within {after:?}"),
+    }
+}
+
+fn link_options(options: &ProcessOptions) -> LinkOptions {
+    LinkOptions {
+        frame_limit: options.frame_limit,
+        handshake_timeout: options.handshake_timeout,
+    }
+}
+
+fn call_header(
+    id: u64,
+    route: usize,
+    request: &Request<'_>,
+    params: &[(String, String)],
+) -> Header {
+    Header::Call {
+        id,
+        route,
+        method: request.method.to_owned(),
+        path: request.path.to_owned(),
+        query: request.query.to_owned(),
+        headers: request
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_owned(), String::from_utf8_lossy(value).into_owned()))
+            .collect(),
+        params: params.to_vec(),
+    }
+}
+
+/// The supervisor's loop: checks liveness, and restarts the child when it goes down.
+fn supervise(remote: &Weak<Remote>, events: &mpsc::Receiver<Event>) {
+    let interval = match remote.upgrade() {
+        Some(remote) => remote.options.ping_interval,
+        None => return,
+    };
+    loop {
+        match events.recv_timeout(interval) {
+            Ok(Event::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Ok(Event::Down(generation, reason)) => {
+                let Some(remote) = remote.upgrade() else {
+                    return;
+                };
+                if generation != remote.generation.load(Ordering::Acquire) {
+                    continue;
+                }
+                if !recover(&remote, events, reason) {
+                    return;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let Some(remote) = remote.upgrade() else {
+                    return;
+                };
+                ping(&remote);
+            }
+        }
+    }
+}
+
+/// Kills a child that does not answer `ping` within the liveness deadline; its link then goes
+/// down, and the supervisor restarts it.
+fn ping(remote: &Remote) {
+    if remote.state() != ChildState::Serving {
+        return;
+    }
+    let Some(link) = remote.current() else {
+        return;
+    };
+    let timeout = remote.options.ping_timeout;
+    if let Err(Lost::Timeout(_)) = link.request(|id| Header::Ping { id }, b"", timeout) {
+        tracing::error!(
+            plugin = remote.instance.as_str(),
+            "the plugin process (pid {}) did not answer a liveness check within {timeout:?}: \
+             killing it",
+            link.pid()
+        );
+        link.kill();
+    }
+}
+
+/// Handles a child that went down: counts the crash, then restarts it after a backoff, or
+/// quarantines it. Returns false when supervision should end.
+fn recover(remote: &Arc<Remote>, events: &mpsc::Receiver<Event>, reason: String) -> bool {
+    let options = remote.options.clone();
+    let old = remote.link.write().take();
+    let status = old
+        .as_ref()
+        .and_then(|link| {
+            link.close();
+            link.wait_exit(Duration::from_millis(200))
+        })
+        .map_or_else(String::new, |s| format!(" ({s})"));
+    drop(old);
+    let mut reason = reason;
+    loop {
+        let delay = {
+            let mut supervision = remote.supervision.lock();
+            if supervision.state == ChildState::Stopped {
+                return false;
+            }
+            let now = Instant::now();
+            if supervision
+                .serving_since
+                .is_some_and(|since| now.duration_since(since) >= options.stable_after)
+            {
+                supervision.backoff_step = 0;
+            }
+            supervision.serving_since = None;
+            supervision.crashes.push_back(now);
+            while supervision
+                .crashes
+                .front()
+                .is_some_and(|at| now.duration_since(*at) > options.crash_window)
+            {
+                supervision.crashes.pop_front();
+            }
+            if supervision.crashes.len() >= options.max_crashes as usize {
+                supervision.state = ChildState::Quarantined;
+                tracing::error!(
+                    plugin = remote.instance.as_str(),
+                    "the plugin process ended{status}: {reason}; it crashed {} times within \
+                     {:?}, so it is quarantined: its routes answer 503 until the host restarts",
+                    supervision.crashes.len(),
+                    options.crash_window
+                );
+                return false;
+            }
+            supervision.state = ChildState::Restarting;
+            let delay = options
+                .backoff_initial
+                .saturating_mul(1 << supervision.backoff_step.min(16))
+                .min(options.backoff_max);
+            supervision.backoff_step += 1;
+            delay
+        };
+        tracing::error!(
+            plugin = remote.instance.as_str(),
+            "the plugin process ended{status}: {reason}; restarting it in {delay:?}"
+        );
+        match events.recv_timeout(delay) {
+            Ok(Event::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+            // Only the old link can be down now: there is no new one yet.
+            Ok(Event::Down(..)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let generation = remote.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        match remote.restart(generation) {
+            Ok(()) => {
+                tracing::info!(
+                    plugin = remote.instance.as_str(),
+                    "the plugin process was restarted (pid {})",
+                    remote.pid().map_or_else(|| "-".into(), |p| p.to_string())
+                );
+                return true;
+            }
+            Err(why) => reason = format!("its restart failed: {why}"),
+        }
+    }
+}
+
+/// A call sent to a child: resolves to its response.
+pub(crate) enum RemoteCall {
+    /// Refused before it was sent (the child is not serving).
+    Failed(Option<Error>),
+    /// Sent; waiting for the answer.
+    Pending {
+        pending: PendingAnswer,
+        remote: Arc<Remote>,
+        route: usize,
+    },
+}
+
+impl std::future::Future for RemoteCall {
+    type Output = Result<Response, Error>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            RemoteCall::Failed(error) => std::task::Poll::Ready(Err(error
+                .take()
+                .expect("a finished call is not polled again"))),
+            RemoteCall::Pending {
+                pending,
+                remote,
+                route,
+            } => std::pin::Pin::new(pending)
+                .poll(cx)
+                .map(|answer| remote.response(*route, answer)),
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Frames of the process protocol (see `PROTOCOL.md`): a length, a JSON header and a raw body.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+
+/// The protocol versions this host speaks, in order of preference.
+pub(crate) const VERSIONS: &[u32] = &[1];
+
+/// The environment variable naming the child's end of the socket pair.
+pub const FD_VARIABLE: &str = "PLUGLET_PLUGIN_FD";
+
+/// The file descriptor number the child's end of the socket has.
+pub(crate) const CHILD_FD: i32 = 3;
+
+/// One frame: its header and its body.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub(crate) header: Header,
+    pub(crate) body: Vec<u8>,
+}
+
+/// A message of the protocol. Fields unknown to this version are ignored when reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Header {
+    /// Host to child, first: the versions the host speaks and the instance's configuration.
+    Hello {
+        versions: Vec<u32>,
+        instance: String,
+        config: serde_json::Value,
+    },
+    /// Child to host, first: the chosen version, the plugin's name and version, its routes.
+    Welcome {
+        version: u32,
+        name: String,
+        plugin_version: String,
+        #[serde(default)]
+        routes: Vec<RouteSpec>,
+    },
+    /// Child to host, first, instead of `welcome`: the plugin refuses to run.
+    Refuse { error: String },
+    /// Host to child: start the instance.
+    Start { id: u64 },
+    /// Host to child: stop the instance.
+    Stop { id: u64 },
+    /// Child to host: the outcome of `start` or `stop`.
+    Result {
+        id: u64,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        routes: Option<Vec<RouteSpec>>,
+    },
+    /// Host to child: a request; the body is the request body.
+    Call {
+        id: u64,
+        route: usize,
+        method: String,
+        path: String,
+        query: String,
+        headers: Vec<(String, String)>,
+        params: Vec<(String, String)>,
+    },
+    /// Child to host: the answer to a call; the body is the response body.
+    Response {
+        id: u64,
+        #[serde(default = "ok_status")]
+        status: u16,
+        #[serde(default)]
+        headers: Vec<(String, String)>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// Set by the worker of a plugin library when the handler panicked.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        panicked: bool,
+    },
+    /// Host to child: answer `pong` promptly.
+    Ping { id: u64 },
+    /// Child to host: the answer to `ping`.
+    Pong { id: u64 },
+    /// Child to host: a line for the host's log.
+    Log { level: u32, message: String },
+}
+
+fn ok_status() -> u16 {
+    200
+}
+
+/// A route as the protocol carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RouteSpec {
+    /// An upper-case HTTP method token.
+    pub(crate) method: String,
+    /// A path pattern.
+    pub(crate) path: String,
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    /// The other end closed the socket between frames.
+    #[error("the connection was closed")]
+    Closed,
+    /// Reading failed, or the socket closed in the middle of a frame.
+    #[error("reading failed: {0}")]
+    Io(#[from] io::Error),
+    /// A frame over the limit, refused before anything was allocated for it.
+    #[error("a frame of {size} bytes, over the limit of {limit}")]
+    TooLarge { size: u64, limit: u64 },
+    /// A frame that breaks the protocol.
+    #[error("a malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// Reads one frame of at most `limit` bytes (after the length word).
+pub(crate) fn read_frame(reader: &mut impl Read, limit: u64) -> Result<Frame, ReadError> {
+    let mut word = [0u8; 4];
+    // A clean end of stream is only allowed between frames.
+    let mut filled = 0;
+    while filled < 4 {
+        match reader.read(&mut word[filled..]) {
+            Ok(0) if filled == 0 => return Err(ReadError::Closed),
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let size = u64::from(u32::from_be_bytes(word));
+    if size > limit {
+        return Err(ReadError::TooLarge { size, limit });
+    }
+    if size < 4 {
+        return Err(ReadError::Malformed(format!(
+            "a frame of {size} bytes cannot hold its header length"
+        )));
+    }
+    reader.read_exact(&mut word)?;
+    let header_len = u64::from(u32::from_be_bytes(word));
+    if header_len > size - 4 {
+        return Err(ReadError::Malformed(format!(
+            "a header of {header_len} bytes in a frame of {size}"
+        )));
+    }
+    // `size <= limit`, which the caller chose to be allocatable.
+    let mut rest = vec![0u8; (size - 4) as usize];
+    reader.read_exact(&mut rest)?;
+    let body = rest.split_off(header_len as usize);
+    let header = serde_json::from_slice(&rest).map_err(|e| {
+        let shown = String::from_utf8_lossy(&rest[..rest.len().min(80)]).into_owned();
+        ReadError::Malformed(format!("{e} in the header {shown:?}"))
+    })?;
+    Ok(Frame { header, body })
+}
+
+/// Encodes a frame into `out`, ready for one write.
+pub(crate) fn encode(header: &Header, body: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    serde_json::to_writer(&mut *out, header).expect("a header always serializes");
+    let header_len = out.len() - start - 8;
+    out.extend_from_slice(body);
+    let size = out.len() - start - 4;
+    let size = u32::try_from(size).expect("a frame under 4 GiB");
+    out[start..start + 4].copy_from_slice(&size.to_be_bytes());
+    out[start + 4..start + 8].copy_from_slice(&(header_len as u32).to_be_bytes());
+}
+
+/// Writes one frame.
+pub(crate) fn write_frame(writer: &mut impl Write, header: &Header, body: &[u8]) -> io::Result<()> {
+    let mut out = Vec::with_capacity(128 + body.len());
+    encode(header, body, &mut out);
+    writer.write_all(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(header: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&((4 + header.len() + body.len()) as u32).to_be_bytes());
+        out.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        out.extend_from_slice(header);
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn a_frame_round_trips_with_a_raw_body() {
+        let header = Header::Response {
+            id: 7,
+            status: 201,
+            headers: vec![("x-a".into(), "1".into())],
+            error: None,
+            panicked: false,
+        };
+        let body = [0u8, 255, 10, 13];
+        let mut out = Vec::new();
+        encode(&header, &body, &mut out);
+        let read = read_frame(&mut out.as_slice(), 1 << 20).unwrap();
+        assert_eq!((read.header, read.body.as_slice()), (header, &body[..]));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_defaults_filled_in() {
+        let bytes = frame(br#"{"type":"response","id":3,"future":[1,2]}"#, b"hi");
+        let read = read_frame(&mut bytes.as_slice(), 1 << 20).unwrap();
+        let Header::Response { id, status, .. } = read.header else {
+            panic!("{:?}", read.header)
+        };
+        assert_eq!((id, status, read.body.as_slice()), (3, 200, &b"hi"[..]));
+    }
+
+    #[test]
+    fn an_oversize_frame_is_refused_before_it_is_read() {
+        // Only the length word exists: reading any further would fail differently.
+        let bytes = u32::MAX.to_be_bytes();
+        let error = read_frame(&mut bytes.as_slice(), 1 << 20).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ReadError::TooLarge {
+                    size: 4294967295,
+                    limit: 1048576
+                }
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed_and_a_cut_frame_is_an_error() {
+        let bytes = frame(b"not json", b"");
+        let error = read_frame(&mut bytes.as_slice(), 1 << 20).unwrap_err();
+        assert!(matches!(error, ReadError::Malformed(_)), "{error}");
+        let bytes = frame(br#"{"type":"launch"}"#, b"");
+        let error = read_frame(&mut bytes.as_slice(), 1 << 20).unwrap_err();
+        assert!(
+            error.to_string().contains("unknown variant `launch`"),
+            "{error}"
+        );
+        let mut bytes = frame(br#"{"type":"pong","id":1}"#, b"");
+        bytes[7] = 200; // a header longer than the frame
+        let error = read_frame(&mut bytes.as_slice(), 1 << 20).unwrap_err();
+        assert!(matches!(error, ReadError::Malformed(_)), "{error}");
+        let bytes = frame(br#"{"type":"pong","id":1}"#, b"");
+        let error = read_frame(&mut &bytes[..10], 1 << 20).unwrap_err();
+        assert!(matches!(error, ReadError::Io(_)), "{error}");
+        assert!(matches!(
+            read_frame(&mut &b""[..], 1 << 20),
+            Err(ReadError::Closed)
+        ));
+    }
+}

@@ -1,0 +1,336 @@
+//! The worker: the child side of an isolated plugin library. It loads the library with every
+//! check an in-process host applies, and serves it over the protocol; handler calls run
+//! concurrently on a pool of threads, as they would in the host.
+
+use super::wire::{self, CHILD_FD, FD_VARIABLE, Frame, Header, ReadError, RouteSpec};
+use crate::plugin::{Factory, Instance, LoadOptions};
+use crate::{Registry, Request, Router};
+use parking_lot::Mutex;
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+/// The library a worker loads (set by the host when it starts one).
+pub(crate) const LIBRARY_VARIABLE: &str = "PLUGLET_WORKER_LIBRARY";
+/// The SHA-256 the library must have, if pinned.
+pub(crate) const SHA256_VARIABLE: &str = "PLUGLET_WORKER_SHA256";
+/// Set to `1` when insecure permissions are allowed.
+pub(crate) const INSECURE_VARIABLE: &str = "PLUGLET_WORKER_INSECURE";
+
+/// Turns this process into a worker when a host started it as one, and then never returns (it
+/// exits when the host stops it, or goes away). Otherwise it returns at once.
+///
+/// Call it first thing in `main` of any executable that runs isolated plugins
+/// ([`ProcessOptions::worker`](super::ProcessOptions::worker), or the application itself,
+/// which is the default worker):
+///
+/// ```no_run
+/// plugin_host::process::worker_main();
+/// // ... the application ...
+/// ```
+pub fn worker_main() {
+    let Some(library) = std::env::var_os(LIBRARY_VARIABLE) else {
+        return;
+    };
+    if std::env::var_os(FD_VARIABLE).is_none() {
+        eprintln!(
+            "this process was asked to be a plugin worker, but not by plugin-host: it is started \
+             by plugin-host serve, not by hand"
+        );
+        std::process::exit(2);
+    }
+    crate::install_crash_report();
+    // SAFETY: the host started this process with its end of the socket pair as `CHILD_FD`
+    // (and says so in `FD_VARIABLE`); nothing else in this process owns that descriptor.
+    let socket = unsafe { UnixStream::from_raw_fd(CHILD_FD) };
+    let options = LoadOptions {
+        sha256: std::env::var(SHA256_VARIABLE).ok(),
+        allow_insecure_permissions: std::env::var_os(INSECURE_VARIABLE).is_some(),
+    };
+    let code = match serve(socket, std::path::Path::new(&library), &options) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("plugin worker: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// The socket's writing half, shared by the threads that answer.
+#[derive(Clone)]
+struct Writer(Arc<Mutex<UnixStream>>);
+
+impl Writer {
+    fn send(&self, header: &Header, body: &[u8]) -> std::io::Result<()> {
+        let mut frame = Vec::with_capacity(128 + body.len());
+        wire::encode(header, body, &mut frame);
+        self.0.lock().write_all(&frame)
+    }
+}
+
+fn serve(
+    socket: UnixStream,
+    library: &std::path::Path,
+    options: &LoadOptions,
+) -> Result<(), String> {
+    let mut reader = socket.try_clone().map_err(|e| e.to_string())?;
+    let writer = Writer(Arc::new(Mutex::new(socket)));
+    let limit = super::ProcessOptions::default().frame_limit;
+    let (instance_name, config) = match wire::read_frame(&mut reader, limit) {
+        Ok(Frame {
+            header: Header::Hello {
+                instance, config, ..
+            },
+            ..
+        }) => (instance, config),
+        Ok(frame) => return Err(format!("expected hello, got {:?}", frame.header)),
+        Err(e) => return Err(format!("no hello: {e}")),
+    };
+    // The plugin's log lines travel to the host as `log` frames.
+    forward_logs(writer.clone());
+    let refuse = |error: String| {
+        let _ = writer.send(
+            &Header::Refuse {
+                error: error.clone(),
+            },
+            b"",
+        );
+        error
+    };
+    let factory = Factory::load_with(library, options).map_err(|e| refuse(e.to_string()))?;
+    let name = if instance_name.is_empty() {
+        factory.name().to_owned()
+    } else {
+        instance_name
+    };
+    let instance = factory
+        .create(&name, &config)
+        .map_err(|e| refuse(e.to_string()))?;
+    writer
+        .send(
+            &Header::Welcome {
+                version: wire::VERSIONS[0],
+                name: factory.name().to_owned(),
+                plugin_version: factory.version().to_owned(),
+                routes: Vec::new(),
+            },
+            b"",
+        )
+        .map_err(|e| e.to_string())?;
+    let calls = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(256)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut serving = Serving {
+        instance,
+        registry: Registry::new(),
+        router: None,
+    };
+    loop {
+        let frame = match wire::read_frame(&mut reader, limit) {
+            Ok(frame) => frame,
+            // The host closed the connection, or went away: the end.
+            Err(ReadError::Closed) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        match frame.header {
+            Header::Ping { id } => writer
+                .send(&Header::Pong { id }, b"")
+                .map_err(|e| e.to_string())?,
+            Header::Start { id } => {
+                let answer = serving.start();
+                writer
+                    .send(&result(id, answer), b"")
+                    .map_err(|e| e.to_string())?;
+            }
+            Header::Stop { id } => {
+                let answer = serving.stop().map(|()| Vec::new());
+                writer
+                    .send(&result(id, answer), b"")
+                    .map_err(|e| e.to_string())?;
+            }
+            Header::Call {
+                id,
+                method,
+                path,
+                query,
+                headers,
+                ..
+            } => {
+                let Some(router) = serving.router.clone() else {
+                    let error = Some("called before start".to_owned());
+                    let answer = response(id, error, false);
+                    writer.send(&answer, b"").map_err(|e| e.to_string())?;
+                    continue;
+                };
+                let writer = writer.clone();
+                let body = frame.body;
+                calls.spawn_blocking(move || {
+                    let mut request = Request::new(&method, &path).body(&body);
+                    request.query = &query;
+                    for (name, value) in &headers {
+                        request = request.header(name, value.as_bytes());
+                    }
+                    let (header, body) = match router.dispatch(&request) {
+                        Ok(answer) => (
+                            Header::Response {
+                                id,
+                                status: answer.status,
+                                headers: answer
+                                    .headers
+                                    .iter()
+                                    .map(|(n, v)| {
+                                        (
+                                            n.to_string(),
+                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                        )
+                                    })
+                                    .collect(),
+                                error: None,
+                                panicked: false,
+                            },
+                            answer.body,
+                        ),
+                        Err(error) => {
+                            let panicked =
+                                matches!(error.kind(), crate::ErrorKind::Panicked { .. });
+                            (response(id, Some(reason(&error)), panicked), Vec::new())
+                        }
+                    };
+                    // A failed write means the host is gone: the reader sees it too.
+                    let _ = writer.send(&header, &body);
+                });
+            }
+            other => return Err(format!("unexpected {other:?}")),
+        }
+    }
+}
+
+/// What the worker serves once started.
+struct Serving {
+    instance: Instance,
+    registry: Registry,
+    router: Option<Arc<Router>>,
+}
+
+impl Serving {
+    fn start(&mut self) -> Result<Vec<RouteSpec>, String> {
+        self.registry
+            .register(self.instance.clone())
+            .map_err(|e| e.to_string())?;
+        self.instance.start().map_err(|e| reason(&e))?;
+        let router = self.registry.router().map_err(|e| e.to_string())?;
+        let routes = router
+            .routes()
+            .into_iter()
+            .map(|r| RouteSpec {
+                method: r.method,
+                path: r.path,
+            })
+            .collect();
+        self.router = Some(Arc::new(router));
+        Ok(routes)
+    }
+
+    fn stop(&mut self) -> Result<(), String> {
+        // Calls still running keep their router; `close_and_stop` never stops under them.
+        self.router = None;
+        self.instance.close_and_stop().map_err(|e| reason(&e))
+    }
+}
+
+/// The plugin's own reason, without the plugin and file the host adds again.
+fn reason(error: &crate::Error) -> String {
+    match error.kind() {
+        crate::ErrorKind::HandlerFailed { reason, .. }
+        | crate::ErrorKind::StartFailed { reason }
+        | crate::ErrorKind::StopFailed { reason }
+        | crate::ErrorKind::RoutesFailed { reason } => reason.clone(),
+        crate::ErrorKind::Panicked { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn result(id: u64, answer: Result<Vec<RouteSpec>, String>) -> Header {
+    match answer {
+        Ok(routes) => Header::Result {
+            id,
+            ok: true,
+            error: None,
+            routes: Some(routes),
+        },
+        Err(error) => Header::Result {
+            id,
+            ok: false,
+            error: Some(error),
+            routes: None,
+        },
+    }
+}
+
+fn response(id: u64, error: Option<String>, panicked: bool) -> Header {
+    Header::Response {
+        id,
+        status: 500,
+        headers: Vec::new(),
+        error,
+        panicked,
+    }
+}
+
+/// Sends the events the plugin logs through its `PluginHost` (target `plugin`) to the host as
+/// `log` frames; everything else the worker logs goes to its standard error, which the host
+/// copies into its log.
+fn forward_logs(writer: Writer) {
+    use tracing_subscriber::layer::SubscriberExt;
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            Forward(writer).with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                m.target() == "plugin"
+            })),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                    m.target() != "plugin"
+                })),
+        );
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
+use tracing_subscriber::Layer;
+
+/// A tracing layer that sends each event to the host.
+struct Forward(Writer);
+
+impl<S: tracing::Subscriber> Layer<S> for Forward {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => plugin_api::abi::PLUGIN_LOG_ERROR,
+            tracing::Level::WARN => plugin_api::abi::PLUGIN_LOG_WARN,
+            tracing::Level::INFO => plugin_api::abi::PLUGIN_LOG_INFO,
+            tracing::Level::DEBUG => plugin_api::abi::PLUGIN_LOG_DEBUG,
+            tracing::Level::TRACE => plugin_api::abi::PLUGIN_LOG_TRACE,
+        };
+        let _ = self.0.send(
+            &Header::Log {
+                level,
+                message: message.0,
+            },
+            b"",
+        );
+    }
+}
