@@ -144,8 +144,17 @@ impl Link {
         std::thread::Builder::new()
             .name("plugin-writer".into())
             .spawn(move || {
-                for frame in queue {
-                    if let Err(e) = writer.write_all(&frame) {
+                // Under load, the frames queued while one was written go out together.
+                let mut batch = Vec::new();
+                while let Ok(frame) = queue.recv() {
+                    batch.clear();
+                    batch.extend_from_slice(&frame);
+                    while batch.len() < 1 << 20
+                        && let Ok(frame) = queue.try_recv()
+                    {
+                        batch.extend_from_slice(&frame);
+                    }
+                    if let Err(e) = writer.write_all(&batch) {
                         shared.fail_all(&format!("writing to the plugin process failed: {e}"));
                         let _ = shutdown.shutdown(std::net::Shutdown::Both);
                         return;
@@ -153,8 +162,10 @@ impl Link {
                 }
             })
             .map_err(|e| e.to_string())?;
-        let mut reader = link.socket.try_clone().map_err(|e| e.to_string())?;
+        let reader = link.socket.try_clone().map_err(|e| e.to_string())?;
         let _ = reader.set_read_timeout(None);
+        // Answers that arrive together are read with one system call.
+        let mut reader = std::io::BufReader::with_capacity(64 << 10, reader);
         let shared = link.shared.clone();
         let limit = options.frame_limit;
         let plugin = welcome.name.clone();
@@ -387,7 +398,7 @@ impl Drop for Link {
 
 /// Reads frames until the link goes down; returns why.
 fn read_loop(
-    reader: &mut UnixStream,
+    reader: &mut impl std::io::Read,
     limit: u64,
     shared: &Shared,
     (plugin, instance): (&str, &str),

@@ -75,7 +75,9 @@ fn serve(
     library: &std::path::Path,
     options: &LoadOptions,
 ) -> Result<(), String> {
-    let mut reader = socket.try_clone().map_err(|e| e.to_string())?;
+    // Calls that arrive together are read with one system call.
+    let reader = socket.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = std::io::BufReader::with_capacity(64 << 10, reader);
     let writer = Writer(Arc::new(Mutex::new(socket)));
     let limit = super::ProcessOptions::default().frame_limit;
     let (instance_name, config) = match wire::read_frame(&mut reader, limit) {
