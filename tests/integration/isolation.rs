@@ -249,7 +249,7 @@ fn a_plugin_that_crashes_too_often_is_quarantined() {
     assert_eq!(http(addr, "GET", "/healthz", b"").status, 503);
     let (_, stderr) = served.terminate_within(Duration::from_secs(8));
     assert!(
-        stderr.contains("it crashed 3 times within 60s, so it is quarantined"),
+        stderr.contains("it crashed 3 times within 60s, so it is quarantined: its routes answer 503 until its file changes or the host restarts"),
         "{stderr}"
     );
     drop(config);
@@ -494,4 +494,123 @@ fn an_isolated_plugin_has_the_same_checks_as_an_in_process_one() {
                 .contains("invalid configuration at `start`"),
         "{error}"
     );
+}
+
+#[test]
+fn a_program_that_ignores_stop_and_sigterm_is_killed() {
+    let options = ProcessOptions {
+        stop_timeout: Duration::from_millis(300),
+        ..process_options()
+    };
+    let registry = program("stubborn", options);
+    let (pid, _) = process_of(&registry, "stubborn");
+    let pid = u64::from(pid.unwrap());
+    let begun = Instant::now();
+    // It answers `stop`, then neither exits nor dies of SIGTERM: SIGKILL ends it.
+    registry.stop_all().unwrap_or_else(|e| panic!("{e}"));
+    let took = begun.elapsed();
+    assert!(
+        took >= Duration::from_millis(2300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert!(!alive(pid));
+}
+
+#[test]
+fn memory_and_cpu_limits_are_applied_in_the_child() {
+    let options = ProcessOptions {
+        memory_limit: Some(512 << 20),
+        cpu_limit: Some(Duration::from_secs(30)),
+        ..process_options()
+    };
+    let registry = program("limits", options);
+    let router = registry.router().unwrap();
+    let response = router
+        .dispatch(&plugin_host::Request::new("GET", "/limits"))
+        .unwrap();
+    let limits: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(
+        limits,
+        json!({ "memory": [536870912, 536870912], "cpu": [30, 31] })
+    );
+    drop(router);
+    registry.stop_all().unwrap();
+}
+
+#[test]
+fn a_call_past_its_deadline_is_504_and_the_program_keeps_serving() {
+    let text = format!(
+        "[[plugin]]\nexec = {:?}\nhandler_timeout = 0.3\n",
+        programs().join("quote.py").display().to_string()
+    );
+    let (served, _) = serve("program-deadline", &text);
+    let begun = Instant::now();
+    let response = http(served.addr, "GET", "/quote/sleep?ms=3000", b"");
+    assert_eq!(response.status, 504, "{}", response.text());
+    assert!(
+        begun.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        begun.elapsed()
+    );
+    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(
+        (&body["plugin"], &body["kind"]),
+        (&json!("quote"), &json!("timeout"))
+    );
+    assert_eq!(http(served.addr, "GET", "/quote", b"").status, 200);
+    let health = health(served.addr);
+    assert_eq!(
+        health["calls_past_deadline"]["quote"]["total"], 1,
+        "{health}"
+    );
+}
+
+#[test]
+fn a_quarantined_plugin_is_restarted_when_its_file_changes() {
+    // A copy of the program, to change.
+    let program = scratch("quarantine-file").join("crashy.py");
+    std::fs::copy(misbehave(), &program).unwrap();
+    let options = ProcessOptions {
+        max_crashes: 1,
+        ping_interval: Duration::from_millis(100),
+        ..process_options()
+    };
+    let plugin = ProcessPlugin::program(&program, &["crashy".to_owned()], &[], options);
+    let registry = plugin_host::Registry::new();
+    registry
+        .register(plugin.create(None, &json!({})).unwrap())
+        .unwrap();
+    registry.start_all().unwrap();
+    let router = registry.router().unwrap();
+    let call = || router.dispatch(&plugin_host::Request::new("GET", "/crashy"));
+    let error = call().expect_err("it exits when called");
+    assert!(
+        matches!(error.kind(), ErrorKind::ChildLost { .. }),
+        "{error:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while process_of(&registry, "crashy").1 != ChildState::Quarantined {
+        assert!(Instant::now() < deadline, "not quarantined");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Still quarantined a while later: nothing changed.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(process_of(&registry, "crashy").1, ChildState::Quarantined);
+    let error = call().expect_err("quarantined");
+    assert!(
+        matches!(
+            error.kind(),
+            ErrorKind::Unavailable {
+                state: "quarantined"
+            }
+        ),
+        "{error:?}"
+    );
+    // A new version of the file: it serves again.
+    let mut text = std::fs::read_to_string(&program).unwrap();
+    text.push_str("\n# a new version\n");
+    std::fs::write(&program, text).unwrap();
+    wait_for_restart(&registry, "crashy", None);
+    drop(router);
+    registry.stop_all().unwrap();
 }
