@@ -160,13 +160,26 @@ pub fn build_rust_plugins_in(manifest: &Path, packages: &[&str]) -> HashMap<Stri
 /// Builds the `plugin-host` binary (in this crate's profile) and returns its path.
 pub fn host_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let manifest = workspace_root().join("Cargo.toml");
-        cargo_build(&manifest, &["-p", "pluglet-host", "--bin", "plugin-host"])
-            .iter()
-            .find_map(|artifact| artifact["executable"].as_str().map(PathBuf::from))
-            .expect("cargo built the plugin-host binary")
-    })
+    BINARY.get_or_init(|| build_executable(&["--bin", "plugin-host"]))
+}
+
+/// Builds the example `name` of the host crate (in this crate's profile) and returns its path.
+pub fn host_example(name: &str) -> PathBuf {
+    build_executable(&["--example", name])
+}
+
+/// Builds one executable of the host crate, chosen by `target` (`--bin NAME`, `--example NAME`).
+fn build_executable(target: &[&str]) -> PathBuf {
+    let manifest = workspace_root().join("Cargo.toml");
+    let args: Vec<&str> = ["-p", "pluglet-host"]
+        .iter()
+        .chain(target)
+        .copied()
+        .collect();
+    cargo_build(&manifest, &args)
+        .iter()
+        .find_map(|artifact| artifact["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo built no executable for {target:?}"))
 }
 
 /// Runs `cargo build` with `args` on `manifest` and returns its `compiler-artifact` messages.

@@ -614,3 +614,37 @@ fn a_quarantined_plugin_is_restarted_when_its_file_changes() {
     drop(router);
     registry.stop_all().unwrap();
 }
+
+#[test]
+fn an_application_linking_the_library_is_its_own_worker() {
+    let example = sample_plugins::host_example("isolated");
+    let output = Command::new(&example)
+        .arg(&samples().hello)
+        .args(["GET", "/hello/ada"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut lines = stdout.lines();
+    let pid: u32 = lines
+        .next()
+        .and_then(|l| l.strip_prefix("worker pid "))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_ne!(pid, std::process::id());
+    assert_eq!(lines.next(), Some("200 hello, ada"));
+    // Started by hand, with the worker's variable but not by a host, the worker part says so.
+    let output = Command::new(&example)
+        .env("PLUGLET_WORKER_LIBRARY", &samples().hello)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("it is started by plugin-host serve"),
+        "{output:?}"
+    );
+}
