@@ -6,7 +6,6 @@ use super::child::{self, Started};
 use super::wire::{self, Frame, Header, ReadError, RouteSpec};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,7 +77,7 @@ impl Shared {
 /// One running child and its connection.
 pub(crate) struct Link {
     shared: Arc<Shared>,
-    outbox: mpsc::Sender<Vec<u8>>,
+    outbox: mpsc::Sender<wire::Outgoing>,
     /// The host's end of the socket, to shut it down (which ends the reader and the writer).
     socket: UnixStream,
     /// The process, until it is reaped.
@@ -133,35 +132,17 @@ impl Link {
                 return Err(reason);
             }
         };
-        let (outbox, queue) = mpsc::channel::<Vec<u8>>();
-        link.outbox = outbox;
-        let link = Arc::new(link);
-        let mut writer = link.socket.try_clone().map_err(|e| e.to_string())?;
+        let writer = link.socket.try_clone().map_err(|e| e.to_string())?;
         // A child that stops reading: writes fail after this long, and the link goes down.
         let _ = writer.set_write_timeout(Some(Duration::from_secs(10)));
         let shared = link.shared.clone();
         let shutdown = link.socket.try_clone().map_err(|e| e.to_string())?;
-        std::thread::Builder::new()
-            .name("plugin-writer".into())
-            .spawn(move || {
-                // Under load, the frames queued while one was written go out together.
-                let mut batch = Vec::new();
-                while let Ok(frame) = queue.recv() {
-                    batch.clear();
-                    batch.extend_from_slice(&frame);
-                    while batch.len() < 1 << 20
-                        && let Ok(frame) = queue.try_recv()
-                    {
-                        batch.extend_from_slice(&frame);
-                    }
-                    if let Err(e) = writer.write_all(&batch) {
-                        shared.fail_all(&format!("writing to the plugin process failed: {e}"));
-                        let _ = shutdown.shutdown(std::net::Shutdown::Both);
-                        return;
-                    }
-                }
-            })
-            .map_err(|e| e.to_string())?;
+        link.outbox = wire::writer_thread(writer, move |e| {
+            shared.fail_all(&format!("writing to the plugin process failed: {e}"));
+            let _ = shutdown.shutdown(std::net::Shutdown::Both);
+        })
+        .map_err(|e| e.to_string())?;
+        let link = Arc::new(link);
         let reader = link.socket.try_clone().map_err(|e| e.to_string())?;
         let _ = reader.set_read_timeout(None);
         // Answers that arrive together are read with one system call.
@@ -306,7 +287,7 @@ impl Link {
                 }
             }
         }
-        if self.outbox.send(frame).is_err() {
+        if self.outbox.send(wire::Outgoing::Frame(frame)).is_err() {
             self.shared
                 .fail_all("the connection to the plugin process is closed");
         }

@@ -174,6 +174,52 @@ pub(crate) fn write_frame(writer: &mut impl Write, header: &Header, body: &[u8])
     writer.write_all(&out)
 }
 
+/// What a writer thread is sent.
+pub(crate) enum Outgoing {
+    /// An encoded frame.
+    Frame(Vec<u8>),
+    /// Answered once everything sent before is written.
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// Starts a thread that writes the frames sent to the returned queue to `socket`, the frames
+/// queued while it writes going out together in one write: under load, one system call (and one
+/// wake-up of the reader at the other end) carries many frames. If a write fails, `failed` runs
+/// and the thread ends.
+pub(crate) fn writer_thread(
+    mut socket: std::os::unix::net::UnixStream,
+    failed: impl FnOnce(io::Error) + Send + 'static,
+) -> io::Result<std::sync::mpsc::Sender<Outgoing>> {
+    let (sender, queue) = std::sync::mpsc::channel::<Outgoing>();
+    std::thread::Builder::new()
+        .name("plugin-writer".into())
+        .spawn(move || {
+            let mut batch = Vec::new();
+            let mut flushed = Vec::new();
+            while let Ok(first) = queue.recv() {
+                batch.clear();
+                let mut next = Some(first);
+                while let Some(outgoing) = next.take() {
+                    match outgoing {
+                        Outgoing::Frame(frame) => batch.extend_from_slice(&frame),
+                        Outgoing::Flush(done) => flushed.push(done),
+                    }
+                    if batch.len() < 1 << 20 {
+                        next = queue.try_recv().ok();
+                    }
+                }
+                if let Err(e) = socket.write_all(&batch) {
+                    failed(e);
+                    return;
+                }
+                for done in flushed.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+        })?;
+    Ok(sender)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

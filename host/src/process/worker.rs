@@ -2,14 +2,13 @@
 //! check an in-process host applies, and serves it over the protocol; handler calls run
 //! concurrently on a pool of threads, as they would in the host.
 
-use super::wire::{self, CHILD_FD, FD_VARIABLE, Frame, Header, ReadError, RouteSpec};
+use super::wire::{self, CHILD_FD, FD_VARIABLE, Frame, Header, Outgoing, ReadError, RouteSpec};
 use crate::plugin::{Factory, Instance, LoadOptions};
-use crate::{Registry, Request, Router};
-use parking_lot::Mutex;
-use std::io::Write;
+use crate::{Lookup, Registry, Request, Router};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The library a worker loads (set by the host when it starts one).
 pub(crate) const LIBRARY_VARIABLE: &str = "PLUGLET_WORKER_LIBRARY";
@@ -58,15 +57,26 @@ pub fn worker_main() {
     std::process::exit(code);
 }
 
-/// The socket's writing half, shared by the threads that answer.
+/// The queue of the socket's writer thread, shared by the threads that answer.
 #[derive(Clone)]
-struct Writer(Arc<Mutex<UnixStream>>);
+struct Writer(std::sync::mpsc::Sender<Outgoing>);
 
 impl Writer {
     fn send(&self, header: &Header, body: &[u8]) -> std::io::Result<()> {
         let mut frame = Vec::with_capacity(128 + body.len());
         wire::encode(header, body, &mut frame);
-        self.0.lock().write_all(&frame)
+        self.0
+            .send(Outgoing::Frame(frame))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+
+    /// Waits, at most a second, until everything sent before is written: before the process
+    /// exits (a refusal must reach the host).
+    fn flush(&self) {
+        let (done, flushed) = std::sync::mpsc::sync_channel(1);
+        if self.0.send(Outgoing::Flush(done)).is_ok() {
+            let _ = flushed.recv_timeout(std::time::Duration::from_secs(1));
+        }
     }
 }
 
@@ -78,7 +88,8 @@ fn serve(
     // Calls that arrive together are read with one system call.
     let reader = socket.try_clone().map_err(|e| e.to_string())?;
     let mut reader = std::io::BufReader::with_capacity(64 << 10, reader);
-    let writer = Writer(Arc::new(Mutex::new(socket)));
+    // A failed write means the host is gone: the reader sees the end of the socket too.
+    let writer = Writer(wire::writer_thread(socket, |_| {}).map_err(|e| e.to_string())?);
     let limit = super::ProcessOptions::default().frame_limit;
     let (instance_name, config) = match wire::read_frame(&mut reader, limit) {
         Ok(Frame {
@@ -99,6 +110,7 @@ fn serve(
             },
             b"",
         );
+        writer.flush();
         error
     };
     let factory = Factory::load_with(library, options).map_err(|e| refuse(e.to_string()))?;
@@ -169,45 +181,74 @@ fn serve(
                 };
                 let writer = writer.clone();
                 let body = frame.body;
-                calls.spawn_blocking(move || {
+                let inline = runs_inline(&router, &method, &path);
+                let call = move || {
                     let mut request = Request::new(&method, &path).body(&body);
                     request.query = &query;
                     for (name, value) in &headers {
                         request = request.header(name, value.as_bytes());
                     }
-                    let (header, body) = match router.dispatch(&request) {
-                        Ok(answer) => (
-                            Header::Response {
-                                id,
-                                status: answer.status,
-                                headers: answer
-                                    .headers
-                                    .iter()
-                                    .map(|(n, v)| {
-                                        (
-                                            n.to_string(),
-                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                        )
-                                    })
-                                    .collect(),
-                                error: None,
-                                panicked: false,
-                            },
-                            answer.body,
-                        ),
-                        Err(error) => {
-                            let panicked =
-                                matches!(error.kind(), crate::ErrorKind::Panicked { .. });
-                            (response(id, Some(reason(&error)), panicked), Vec::new())
-                        }
-                    };
+                    let (header, body) = answer(&router, id, &request);
                     // A failed write means the host is gone: the reader sees it too.
                     let _ = writer.send(&header, &body);
-                });
+                };
+                // A route with a record of fast calls runs right here, so that calls that
+                // arrive together are answered together; any other goes to the pool.
+                if inline {
+                    call();
+                } else {
+                    calls.spawn_blocking(call);
+                }
             }
             other => return Err(format!("unexpected {other:?}")),
         }
     }
+}
+
+/// Calls `request`'s route and records how long it took for the route's pacing (see
+/// `crate::pacing`); returns the `response` frame.
+fn answer(router: &Router, id: u64, request: &Request<'_>) -> (Header, Vec<u8>) {
+    let Lookup::Found(route) = router.lookup(request.method, request.path) else {
+        let error = format!("no route for {} {}", request.method, request.path);
+        return (response(id, Some(error), false), Vec::new());
+    };
+    let started = Instant::now();
+    let result = route.call(request);
+    route
+        .pacing()
+        .record(started.elapsed() >= crate::server::DEFAULT_BLOCKING_THRESHOLD);
+    match result {
+        Ok(answer) => (
+            Header::Response {
+                id,
+                status: answer.status,
+                headers: answer
+                    .headers
+                    .iter()
+                    .map(|(n, v)| {
+                        let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                        (n.to_string(), value)
+                    })
+                    .collect(),
+                error: None,
+                panicked: false,
+            },
+            answer.body,
+        ),
+        Err(error) => {
+            let panicked = matches!(error.kind(), crate::ErrorKind::Panicked { .. });
+            (response(id, Some(reason(&error)), panicked), Vec::new())
+        }
+    }
+}
+
+/// Whether a call to `method path` runs on the reader's thread: its route has a record of fast
+/// calls (`crate::pacing`: a route earns that after 8 fast calls in a row, and loses it when 3 of
+/// its last 8 were slow), so that calls that arrive together are answered together, without a
+/// hop to another thread each. A call that hangs there stops the reading, and the host's
+/// liveness check then restarts the worker; every other call runs on the pool.
+fn runs_inline(router: &Router, method: &str, path: &str) -> bool {
+    matches!(router.lookup(method, path), Lookup::Found(route) if route.pacing().inline())
 }
 
 /// What the worker serves once started.
