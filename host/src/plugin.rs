@@ -595,17 +595,29 @@ impl Lease {
             Backend::InProcess(raw) => unsafe {
                 raw.handle(&self.routes.defs[route], request, params)
             },
-            Backend::Process(remote) => {
-                let timeout = self
-                    .instance
-                    .handler_timeout()
-                    .unwrap_or(Duration::from_secs(30));
-                decoded(&self.instance, params)
-                    .and_then(|params| remote.call_blocking(route, request, &params, timeout))
-            }
+            Backend::Process(remote) => self.handle_remote(remote, route, request, params),
         };
         self.observe(&result);
         result
+    }
+
+    /// [`handle`](Self::handle) for an instance in a child process: sends the call and waits
+    /// for its answer. Kept out of line, off the in-process request path.
+    #[cold]
+    #[inline(never)]
+    fn handle_remote(
+        &self,
+        remote: &Remote,
+        route: usize,
+        request: &Request<'_>,
+        params: &matchit::Params<'_, '_>,
+    ) -> Result<Response, Error> {
+        let timeout = self
+            .instance
+            .handler_timeout()
+            .unwrap_or(Duration::from_secs(30));
+        decoded(&self.instance, params)
+            .and_then(|params| remote.call_blocking(route, request, &params, timeout))
     }
 
     /// For an instance in a child process: sends the call of route number `route` and returns

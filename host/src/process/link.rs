@@ -77,7 +77,7 @@ impl Shared {
 /// One running child and its connection.
 pub(crate) struct Link {
     shared: Arc<Shared>,
-    outbox: mpsc::Sender<wire::Outgoing>,
+    outbox: Option<Arc<wire::Outbox>>,
     /// The host's end of the socket, to shut it down (which ends the reader and the writer).
     socket: UnixStream,
     /// The process, until it is reaped.
@@ -120,7 +120,7 @@ impl Link {
                 pending: Mutex::new(Ok(HashMap::new())),
                 next_id: AtomicU64::new(1),
             }),
-            outbox: mpsc::channel().0,
+            outbox: None,
             socket,
             child: Mutex::new(Some(child)),
             pid,
@@ -137,11 +137,13 @@ impl Link {
         let _ = writer.set_write_timeout(Some(Duration::from_secs(10)));
         let shared = link.shared.clone();
         let shutdown = link.socket.try_clone().map_err(|e| e.to_string())?;
-        link.outbox = wire::writer_thread(writer, move |e| {
-            shared.fail_all(&format!("writing to the plugin process failed: {e}"));
-            let _ = shutdown.shutdown(std::net::Shutdown::Both);
-        })
-        .map_err(|e| e.to_string())?;
+        link.outbox = Some(
+            wire::Outbox::start(writer, move |e| {
+                shared.fail_all(&format!("writing to the plugin process failed: {e}"));
+                let _ = shutdown.shutdown(std::net::Shutdown::Both);
+            })
+            .map_err(|e| e.to_string())?,
+        );
         let link = Arc::new(link);
         let reader = link.socket.try_clone().map_err(|e| e.to_string())?;
         let _ = reader.set_read_timeout(None);
@@ -273,11 +275,14 @@ impl Link {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let mut frame = Vec::with_capacity(256 + body.len());
         wire::encode(&make(id), body, &mut frame);
-        {
+        // With no other call in flight, the frame is written at once (the lowest latency);
+        // under load it is queued, and goes out with others.
+        let alone = {
             let mut pending = self.shared.pending.lock();
             match &mut *pending {
                 Ok(waiting) => {
                     waiting.insert(id, waiter);
+                    waiting.len() == 1
                 }
                 Err(reason) => {
                     let reason = reason.clone();
@@ -286,10 +291,15 @@ impl Link {
                     return None;
                 }
             }
-        }
-        if self.outbox.send(wire::Outgoing::Frame(frame)).is_err() {
+        };
+        let sent = match &self.outbox {
+            Some(outbox) => outbox.send(frame, alone),
+            None => Err(std::io::Error::from(std::io::ErrorKind::NotConnected)),
+        };
+        if let Err(e) = sent {
             self.shared
-                .fail_all("the connection to the plugin process is closed");
+                .fail_all(&format!("writing to the plugin process failed: {e}"));
+            self.close();
         }
         Some(id)
     }

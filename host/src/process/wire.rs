@@ -174,50 +174,127 @@ pub(crate) fn write_frame(writer: &mut impl Write, header: &Header, body: &[u8])
     writer.write_all(&out)
 }
 
-/// What a writer thread is sent.
-pub(crate) enum Outgoing {
-    /// An encoded frame.
+/// What the writer thread is sent.
+enum Outgoing {
+    /// An encoded frame (empty: only a wake-up, to write the rest of a frame).
     Frame(Vec<u8>),
     /// Answered once everything sent before is written.
     Flush(std::sync::mpsc::SyncSender<()>),
 }
 
-/// Starts a thread that writes the frames sent to the returned queue to `socket`, the frames
-/// queued while it writes going out together in one write: under load, one system call (and one
-/// wake-up of the reader at the other end) carries many frames. If a write fails, `failed` runs
-/// and the thread ends.
-pub(crate) fn writer_thread(
-    mut socket: std::os::unix::net::UnixStream,
-    failed: impl FnOnce(io::Error) + Send + 'static,
-) -> io::Result<std::sync::mpsc::Sender<Outgoing>> {
-    let (sender, queue) = std::sync::mpsc::channel::<Outgoing>();
-    std::thread::Builder::new()
-        .name("plugin-writer".into())
-        .spawn(move || {
-            let mut batch = Vec::new();
-            let mut flushed = Vec::new();
-            while let Ok(first) = queue.recv() {
-                batch.clear();
-                let mut next = Some(first);
-                while let Some(outgoing) = next.take() {
-                    match outgoing {
-                        Outgoing::Frame(frame) => batch.extend_from_slice(&frame),
-                        Outgoing::Flush(done) => flushed.push(done),
+/// How frames reach a socket. A sender that asks for it writes its frame at once, without
+/// blocking, when nothing is queued and the socket takes it: no hop to another thread, the
+/// lowest latency. Otherwise the frame (or its rest) is queued for a writer thread, which may
+/// block, and which writes all that is queued in one go: under load, one system call, and one
+/// wake-up of the reader at the other end, carry many frames.
+pub(crate) struct Outbox {
+    socket: std::os::unix::net::UnixStream,
+    queue: std::sync::mpsc::Sender<Outgoing>,
+    /// Frames queued and not yet written; while any are, senders queue behind them.
+    waiting: std::sync::atomic::AtomicUsize,
+    /// Held while bytes go out, by a sender or by the writer thread, so frames never mix.
+    writing: parking_lot::Mutex<()>,
+    /// The rest of a frame a sender could only write in part: written before anything else.
+    rest: parking_lot::Mutex<Vec<u8>>,
+}
+
+impl Outbox {
+    /// An outbox writing to `socket`, with its writer thread. If a write of the thread fails,
+    /// `failed` runs and the thread ends.
+    pub(crate) fn start(
+        socket: std::os::unix::net::UnixStream,
+        failed: impl FnOnce(io::Error) + Send + 'static,
+    ) -> io::Result<std::sync::Arc<Self>> {
+        use std::sync::atomic::Ordering;
+        let (queue, queued) = std::sync::mpsc::channel::<Outgoing>();
+        let outbox = std::sync::Arc::new(Outbox {
+            socket: socket.try_clone()?,
+            queue,
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            writing: parking_lot::Mutex::new(()),
+            rest: parking_lot::Mutex::new(Vec::new()),
+        });
+        let this = outbox.clone();
+        let mut socket = socket;
+        std::thread::Builder::new()
+            .name("plugin-writer".into())
+            .spawn(move || {
+                let mut batch = Vec::new();
+                let mut flushed = Vec::new();
+                while let Ok(first) = queued.recv() {
+                    let _writing = this.writing.lock();
+                    batch.clear();
+                    batch.append(&mut this.rest.lock());
+                    let mut frames = 0;
+                    let mut next = Some(first);
+                    while let Some(outgoing) = next.take() {
+                        match outgoing {
+                            Outgoing::Frame(frame) => {
+                                batch.extend_from_slice(&frame);
+                                frames += 1;
+                            }
+                            Outgoing::Flush(done) => flushed.push(done),
+                        }
+                        if batch.len() < 1 << 20 {
+                            next = queued.try_recv().ok();
+                        }
                     }
-                    if batch.len() < 1 << 20 {
-                        next = queue.try_recv().ok();
+                    let written = socket.write_all(&batch);
+                    this.waiting.fetch_sub(frames, Ordering::Release);
+                    if let Err(e) = written {
+                        failed(e);
+                        return;
+                    }
+                    for done in flushed.drain(..) {
+                        let _ = done.send(());
                     }
                 }
-                if let Err(e) = socket.write_all(&batch) {
-                    failed(e);
-                    return;
+            })?;
+        Ok(outbox)
+    }
+
+    /// Sends an encoded frame: written at once when `now` and nothing is queued and the socket
+    /// takes it without blocking, queued otherwise. Fails when the socket failed.
+    pub(crate) fn send(&self, frame: Vec<u8>, now: bool) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
+        if now
+            && self.waiting.load(Ordering::Acquire) == 0
+            && let Some(_writing) = self.writing.try_lock()
+            && self.waiting.load(Ordering::Acquire) == 0
+        {
+            let socket = socket2::SockRef::from(&self.socket);
+            match socket.send_with_flags(&frame, libc::MSG_DONTWAIT) {
+                Ok(n) if n == frame.len() => return Ok(()),
+                Ok(n) => {
+                    // The rest goes first when the writer thread next writes; an empty frame
+                    // wakes it up.
+                    self.rest.lock().extend_from_slice(&frame[n..]);
+                    return self.queue(Outgoing::Frame(Vec::new()));
                 }
-                for done in flushed.drain(..) {
-                    let _ = done.send(());
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
             }
-        })?;
-    Ok(sender)
+        }
+        self.queue(Outgoing::Frame(frame))
+    }
+
+    /// Waits, at most a second, until everything sent before is written.
+    pub(crate) fn flush(&self) {
+        let (done, flushed) = std::sync::mpsc::sync_channel(1);
+        if self.queue(Outgoing::Flush(done)).is_ok() {
+            let _ = flushed.recv_timeout(std::time::Duration::from_secs(1));
+        }
+    }
+
+    fn queue(&self, outgoing: Outgoing) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
+        if let Outgoing::Frame(_) = outgoing {
+            self.waiting.fetch_add(1, Ordering::AcqRel);
+        }
+        self.queue
+            .send(outgoing)
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
 }
 
 #[cfg(test)]

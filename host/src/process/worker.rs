@@ -2,7 +2,7 @@
 //! check an in-process host applies, and serves it over the protocol; handler calls run
 //! concurrently on a pool of threads, as they would in the host.
 
-use super::wire::{self, CHILD_FD, FD_VARIABLE, Frame, Header, Outgoing, ReadError, RouteSpec};
+use super::wire::{self, CHILD_FD, FD_VARIABLE, Frame, Header, Outbox, ReadError, RouteSpec};
 use crate::plugin::{Factory, Instance, LoadOptions};
 use crate::{Lookup, Registry, Request, Router};
 use std::os::fd::FromRawFd;
@@ -57,26 +57,27 @@ pub fn worker_main() {
     std::process::exit(code);
 }
 
-/// The queue of the socket's writer thread, shared by the threads that answer.
+/// The socket's outbox, shared by the threads that answer.
 #[derive(Clone)]
-struct Writer(std::sync::mpsc::Sender<Outgoing>);
+struct Writer(Arc<Outbox>);
 
 impl Writer {
-    fn send(&self, header: &Header, body: &[u8]) -> std::io::Result<()> {
+    /// Sends a frame, at once when `now` and the socket takes it (see [`Outbox::send`]).
+    fn send_now(&self, header: &Header, body: &[u8], now: bool) -> std::io::Result<()> {
         let mut frame = Vec::with_capacity(128 + body.len());
         wire::encode(header, body, &mut frame);
-        self.0
-            .send(Outgoing::Frame(frame))
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        self.0.send(frame, now)
+    }
+
+    /// Sends a frame at once if the socket takes it.
+    fn send(&self, header: &Header, body: &[u8]) -> std::io::Result<()> {
+        self.send_now(header, body, true)
     }
 
     /// Waits, at most a second, until everything sent before is written: before the process
     /// exits (a refusal must reach the host).
     fn flush(&self) {
-        let (done, flushed) = std::sync::mpsc::sync_channel(1);
-        if self.0.send(Outgoing::Flush(done)).is_ok() {
-            let _ = flushed.recv_timeout(std::time::Duration::from_secs(1));
-        }
+        self.0.flush();
     }
 }
 
@@ -89,7 +90,7 @@ fn serve(
     let reader = socket.try_clone().map_err(|e| e.to_string())?;
     let mut reader = std::io::BufReader::with_capacity(64 << 10, reader);
     // A failed write means the host is gone: the reader sees the end of the socket too.
-    let writer = Writer(wire::writer_thread(socket, |_| {}).map_err(|e| e.to_string())?);
+    let writer = Writer(Outbox::start(socket, |_| {}).map_err(|e| e.to_string())?);
     let limit = super::ProcessOptions::default().frame_limit;
     let (instance_name, config) = match wire::read_frame(&mut reader, limit) {
         Ok(Frame {
@@ -182,6 +183,9 @@ fn serve(
                 let writer = writer.clone();
                 let body = frame.body;
                 let inline = runs_inline(&router, &method, &path);
+                // The answer of the last call of a burst (nothing more read ahead), or of a
+                // call on the pool, goes out at once; the others of a burst go out together.
+                let now = !inline || reader.buffer().is_empty();
                 let call = move || {
                     let mut request = Request::new(&method, &path).body(&body);
                     request.query = &query;
@@ -190,7 +194,7 @@ fn serve(
                     }
                     let (header, body) = answer(&router, id, &request);
                     // A failed write means the host is gone: the reader sees it too.
-                    let _ = writer.send(&header, &body);
+                    let _ = writer.send_now(&header, &body, now);
                 };
                 // A route with a record of fast calls runs right here, so that calls that
                 // arrive together are answered together; any other goes to the pool.
