@@ -648,3 +648,43 @@ fn an_application_linking_the_library_is_its_own_worker() {
         "{output:?}"
     );
 }
+
+/// How many files this process has open, and how many threads it runs.
+fn fds_and_threads() -> (usize, usize) {
+    let count = |dir: &str| std::fs::read_dir(dir).unwrap().count();
+    (count("/proc/self/fd"), count("/proc/self/task"))
+}
+
+#[test]
+fn stopped_children_leave_no_thread_or_file_behind() {
+    let plugin =
+        ProcessPlugin::isolated(&samples().hello, &Default::default(), process_options()).unwrap();
+    let cycle = || {
+        let instance = plugin.create(None, &json!({})).unwrap();
+        instance.start().unwrap();
+        instance.stop().unwrap();
+    };
+    // Once first: the spawner thread and what else is made once per process.
+    cycle();
+    let before = fds_and_threads();
+    for _ in 0..10 {
+        cycle();
+    }
+    // Threads end a moment after their child: give them that moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (fds, threads) = fds_and_threads();
+        // Other tests of this binary run at the same time: a little slack, far below the 10
+        // threads and 10 files that one leak per child would leave.
+        if fds <= before.0 + 4 && threads <= before.1 + 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 10 children: {fds} files (was {}), {threads} threads (was {})",
+            before.0,
+            before.1
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

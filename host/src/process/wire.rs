@@ -187,9 +187,18 @@ enum Outgoing {
 /// lowest latency. Otherwise the frame (or its rest) is queued for a writer thread, which may
 /// block, and which writes all that is queued in one go: under load, one system call, and one
 /// wake-up of the reader at the other end, carry many frames.
+///
+/// Dropping the outbox closes its queue: the writer thread writes what is queued and ends.
 pub(crate) struct Outbox {
     socket: std::os::unix::net::UnixStream,
     queue: std::sync::mpsc::Sender<Outgoing>,
+    shared: std::sync::Arc<OutboxShared>,
+}
+
+/// What the senders and the writer thread share (not the queue's sender: the thread must not
+/// keep its own queue open).
+#[derive(Default)]
+struct OutboxShared {
     /// Frames queued and not yet written; while any are, senders queue behind them.
     waiting: std::sync::atomic::AtomicUsize,
     /// Held while bytes go out, by a sender or by the writer thread, so frames never mix.
@@ -210,11 +219,9 @@ impl Outbox {
         let outbox = std::sync::Arc::new(Outbox {
             socket: socket.try_clone()?,
             queue,
-            waiting: std::sync::atomic::AtomicUsize::new(0),
-            writing: parking_lot::Mutex::new(()),
-            rest: parking_lot::Mutex::new(Vec::new()),
+            shared: std::sync::Arc::default(),
         });
-        let this = outbox.clone();
+        let this = outbox.shared.clone();
         let mut socket = socket;
         std::thread::Builder::new()
             .name("plugin-writer".into())
@@ -257,10 +264,11 @@ impl Outbox {
     /// takes it without blocking, queued otherwise. Fails when the socket failed.
     pub(crate) fn send(&self, frame: Vec<u8>, now: bool) -> io::Result<()> {
         use std::sync::atomic::Ordering;
+        let shared = &*self.shared;
         if now
-            && self.waiting.load(Ordering::Acquire) == 0
-            && let Some(_writing) = self.writing.try_lock()
-            && self.waiting.load(Ordering::Acquire) == 0
+            && shared.waiting.load(Ordering::Acquire) == 0
+            && let Some(_writing) = shared.writing.try_lock()
+            && shared.waiting.load(Ordering::Acquire) == 0
         {
             let socket = socket2::SockRef::from(&self.socket);
             match socket.send_with_flags(&frame, libc::MSG_DONTWAIT) {
@@ -268,7 +276,7 @@ impl Outbox {
                 Ok(n) => {
                     // The rest goes first when the writer thread next writes; an empty frame
                     // wakes it up.
-                    self.rest.lock().extend_from_slice(&frame[n..]);
+                    shared.rest.lock().extend_from_slice(&frame[n..]);
                     return self.queue(Outgoing::Frame(Vec::new()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -289,7 +297,7 @@ impl Outbox {
     fn queue(&self, outgoing: Outgoing) -> io::Result<()> {
         use std::sync::atomic::Ordering;
         if let Outgoing::Frame(_) = outgoing {
-            self.waiting.fetch_add(1, Ordering::AcqRel);
+            self.shared.waiting.fetch_add(1, Ordering::AcqRel);
         }
         self.queue
             .send(outgoing)
