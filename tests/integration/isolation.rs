@@ -688,3 +688,35 @@ fn stopped_children_leave_no_thread_or_file_behind() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_program_that_only_logs_still_meets_the_handshake_deadline() {
+    let verdict = check_misbehaving("chatty", "handshake_timeout = 1");
+    assert!(
+        verdict.contains("no welcome within 1s (only ")
+            && verdict.contains(" log message(s) were received)"),
+        "{verdict}"
+    );
+}
+
+#[test]
+fn what_a_program_starts_is_stopped_with_it() {
+    let registry = program("spawner", process_options());
+    let router = registry.router().unwrap();
+    let response = router
+        .dispatch(&plugin_host::Request::new("GET", "/spawner"))
+        .unwrap();
+    let grandchild: u64 = String::from_utf8(response.body).unwrap().parse().unwrap();
+    assert!(alive(grandchild));
+    drop(router);
+    registry.stop_all().unwrap();
+    // Its process group is killed once it has exited, before it is reaped.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(grandchild) {
+        assert!(
+            Instant::now() < deadline,
+            "the grandchild {grandchild} outlived its program"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

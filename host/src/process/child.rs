@@ -212,6 +212,26 @@ impl ChildSetup {
     }
 }
 
+/// Whether `child` has exited, without reaping it: until it is reaped, its pid (its group's id)
+/// cannot be reused, so its group can still be signalled safely.
+pub(crate) fn has_exited(child: &Child) -> bool {
+    let pid = libc::id_t::from(child.id());
+    // SAFETY: `siginfo_t` is plain data; all zeroes is a valid value of it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `waitid` writes one `siginfo_t` to a local; WNOWAIT leaves the child unreaped and
+    // WNOHANG makes it return at once. The child is ours, not yet reaped (we hold its `Child`).
+    let status = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: `waitid` filled `info`; with WNOHANG, a zero pid means it has not exited.
+    status == 0 && unsafe { info.si_pid() } != 0
+}
+
 /// Sends `signal` to the process group of `child` (which leads its own group).
 pub(crate) fn signal_group(child: &Child, signal: i32) {
     let Ok(pid) = i32::try_from(child.id()) else {

@@ -189,17 +189,23 @@ impl Link {
         wire::write_frame(&mut self.socket, &hello, b"")
             .map_err(|e| format!("sending hello failed: {e}"))?;
         let started = Instant::now();
-        // `log` messages may come before `welcome` (a plugin logging while it starts).
+        // Every read waits at most for what is left of the deadline, however the program
+        // dribbles its bytes; `log` messages may come before `welcome` (a plugin logging while
+        // it starts), but the deadline holds for them too.
+        let mut reader = Deadline {
+            socket: &self.socket,
+            until: started + deadline,
+        };
+        let mut logs = 0;
         let frame = loop {
-            let left = deadline.saturating_sub(started.elapsed());
-            let _ = self
-                .socket
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))));
-            match wire::read_frame(&mut self.socket, options.frame_limit) {
+            match wire::read_frame(&mut reader, options.frame_limit) {
                 Ok(Frame {
                     header: Header::Log { level, message },
                     ..
-                }) => crate::plugin_log(level, tag, tag, &message),
+                }) => {
+                    logs += 1;
+                    crate::plugin_log(level, tag, tag, &message);
+                }
                 other => break other,
             }
         };
@@ -242,9 +248,13 @@ impl Link {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
+                let received = match logs {
+                    0 => "nothing was received".to_owned(),
+                    n => format!("only {n} log message(s) were received"),
+                };
                 Err(format!(
-                    "no welcome within {deadline:?} (nothing was received); a plugin program \
-                     must answer hello as the protocol says"
+                    "no welcome within {deadline:?} ({received}); a plugin program must answer \
+                     hello as the protocol says"
                 ))
             }
             Err(ReadError::Closed) | Err(ReadError::Io(_)) => {
@@ -353,10 +363,14 @@ impl Link {
             {
                 let mut child = self.child.lock();
                 let process = child.as_mut()?;
-                if let Ok(Some(status)) = process.try_wait() {
-                    // Reaped: its id may be reused from now on, so it is never signalled again.
-                    *child = None;
-                    return Some(status);
+                if child::has_exited(process) {
+                    // Whatever it started in its group goes with it, while its id cannot be
+                    // reused yet; once reaped, it is never signalled again.
+                    child::signal_group(process, libc::SIGKILL);
+                    if let Ok(Some(status)) = process.try_wait() {
+                        *child = None;
+                        return Some(status);
+                    }
                 }
             }
             if Instant::now() >= deadline {
@@ -384,6 +398,23 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Reads from a socket until a point in time: a read after it fails with `TimedOut`.
+struct Deadline<'s> {
+    socket: &'s UnixStream,
+    until: Instant,
+}
+
+impl std::io::Read for Deadline<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.socket.set_read_timeout(Some(left))?;
+        (&mut &*self.socket).read(buffer)
     }
 }
 

@@ -77,6 +77,8 @@ struct Supervision {
 /// The process backend of one instance.
 pub(crate) struct Remote {
     pub(crate) instance: String,
+    /// The name the configuration gave the instance, if any (what `hello` says).
+    named: Option<String>,
     pub(crate) plugin: String,
     pub(crate) version: String,
     pub(crate) mode: Mode,
@@ -133,6 +135,7 @@ impl Remote {
         } = welcome;
         let remote = Arc::new(Remote {
             instance: name.unwrap_or(&plugin).to_owned(),
+            named: name.map(str::to_owned),
             plugin,
             version,
             mode,
@@ -198,8 +201,11 @@ impl Remote {
         start_link(&link, &self.routes, self.options.start_timeout).map_err(failed)?;
         let mut supervision = self.supervision.lock();
         supervision.started = true;
-        supervision.state = ChildState::Serving;
-        supervision.serving_since = Some(Instant::now());
+        // Unless the child already died (and the supervisor moved on) in the meantime.
+        if supervision.state == ChildState::Starting {
+            supervision.state = ChildState::Serving;
+            supervision.serving_since = Some(Instant::now());
+        }
         Ok(self.routes.read().clone())
     }
 
@@ -368,9 +374,10 @@ impl Remote {
     /// Starts a new child in place of one that died, and starts it if the old one was.
     fn restart(self: &Arc<Self>, generation: u64) -> Result<(), String> {
         let down = self.events.lock().clone();
+        // The same `instance` as the first child's `hello`.
         let (link, welcome) = Link::open(
             self.spec.clone(),
-            &self.instance,
+            self.named.as_deref().unwrap_or(""),
             &self.config,
             link_options(&self.options),
             move |reason| {
@@ -384,7 +391,17 @@ impl Remote {
                 welcome.name, self.plugin
             ));
         }
-        let started = self.supervision.lock().started;
+        let (started, stopped) = {
+            let supervision = self.supervision.lock();
+            (
+                supervision.started,
+                supervision.state == ChildState::Stopped,
+            )
+        };
+        if stopped {
+            link.kill();
+            return Ok(());
+        }
         if started {
             let routes = RwLock::new(welcome.routes);
             start_link(&link, &routes, self.options.start_timeout)?;
@@ -395,6 +412,7 @@ impl Remote {
         }
         let mut supervision = self.supervision.lock();
         if supervision.state == ChildState::Stopped {
+            drop(supervision);
             link.kill();
             return Ok(());
         }

@@ -40,13 +40,33 @@ pub fn worker_main() {
         std::process::exit(2);
     }
     crate::install_crash_report();
-    // SAFETY: the host started this process with its end of the socket pair as `CHILD_FD`
-    // (and says so in `FD_VARIABLE`); nothing else in this process owns that descriptor.
-    let socket = unsafe { UnixStream::from_raw_fd(CHILD_FD) };
     let options = LoadOptions {
         sha256: std::env::var(SHA256_VARIABLE).ok(),
         allow_insecure_permissions: std::env::var_os(INSECURE_VARIABLE).is_some(),
     };
+    // What the plugin starts must neither become a worker nor inherit the socket.
+    for variable in [
+        LIBRARY_VARIABLE,
+        SHA256_VARIABLE,
+        INSECURE_VARIABLE,
+        FD_VARIABLE,
+    ] {
+        // SAFETY: `worker_main` runs first thing in `main` (its documented contract), before
+        // the process has other threads that could read the environment meanwhile.
+        unsafe { std::env::remove_var(variable) };
+    }
+    // SAFETY: `fcntl` on a descriptor number touches no memory; a descriptor that is not open
+    // fails with EBADF, which is checked.
+    if unsafe { libc::fcntl(CHILD_FD, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
+        eprintln!(
+            "plugin worker: no socket on descriptor {CHILD_FD}: it is started by plugin-host serve"
+        );
+        std::process::exit(2);
+    }
+    // SAFETY: the host started this process with its end of the socket pair as `CHILD_FD`
+    // (and said so in `FD_VARIABLE`), open as just checked; nothing else in this process owns
+    // that descriptor, which is now closed on exec.
+    let socket = unsafe { UnixStream::from_raw_fd(CHILD_FD) };
     let code = match serve(socket, std::path::Path::new(&library), &options) {
         Ok(()) => 0,
         Err(e) => {
@@ -91,7 +111,9 @@ fn serve(
     let mut reader = std::io::BufReader::with_capacity(64 << 10, reader);
     // A failed write means the host is gone: the reader sees the end of the socket too.
     let writer = Writer(Outbox::start(socket, |_| {}).map_err(|e| e.to_string())?);
-    let limit = super::ProcessOptions::default().frame_limit;
+    // The worker trusts its host: any frame it sends (a request body up to the server's own
+    // limit, whatever that is) is read.
+    let limit = u64::from(u32::MAX);
     let (instance_name, config) = match wire::read_frame(&mut reader, limit) {
         Ok(Frame {
             header: Header::Hello {
