@@ -615,7 +615,7 @@ impl Lease {
         let timeout = self
             .instance
             .handler_timeout()
-            .unwrap_or(Duration::from_secs(30));
+            .unwrap_or(crate::server::DEFAULT_HANDLER_TIMEOUT);
         decoded(&self.instance, params)
             .and_then(|params| remote.call_blocking(route, request, &params, timeout))
     }
@@ -645,6 +645,12 @@ impl Lease {
             self.observe(&result);
             result
         })
+    }
+
+    /// Whether the instance's calls are messages to a child process, answered asynchronously
+    /// (see [`remote_call`](Self::remote_call)).
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self.instance.inner.backend, Backend::Process(_))
     }
 
     /// Refuses a call to a poisoned instance.

@@ -98,7 +98,7 @@ impl<'r, 'p> RouteMatch<'r, 'p> {
     /// Whether the route's calls are answered asynchronously (its plugin runs in a child
     /// process), so that a server awaits them rather than run them on a thread.
     pub(crate) fn awaits(&self) -> bool {
-        self.lease.instance().process().is_some()
+        self.lease.is_remote()
     }
 
     /// For a route whose calls are answered asynchronously: sends the call and returns the

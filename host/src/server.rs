@@ -8,7 +8,7 @@ use crate::error::{Error, ErrorKind};
 use crate::message::Request;
 use crate::pacing::Move;
 use crate::plugin::{Instance, State};
-use crate::process::{ChildState, Mode};
+use crate::process::ChildState;
 use crate::router::{Lookup, RouteMatch, Router};
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
@@ -305,12 +305,11 @@ impl PluginService {
             .filter_map(|i| {
                 let (mode, pid, state) = i.process()?;
                 unavailable |= state != ChildState::Serving;
-                let mode = match mode {
-                    Mode::Isolated => "isolated",
-                    Mode::Program => "program",
-                };
-                let process =
-                    serde_json::json!({ "mode": mode, "pid": pid, "state": state.as_str() });
+                let process = serde_json::json!({
+                    "mode": mode.as_str(),
+                    "pid": pid,
+                    "state": state.as_str(),
+                });
                 Some((i.name().to_owned(), process))
             })
             .collect();

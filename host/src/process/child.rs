@@ -21,8 +21,6 @@ pub(crate) struct Spec {
     pub(crate) args: Vec<String>,
     /// Variables added to the host's environment.
     pub(crate) env: Vec<(String, String)>,
-    /// The folder it runs in, if not the host's.
-    pub(crate) dir: Option<std::path::PathBuf>,
     /// The most memory the child may map (`RLIMIT_AS`), in bytes.
     pub(crate) memory_limit: Option<u64>,
     /// The most CPU time the child may use (`RLIMIT_CPU`).
@@ -79,9 +77,6 @@ fn spawn(spec: &Spec, log_name: &str) -> std::io::Result<Started> {
         .stderr(Stdio::piped())
         // Its own process group, so that stopping it reaches what it started.
         .process_group(0);
-    if let Some(dir) = &spec.dir {
-        command.current_dir(dir);
-    }
     let setup = ChildSetup {
         socket: child_fd.as_raw_fd(),
         parent: std::process::id(),

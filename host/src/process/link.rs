@@ -338,7 +338,7 @@ impl Link {
 
     /// Sends a message; its answer arrives through the returned future.
     pub(crate) fn request_async(
-        self: &Arc<Self>,
+        &self,
         make: impl FnOnce(u64) -> Header,
         body: &[u8],
     ) -> PendingAnswer {

@@ -4,7 +4,7 @@
 
 use super::ProcessOptions;
 use super::child::Spec;
-use super::link::{Link, LinkOptions, Lost, PendingAnswer, Welcome};
+use super::link::{Link, LinkOptions, Lost, Welcome};
 use super::wire::{Frame, Header, RouteSpec};
 use crate::error::{Error, ErrorKind};
 use crate::message::{Request, Response};
@@ -50,6 +50,16 @@ pub enum Mode {
     Isolated,
     /// A plugin program speaking the protocol (`exec = ...`).
     Program,
+}
+
+impl Mode {
+    /// The mode's name, as `list` and `/healthz` show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Isolated => "isolated",
+            Mode::Program => "program",
+        }
+    }
 }
 
 /// What the supervisor is told.
@@ -236,8 +246,7 @@ impl Remote {
                 link.kill();
             }
         }
-        // Whatever it left in its group goes too.
-        link.signal(libc::SIGKILL);
+        // Whatever it left in its group went with it (`wait_exit` kills the group first).
         match answer {
             Ok(Frame {
                 header: Header::Result { ok: true, .. },
@@ -269,24 +278,18 @@ impl Remote {
         }
     }
 
-    /// Sends a call of route number `route`; the answer arrives through the returned future.
-    pub(crate) fn call(
-        self: &Arc<Self>,
+    /// Sends a call of route number `route` now; its answer arrives through the returned
+    /// future.
+    pub(crate) fn call<'s>(
+        &'s self,
         route: usize,
         request: &Request<'_>,
         params: &[(String, String)],
-    ) -> RemoteCall {
-        let link = match self.serving() {
-            Ok(link) => link,
-            Err(error) => return RemoteCall::Failed(Some(error)),
-        };
-        let pending =
-            link.request_async(|id| call_header(id, route, request, params), request.body);
-        RemoteCall::Pending {
-            pending,
-            remote: self.clone(),
-            route,
-        }
+    ) -> impl Future<Output = Result<Response, Error>> + Send + use<'s> {
+        let pending = self.serving().map(|link| {
+            link.request_async(|id| call_header(id, route, request, params), request.body)
+        });
+        async move { self.response(route, pending?.await) }
     }
 
     /// Sends a call and waits for its answer at most `timeout` (for `Router::dispatch`).
@@ -667,40 +670,6 @@ fn recover(remote: &Arc<Remote>, events: &mpsc::Receiver<Event>, reason: String)
                 return true;
             }
             Err(why) => reason = format!("its restart failed: {why}"),
-        }
-    }
-}
-
-/// A call sent to a child: resolves to its response.
-pub(crate) enum RemoteCall {
-    /// Refused before it was sent (the child is not serving).
-    Failed(Option<Error>),
-    /// Sent; waiting for the answer.
-    Pending {
-        pending: PendingAnswer,
-        remote: Arc<Remote>,
-        route: usize,
-    },
-}
-
-impl std::future::Future for RemoteCall {
-    type Output = Result<Response, Error>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        match self.get_mut() {
-            RemoteCall::Failed(error) => std::task::Poll::Ready(Err(error
-                .take()
-                .expect("a finished call is not polled again"))),
-            RemoteCall::Pending {
-                pending,
-                remote,
-                route,
-            } => std::pin::Pin::new(pending)
-                .poll(cx)
-                .map(|answer| remote.response(*route, answer)),
         }
     }
 }

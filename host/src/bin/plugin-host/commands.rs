@@ -2,7 +2,6 @@
 
 use crate::{Cli, Command, Source, scaffold};
 use plugin_host::config::{self, PluginEntry};
-use plugin_host::process::Mode;
 use plugin_host::server::{PluginService, ServeOptions, serve};
 use plugin_host::{Error, ErrorKind, Factory, Instance, Registry, Router, State};
 use std::io::Write;
@@ -110,10 +109,7 @@ fn where_it_runs(instance: &Instance) -> (String, String) {
     match instance.process() {
         None => (state, "in-process".to_owned()),
         Some((mode, pid, child)) => {
-            let mode = match mode {
-                Mode::Isolated => "isolated",
-                Mode::Program => "program",
-            };
+            let mode = mode.as_str();
             let pid = pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
             let state = match (instance.state(), child) {
                 (State::Started, child) => child.as_str().to_owned(),
