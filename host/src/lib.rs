@@ -22,6 +22,7 @@ pub mod config;
 mod error;
 mod ffi;
 mod inspect;
+pub mod limits;
 mod message;
 mod pacing;
 mod path;

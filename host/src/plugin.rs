@@ -615,7 +615,7 @@ impl Lease {
         let timeout = self
             .instance
             .handler_timeout()
-            .unwrap_or(crate::server::DEFAULT_HANDLER_TIMEOUT);
+            .unwrap_or(crate::limits::DEFAULT_HANDLER_TIMEOUT);
         decoded(&self.instance, params)
             .and_then(|params| remote.call_blocking(route, request, &params, timeout))
     }

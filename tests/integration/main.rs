@@ -2,6 +2,11 @@
 
 mod cli;
 mod connections;
+mod contain_backpressure;
+mod contain_children;
+mod contain_output;
+mod contain_shutdown;
+mod contain_stall;
 mod contract;
 mod crash;
 mod edges;

@@ -79,7 +79,7 @@ impl Default for ProcessOptions {
             stable_after: Duration::from_secs(60),
             max_crashes: 5,
             crash_window: Duration::from_secs(60),
-            frame_limit: (16 << 20) + crate::server::DEFAULT_BODY_LIMIT as u64,
+            frame_limit: (16 << 20) + crate::limits::DEFAULT_BODY_LIMIT as u64,
             memory_limit: None,
             cpu_limit: None,
             worker: None,

@@ -242,7 +242,7 @@ fn answer(router: &Router, id: u64, request: &Request<'_>) -> (Header, Vec<u8>) 
     let result = route.call(request);
     route
         .pacing()
-        .record(started.elapsed() >= crate::server::DEFAULT_BLOCKING_THRESHOLD);
+        .record(started.elapsed() >= crate::limits::DEFAULT_BLOCKING_THRESHOLD);
     match result {
         Ok(answer) => (
             Header::Response {
