@@ -23,3 +23,27 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// are refused with 503: a hung plugin may hold this many threads of the blocking pool, and no
 /// more, so it cannot starve the other plugins of threads.
 pub const MAX_CALLS_PAST_DEADLINE: usize = 64;
+
+/// The longest line of a child's standard output or error, and the longest message a plugin
+/// logs, copied into the host's log, in bytes: 4 KiB. The rest of a longer line is discarded as
+/// it is read, never kept.
+pub const LOG_LINE_MAX: usize = 4096;
+
+/// The lines a plugin instance may log per second on average (its log callback, `log` frames
+/// and output lines together): 100. Configurable per entry.
+pub const LOG_RATE: u32 = 100;
+
+/// The lines a plugin instance may log at once, above its rate, before lines are dropped: 1000.
+/// Configurable per entry.
+pub const LOG_BURST: u32 = 1000;
+
+/// How often the lines a plugin's rate limit dropped are reported, one line per plugin: 10 s.
+pub const LOG_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The most bytes of calls queued towards one child process and not yet written to it: 64 MiB.
+/// Past it, new calls to that plugin answer 503 at once. Configurable per entry.
+pub const CHILD_QUEUE_LIMIT: usize = 64 << 20;
+
+/// The most handler calls a worker runs at once, on as many threads: as many as one plugin may
+/// hold in the host's blocking pool ([`MAX_CALLS_PAST_DEADLINE`]). More wait their turn.
+pub const WORKER_THREADS: usize = MAX_CALLS_PAST_DEADLINE;

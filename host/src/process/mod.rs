@@ -61,6 +61,9 @@ pub struct ProcessOptions {
     pub memory_limit: Option<u64>,
     /// The most CPU time the child may use (`RLIMIT_CPU`).
     pub cpu_limit: Option<Duration>,
+    /// Whether to run the child in a PID namespace of its own where the system allows it, so
+    /// that everything it starts ends with it (default true). See `child.rs` for the fallback.
+    pub pid_namespace: bool,
     /// The executable that runs isolated libraries: any program that calls [`worker_main`]
     /// first thing in `main` (`plugin-host` does). Default: the current executable.
     pub worker: Option<PathBuf>,
@@ -82,6 +85,7 @@ impl Default for ProcessOptions {
             frame_limit: (16 << 20) + crate::limits::DEFAULT_BODY_LIMIT as u64,
             memory_limit: None,
             cpu_limit: None,
+            pid_namespace: true,
             worker: None,
         }
     }
