@@ -3,6 +3,7 @@
 //! and graceful shutdown.
 
 mod connection;
+mod inline;
 
 use crate::error::{Error, ErrorKind};
 use crate::message::Request;
@@ -17,7 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -50,7 +51,8 @@ pub type HttpResponse = http::Response<Full<Bytes>>;
 /// connection; a new route, or one with slow calls among its last (see `crate::pacing`), runs
 /// on tokio's blocking pool. Two rules keep any number of slow or hung calls from stalling
 /// other plugins or `/healthz`: at most `workers - 1` calls run inline at once (one more goes to
-/// the pool), so one worker is always free; and a call on the pool that runs past its deadline
+/// the pool), so one worker is always free, and a watchdog gets a free worker onto the I/O
+/// driver within 10 to 20 ms of an inline call turning slow (see `server/inline.rs`); and a call on the pool that runs past its deadline
 /// answers 504 at the deadline, while the call itself (which cannot be cancelled) runs on to
 /// its end and is counted ([`Instance::calls_past_deadline`](crate::Instance)). An inline call
 /// cannot be interrupted either: it answers 504 when it returns past its deadline.
@@ -69,10 +71,9 @@ struct Shared {
     blocking_threshold: Duration,
     handler_timeout: Duration,
     body_timeout: Duration,
-    /// The calls running inline right now.
-    inline_now: AtomicUsize,
-    /// How many calls may run inline at once: the runtime's workers less one.
-    max_inline: OnceLock<usize>,
+    /// The calls running inline, at most the runtime's workers less one, and their watchdog;
+    /// set up on the first call, on the runtime that serves it.
+    inline: OnceLock<inline::Inline>,
 }
 
 impl PluginService {
@@ -96,8 +97,7 @@ impl PluginService {
                 blocking_threshold: DEFAULT_BLOCKING_THRESHOLD,
                 handler_timeout: DEFAULT_HANDLER_TIMEOUT,
                 body_timeout: DEFAULT_BODY_TIMEOUT,
-                inline_now: AtomicUsize::new(0),
-                max_inline: OnceLock::new(),
+                inline: OnceLock::new(),
             }),
         }
     }
@@ -226,22 +226,16 @@ impl PluginService {
     /// Lets a call of `route` run inline, on this worker, if the route has earned it and fewer
     /// than `workers - 1` calls run inline now; the slot is freed when dropped.
     #[inline]
-    fn admit_inline(&self, route: &RouteMatch<'_, '_>) -> Option<InlineSlot<'_>> {
+    fn admit_inline(&self, route: &RouteMatch<'_, '_>) -> Option<inline::Admitted<'_>> {
         if !route.pacing().inline() {
             return None;
         }
-        let shared = &*self.shared;
-        let max = *shared.max_inline.get_or_init(|| {
-            tokio::runtime::Handle::try_current()
-                .map_or(1, |h| h.metrics().num_workers())
-                .saturating_sub(1)
+        let inline = self.shared.inline.get_or_init(|| {
+            let runtime = tokio::runtime::Handle::try_current().ok();
+            let workers = runtime.as_ref().map_or(1, |h| h.metrics().num_workers());
+            inline::Inline::new(workers.saturating_sub(1), runtime)
         });
-        if shared.inline_now.fetch_add(1, Ordering::Acquire) < max {
-            Some(InlineSlot(&shared.inline_now))
-        } else {
-            shared.inline_now.fetch_sub(1, Ordering::Release);
-            None
-        }
+        inline.admit()
     }
 
     /// Finds the request's route. `HEAD` uses the path's `GET` route when it has no `HEAD` route
@@ -589,15 +583,6 @@ impl Shared {
             None => {}
         }
         (result, took)
-    }
-}
-
-/// A place among the calls that run inline; given back when dropped.
-struct InlineSlot<'a>(&'a AtomicUsize);
-
-impl Drop for InlineSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Release);
     }
 }
 
