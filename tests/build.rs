@@ -88,6 +88,10 @@ fn main() {
             library.display()
         );
     }
+    // A plugin that writes to stdout without newlines, forges log lines and floods the log.
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/output.c");
+    let library = shared_library(&source, &out_dir, "fixture_output", &[]);
+    println!("cargo:rustc-env=FIXTURE_OUTPUT={}", library.display());
     go_fixture(&out_dir);
     println!("cargo:rerun-if-changed=../include/plugin_api.h");
 }

@@ -8,6 +8,8 @@
 //! sha256 = "9f86d0…"                       # optional pin: the file must have this SHA-256
 //! keep_serving_after_panic = false        # optional; default false (a panic takes it out)
 //! handler_timeout = 2.5                   # optional; seconds a call may run before 504
+//! log_rate = 100                          # optional; lines/s it may log (default 100)
+//! log_burst = 1000                        # optional; lines above the rate at once (default 1000)
 //! [plugin.config]                         # optional; reaches the plugin as JSON
 //! path = "/visits"
 //! start = 41
@@ -17,6 +19,7 @@
 //! configuration); it is loaded once.
 
 use crate::error::Error;
+use crate::limits::{LOG_BURST, LOG_RATE};
 use crate::plugin::{Factory, Instance, LoadOptions};
 use crate::process::{ProcessOptions, ProcessPlugin};
 use crate::registry::Registry;
@@ -55,6 +58,9 @@ pub struct PluginEntry {
     pub keep_serving_after_panic: bool,
     /// How long a handler call may run before its client gets 504; `None`: the server's.
     pub handler_timeout: Option<Duration>,
+    /// The rate limit of what the instance logs (`log_rate`, `log_burst`). For a plugin in a
+    /// child process, it replaces the `log_limit` of its [`ProcessOptions`].
+    pub log_limit: crate::LogLimit,
     /// Where the entry was written, when it comes from a configuration file: errors about it
     /// point there.
     pub source: Option<EntrySource>,
@@ -155,6 +161,7 @@ impl PluginEntry {
             sha256: None,
             keep_serving_after_panic: false,
             handler_timeout: None,
+            log_limit: crate::LogLimit::default(),
             source: None,
         }
     }
@@ -179,8 +186,11 @@ struct RawPlugin {
     isolation: Option<Spanned<String>>,
     handshake_timeout: Option<Spanned<f64>>,
     memory_limit_mb: Option<u64>,
+    queue_limit_mb: Option<Spanned<u64>>,
     cpu_limit: Option<Spanned<f64>>,
     max_crashes: Option<u32>,
+    /// `false`: the child's process group contains what it starts, not a PID namespace.
+    pid_namespace: Option<bool>,
     name: Option<Spanned<String>>,
     #[serde(default = "enabled_by_default")]
     enabled: bool,
@@ -190,7 +200,15 @@ struct RawPlugin {
     #[serde(default)]
     keep_serving_after_panic: bool,
     handler_timeout: Option<Spanned<f64>>,
+    log_rate: Option<Spanned<u64>>,
+    log_burst: Option<Spanned<u64>>,
 }
+
+/// The largest `log_rate` and `log_burst`: a million lines is already no limit.
+const MAX_LOG_LINES: u64 = 1_000_000;
+
+/// The largest `queue_limit_mb`: 4 GiB of calls waiting for one child is already no limit.
+const MAX_QUEUE_LIMIT_MB: u64 = 4096;
 
 fn enabled_by_default() -> bool {
     true
@@ -264,10 +282,44 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
         if let Some(max) = raw.max_crashes {
             options.max_crashes = max.max(1);
         }
+        if let Some(namespace) = raw.pid_namespace {
+            options.pid_namespace = namespace;
+        }
+        if let Some(mb) = &raw.queue_limit_mb {
+            if !(1..=MAX_QUEUE_LIMIT_MB).contains(mb.get_ref()) {
+                let message = format!(
+                    "`queue_limit_mb` must be a whole number of MiB from 1 to \
+                     {MAX_QUEUE_LIMIT_MB} (the default is {})",
+                    crate::limits::CHILD_QUEUE_LIMIT >> 20
+                );
+                return Err(error(Some(mb.span()), message));
+            }
+            options.queue_limit = usize::try_from(*mb.get_ref() << 20).unwrap_or(usize::MAX);
+        }
+        let lines = |value: &Option<Spanned<u64>>, key: &str, default: u32| match value {
+            None => Ok(default),
+            Some(lines) if (1..=MAX_LOG_LINES).contains(lines.get_ref()) => {
+                Ok(u32::try_from(*lines.get_ref()).unwrap_or(u32::MAX))
+            }
+            Some(lines) => {
+                let message = format!(
+                    "`{key}` must be a whole number from 1 to {MAX_LOG_LINES} (the default is \
+                     {default})"
+                );
+                Err(error(Some(lines.span()), message))
+            }
+        };
+        let log_limit = crate::LogLimit {
+            rate: lines(&raw.log_rate, "log_rate", LOG_RATE)?,
+            burst: lines(&raw.log_burst, "log_burst", LOG_BURST)?,
+        };
+        options.log_limit = log_limit;
         let process_only = raw.handshake_timeout.is_some()
             || raw.cpu_limit.is_some()
             || raw.memory_limit_mb.is_some()
-            || raw.max_crashes.is_some();
+            || raw.queue_limit_mb.is_some()
+            || raw.max_crashes.is_some()
+            || raw.pid_namespace.is_some();
         if !program && (!raw.args.is_empty() || !raw.env.is_empty()) {
             let message = "`args` and `env` are for programs (`exec`)";
             return Err(error(Some(file.span()), message.to_owned()));
@@ -308,6 +360,12 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
                 "`name` must not be empty".to_owned(),
             ));
         }
+        if let Some(name) = &raw.name
+            && !crate::pluginlog::is_one_line(name.get_ref())
+        {
+            let message = "`name` must not hold control characters (it tags log lines)";
+            return Err(error(Some(name.span()), message.to_owned()));
+        }
         if let Some(pin) = &raw.sha256
             && (pin.get_ref().len() != 64 || !pin.get_ref().bytes().all(|b| b.is_ascii_hexdigit()))
         {
@@ -331,6 +389,7 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
             sha256: raw.sha256.map(Spanned::into_inner),
             keep_serving_after_panic: raw.keep_serving_after_panic,
             handler_timeout,
+            log_limit,
             source,
         });
     }
@@ -488,17 +547,26 @@ impl Loader {
                     sha256: entry.sha256.clone(),
                     allow_insecure_permissions: self.allow_insecure_permissions,
                 };
-                ProcessPlugin::isolated(&entry.path, &load, options.clone())
+                let options = ProcessOptions {
+                    log_limit: entry.log_limit,
+                    ..options.clone()
+                };
+                ProcessPlugin::isolated(&entry.path, &load, options)
                     .and_then(|plugin| plugin.create(entry.name.as_deref(), &entry.config))
             }
             Run::Program { args, env, options } => {
-                ProcessPlugin::program(&entry.path, args, env, options.clone())
+                let options = ProcessOptions {
+                    log_limit: entry.log_limit,
+                    ..options.clone()
+                };
+                ProcessPlugin::program(&entry.path, args, env, options)
                     .create(entry.name.as_deref(), &entry.config)
             }
         };
         let instance = created.map_err(|e| entry.locate(e))?;
         instance.keep_serving_after_panic(entry.keep_serving_after_panic);
         instance.set_handler_timeout(entry.handler_timeout);
+        instance.set_log_limit(entry.log_limit);
         Ok(instance)
     }
 }
@@ -538,6 +606,81 @@ mod tests {
         assert_eq!(line("invalid configuration at `limits.min`: missing"), 13);
         assert_eq!(line("invalid configuration: missing field `port`"), 7);
         assert_eq!(line("cannot open the database"), 5);
+    }
+
+    #[test]
+    fn queue_limit_mb_is_read_in_mib_and_checked() {
+        let entry = |value: &str| {
+            let text = format!(
+                "[[plugin]]\npath = {:?}\nisolation = \"process\"\nqueue_limit_mb = {value}\n",
+                existing()
+            );
+            parse_config(&text, Path::new("/etc/p.toml"))
+        };
+        let entries = entry("8").unwrap();
+        let Run::Isolated(options) = &entries[0].run else {
+            panic!("{:?}", entries[0].run)
+        };
+        assert_eq!(options.queue_limit, 8 << 20);
+        for value in ["0", "5000"] {
+            let error = entry(value).unwrap_err();
+            assert_eq!(error.line, Some(4), "{error}");
+            assert!(
+                error
+                    .message
+                    .contains("`queue_limit_mb` must be a whole number of MiB from 1 to 4096"),
+                "{error}"
+            );
+        }
+        assert!(entry("1.5").is_err());
+        assert!(entry("-1").is_err());
+        // A limit of the queue towards a child needs a child.
+        let text = format!("[[plugin]]\npath = {:?}\nqueue_limit_mb = 8\n", existing());
+        assert!(parse_config(&text, Path::new("/etc/p.toml")).is_err());
+    }
+
+    #[test]
+    fn log_rate_and_burst_are_read_for_every_kind_of_entry_and_checked() {
+        let parse = |extra: &str| {
+            let text = format!("[[plugin]]\npath = {:?}\n{extra}\n", existing());
+            parse_config(&text, Path::new("/etc/p.toml"))
+        };
+        let entries = parse("").unwrap();
+        assert_eq!(entries[0].log_limit, crate::LogLimit::default());
+        let entries = parse("log_rate = 5\nlog_burst = 7").unwrap();
+        let limit = crate::LogLimit { rate: 5, burst: 7 };
+        assert_eq!(entries[0].log_limit, limit);
+        let entries = parse("isolation = \"process\"\nlog_rate = 5\nlog_burst = 7").unwrap();
+        let Run::Isolated(options) = &entries[0].run else {
+            panic!("{:?}", entries[0].run)
+        };
+        assert_eq!(options.log_limit, limit);
+        for (extra, key) in [
+            ("log_rate = 0", "log_rate"),
+            ("log_burst = 2000000", "log_burst"),
+        ] {
+            let error = parse(extra).unwrap_err();
+            assert_eq!(error.line, Some(3), "{error}");
+            assert!(
+                error
+                    .message
+                    .contains(&format!("`{key}` must be a whole number from 1 to 1000000")),
+                "{error}"
+            );
+        }
+        assert!(parse("log_rate = -1").is_err());
+        assert!(parse("log_burst = 1.5").is_err());
+    }
+
+    #[test]
+    fn a_name_holding_control_characters_is_refused() {
+        let text = format!("[[plugin]]\npath = {:?}\nname = \"a\\nb\"\n", existing());
+        let error = parse_config(&text, Path::new("/etc/p.toml")).unwrap_err();
+        assert_eq!(error.line, Some(3), "{error}");
+        assert!(
+            error.message.contains("`name` must not hold control"),
+            "{error}"
+        );
     }
 
     proptest! {

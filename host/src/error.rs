@@ -275,6 +275,18 @@ pub enum ErrorKind {
         /// `starting`, `restarting`, `quarantined` or `stopped`.
         state: &'static str,
     },
+    /// Too many bytes of calls are queued towards the plugin process, not yet written to it:
+    /// it is not reading them. New calls are refused (the client gets 503) until it catches up,
+    /// or until the liveness check restarts it.
+    #[error(
+        "{queued} bytes of calls are queued towards its process, over the limit of {limit}: the process is not reading them (it is stuck, or too slow for this load); new calls answer 503 until it catches up. If it is only slow, raise `queue_limit_mb` in its entry"
+    )]
+    Backlogged {
+        /// The bytes queued and not yet written.
+        queued: usize,
+        /// The limit (`queue_limit_mb`, by default `limits::CHILD_QUEUE_LIMIT`).
+        limit: usize,
+    },
     /// The request's path, or a path parameter, is refused (see the README's path safety):
     /// the client's error.
     #[error("bad request path: {reason}")]

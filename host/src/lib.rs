@@ -27,6 +27,7 @@ mod message;
 mod pacing;
 mod path;
 mod plugin;
+mod pluginlog;
 pub mod process;
 mod registry;
 mod router;
@@ -38,20 +39,7 @@ pub use ffi::install_crash_report;
 pub use inspect::Inspection;
 pub use message::{Request, Response};
 pub use plugin::{Factory, Instance, LoadOptions, State};
+pub use pluginlog::LogLimit;
 pub use registry::{FactoryRegistry, Registry};
 pub use router::{Lookup, RouteInfo, RouteMatch, Router};
 pub use trust::sha256_hex;
-
-/// Logs a plugin's message at its `PLUGIN_LOG_*` level (any other value is trace), under the
-/// target `plugin`, tagged with the plugin's and the instance's names: for in-process plugins
-/// (through `PluginHost::log`) and plugins in child processes (their `log` messages) alike.
-pub(crate) fn plugin_log(level: u32, plugin: &str, instance: &str, message: &str) {
-    use plugin_api::abi::{PLUGIN_LOG_DEBUG, PLUGIN_LOG_ERROR, PLUGIN_LOG_INFO, PLUGIN_LOG_WARN};
-    match level {
-        PLUGIN_LOG_ERROR => tracing::error!(target: "plugin", plugin, instance, "{message}"),
-        PLUGIN_LOG_WARN => tracing::warn!(target: "plugin", plugin, instance, "{message}"),
-        PLUGIN_LOG_INFO => tracing::info!(target: "plugin", plugin, instance, "{message}"),
-        PLUGIN_LOG_DEBUG => tracing::debug!(target: "plugin", plugin, instance, "{message}"),
-        _ => tracing::trace!(target: "plugin", plugin, instance, "{message}"),
-    }
-}

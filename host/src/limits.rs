@@ -19,6 +19,14 @@ pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request body may take to arrive in full before the client gets 408: 60 s.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a child process has to exit after SIGTERM before SIGKILL, once its stop timeout
+/// ([`ProcessOptions::stop_timeout`](crate::process::ProcessOptions)) is over: 2 s.
+pub const SIGTERM_GRACE: Duration = Duration::from_secs(2);
+
+/// After the grace period of a shutdown, how long the 503 answers of the requests still in
+/// flight have to be written before the server stops: 1 s.
+pub const SHUTDOWN_WRITE_TIME: Duration = Duration::from_secs(1);
+
 /// How many calls of one plugin may still be running past their deadline before its new calls
 /// are refused with 503: a hung plugin may hold this many threads of the blocking pool, and no
 /// more, so it cannot starve the other plugins of threads.
@@ -41,7 +49,8 @@ pub const LOG_BURST: u32 = 1000;
 pub const LOG_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The most bytes of calls queued towards one child process and not yet written to it: 64 MiB.
-/// Past it, new calls to that plugin answer 503 at once. Configurable per entry.
+/// Past it, new calls to that plugin answer 503 at once. Configurable per entry
+/// (`queue_limit_mb`).
 pub const CHILD_QUEUE_LIMIT: usize = 64 << 20;
 
 /// The most handler calls a worker runs at once, on as many threads: as many as one plugin may

@@ -420,6 +420,25 @@ impl Instance {
         }
     }
 
+    /// Sets the rate limit of what the instance logs, from now on: its log callback, or its
+    /// child's `log` messages and output lines together. Past it, lines are dropped and
+    /// counted, and the count is reported (see [`LogLimit`](crate::LogLimit)).
+    pub fn set_log_limit(&self, limit: crate::LogLimit) {
+        self.log_limiter().set_limit(limit);
+    }
+
+    /// The rate limit of what the instance logs.
+    pub fn log_limit(&self) -> crate::LogLimit {
+        self.log_limiter().limit()
+    }
+
+    fn log_limiter(&self) -> &crate::pluginlog::LogLimiter {
+        match &self.inner.backend {
+            Backend::InProcess(raw) => &raw.log,
+            Backend::Process(remote) => &remote.log,
+        }
+    }
+
     /// Records a call that ran past its deadline.
     pub(crate) fn deadline_missed(&self) {
         self.inner.overdue_total.fetch_add(1, Ordering::Relaxed);
@@ -501,11 +520,14 @@ impl Instance {
         result
     }
 
-    /// Stops the instance even while routers serve it, unless one of its handlers is running.
-    /// Its routes are closed first: from then on, calls through any router fail with
-    /// [`ErrorKind::Closed`] without reaching the plugin. If no call was running, `stop` is
-    /// called; otherwise the instance stays started and the error ([`ErrorKind::Busy`]) names
-    /// the routes whose calls are running — a handler is never stopped under. This is how a
+    /// Stops the instance even while routers serve it. Its routes are closed first: from then
+    /// on, calls through any router fail with [`ErrorKind::Closed`] without reaching the
+    /// plugin. An in-process instance is stopped only if none of its handlers is running:
+    /// otherwise it stays started and the error ([`ErrorKind::Busy`]) names the routes whose
+    /// calls are running — a handler is never stopped under. An instance in a child process is
+    /// stopped whatever runs in it (`stop`, then SIGTERM, then SIGKILL: see
+    /// [`ProcessOptions::stop_timeout`](crate::process::ProcessOptions)), since ending a
+    /// process is always safe for the host; the calls still waiting for it fail. This is how a
     /// server stops what it safely can once its grace period is over.
     pub fn close_and_stop(&self) -> Result<(), Error> {
         let mut state = self.inner.state.lock();
@@ -513,21 +535,42 @@ impl Instance {
             return Err(self.invalid_state("stop", *state));
         }
         if let Some(routes) = self.inner.routes.get() {
-            let busy: Vec<String> = routes
+            let busy: Vec<(String, usize)> = routes
                 .specs
                 .iter()
                 .zip(routes.gates.iter())
-                .filter(|(_, gate)| gate.close() > 0)
-                .map(|(def, _)| format!("{} {}", def.method, def.path))
+                .map(|(def, gate)| (format!("{} {}", def.method, def.path), gate.close()))
+                .filter(|(_, running)| *running > 0)
                 .collect();
+            if let Backend::Process(remote) = &self.inner.backend {
+                if !busy.is_empty() {
+                    let calls: usize = busy.iter().map(|(_, running)| running).sum();
+                    tracing::warn!(
+                        plugin = self.name(),
+                        "stopping the plugin process with {calls} call(s) still waiting for it \
+                         (to {}): they fail",
+                        busy.iter()
+                            .map(|(route, _)| route.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                return Self::stopped(&mut state, remote.stop());
+            }
             if !busy.is_empty() {
-                return Err(self.error(ErrorKind::Busy { routes: busy }));
+                let routes = busy.into_iter().map(|(route, _)| route).collect();
+                return Err(self.error(ErrorKind::Busy { routes }));
             }
         }
         // SAFETY: the lifecycle lock is held; every route is closed and none had a call
         // running, so no handler runs or can start (`Lease::handle` passes the gate first);
         // the state is `Started` and moves away from it below, so it is stopped at most once.
         let result = unsafe { self.inner.backend.stop() };
+        Self::stopped(&mut state, result)
+    }
+
+    /// Records the outcome of `stop` in `state` (held locked) and returns it.
+    fn stopped(state: &mut State, result: Result<(), Error>) -> Result<(), Error> {
         *state = if result.is_ok() {
             State::Stopped
         } else {

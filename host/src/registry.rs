@@ -153,10 +153,11 @@ impl Registry {
 
     /// Stops every `Started` instance in reverse insertion order with
     /// [`Instance::close_and_stop`]: unlike [`stop_all`](Self::stop_all), an instance stops even
-    /// while routers still hold it, provided none of its handlers is running; one whose handler
-    /// is running stays started and is reported with [`ErrorKind::Busy`](crate::ErrorKind::Busy),
-    /// naming the routes. Returns every error. A server calls this once its grace period is
-    /// over.
+    /// while routers still hold it. An in-process instance whose handler is running stays
+    /// started and is reported with [`ErrorKind::Busy`](crate::ErrorKind::Busy), naming the
+    /// routes; an instance in a child process is stopped whatever runs in it (its process is
+    /// ended within its stop timeout, and the calls waiting for it fail). Returns every error.
+    /// A server calls this once its grace period is over.
     pub fn close_and_stop_all(&self) -> Result<(), Errors> {
         self.stop_each(Instance::close_and_stop)
     }

@@ -74,6 +74,8 @@ struct Shared {
     /// The calls running inline, at most the runtime's workers less one, and their watchdog;
     /// set up on the first call, on the runtime that serves it.
     inline: OnceLock<inline::Inline>,
+    /// Whether the grace period of a shutdown is over (see [`PluginService::end_grace`]).
+    grace_over: tokio::sync::watch::Sender<bool>,
 }
 
 impl PluginService {
@@ -98,6 +100,7 @@ impl PluginService {
                 handler_timeout: DEFAULT_HANDLER_TIMEOUT,
                 body_timeout: DEFAULT_BODY_TIMEOUT,
                 inline: OnceLock::new(),
+                grace_over: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -151,6 +154,17 @@ impl PluginService {
             Attempt::Answered(response) => response,
             Attempt::Deferred(request) => self.answer_later(request).await,
         }
+    }
+
+    /// Ends the grace period of a shutdown, for good: every request still waiting for a plugin
+    /// (its call to a child process or on the blocking pool, or its body) answers 503 at once,
+    /// with a JSON body naming the plugin (`"kind": "stopping"`), and so does every later
+    /// request that would wait. A call on the blocking pool runs on to its end all the same (it
+    /// cannot be cancelled); a call running inline cannot be interrupted, and answers when it
+    /// returns. [`serve`] calls this when its grace period is over; a server that mounts the
+    /// service calls it at the end of its own.
+    pub fn end_grace(&self) {
+        self.shared.grace_over.send_replace(true);
     }
 
     /// Answers without waiting when nothing needs an `await`: no body to read, and a route that
@@ -329,7 +343,11 @@ impl PluginService {
         let (Lookup::Found(route), method) = self.find(&parts, path) else {
             unreachable!("answer_now answers every request without a route")
         };
-        let response = match self.read_body(&parts, body).await {
+        let read = match self.unless_stopping(self.read_body(&parts, body)).await {
+            Some(read) => read,
+            None => Err(stopping(&route, method)),
+        };
+        let response = match read {
             Err(response) => response,
             Ok(body) if route.awaits() => {
                 self.call_remote(&route, &parts, method, path, &body).await
@@ -429,12 +447,30 @@ impl PluginService {
             unreachable!("a route that awaits its calls has an asynchronous call")
         };
         let deadline = self.deadline(route);
-        match tokio::time::timeout(deadline, call).await {
-            Ok(result) => result.map_or_else(|error| failure(&error), into_http),
-            Err(_) => {
+        let answer = self.unless_stopping(tokio::time::timeout(deadline, call));
+        match answer.await {
+            Some(Ok(result)) => result.map_or_else(|error| failure(&error), into_http),
+            Some(Err(_)) => {
                 route.instance().deadline_missed();
                 past_deadline(route, method, deadline)
             }
+            // Dropping the call forgets it: the child's answer, if it comes, is discarded.
+            None => stopping(route, method),
+        }
+    }
+
+    /// `work`'s output, or `None` as soon as the grace period of a shutdown is over (see
+    /// [`end_grace`](Self::end_grace)): then `work` is dropped, or never polled if it was over
+    /// already.
+    async fn unless_stopping<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        let mut over = self.shared.grace_over.subscribe();
+        if *over.borrow_and_update() {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            output = work => Some(output),
+            _ = over.wait_for(|over| *over) => None,
         }
     }
 
@@ -496,14 +532,19 @@ impl PluginService {
             result
         });
         let deadline = self.deadline(route);
-        let result = match tokio::time::timeout(deadline, &mut task).await {
-            Ok(joined) => joined,
-            Err(_) => {
+        let waited = self.unless_stopping(tokio::time::timeout(deadline, &mut task));
+        let result = match waited.await {
+            Some(Ok(joined)) => joined,
+            // Past the deadline, or at the end of a shutdown's grace period: nobody waits for
+            // the call any more (it runs on), unless it returned just then.
+            missed => {
                 if waiter.give_up() {
+                    if missed.is_none() {
+                        return stopping(route, method);
+                    }
                     instance.deadline_missed();
                     return past_deadline(route, method, deadline);
                 }
-                // It returned just as the deadline passed: take its answer.
                 task.await
             }
         };
@@ -758,6 +799,14 @@ fn failure(error: &Error) -> HttpResponse {
             "overloaded",
             "too many calls are still running past their deadline".to_owned(),
         ),
+        ErrorKind::Backlogged { queued, limit } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backlogged",
+            format!(
+                "its process is not reading the calls sent to it ({queued} bytes wait, over the \
+                 limit of {limit}); try again later"
+            ),
+        ),
         _ => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "failed",
@@ -766,6 +815,9 @@ fn failure(error: &Error) -> HttpResponse {
     };
     if status == StatusCode::BAD_REQUEST {
         // The client's mistake, not the plugin's: the access line records it.
+        tracing::debug!(target: "plugin_host::access", "{error}");
+    } else if let ErrorKind::Backlogged { .. } = error.kind() {
+        // Logged once per episode by the process backend; each call has its access line.
         tracing::debug!(target: "plugin_host::access", "{error}");
     } else {
         tracing::error!(target: "plugin_host::access", "{error}");
@@ -793,6 +845,25 @@ fn past_deadline(route: &RouteMatch<'_, '_>, method: &str, deadline: Duration) -
     json(
         StatusCode::GATEWAY_TIMEOUT,
         &serde_json::json!({ "error": error, "plugin": plugin, "kind": "timeout" }),
+    )
+}
+
+/// The response for a request still waiting for its plugin when the grace period of a
+/// shutdown ended: 503, naming the plugin.
+fn stopping(route: &RouteMatch<'_, '_>, method: &str) -> HttpResponse {
+    let plugin = route.plugin();
+    tracing::debug!(
+        target: "plugin_host::access",
+        "plugin `{plugin}`: {method} {} was still running at the end of the grace period: its client gets 503",
+        route.pattern(),
+    );
+    let error = format!(
+        "plugin `{plugin}`: the host is stopping, and {method} {} did not finish within its grace period",
+        route.pattern()
+    );
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({ "error": error, "plugin": plugin, "kind": "stopping" }),
     )
 }
 

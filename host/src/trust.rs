@@ -21,6 +21,7 @@ pub(crate) fn resolve(path: &Path) -> Result<PathBuf, ErrorKind> {
 pub(crate) fn check_permissions(path: &Path, canonical: &Path) -> Result<(), ErrorKind> {
     use std::os::unix::fs::MetadataExt;
     let me = crate::ffi::effective_uid();
+    let unmapped = unmapped_owner();
     let given = std::path::absolute(path).map_err(|source| ErrorKind::Unreadable { source })?;
     let places = canonical
         .ancestors()
@@ -32,14 +33,17 @@ pub(crate) fn check_permissions(path: &Path, canonical: &Path) -> Result<(), Err
             path: place.to_path_buf(),
             reason,
         };
-        if meta.uid() != 0 && meta.uid() != me {
+        let owner = match meta.uid() {
+            uid if Some(uid) == unmapped => 0,
+            uid => uid,
+        };
+        if owner != 0 && owner != me {
             return Err(refuse(format!(
-                "is owned by user {}, neither root nor the user running the host ({me})",
-                meta.uid()
+                "is owned by user {owner}, neither root nor the user running the host ({me})"
             )));
         }
         let mode = meta.mode();
-        let sticky_root_folder = index > 0 && meta.uid() == 0 && mode & 0o1000 != 0;
+        let sticky_root_folder = index > 0 && owner == 0 && mode & 0o1000 != 0;
         if mode & 0o022 != 0 && !sticky_root_folder {
             return Err(refuse(format!(
                 "is writable by its group or by others (mode {:o})",
@@ -48,6 +52,33 @@ pub(crate) fn check_permissions(path: &Path, canonical: &Path) -> Result<(), Err
         }
     }
     Ok(())
+}
+
+/// The owner id that files of root show in this process, when it is not 0: inside the user
+/// namespace of a child that the host runs unprivileged (see `process/contain.rs`), which maps
+/// only the host's own user id to itself, every other owner, root included, shows the kernel's
+/// overflow id. Such an owner is taken for root's there: the host checked the real owners, with
+/// real ids, before it started the child. `None` anywhere else (a single identity line of this
+/// process's own id is that namespace's mark).
+#[cfg(target_os = "linux")]
+fn unmapped_owner() -> Option<u32> {
+    let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
+    let fields: Vec<&str> = map.split_whitespace().collect();
+    let me = crate::ffi::effective_uid().to_string();
+    if fields != [me.as_str(), me.as_str(), "1"] {
+        return None;
+    }
+    let overflow = std::fs::read_to_string("/proc/sys/kernel/overflowuid").ok();
+    Some(
+        overflow
+            .and_then(|id| id.trim().parse().ok())
+            .unwrap_or(65534),
+    )
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn unmapped_owner() -> Option<u32> {
+    None
 }
 
 /// Permissions are checked on Unix only.

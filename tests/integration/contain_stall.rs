@@ -142,12 +142,12 @@ fn deadlines_fire_while_an_inline_call_is_slow() {
     std::thread::sleep(Duration::from_millis(50));
     // The inline slot is taken: this one goes to the pool, and its deadline is a timer.
     let sent = Instant::now();
-    let response = http_raw(addr, "GET", "/faulty/sleep?ms=1800", &[], b"", None);
+    let response = http_raw(addr, "GET", "/faulty/sleep?ms=2500", &[], b"", None);
     let took = sent.elapsed();
     assert_eq!(response.status, 504, "{}", response.text());
     assert!(
-        took < Duration::from_millis(2500),
-        "the 504 came after {took:?}, not at the deadline of 1 s"
+        took < Duration::from_millis(1600),
+        "the 504 came after {took:?}, not at the deadline of 1 s (or the call ran inline)"
     );
     assert_eq!(warm.status(), 504);
 }

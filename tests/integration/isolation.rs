@@ -701,7 +701,13 @@ fn a_program_that_only_logs_still_meets_the_handshake_deadline() {
 
 #[test]
 fn what_a_program_starts_is_stopped_with_it() {
-    let registry = program("spawner", process_options());
+    // Without a PID namespace (the fallback), whose pids would not be this process's: the
+    // process group alone contains the grandchild. With one, see `contain_children`.
+    let options = ProcessOptions {
+        pid_namespace: false,
+        ..process_options()
+    };
+    let registry = program("spawner", options);
     let router = registry.router().unwrap();
     let response = router
         .dispatch(&plugin_host::Request::new("GET", "/spawner"))

@@ -80,10 +80,12 @@ unsafe extern "C" fn error_set(ctx: *mut c_void, message: PluginStr) -> PluginSt
     })
 }
 
-/// What `PluginHost::ctx` points to: the names a log line is tagged with.
+/// What `PluginHost::ctx` points to: the names a log line is tagged with, and the instance's
+/// log rate limit.
 pub(super) struct LogContext {
     pub(super) plugin: String,
     pub(super) instance: String,
+    pub(super) limiter: std::sync::Arc<crate::pluginlog::LogLimiter>,
 }
 
 pub(super) unsafe extern "C" fn log(ctx: *const c_void, level: PluginLogLevel, message: PluginStr) {
@@ -96,8 +98,7 @@ pub(super) unsafe extern "C" fn log(ctx: *const c_void, level: PluginLogLevel, m
                 plugin_bytes(message.ptr, message.len).unwrap_or(b"<NULL message>"),
             )
         };
-        let message = String::from_utf8_lossy(bytes);
-        crate::plugin_log(level, &ctx.plugin, &ctx.instance, &message);
+        crate::pluginlog::message(&ctx.limiter, level, &ctx.plugin, &ctx.instance, bytes);
         PLUGIN_OK
     });
 }

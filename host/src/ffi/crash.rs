@@ -5,10 +5,14 @@
 //! description of the call formatted beforehand. The signal handler writes that description
 //! with `write(2)` (it allocates, locks and formats nothing), chains to the handler installed
 //! before it, and makes sure the process then dies by the very signal it received.
+//!
+//! A worker process serves one plugin: [`describe_worker`] names it for the whole process, so
+//! that a fatal signal on a thread outside any call, or sent with `kill`, is a crash line too.
 
 use super::Descriptor;
 use std::cell::Cell;
 use std::path::Path;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 thread_local! {
     /// The description of the plugin call running on this thread, if any. A `const`
@@ -49,6 +53,34 @@ impl Callee {
 /// The end of a crash line, after the signal's name: the code called and the call, with the
 /// newline.
 pub(super) struct CallDescription(Box<[u8]>);
+
+/// In a worker process, the plugin it serves (` the worker of plugin instance "x" (file)`), for
+/// the crash line of a signal that no call on its thread explains. Set once, never freed.
+static WORKER: AtomicPtr<CallDescription> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Names the plugin this process serves as a worker: from now on, a fatal signal outside any
+/// plugin call, or sent by another process, writes a crash line naming it (see
+/// [`install_crash_report`]). Call it once the instance is named, before its first call.
+pub(crate) fn describe_worker(instance: &str, file: &Path) {
+    let text = format!(
+        " the worker of plugin instance {:?} ({})",
+        printable(instance),
+        printable(&file.display().to_string())
+    );
+    let description = Box::into_raw(Box::new(CallDescription(
+        text.into_bytes().into_boxed_slice(),
+    )));
+    // Leaked on purpose: a signal handler may read it at any moment, until the process ends.
+    // Only the first description counts.
+    let null = std::ptr::null_mut();
+    if WORKER
+        .compare_exchange(null, description, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        // SAFETY: `description` comes from `Box::into_raw` just above and was never shared.
+        drop(unsafe { Box::from_raw(description) });
+    }
+}
 
 /// Runs `f`, a call into plugin code described by `call`: a fatal signal that the call raises
 /// on this thread writes a crash line naming it. The description of an enclosing call is
@@ -95,8 +127,20 @@ fn printable(text: &str) -> String {
 /// handler allocates, locks and formats nothing); the signal is then passed to the handler
 /// that was installed before (Rust's standard library reports stack overflows from there), and
 /// the process dies by that same signal, so that the exit status and core dump show the true
-/// cause. A fatal signal outside plugin code, or sent by another process, writes nothing and
-/// has the effect it had without the report.
+/// cause.
+///
+/// A fatal signal sent by another process (`kill -SEGV`) ends the process by that signal too,
+/// although no fault brings it back once a handler returns (the standard library's handler
+/// would let a first SIGSEGV or SIGBUS pass, and the next real crash go unreported). In a worker
+/// process, which serves one plugin (`describe_worker`), every fatal signal writes a line:
+/// one outside any call, or sent by another process, names the worker's plugin instead of a
+/// call:
+///
+/// ```text
+/// plugin-host: fatal SIGSEGV sent by process 4242 to the worker of plugin instance "shop" (/srv/libshop.so)
+/// ```
+///
+/// Elsewhere, a fatal signal outside plugin code, or sent by another process, writes nothing.
 ///
 /// Call it at the top of `main`, before any plugin is loaded: a runtime that a plugin library
 /// brings along (Go's) installs its own handlers when loaded and forwards the signals it does
@@ -112,7 +156,7 @@ mod signals {
     //! The signal handler: only async-signal-safe calls (`write`, `sigaction`, `raise`,
     //! `getpid`) and reads of memory prepared before.
 
-    use super::CURRENT;
+    use super::{CURRENT, Ordering, WORKER};
     use libc::{c_int, c_void, siginfo_t};
     use std::io::ErrorKind;
     use std::sync::{Once, OnceLock};
@@ -184,16 +228,26 @@ mod signals {
         // sent (by `kill`, `raise`, `abort`) does not.
         let fault = code > 0 && signal != libc::SIGABRT;
         // SAFETY: `getpid` is async-signal-safe and cannot fail.
-        let raised_here = fault || sender == unsafe { libc::getpid() };
-        let reported = raised_here && report(SIGNALS[index].1);
-        if reported {
-            step_aside(signal);
-        }
+        let from_outside = !fault && sender != unsafe { libc::getpid() };
         let previous = PREVIOUS
             .get()
             .map_or_else(default_action, |previous| previous[index]);
+        // Sent from outside and ignored before ours: it stays ignored.
+        if from_outside && previous.sa_sigaction == libc::SIG_IGN {
+            return;
+        }
+        let name = SIGNALS[index].1;
+        let reported = if from_outside {
+            report_sent(name, sender)
+        } else {
+            report(name)
+        };
+        if reported {
+            step_aside(signal);
+        }
         match previous.sa_sigaction {
-            // Ignored as before: a sent signal is dropped (a fault cannot be ignored).
+            // Ignored as before: a signal this process sent itself outside plugin code is
+            // dropped (a fault cannot be ignored).
             libc::SIG_IGN if !reported && !fault => {}
             libc::SIG_DFL | libc::SIG_IGN => die(signal, fault),
             handler => {
@@ -203,42 +257,100 @@ mod signals {
                 // SAFETY: the previous handler was installed for this signal with these
                 // flags, so it expects to be called this way, here, with these arguments.
                 unsafe { chain(handler, previous.sa_flags, signal, info, context) };
-                // It returned: a crash in plugin code is fatal whatever it decided.
-                if reported {
+                // It returned: a crash in plugin code is fatal whatever it decided, and so is a
+                // signal that was sent (the standard library's handler returns, expecting a
+                // fault to come back, which a sent signal never does).
+                if reported || !fault {
                     die(signal, fault);
                 }
             }
         }
     }
 
-    /// Writes the crash line of the plugin call running on this thread, if any, and forgets
-    /// the call so that a signal that follows (Rust's `abort` after reporting a stack
-    /// overflow) writes nothing more. Returns whether it wrote.
+    /// Writes the crash line of the plugin call running on this thread or, in a worker, of
+    /// the worker's plugin, and forgets them so that a signal that follows (Rust's `abort`
+    /// after reporting a stack overflow) writes nothing more. Returns whether it wrote.
     fn report(name: &[u8]) -> bool {
         let call = CURRENT
             .try_with(|current| current.replace(std::ptr::null()))
             .unwrap_or(std::ptr::null());
         // SAFETY: a description is borrowed by `during` for as long as it is current, and the
         // call it describes was interrupted on this thread, inside `during`.
-        let Some(call) = (unsafe { call.as_ref() }) else {
+        if let Some(call) = unsafe { call.as_ref() } {
+            WORKER.store(std::ptr::null_mut(), Ordering::Release);
+            write_line(&[PREFIX, name, &call.0]);
+            return true;
+        }
+        let worker = WORKER.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: a worker's description is leaked, never freed (`describe_worker`).
+        let Some(worker) = (unsafe { worker.as_ref() }) else {
             return false;
         };
-        let call = &call.0[..];
+        write_line(&[PREFIX, name, b" in", &worker.0, b", outside any call\n"]);
+        true
+    }
+
+    /// Writes the crash line of a signal that process `sender` sent to a worker, naming the
+    /// worker's plugin. Returns whether it wrote: not outside a worker.
+    fn report_sent(name: &[u8], sender: libc::pid_t) -> bool {
+        let worker = WORKER.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: a worker's description is leaked, never freed (`describe_worker`).
+        let Some(worker) = (unsafe { worker.as_ref() }) else {
+            return false;
+        };
+        let mut digits = [0u8; 20];
+        // A sender outside this process's PID namespace shows as 0.
+        let sender: &[u8] = match sender {
+            0 => b"another process",
+            pid => decimal(i64::from(pid), &mut digits),
+        };
+        let by: &[u8] = if sender[0].is_ascii_digit() {
+            b" sent by process "
+        } else {
+            b" sent by "
+        };
+        write_line(&[PREFIX, name, by, sender, b" to", &worker.0, b"\n"]);
+        true
+    }
+
+    /// `value` in decimal, written at the end of `buffer`.
+    fn decimal(value: i64, buffer: &mut [u8; 20]) -> &[u8] {
+        let negative = value < 0;
+        let mut left = value.unsigned_abs();
+        let mut start = buffer.len();
+        loop {
+            start -= 1;
+            buffer[start] = b'0' + (left % 10) as u8;
+            left /= 10;
+            if left == 0 {
+                break;
+            }
+        }
+        if negative {
+            start -= 1;
+            buffer[start] = b'-';
+        }
+        &buffer[start..]
+    }
+
+    /// Writes the concatenation of `parts`: with one `write(2)` when it fits a buffer on this
+    /// (alternate, small) stack, else part by part, which another thread's output could come
+    /// between.
+    fn write_line(parts: &[&[u8]]) {
         let mut line = [0u8; 512];
-        let length = PREFIX.len() + name.len() + call.len();
+        let length: usize = parts.iter().map(|part| part.len()).sum();
         if length <= line.len() {
-            line[..PREFIX.len()].copy_from_slice(PREFIX);
-            line[PREFIX.len()..PREFIX.len() + name.len()].copy_from_slice(name);
-            line[PREFIX.len() + name.len()..length].copy_from_slice(call);
+            let mut at = 0;
+            for part in parts {
+                line[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
             write_all(&line[..length]);
         } else {
-            // Too long to copy onto this (alternate, small) stack: the same bytes in three
-            // writes, which another thread's output could come between.
-            for part in [PREFIX, name, call] {
+            for part in parts {
                 write_all(part);
             }
         }
-        true
     }
 
     /// Once a crash is reported the process is dying: the other signals get their previous
@@ -280,14 +392,24 @@ mod signals {
         unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) };
     }
 
-    /// Makes sure `signal` kills the process once this handler returns: with the default
-    /// action restored, a fault comes back by itself, and a sent signal is sent again (it stays
-    /// blocked, pending, until the handler returns).
+    /// Makes sure `signal` kills the process: with the default action restored, a fault comes
+    /// back by itself once this handler returns; a sent signal is unblocked and sent again, and
+    /// kills at once. Should the process still live (the first process of a PID namespace
+    /// ignores its own signals at their default action), it exits with the shell's status for
+    /// that signal, 128 plus its number.
     fn die(signal: c_int, fault: bool) {
         reset(signal);
         if !fault {
-            // SAFETY: `raise` is async-signal-safe.
-            unsafe { libc::raise(signal) };
+            // SAFETY: `sigemptyset`, `sigaddset`, `sigprocmask`, `raise` and `_exit` are
+            // async-signal-safe; `set` is a local, valid signal set.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, signal);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                libc::raise(signal);
+                libc::_exit(128 + signal);
+            }
         }
     }
 

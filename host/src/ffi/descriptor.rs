@@ -5,6 +5,7 @@ use super::crash::{self, Callee};
 use super::instance::{CreateFn, DestroyFn, LifecycleFn, RoutesFn};
 use crate::error::{Error, ErrorKind};
 use crate::inspect::check_version;
+use crate::pluginlog::LogLimiter;
 use abi_stable::StableAbi;
 use abi_stable::abi_stability::abi_checking::{
     CheckingGlobals, check_layout_compatibility_with_globals,
@@ -16,6 +17,7 @@ use plugin_api::abi::{
 };
 use plugin_api::export::{RustLayout, StaticDescriptor};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The size of `PluginDescriptor` in ABI 1.0: the least a plugin may declare.
 const DESCRIPTOR_SIZE_1_0: usize = size_of::<PluginDescriptor>();
@@ -75,12 +77,17 @@ unsafe impl Send for Services {}
 unsafe impl Sync for Services {}
 
 impl Descriptor {
-    /// A services vtable for a new instance called `instance`, valid until the library is
-    /// unloaded.
-    pub(super) fn services_for(&self, instance: &str) -> *const PluginHost {
+    /// A services vtable for a new instance called `instance`, whose log passes `limiter`'s
+    /// rate limit, valid until the library is unloaded.
+    pub(super) fn services_for(
+        &self,
+        instance: &str,
+        limiter: Arc<LogLimiter>,
+    ) -> *const PluginHost {
         let context = Box::new(LogContext {
             plugin: self.name.clone(),
             instance: instance.to_owned(),
+            limiter,
         });
         let vtable = Box::new(PluginHost {
             header: host_header(size_of::<PluginHost>()),

@@ -8,6 +8,7 @@ use super::crash::{self, Callee};
 use super::descriptor::Descriptor;
 use crate::error::{Error, ErrorKind};
 use crate::message::{Request, Response};
+use crate::pluginlog::LogLimiter;
 use plugin_api::abi::{
     PLUGIN_ERROR, PLUGIN_OK, PLUGIN_PANICKED, PluginBytes, PluginErrorSink, PluginHost,
     PluginHttpHeader, PluginParam, PluginRequest, PluginResponse, PluginRouteSink, PluginStatus,
@@ -132,6 +133,8 @@ pub(crate) struct RawInstance {
     /// The instance's name.
     pub(crate) name: String,
     descriptor: Arc<Descriptor>,
+    /// The rate limit of what it logs.
+    pub(crate) log: Arc<LogLimiter>,
 }
 
 // SAFETY: the instance pointer is only passed back to the plugin: handlers are [thread-safe]
@@ -147,7 +150,9 @@ impl RawInstance {
         name: &str,
         config: &str,
     ) -> Result<Self, Error> {
-        let services = descriptor.services_for(name);
+        // The default limit until the instance's own is set (its `create` logs within it).
+        let log = LogLimiter::new(name, crate::LogLimit::default());
+        let services = descriptor.services_for(name, Arc::clone(&log));
         let mut slot = ErrorSlot::default();
         let mut ptr = std::ptr::null_mut();
         let call = Callee::instance(name, &descriptor).call("create");
@@ -170,6 +175,7 @@ impl RawInstance {
             ptr,
             name: name.to_owned(),
             descriptor,
+            log,
         })
     }
 

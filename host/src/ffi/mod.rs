@@ -7,6 +7,7 @@ mod crash;
 mod descriptor;
 mod instance;
 
+pub(crate) use crash::describe_worker;
 pub use crash::install_crash_report;
 pub(crate) use descriptor::Descriptor;
 

@@ -1,9 +1,12 @@
 //! The live connection to one child: the handshake, a reader thread that routes answers to
 //! their callers by id, and a writer thread, so that no caller ever blocks on the socket (a
-//! child that stops reading cannot stall the host).
+//! child that stops reading cannot stall the host, nor make it hold more than
+//! `ProcessOptions::queue_limit` for it: past it, calls are refused).
 
 use super::child::{self, Started};
-use super::wire::{self, Frame, Header, ReadError, RouteSpec};
+use super::output::Output;
+use super::wire::{self, Frame, Header, ReadError, RouteSpec, SendError};
+use crate::pluginlog::{self, LogLimiter};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
@@ -27,6 +30,8 @@ pub(crate) enum Lost {
     Child(String),
     /// No answer within the time given (for calls that wait synchronously).
     Timeout(Duration),
+    /// Refused before it was sent: the bytes queued towards the child are past their limit.
+    Backlogged(wire::Backlog),
 }
 
 /// Where an answer goes.
@@ -83,6 +88,12 @@ pub(crate) struct Link {
     /// The process, until it is reaped.
     child: Mutex<Option<Child>>,
     pid: u32,
+    /// How what the child starts is contained (which decides where signals go).
+    containment: child::Containment,
+    /// The copy of its standard output and error, told to end once the process is reaped.
+    output: Option<Output>,
+    /// The instance's log: its rate limit.
+    log: Arc<LogLimiter>,
 }
 
 /// Options of a link.
@@ -92,16 +103,21 @@ pub(crate) struct LinkOptions {
     pub(crate) frame_limit: u64,
     /// How long the child has to answer `hello`.
     pub(crate) handshake_timeout: Duration,
+    /// The most bytes of calls queued towards the child, not yet written (see
+    /// [`wire::Outbox`]): past it, calls are refused.
+    pub(crate) queue_limit: usize,
 }
 
 impl Link {
-    /// Starts the child, sends `hello` and waits for `welcome`. `on_down` runs once, on the
+    /// Starts the child, sends `hello` and waits for `welcome`. What it logs (its `log`
+    /// messages and its output lines) passes `log`'s rate limit. `on_down` runs once, on the
     /// reader thread, when the link goes down for whatever reason after the handshake.
     pub(crate) fn open(
         spec: child::Spec,
         instance: &str,
         config: &serde_json::Value,
         options: LinkOptions,
+        log: &Arc<LogLimiter>,
         on_down: impl FnOnce(String) + Send + 'static,
     ) -> Result<(Arc<Link>, Welcome), String> {
         // Its output is tagged with the instance's name, or its file's until it says its own.
@@ -112,7 +128,11 @@ impl Link {
             ),
             name => name.to_owned(),
         };
-        let Started { child, socket } = child::start(spec.clone(), tag.clone())
+        let Started {
+            child,
+            socket,
+            containment,
+        } = child::start(spec.clone())
             .map_err(|e| format!("cannot start {}: {e}", spec.program.display()))?;
         let pid = child.id();
         let mut link = Link {
@@ -124,7 +144,20 @@ impl Link {
             socket,
             child: Mutex::new(Some(child)),
             pid,
+            containment,
+            output: None,
+            log: Arc::clone(log),
         };
+        // Copied from the start: a program may write before it answers `hello`.
+        if let Some(child) = link.child.get_mut() {
+            match Output::start(child, &tag, Arc::clone(log)) {
+                Ok(output) => link.output = Some(output),
+                Err(e) => {
+                    link.kill();
+                    return Err(format!("cannot start the copy of its output: {e}"));
+                }
+            }
+        }
         let welcome = match link.handshake(instance, config, options, &tag) {
             Ok(welcome) => welcome,
             Err(reason) => {
@@ -138,7 +171,7 @@ impl Link {
         let shared = link.shared.clone();
         let shutdown = link.socket.try_clone().map_err(|e| e.to_string())?;
         link.outbox = Some(
-            wire::Outbox::start(writer, move |e| {
+            wire::Outbox::start(writer, options.queue_limit, move |e| {
                 shared.fail_all(&format!("writing to the plugin process failed: {e}"));
                 let _ = shutdown.shutdown(std::net::Shutdown::Both);
             })
@@ -151,6 +184,7 @@ impl Link {
         let mut reader = std::io::BufReader::with_capacity(64 << 10, reader);
         let shared = link.shared.clone();
         let limit = options.frame_limit;
+        let log = Arc::clone(log);
         let plugin = welcome.name.clone();
         let instance = match instance {
             "" => welcome.name.clone(),
@@ -160,7 +194,8 @@ impl Link {
         std::thread::Builder::new()
             .name("plugin-reader".into())
             .spawn(move || {
-                let reason = read_loop(&mut reader, limit, &shared, (&plugin, &instance));
+                let names = (plugin.as_str(), instance.as_str());
+                let reason = read_loop(&mut reader, limit, &shared, &log, names);
                 shared.fail_all(&reason);
                 if let Some(link) = weak.upgrade() {
                     // A protocol error leaves a live child behind: end it.
@@ -204,7 +239,7 @@ impl Link {
                     ..
                 }) => {
                     logs += 1;
-                    crate::plugin_log(level, tag, tag, &message);
+                    pluginlog::message(&self.log, level, tag, tag, message.as_bytes());
                 }
                 other => break other,
             }
@@ -226,6 +261,14 @@ impl Link {
                         "it chose protocol version {version}, which this host does not speak \
                          (it offered {:?})",
                         wire::VERSIONS
+                    ));
+                }
+                // Its name tags the host's log lines, `list` and `/healthz`: one line of text,
+                // as a library's must be.
+                if name.is_empty() || name.len() > 128 || !pluginlog::is_one_line(&name) {
+                    return Err(format!(
+                        "it gave the name {name:?}: a plugin's name must be 1 to 128 bytes of \
+                         text without control characters"
                     ));
                 }
                 Ok(Welcome {
@@ -280,11 +323,24 @@ impl Link {
         self.shared.pending.lock().is_err()
     }
 
-    /// Sends a message that expects an answer; `make` builds it with its id.
+    /// Sends a message that expects an answer; `make` builds it with its id. A call is
+    /// refused (its waiter told at once, nothing sent) while the bytes queued towards the child
+    /// are past their limit; the lifecycle and liveness messages never are.
     fn send(&self, make: impl FnOnce(u64) -> Header, body: &[u8], waiter: Waiter) -> Option<u64> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let header = make(id);
+        let capped = matches!(header, Header::Call { .. });
+        // Checked before the body is copied into a frame: a refused call costs nothing.
+        if capped
+            && let Some(outbox) = &self.outbox
+            && let Err(backlog) = outbox.admit()
+        {
+            waiter.send(Err(Lost::Backlogged(backlog)));
+            return None;
+        }
         let mut frame = Vec::with_capacity(256 + body.len());
-        wire::encode(&make(id), body, &mut frame);
+        wire::encode(&header, body, &mut frame);
+        drop(header);
         // With no other call in flight, the frame is written at once (the lowest latency);
         // under load it is queued, and goes out with others.
         let alone = {
@@ -303,13 +359,27 @@ impl Link {
             }
         };
         let sent = match &self.outbox {
-            Some(outbox) => outbox.send(frame, alone),
-            None => Err(std::io::Error::from(std::io::ErrorKind::NotConnected)),
+            Some(outbox) if capped => outbox.send_capped(frame, alone),
+            Some(outbox) => outbox.send(frame, alone).map_err(SendError::Io),
+            None => Err(SendError::Io(std::io::ErrorKind::NotConnected.into())),
         };
-        if let Err(e) = sent {
-            self.shared
-                .fail_all(&format!("writing to the plugin process failed: {e}"));
-            self.close();
+        match sent {
+            Ok(()) => {}
+            Err(SendError::Backlog(backlog)) => {
+                let waiter = match &mut *self.shared.pending.lock() {
+                    Ok(waiting) => waiting.remove(&id),
+                    Err(_) => None,
+                };
+                if let Some(waiter) = waiter {
+                    waiter.send(Err(Lost::Backlogged(backlog)));
+                }
+                return None;
+            }
+            Err(SendError::Io(e)) => {
+                self.shared
+                    .fail_all(&format!("writing to the plugin process failed: {e}"));
+                self.close();
+            }
         }
         Some(id)
     }
@@ -369,6 +439,10 @@ impl Link {
                     child::signal_group(process, libc::SIGKILL);
                     if let Ok(Some(status)) = process.try_wait() {
                         *child = None;
+                        // Its descendants may keep its pipes open: the copy ends now.
+                        if let Some(output) = &self.output {
+                            output.child_reaped();
+                        }
                         return Some(status);
                     }
                 }
@@ -380,10 +454,13 @@ impl Link {
         }
     }
 
-    /// Sends `signal` to the child's process group, unless the child has been reaped.
+    /// Sends `signal` to the child, unless it has been reaped: SIGKILL to its process group
+    /// (and, with a PID namespace, to the namespace's init, whose death ends everything in it);
+    /// any other signal to its process group without a namespace, to the program through its
+    /// init with one (see [`child::signal`]).
     pub(crate) fn signal(&self, signal: i32) {
         if let Some(process) = self.child.lock().as_ref() {
-            child::signal_group(process, signal);
+            child::signal(process, self.containment, signal);
         }
     }
 
@@ -423,6 +500,7 @@ fn read_loop(
     reader: &mut impl std::io::Read,
     limit: u64,
     shared: &Shared,
+    log: &Arc<LogLimiter>,
     (plugin, instance): (&str, &str),
 ) -> String {
     loop {
@@ -437,7 +515,7 @@ fn read_loop(
         let id = match &frame.header {
             Header::Response { id, .. } | Header::Result { id, .. } | Header::Pong { id } => *id,
             Header::Log { level, message } => {
-                crate::plugin_log(*level, plugin, instance, message);
+                pluginlog::message(log, *level, plugin, instance, message.as_bytes());
                 continue;
             }
             other => {

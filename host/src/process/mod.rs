@@ -11,7 +11,9 @@
 //! [`Factory`]: crate::Factory
 
 mod child;
+mod contain;
 mod link;
+mod output;
 mod remote;
 mod wire;
 mod worker;
@@ -36,7 +38,9 @@ pub struct ProcessOptions {
     pub handshake_timeout: Duration,
     /// How long `start` may take (default 30 s).
     pub start_timeout: Duration,
-    /// How long `stop` and the child's exit may take before SIGTERM, then SIGKILL (default 5 s).
+    /// How long `stop` and the child's exit may take before SIGTERM (default 5 s); SIGKILL
+    /// follows [`SIGTERM_GRACE`](crate::limits::SIGTERM_GRACE) later. A child is stopped this
+    /// way even with calls running in it (they fail).
     pub stop_timeout: Duration,
     /// How often the child's liveness is checked (default 5 s).
     pub ping_interval: Duration,
@@ -57,13 +61,23 @@ pub struct ProcessOptions {
     /// The largest frame accepted from the child, in bytes (default 16 MiB plus the default
     /// request body limit).
     pub frame_limit: u64,
+    /// The most bytes of calls queued towards the child and not yet written to it (default
+    /// [`CHILD_QUEUE_LIMIT`](crate::limits::CHILD_QUEUE_LIMIT)): past it, new calls are refused
+    /// with [`ErrorKind::Backlogged`] until the child reads enough of them.
+    pub queue_limit: usize,
     /// The most memory the child may map (`RLIMIT_AS`), in bytes.
     pub memory_limit: Option<u64>,
     /// The most CPU time the child may use (`RLIMIT_CPU`).
     pub cpu_limit: Option<Duration>,
-    /// Whether to run the child in a PID namespace of its own where the system allows it, so
-    /// that everything it starts ends with it (default true). See `child.rs` for the fallback.
+    /// Whether to run the child in a PID namespace of its own where the system allows it (as
+    /// root, or in a user namespace of its own), so that everything it starts ends with it,
+    /// even what leaves its process group (default true). Without one, its process group
+    /// contains what it starts, and a descendant that calls `setsid()` escapes.
     pub pid_namespace: bool,
+    /// The rate limit of what the plugin logs: its `log` messages and its output lines
+    /// together (default: [`LogLimit::default`](crate::LogLimit), 100 lines/s, burst 1000).
+    /// [`Instance::set_log_limit`](crate::Instance::set_log_limit) changes it later.
+    pub log_limit: crate::LogLimit,
     /// The executable that runs isolated libraries: any program that calls [`worker_main`]
     /// first thing in `main` (`plugin-host` does). Default: the current executable.
     pub worker: Option<PathBuf>,
@@ -83,9 +97,11 @@ impl Default for ProcessOptions {
             max_crashes: 5,
             crash_window: Duration::from_secs(60),
             frame_limit: (16 << 20) + crate::limits::DEFAULT_BODY_LIMIT as u64,
+            queue_limit: crate::limits::CHILD_QUEUE_LIMIT,
             memory_limit: None,
             cpu_limit: None,
             pid_namespace: true,
+            log_limit: crate::LogLimit::default(),
             worker: None,
         }
     }
@@ -138,6 +154,7 @@ impl ProcessPlugin {
                 env,
                 memory_limit: options.memory_limit,
                 cpu_limit: options.cpu_limit,
+                pid_namespace: options.pid_namespace,
             },
             options,
         })
@@ -161,6 +178,7 @@ impl ProcessPlugin {
                 env: env.to_vec(),
                 memory_limit: options.memory_limit,
                 cpu_limit: options.cpu_limit,
+                pid_namespace: options.pid_namespace,
             },
             options,
         }

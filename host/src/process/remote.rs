@@ -7,7 +7,9 @@ use super::child::Spec;
 use super::link::{Link, LinkOptions, Lost, Welcome};
 use super::wire::{Frame, Header, RouteSpec};
 use crate::error::{Error, ErrorKind};
+use crate::limits::SIGTERM_GRACE;
 use crate::message::{Request, Response};
+use crate::pluginlog::LogLimiter;
 use parking_lot::{Mutex, RwLock};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -103,6 +105,8 @@ pub(crate) struct Remote {
     supervision: Mutex<Supervision>,
     routes: RwLock<Vec<RouteSpec>>,
     events: Mutex<mpsc::Sender<Event>>,
+    /// The instance's log, shared by all its children: its rate limit.
+    pub(crate) log: Arc<LogLimiter>,
 }
 
 impl Remote {
@@ -128,11 +132,17 @@ impl Remote {
         };
         let generation = 1;
         let down = events.clone();
+        // Reports name the instance; by its file until the plugin says its own name.
+        let log = LogLimiter::new(
+            name.unwrap_or(&file.display().to_string()),
+            options.log_limit,
+        );
         let (link, welcome) = Link::open(
             spec.clone(),
             hello_name,
             config,
             link_options(&options),
+            &log,
             move |reason| {
                 let _ = down.send(Event::Down(generation, reason));
             },
@@ -143,6 +153,7 @@ impl Remote {
             version,
             routes,
         } = welcome;
+        log.rename(name.unwrap_or(&plugin));
         let remote = Arc::new(Remote {
             instance: name.unwrap_or(&plugin).to_owned(),
             named: name.map(str::to_owned),
@@ -165,6 +176,7 @@ impl Remote {
             }),
             routes: RwLock::new(routes),
             events: Mutex::new(events),
+            log,
         });
         let weak = Arc::downgrade(&remote);
         std::thread::Builder::new()
@@ -219,8 +231,10 @@ impl Remote {
         Ok(self.routes.read().clone())
     }
 
-    /// Stops the plugin: `stop` and the grace period for its result and its exit, then
-    /// SIGTERM to its process group, then SIGKILL. The supervisor stops restarting it.
+    /// Stops the plugin, whatever runs in it: sends `stop` and gives it `stop_timeout` to
+    /// answer and exit, then SIGTERM to its process group, then SIGKILL `SIGTERM_GRACE` later.
+    /// Calls still waiting for it fail. The supervisor stops restarting it. An error if its
+    /// `stop` failed or got no answer (it ended all the same).
     pub(crate) fn stop(&self) -> Result<(), Error> {
         self.supervision.lock().state = ChildState::Stopped;
         let _ = self.events.lock().send(Event::Stop);
@@ -228,25 +242,58 @@ impl Remote {
             return Ok(());
         };
         let grace = self.options.stop_timeout;
+        let plugin = self.instance.as_str();
+        let pid = link.pid();
+        tracing::info!(
+            plugin,
+            "sending `stop` to the plugin process (pid {pid}); SIGTERM if it has not exited \
+             within {grace:?}"
+        );
         let begun = Instant::now();
         let answer = link.request(|id| Header::Stop { id }, b"", grace);
         link.close();
         let left = grace.saturating_sub(begun.elapsed());
-        if link.wait_exit(left).is_none() {
+        let mut signalled = None;
+        let status = link.wait_exit(left).or_else(|| {
             tracing::warn!(
-                plugin = self.instance.as_str(),
+                plugin,
                 "the plugin process did not exit within {grace:?} of stop: sending SIGTERM"
             );
+            signalled = Some("SIGTERM");
             link.signal(libc::SIGTERM);
-            if link.wait_exit(Duration::from_secs(2)).is_none() {
+            link.wait_exit(SIGTERM_GRACE).or_else(|| {
                 tracing::warn!(
-                    plugin = self.instance.as_str(),
-                    "the plugin process ignored SIGTERM: sending SIGKILL"
+                    plugin,
+                    "the plugin process ignored SIGTERM for {SIGTERM_GRACE:?}: sending SIGKILL"
                 );
+                signalled = Some("SIGKILL");
                 link.kill();
-            }
-        }
+                link.wait_exit(Duration::ZERO)
+            })
+        });
         // Whatever it left in its group went with it (`wait_exit` kills the group first).
+        match &status {
+            Some(status) => tracing::info!(
+                plugin,
+                "the plugin process ended ({status}) {:.1?} after stop",
+                begun.elapsed()
+            ),
+            None => tracing::info!(
+                plugin,
+                "the plugin process ended {:.1?} after stop",
+                begun.elapsed()
+            ),
+        }
+        let failed = |reason: String| {
+            let reason = match signalled {
+                Some(signal) => format!(
+                    "{reason} (its process did not exit within {grace:?}: it was ended with \
+                     {signal})"
+                ),
+                None => reason,
+            };
+            Err(self.error(ErrorKind::StopFailed { reason }))
+        };
         match answer {
             Ok(Frame {
                 header: Header::Result { ok: true, .. },
@@ -255,15 +302,9 @@ impl Remote {
             Ok(Frame {
                 header: Header::Result { error, .. },
                 ..
-            }) => Err(self.error(ErrorKind::StopFailed {
-                reason: error.unwrap_or_else(|| "it gave no reason".into()),
-            })),
-            Ok(frame) => Err(self.error(ErrorKind::StopFailed {
-                reason: format!("it answered stop with {:?}", frame.header),
-            })),
-            Err(lost) => Err(self.error(ErrorKind::StopFailed {
-                reason: describe(&lost),
-            })),
+            }) => failed(error.unwrap_or_else(|| "it gave no reason".into())),
+            Ok(frame) => failed(format!("it answered stop with {:?}", frame.header)),
+            Err(lost) => failed(describe(&lost)),
         }
     }
 
@@ -322,6 +363,17 @@ impl Remote {
                 route: call.clone(),
                 reason: format!("no answer within {after:?}"),
             }),
+            Lost::Backlogged(backlog) => {
+                let error = self.error(ErrorKind::Backlogged {
+                    queued: backlog.queued,
+                    limit: backlog.limit,
+                });
+                // Once per episode: each refused call has its access line, not this one.
+                if backlog.first {
+                    tracing::warn!(plugin = self.instance.as_str(), "{error}");
+                }
+                error
+            }
         })?;
         let Header::Response {
             status,
@@ -383,6 +435,7 @@ impl Remote {
             self.named.as_deref().unwrap_or(""),
             &self.config,
             link_options(&self.options),
+            &self.log,
             move |reason| {
                 let _ = down.send(Event::Down(generation, reason));
             },
@@ -475,6 +528,10 @@ fn describe(lost: &Lost) -> String {
     match lost {
         Lost::Child(reason) => reason.clone(),
         Lost::Timeout(after) => format!("no answer within {after:?}"),
+        Lost::Backlogged(backlog) => format!(
+            "refused: {} bytes are queued towards the plugin process, over the limit of {}",
+            backlog.queued, backlog.limit
+        ),
     }
 }
 
@@ -482,6 +539,7 @@ fn link_options(options: &ProcessOptions) -> LinkOptions {
     LinkOptions {
         frame_limit: options.frame_limit,
         handshake_timeout: options.handshake_timeout,
+        queue_limit: options.queue_limit,
     }
 }
 
@@ -548,6 +606,10 @@ fn ping(remote: &Remote) {
     };
     let timeout = remote.options.ping_timeout;
     if let Err(Lost::Timeout(_)) = link.request(|id| Header::Ping { id }, b"", timeout) {
+        if remote.state() == ChildState::Stopped {
+            // The host is stopping it meanwhile: `stop` ends it, in order.
+            return;
+        }
         tracing::error!(
             plugin = remote.instance.as_str(),
             "the plugin process (pid {}) did not answer a liveness check within {timeout:?}: \

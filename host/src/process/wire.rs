@@ -182,17 +182,58 @@ enum Outgoing {
     Flush(std::sync::mpsc::SyncSender<()>),
 }
 
+/// A frame the outbox refused because too many bytes are queued already (see
+/// [`Outbox::send_capped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Backlog {
+    /// The bytes queued and not yet written when the frame was refused.
+    pub(crate) queued: usize,
+    /// The outbox's limit.
+    pub(crate) limit: usize,
+    /// Whether this is the first refusal since the queue was last under half its limit: the
+    /// one an episode is reported for.
+    pub(crate) first: bool,
+}
+
+/// Why a frame was not sent.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// Refused: the queue is past its limit.
+    Backlog(Backlog),
+    /// The socket failed, or the writer thread ended.
+    Io(io::Error),
+}
+
+/// The most frames the writer thread hands the socket in one system call.
+const SLICES: usize = 64;
+
+/// How many bytes the writer thread gathers before it writes (more may come with the last
+/// frame).
+const BATCH: usize = 1 << 20;
+
 /// How frames reach a socket. A sender that asks for it writes its frame at once, without
 /// blocking, when nothing is queued and the socket takes it: no hop to another thread, the
 /// lowest latency. Otherwise the frame (or its rest) is queued for a writer thread, which may
 /// block, and which writes all that is queued in one go: under load, one system call, and one
 /// wake-up of the reader at the other end, carry many frames.
 ///
-/// Dropping the outbox closes its queue: the writer thread writes what is queued and ends.
+/// The bytes queued and not yet written are counted, the rest of a partly written frame
+/// included, and released as they are written. Frames sent with [`send_capped`] are refused
+/// while that count is at or past the outbox's limit, so a reader that stops reading holds the
+/// limit and one frame, never more; the frames of [`send`] (the lifecycle, liveness checks,
+/// answers) are never refused.
+///
+/// Dropping the outbox closes its queue: the writer thread writes what is queued and ends. When
+/// a write fails (the other end closed, or the socket was shut down) the thread ends at once,
+/// and what was queued is dropped with it.
+///
+/// [`send`]: Outbox::send
+/// [`send_capped`]: Outbox::send_capped
 pub(crate) struct Outbox {
     socket: std::os::unix::net::UnixStream,
     queue: std::sync::mpsc::Sender<Outgoing>,
     shared: std::sync::Arc<OutboxShared>,
+    limit: usize,
 }
 
 /// What the senders and the writer thread share (not the queue's sender: the thread must not
@@ -201,6 +242,11 @@ pub(crate) struct Outbox {
 struct OutboxShared {
     /// Frames queued and not yet written; while any are, senders queue behind them.
     waiting: std::sync::atomic::AtomicUsize,
+    /// Bytes queued and not yet written, the rest of a partly written frame included.
+    queued: std::sync::atomic::AtomicUsize,
+    /// Set by the first refusal of an episode; cleared when the queue is back under half the
+    /// limit, so that an episode is reported once, however many frames it refuses.
+    backlogged: std::sync::atomic::AtomicBool,
     /// Held while bytes go out, by a sender or by the writer thread, so frames never mix.
     writing: parking_lot::Mutex<()>,
     /// The rest of a frame a sender could only write in part: written before anything else.
@@ -208,10 +254,12 @@ struct OutboxShared {
 }
 
 impl Outbox {
-    /// An outbox writing to `socket`, with its writer thread. If a write of the thread fails,
-    /// `failed` runs and the thread ends.
+    /// An outbox writing to `socket`, with its writer thread, that refuses capped frames while
+    /// `limit` bytes or more are queued. If a write of the thread fails, `failed` runs and the
+    /// thread ends.
     pub(crate) fn start(
         socket: std::os::unix::net::UnixStream,
+        limit: usize,
         failed: impl FnOnce(io::Error) + Send + 'static,
     ) -> io::Result<std::sync::Arc<Self>> {
         use std::sync::atomic::Ordering;
@@ -220,37 +268,51 @@ impl Outbox {
             socket: socket.try_clone()?,
             queue,
             shared: std::sync::Arc::default(),
+            limit,
         });
         let this = outbox.shared.clone();
         let mut socket = socket;
         std::thread::Builder::new()
             .name("plugin-writer".into())
             .spawn(move || {
-                let mut batch = Vec::new();
+                let mut frames = std::collections::VecDeque::new();
                 let mut flushed = Vec::new();
                 while let Ok(first) = queued.recv() {
                     let _writing = this.writing.lock();
-                    batch.clear();
-                    batch.append(&mut this.rest.lock());
-                    let mut frames = 0;
+                    let rest = std::mem::take(&mut *this.rest.lock());
+                    let mut bytes = rest.len();
+                    if !rest.is_empty() {
+                        frames.push_back(rest);
+                    }
+                    let mut count = 0;
                     let mut next = Some(first);
                     while let Some(outgoing) = next.take() {
                         match outgoing {
                             Outgoing::Frame(frame) => {
-                                batch.extend_from_slice(&frame);
-                                frames += 1;
+                                count += 1;
+                                bytes += frame.len();
+                                if !frame.is_empty() {
+                                    frames.push_back(frame);
+                                }
                             }
                             Outgoing::Flush(done) => flushed.push(done),
                         }
-                        if batch.len() < 1 << 20 {
+                        if bytes < BATCH {
                             next = queued.try_recv().ok();
                         }
                     }
-                    let written = socket.write_all(&batch);
-                    this.waiting.fetch_sub(frames, Ordering::Release);
+                    let written = write_frames(&mut socket, &mut frames, &this.queued);
+                    this.waiting.fetch_sub(count, Ordering::Release);
                     if let Err(e) = written {
+                        // `frames` and the queue's receiver go with the thread: what was
+                        // queued is dropped, and later frames are refused.
                         failed(e);
                         return;
+                    }
+                    if this.backlogged.load(Ordering::Relaxed)
+                        && this.queued.load(Ordering::Acquire) < limit / 2
+                    {
+                        this.backlogged.store(false, Ordering::Release);
                     }
                     for done in flushed.drain(..) {
                         let _ = done.send(());
@@ -261,8 +323,50 @@ impl Outbox {
     }
 
     /// Sends an encoded frame: written at once when `now` and nothing is queued and the socket
-    /// takes it without blocking, queued otherwise. Fails when the socket failed.
+    /// takes it without blocking, queued otherwise. Never refused. Fails when the socket failed.
     pub(crate) fn send(&self, frame: Vec<u8>, now: bool) -> io::Result<()> {
+        self.push(frame, now, false).map_err(|e| match e {
+            SendError::Io(e) => e,
+            SendError::Backlog(_) => unreachable!("an uncapped frame is never refused"),
+        })
+    }
+
+    /// Sends an encoded frame as [`send`](Outbox::send) does, unless the bytes queued are at
+    /// or past the limit: then the frame is refused (and dropped at once).
+    pub(crate) fn send_capped(&self, frame: Vec<u8>, now: bool) -> Result<(), SendError> {
+        self.admit().map_err(SendError::Backlog)?;
+        self.push(frame, now, true)
+    }
+
+    /// Whether a capped frame would be taken now: a check before it is built. A frame may
+    /// still be refused when it is sent, if others filled the queue meanwhile.
+    pub(crate) fn admit(&self) -> Result<(), Backlog> {
+        use std::sync::atomic::Ordering;
+        let queued = self.shared.queued.load(Ordering::Acquire);
+        if queued < self.limit {
+            return Ok(());
+        }
+        Err(self.refused(queued))
+    }
+
+    /// The bytes queued and not yet written.
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.shared
+            .queued
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn refused(&self, queued: usize) -> Backlog {
+        use std::sync::atomic::Ordering;
+        Backlog {
+            queued,
+            limit: self.limit,
+            first: !self.shared.backlogged.swap(true, Ordering::AcqRel),
+        }
+    }
+
+    fn push(&self, frame: Vec<u8>, now: bool, capped: bool) -> Result<(), SendError> {
         use std::sync::atomic::Ordering;
         let shared = &*self.shared;
         if now
@@ -274,35 +378,89 @@ impl Outbox {
             match socket.send_with_flags(&frame, libc::MSG_DONTWAIT) {
                 Ok(n) if n == frame.len() => return Ok(()),
                 Ok(n) => {
-                    // The rest goes first when the writer thread next writes; an empty frame
-                    // wakes it up.
+                    // Begun, so never refused: the rest goes first when the writer thread
+                    // next writes; an empty frame wakes it up.
+                    let rest = frame.len() - n;
+                    shared.queued.fetch_add(rest, Ordering::AcqRel);
                     shared.rest.lock().extend_from_slice(&frame[n..]);
-                    return self.queue(Outgoing::Frame(Vec::new()));
+                    drop(frame);
+                    return self.queue(Outgoing::Frame(Vec::new()), 0);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(SendError::Io(e)),
             }
         }
-        self.queue(Outgoing::Frame(frame))
+        // Counted before it is queued: a capped frame that finds the count at or past the
+        // limit takes its bytes back and is refused. However senders race, capped frames never
+        // fill the queue past the limit and the one frame that crossed it.
+        let bytes = frame.len();
+        let before = shared.queued.fetch_add(bytes, Ordering::AcqRel);
+        if capped && before >= self.limit {
+            shared.queued.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(SendError::Backlog(self.refused(before)));
+        }
+        self.queue(Outgoing::Frame(frame), bytes)
     }
 
     /// Waits, at most a second, until everything sent before is written.
     pub(crate) fn flush(&self) {
         let (done, flushed) = std::sync::mpsc::sync_channel(1);
-        if self.queue(Outgoing::Flush(done)).is_ok() {
+        if self.queue(Outgoing::Flush(done), 0).is_ok() {
             let _ = flushed.recv_timeout(std::time::Duration::from_secs(1));
         }
     }
 
-    fn queue(&self, outgoing: Outgoing) -> io::Result<()> {
+    /// Queues `outgoing`, whose `bytes` are already counted.
+    fn queue(&self, outgoing: Outgoing, bytes: usize) -> Result<(), SendError> {
         use std::sync::atomic::Ordering;
         if let Outgoing::Frame(_) = outgoing {
             self.shared.waiting.fetch_add(1, Ordering::AcqRel);
         }
-        self.queue
-            .send(outgoing)
-            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+        self.queue.send(outgoing).map_err(|_| {
+            // The writer thread ended (its socket failed), dropping what was queued: this
+            // frame goes the same way.
+            self.shared.queued.fetch_sub(bytes, Ordering::AcqRel);
+            SendError::Io(io::Error::from(io::ErrorKind::BrokenPipe))
+        })
     }
+}
+
+/// Writes `frames` in order, as few system calls as the socket allows, taking each frame's
+/// bytes off `queued` as they go out and dropping each frame once it is written.
+fn write_frames(
+    socket: &mut impl Write,
+    frames: &mut std::collections::VecDeque<Vec<u8>>,
+    queued: &std::sync::atomic::AtomicUsize,
+) -> io::Result<()> {
+    // How much of the first frame is written.
+    let mut offset = 0;
+    while let Some(front) = frames.front() {
+        let mut slices = [io::IoSlice::new(&[]); SLICES];
+        slices[0] = io::IoSlice::new(&front[offset..]);
+        let mut count = 1;
+        for (slice, frame) in slices[1..].iter_mut().zip(frames.iter().skip(1)) {
+            *slice = io::IoSlice::new(frame);
+            count += 1;
+        }
+        let mut written = match socket.write_vectored(&slices[..count]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => written,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        queued.fetch_sub(written, std::sync::atomic::Ordering::AcqRel);
+        while written > 0 {
+            let left = frames[0].len() - offset;
+            if written < left {
+                offset += written;
+                break;
+            }
+            written -= left;
+            offset = 0;
+            frames.pop_front();
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -359,6 +517,63 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    /// Waits at most 10 s for `done`.
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "never {what}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Sends capped frames of `size` bytes until one is refused; returns the refusal.
+    fn fill(outbox: &Outbox, size: usize) -> Backlog {
+        for _ in 0..10_000 {
+            match outbox.send_capped(vec![7; size], false) {
+                Ok(()) => {}
+                Err(SendError::Backlog(backlog)) => return backlog,
+                Err(SendError::Io(e)) => panic!("{e}"),
+            }
+        }
+        panic!("never refused")
+    }
+
+    #[test]
+    fn the_outbox_caps_what_a_reader_that_stops_reading_makes_it_queue() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let failed = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = failed.clone();
+        let limit = 1 << 20;
+        let outbox =
+            Outbox::start(ours, limit, move |_| flag.store(true, Ordering::SeqCst)).unwrap();
+        // Nobody reads: once the socket's buffer is full, frames of 256 KiB queue up to the
+        // limit, and the one that crosses it.
+        let frame = 256 << 10;
+        let backlog = fill(&outbox, frame);
+        assert_eq!((backlog.limit, backlog.first), (limit, true));
+        assert!(backlog.queued >= limit && outbox.queued() < limit + frame);
+        // The same episode: not reported again. Uncapped frames still go.
+        let again = fill(&outbox, frame);
+        assert!(!again.first);
+        outbox.send(vec![1; 10], false).unwrap();
+        // Read, and the count goes down as the bytes go out; under half the limit, the episode
+        // is over, and the next one is reported again.
+        theirs.set_nonblocking(true).unwrap();
+        let mut buffer = vec![0; 64 << 10];
+        wait_for("drained", || {
+            while (&theirs).read(&mut buffer).is_ok_and(|n| n > 0) {}
+            outbox.queued() == 0
+        });
+        while (&theirs).read(&mut buffer).is_ok_and(|n| n > 0) {}
+        assert!(fill(&outbox, frame).first);
+        // The other end goes away: the writer thread fails and drops what it had queued, and
+        // frames are refused from then on.
+        drop(theirs);
+        wait_for("failed", || failed.load(Ordering::SeqCst));
+        wait_for("refusing", || outbox.send(vec![3; 10], false).is_err());
     }
 
     #[test]

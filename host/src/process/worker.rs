@@ -1,6 +1,9 @@
 //! The worker: the child side of an isolated plugin library. It loads the library with every
 //! check an in-process host applies, and serves it over the protocol; handler calls run
-//! concurrently on a pool of threads, as they would in the host.
+//! concurrently on a bounded pool of threads ([`WORKER_THREADS`](crate::limits::WORKER_THREADS),
+//! as many as one plugin may hold in the host), except the calls of routes with a record of fast
+//! calls, which run on the thread that reads the socket. Any fatal signal it gets, even one sent
+//! with `kill`, ends it with a crash line naming its plugin (see `crate::ffi::crash`).
 
 use super::wire::{self, CHILD_FD, FD_VARIABLE, Frame, Header, Outbox, ReadError, RouteSpec};
 use crate::plugin::{Factory, Instance, LoadOptions};
@@ -110,7 +113,8 @@ fn serve(
     let reader = socket.try_clone().map_err(|e| e.to_string())?;
     let mut reader = std::io::BufReader::with_capacity(64 << 10, reader);
     // A failed write means the host is gone: the reader sees the end of the socket too.
-    let writer = Writer(Outbox::start(socket, |_| {}).map_err(|e| e.to_string())?);
+    // Answers are never refused: the host reads them as they come.
+    let writer = Writer(Outbox::start(socket, usize::MAX, |_| {}).map_err(|e| e.to_string())?);
     // The worker trusts its host: any frame it sends (a request body up to the server's own
     // limit, whatever that is) is read.
     let limit = u64::from(u32::MAX);
@@ -142,9 +146,13 @@ fn serve(
     } else {
         instance_name
     };
+    // From now on any fatal signal, even one sent with `kill`, names this plugin.
+    crate::ffi::describe_worker(&name, library);
     let instance = factory
         .create(&name, &config)
         .map_err(|e| refuse(e.to_string()))?;
+    // Its lines are limited by the host, which reads them as `log` frames.
+    instance.set_log_limit(crate::LogLimit::UNLIMITED);
     writer
         .send(
             &Header::Welcome {
@@ -156,10 +164,7 @@ fn serve(
             b"",
         )
         .map_err(|e| e.to_string())?;
-    let calls = tokio::runtime::Builder::new_current_thread()
-        .max_blocking_threads(256)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let calls = Pool::new(crate::limits::WORKER_THREADS);
     let mut serving = Serving {
         instance,
         registry: Registry::new(),
@@ -223,10 +228,103 @@ fn serve(
                 if inline {
                     call();
                 } else {
-                    calls.spawn_blocking(call);
+                    calls.run(Box::new(call));
                 }
             }
             other => return Err(format!("unexpected {other:?}")),
+        }
+    }
+}
+
+/// A call waiting for a thread of the pool.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads that run calls: at most `max`, started as calls need them and kept; calls that
+/// find them all busy wait their turn, in order. The queue is bounded by what the host sends,
+/// and the host bounds what it queues towards a child (`ProcessOptions::queue_limit`).
+struct Pool {
+    shared: Arc<PoolShared>,
+    max: usize,
+}
+
+struct PoolShared {
+    state: parking_lot::Mutex<PoolState>,
+    ready: parking_lot::Condvar,
+}
+
+struct PoolState {
+    jobs: std::collections::VecDeque<Job>,
+    /// Threads started (and not failed to start).
+    threads: usize,
+    /// Threads waiting for a job.
+    idle: usize,
+}
+
+impl Pool {
+    fn new(max: usize) -> Self {
+        Self {
+            shared: Arc::new(PoolShared {
+                state: parking_lot::Mutex::new(PoolState {
+                    jobs: std::collections::VecDeque::new(),
+                    threads: 0,
+                    idle: 0,
+                }),
+                ready: parking_lot::Condvar::new(),
+            }),
+            max: max.max(1),
+        }
+    }
+
+    /// Runs `job` on a thread of the pool: an idle one, a new one while there are fewer than
+    /// `max`, or the first to finish its call.
+    fn run(&self, job: Job) {
+        let mut state = self.shared.state.lock();
+        state.jobs.push_back(job);
+        // Jobs not yet taken beyond the idle threads that will take them: one more thread.
+        if state.jobs.len() <= state.idle || state.threads >= self.max {
+            drop(state);
+            self.shared.ready.notify_one();
+            return;
+        }
+        state.threads += 1;
+        drop(state);
+        let shared = self.shared.clone();
+        let started = std::thread::Builder::new()
+            .name("plugin-call".into())
+            .spawn(move || shared.serve());
+        if let Err(e) = started {
+            let mut state = self.shared.state.lock();
+            state.threads -= 1;
+            tracing::warn!("plugin worker: cannot start a thread for calls: {e}");
+            // With no thread at all, the call runs here rather than never.
+            if state.threads == 0
+                && let Some(job) = state.jobs.pop_front()
+            {
+                drop(state);
+                job();
+            }
+        }
+    }
+}
+
+impl PoolShared {
+    /// A thread of the pool: runs jobs as they come, for as long as the worker lives.
+    fn serve(&self) {
+        loop {
+            let job = {
+                let mut state = self.state.lock();
+                loop {
+                    if let Some(job) = state.jobs.pop_front() {
+                        break job;
+                    }
+                    state.idle += 1;
+                    self.ready.wait(&mut state);
+                    state.idle -= 1;
+                }
+            };
+            // A panic of the worker's own code loses this call's answer (the host's deadline
+            // answers it), not the thread; the panic hook has reported it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
         }
     }
 }

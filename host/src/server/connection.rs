@@ -11,6 +11,7 @@
 //! header timeout runs from the end of the previous response, so it cannot tell the two apart.
 
 use super::{Answer, Attempt, PluginService};
+use crate::limits::SHUTDOWN_WRITE_TIME;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::io;
@@ -71,6 +72,12 @@ fn over_capacity() -> Vec<u8> {
 /// Serves `service` on `listener` until `shutdown` completes, then stops accepting, closes the
 /// connections that are not in the middle of a request, lets the requests in flight finish for
 /// at most `options.grace`, and returns whether they all did.
+///
+/// When the grace period is over, every request still waiting for a plugin answers 503 naming
+/// the plugin ([`PluginService::end_grace`]), and `serve` gives the connections
+/// [`SHUTDOWN_WRITE_TIME`] at most to write those answers before it returns. A call running
+/// inline on a worker cannot be interrupted: its connection answers when the call returns, or
+/// is closed when the runtime goes down first.
 pub async fn serve(
     listener: TcpListener,
     service: PluginService,
@@ -162,9 +169,28 @@ pub async fn serve(
     drop(listener);
     let _ = stop.send(true);
     drop(alive);
-    tokio::time::timeout(options.grace, all_gone.recv())
+    if tokio::time::timeout(options.grace, all_gone.recv())
         .await
         .is_ok()
+    {
+        return true;
+    }
+    let left = open.load(Ordering::Relaxed);
+    tracing::warn!(
+        "the grace period of {:?} is over with {left} request(s) in flight: they answer 503 (the host is stopping)",
+        options.grace
+    );
+    service.end_grace();
+    if tokio::time::timeout(SHUTDOWN_WRITE_TIME, all_gone.recv())
+        .await
+        .is_err()
+    {
+        let left = open.load(Ordering::Relaxed);
+        tracing::warn!(
+            "{left} connection(s) still open {SHUTDOWN_WRITE_TIME:?} after the grace period (a call running inline, or a client not reading its answer): closing them"
+        );
+    }
+    false
 }
 
 /// Counts an open connection until dropped.

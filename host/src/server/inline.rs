@@ -16,7 +16,9 @@
 //! slow, and the watchdog spawns an empty task on the runtime from outside it. tokio wakes an
 //! idle worker for it; that worker runs it, steals what waits in the blocked worker's queue, and
 //! parks on the driver, which the blocked worker does not hold while it runs a task. Requests,
-//! accepts and timers go on within a tick or two.
+//! accepts and timers go on within a tick or two. One task can stay behind until the call
+//! returns: one, if any, that the blocked call's own task woke on its worker just before it
+//! blocked (tokio's LIFO slot cannot be stolen).
 //!
 //! The alternatives cost every call: `tokio::task::block_in_place` hands the worker's core to a
 //! pooled thread on each call, and a hop to the blocking pool is the microseconds the inline
@@ -74,6 +76,12 @@ impl Inline {
                 .name("inline-watchdog".into())
                 .spawn(move || watch(&watched, &runtime))
                 .map(|thread| thread.thread().clone())
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        "cannot start the inline watchdog thread ({e}): every plugin call runs on \
+                         the blocking pool"
+                    );
+                })
                 .ok()
         });
         Self {
@@ -169,7 +177,7 @@ fn watch(slots: &std::sync::Weak<Slots>, runtime: &tokio::runtime::Handle) {
             if let Some(shared) = slots.upgrade() {
                 shared.asleep.store(false, Ordering::SeqCst);
             }
-            idle = 0;
+            // Still idle at the next sample: straight back to sleep, without ticking.
             continue;
         }
         drop(shared);

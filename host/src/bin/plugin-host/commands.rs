@@ -159,9 +159,15 @@ struct Settings {
     options: ServeOptions,
 }
 
-/// The exit status of `serve` when the shutdown left a plugin running (a call still in its
-/// handler) or a plugin's `stop` failed.
+/// The exit status of `serve` when a plugin did not stop cleanly: its `stop` failed or got no
+/// answer (a child process is then ended with SIGTERM or SIGKILL), or an in-process plugin was
+/// left started because a call was still running in its handler (it is never stopped under
+/// one). Nothing runs any more once `serve` has exited either way.
 const INCOMPLETE_SHUTDOWN: u8 = 3;
+
+/// The exit status of `serve` when every plugin stopped cleanly but requests were still in
+/// flight at the end of the grace period: they were answered 503 (the host is stopping).
+const REQUESTS_CUT_SHORT: u8 = 4;
 
 fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -186,20 +192,16 @@ fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result
         .with_body_limit(settings.body_limit)
         .with_handler_timeout(settings.handler_timeout);
     let options = &settings.options;
+    // `serve` answered the requests still in flight at the end of the grace period (503).
     let drained = runtime.block_on(serve(listener, service, shutdown, options));
-    if !drained {
-        tracing::warn!(
-            "requests still in flight after the grace period of {:?}",
-            options.grace
-        );
-    }
-    // The grace period is over: no new call can start once the runtime is down, and a call
-    // still running keeps its plugin started (`close_and_stop_all` never stops an instance
-    // under a running handler; it names it).
+    // No new call can start once the runtime is down. A call still running in-process keeps
+    // its plugin started (`close_and_stop_all` never stops an in-process instance under a
+    // running handler; it names it); a child process is stopped whatever runs in it.
     runtime.shutdown_timeout(Duration::ZERO);
     tracing::info!("stopping plugins");
     match registry.close_and_stop_all() {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(()) if drained => Ok(ExitCode::SUCCESS),
+        Ok(()) => Ok(ExitCode::from(REQUESTS_CUT_SHORT)),
         Err(errors) => {
             for error in &errors.0 {
                 tracing::error!("{error}");

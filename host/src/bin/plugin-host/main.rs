@@ -44,7 +44,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load, start and serve the plugins until SIGINT or SIGTERM.
+    /// Load, start and serve the plugins until SIGINT or SIGTERM. Exit status after a signal:
+    /// 0 when every request finished within the grace period and every plugin stopped cleanly;
+    /// 4 when requests still in flight at its end were answered 503 but every plugin stopped
+    /// cleanly; 3 when a plugin did not stop cleanly (the log says which and why).
     Serve {
         #[command(flatten)]
         source: Source,
@@ -54,8 +57,9 @@ enum Command {
         /// The largest request body accepted, in bytes.
         #[arg(long, default_value_t = plugin_host::server::DEFAULT_BODY_LIMIT)]
         body_limit: usize,
-        /// Seconds to let requests in flight finish after a shutdown signal; then every plugin
-        /// with no call running is stopped, in reverse order.
+        /// Seconds to let requests in flight finish after a shutdown signal; then those still
+        /// waiting answer 503, and the plugins are stopped in reverse order (an in-process one
+        /// with a call still running is left as it is; a child process is always ended).
         #[arg(long, default_value = "10", value_parser = seconds)]
         grace: Duration,
         /// Seconds a handler call may run before its client gets 504 (a plugin's

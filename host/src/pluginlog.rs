@@ -1,0 +1,504 @@
+//! What plugins log, made safe for the host's log. Every message a plugin writes — through the
+//! ABI's log callback, as a `log` frame of a child process, or as a line of a child's standard
+//! output or error — goes through this module:
+//!
+//! - it is cut at [`LOG_LINE_MAX`] bytes (marked ` [cut]`), and its control characters are
+//!   escaped ([`escape`]), so that one plugin message is exactly one host line and can never
+//!   pass for a line of the host's own;
+//! - it passes its instance's rate limit, a token bucket ([`LogLimit`], shared by all of the
+//!   instance's sources), checked with no lock; what the limit drops is counted, and reported
+//!   as one `WARN` line per plugin every [`LOG_REPORT_INTERVAL`] while lines are dropped, by one
+//!   thread for all plugins (started at the first drop), and once more when the instance is
+//!   dropped with lines still unreported.
+
+use crate::limits::{LOG_BURST, LOG_LINE_MAX, LOG_RATE, LOG_REPORT_INTERVAL};
+use parking_lot::{Condvar, Mutex};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+/// The rate limit of one plugin instance's log: all it logs (its log callback or `log` frames,
+/// and its child's output lines) shares one token bucket of `burst` lines, refilled at `rate`
+/// lines per second. Lines past it are dropped, counted and reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimit {
+    /// The lines per second the instance may log on average (default [`LOG_RATE`], 100; 0
+    /// counts as 1).
+    pub rate: u32,
+    /// The lines the instance may log at once above its rate (default [`LOG_BURST`], 1000; 0
+    /// counts as 1).
+    pub burst: u32,
+}
+
+impl LogLimit {
+    /// No limit: every line is logged (what a worker process uses, since its host limits the
+    /// lines it forwards).
+    pub const UNLIMITED: LogLimit = LogLimit {
+        rate: u32::MAX,
+        burst: u32::MAX,
+    };
+}
+
+impl Default for LogLimit {
+    fn default() -> Self {
+        Self {
+            rate: LOG_RATE,
+            burst: LOG_BURST,
+        }
+    }
+}
+
+/// The log of one plugin instance: its rate limit, and the count of the lines it dropped.
+///
+/// The bucket is kept as its "theoretical arrival time" (the generic cell rate algorithm, the
+/// token bucket's equivalent in one number): each admitted line moves it one emission interval
+/// (`1/rate`) later, and a line is admitted while it lies at most `burst - 1` intervals ahead
+/// of now. One compare-and-swap per admitted line, one load per dropped one.
+pub(crate) struct LogLimiter {
+    /// The name reports give the plugin (its instance's name).
+    name: Mutex<String>,
+    /// The limit, for the reports.
+    rate: AtomicU32,
+    burst: AtomicU32,
+    /// Nanoseconds per line (`1/rate`); 0 for no limit.
+    interval: AtomicU64,
+    /// How far ahead of now the bucket may run: `(burst - 1) * interval`, in nanoseconds.
+    tolerance: AtomicU64,
+    /// The theoretical arrival time of the next line, in nanoseconds since [`epoch`].
+    arrival: AtomicU64,
+    /// Lines dropped since the last report.
+    dropped: AtomicU64,
+    /// Whether a report is scheduled (so a flood schedules one, not one per line).
+    reporting: AtomicBool,
+    /// When the lines counted in `dropped` began to be counted, since [`epoch`].
+    counting_since: AtomicU64,
+}
+
+/// Nanoseconds since the first call: the limiters' clock.
+fn epoch() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let elapsed = START.get_or_init(Instant::now).elapsed();
+    u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl LogLimiter {
+    /// A limiter whose reports name the plugin `name`.
+    pub(crate) fn new(name: &str, limit: LogLimit) -> Arc<Self> {
+        let limiter = Self {
+            name: Mutex::new(name.to_owned()),
+            rate: AtomicU32::new(0),
+            burst: AtomicU32::new(0),
+            interval: AtomicU64::new(0),
+            tolerance: AtomicU64::new(0),
+            arrival: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            reporting: AtomicBool::new(false),
+            counting_since: AtomicU64::new(0),
+        };
+        limiter.set_limit(limit);
+        Arc::new(limiter)
+    }
+
+    /// Changes the limit from now on.
+    pub(crate) fn set_limit(&self, limit: LogLimit) {
+        let (rate, burst) = (limit.rate.max(1), limit.burst.max(1));
+        let interval = 1_000_000_000 / u64::from(rate);
+        self.rate.store(rate, Ordering::Relaxed);
+        self.burst.store(burst, Ordering::Relaxed);
+        self.interval.store(interval, Ordering::Relaxed);
+        self.tolerance
+            .store(interval * u64::from(burst - 1), Ordering::Relaxed);
+    }
+
+    /// The limit.
+    pub(crate) fn limit(&self) -> LogLimit {
+        LogLimit {
+            rate: self.rate.load(Ordering::Relaxed),
+            burst: self.burst.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Names the plugin `name` in reports from now on.
+    pub(crate) fn rename(&self, name: &str) {
+        name.clone_into(&mut self.name.lock());
+    }
+
+    /// Whether one more line may be logged now; a line refused is counted, and reported later.
+    pub(crate) fn admit(self: &Arc<Self>) -> bool {
+        let interval = self.interval.load(Ordering::Relaxed);
+        if interval == 0 {
+            return true;
+        }
+        let tolerance = self.tolerance.load(Ordering::Relaxed);
+        let now = epoch();
+        let mut arrival = self.arrival.load(Ordering::Relaxed);
+        loop {
+            let next = arrival.max(now);
+            if next - now > tolerance {
+                self.count_drop(now);
+                return false;
+            }
+            match self.arrival.compare_exchange_weak(
+                arrival,
+                next + interval,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(current) => arrival = current,
+            }
+        }
+    }
+
+    fn count_drop(self: &Arc<Self>, now: u64) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        if !self.reporting.load(Ordering::Relaxed) && !self.reporting.swap(true, Ordering::AcqRel) {
+            self.counting_since.store(now, Ordering::Relaxed);
+            schedule_report(Arc::downgrade(self));
+        }
+    }
+
+    /// Reports the lines dropped since the last report, if any; whether a report stays
+    /// scheduled (lines were dropped, or are being dropped again).
+    fn report(&self) -> bool {
+        if self.report_dropped() {
+            return true;
+        }
+        self.reporting.store(false, Ordering::Release);
+        // A line dropped meanwhile saw `reporting` still set, and scheduled nothing.
+        self.dropped.load(Ordering::Acquire) > 0 && !self.reporting.swap(true, Ordering::AcqRel)
+    }
+
+    /// Writes the report line of what was dropped, unless nothing was; whether it wrote it.
+    fn report_dropped(&self) -> bool {
+        let dropped = self.dropped.swap(0, Ordering::AcqRel);
+        if dropped == 0 {
+            return false;
+        }
+        let now = epoch();
+        let since = self.counting_since.swap(now, Ordering::Relaxed);
+        let seconds = Duration::from_nanos(now.saturating_sub(since))
+            .as_secs_f64()
+            .round()
+            .max(1.0);
+        let name = escape(self.name.lock().as_bytes(), false);
+        tracing::warn!(
+            "plugin \"{name}\": {dropped} log lines dropped in the last {seconds} s (rate limit \
+             {}/s, burst {})",
+            self.rate.load(Ordering::Relaxed),
+            self.burst.load(Ordering::Relaxed)
+        );
+        true
+    }
+}
+
+impl Drop for LogLimiter {
+    fn drop(&mut self) {
+        self.report_dropped();
+    }
+}
+
+/// The reports due, and the thread that writes them.
+struct Reports {
+    /// When each scheduled report is due, and whose it is.
+    due: Mutex<Vec<(Instant, Weak<LogLimiter>)>>,
+    wake: Condvar,
+}
+
+static REPORTS: Reports = Reports {
+    due: Mutex::new(Vec::new()),
+    wake: Condvar::new(),
+};
+
+/// Schedules the report of `limiter` one interval from now; starts the reporting thread first
+/// if it does not run yet.
+fn schedule_report(limiter: Weak<LogLimiter>) {
+    static THREAD: OnceLock<bool> = OnceLock::new();
+    let running = THREAD.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("plugin-log-report".into())
+            .spawn(report_loop)
+            .map_err(|e| {
+                tracing::error!(
+                    "cannot start the thread that reports dropped plugin log lines ({e}): they \
+                     are reported when their plugin ends"
+                );
+            })
+            .is_ok()
+    });
+    if *running {
+        REPORTS
+            .due
+            .lock()
+            .push((Instant::now() + LOG_REPORT_INTERVAL, limiter));
+        REPORTS.wake.notify_one();
+    }
+}
+
+/// Writes each report when it is due, and schedules the next while lines are being dropped.
+fn report_loop() {
+    let mut due = REPORTS.due.lock();
+    loop {
+        let now = Instant::now();
+        match due.iter().map(|(at, _)| *at).min() {
+            None => {
+                REPORTS.wake.wait(&mut due);
+            }
+            Some(next) if next > now => {
+                REPORTS.wake.wait_until(&mut due, next);
+            }
+            Some(_) => {
+                let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *due)
+                    .into_iter()
+                    .partition(|(at, _)| *at <= now);
+                *due = waiting;
+                let again: Vec<_> = parking_lot::MutexGuard::unlocked(&mut due, || {
+                    ready
+                        .into_iter()
+                        .filter(|(_, limiter)| limiter.upgrade().is_some_and(|l| l.report()))
+                        .map(|(at, limiter)| (at + LOG_REPORT_INTERVAL, limiter))
+                        .collect()
+                });
+                due.extend(again);
+            }
+        }
+    }
+}
+
+/// Escapes `bytes` for the host's log, cut to at most [`LOG_LINE_MAX`] bytes (counting the
+/// ` [cut]` mark, which is added when the text had to be cut here or `cut` says it was cut
+/// before): invalid UTF-8 becomes U+FFFD; `\n`, `\r` and `\t` are written as such; other C0
+/// controls and DEL as `\x1b`; C1 controls, the line and paragraph separators (U+2028, U+2029)
+/// and the bidirectional controls, which can reorder what a terminal shows, as `\u{2028}`.
+/// A backslash is kept as it is: escaping is for safety (one line, nothing hidden), not for
+/// decoding.
+pub(crate) fn escape(bytes: &[u8], cut: bool) -> String {
+    const MARK: &str = " [cut]";
+    let room = LOG_LINE_MAX - MARK.len();
+    let mut text = String::with_capacity(bytes.len().min(LOG_LINE_MAX));
+    let mut cut = cut;
+    'chunks: for chunk in bytes.utf8_chunks() {
+        let valid = chunk.valid();
+        // The common case: nothing to escape.
+        if !valid.chars().any(needs_escape) && text.len() + valid.len() <= room {
+            text.push_str(valid);
+        } else {
+            for c in valid.chars() {
+                if !push_escaped(&mut text, c, room) {
+                    cut = true;
+                    break 'chunks;
+                }
+            }
+        }
+        if !chunk.invalid().is_empty() && !push_escaped(&mut text, '\u{FFFD}', room) {
+            cut = true;
+            break;
+        }
+    }
+    if cut {
+        text.push_str(MARK);
+    }
+    text
+}
+
+/// Whether `text` is written as it is: nothing in it needs escaping.
+pub(crate) fn is_one_line(text: &str) -> bool {
+    !text.chars().any(needs_escape)
+}
+
+/// Whether `c` is written escaped.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{061C}' | '\u{200E}' | '\u{200F}'
+                | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Appends `c`, escaped if need be, unless that would make `text` longer than `room`; whether
+/// it did.
+fn push_escaped(text: &mut String, c: char, room: usize) -> bool {
+    let mut utf8 = [0; 4];
+    // Allocates only for the rare characters written escaped by number.
+    let mut escaped = String::new();
+    let piece: &str = match c {
+        '\n' => "\\n",
+        '\r' => "\\r",
+        '\t' => "\\t",
+        c if c.is_ascii_control() => {
+            let _ = write!(escaped, "\\x{:02x}", u32::from(c));
+            &escaped
+        }
+        c if needs_escape(c) => {
+            let _ = write!(escaped, "\\u{{{:x}}}", u32::from(c));
+            &escaped
+        }
+        c => c.encode_utf8(&mut utf8),
+    };
+    if text.len() + piece.len() > room {
+        return false;
+    }
+    text.push_str(piece);
+    true
+}
+
+/// The tracing level of a `PLUGIN_LOG_*` level (any other value is trace).
+fn level_of(level: u32) -> tracing::Level {
+    use plugin_api::abi::{PLUGIN_LOG_DEBUG, PLUGIN_LOG_ERROR, PLUGIN_LOG_INFO, PLUGIN_LOG_WARN};
+    match level {
+        PLUGIN_LOG_ERROR => tracing::Level::ERROR,
+        PLUGIN_LOG_WARN => tracing::Level::WARN,
+        PLUGIN_LOG_INFO => tracing::Level::INFO,
+        PLUGIN_LOG_DEBUG => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    }
+}
+
+/// Whether the host's log takes plugin lines at `level` (a line it would hide costs no token).
+fn enabled(level: tracing::Level) -> bool {
+    match level {
+        tracing::Level::ERROR => tracing::enabled!(target: "plugin", tracing::Level::ERROR),
+        tracing::Level::WARN => tracing::enabled!(target: "plugin", tracing::Level::WARN),
+        tracing::Level::INFO => tracing::enabled!(target: "plugin", tracing::Level::INFO),
+        tracing::Level::DEBUG => tracing::enabled!(target: "plugin", tracing::Level::DEBUG),
+        tracing::Level::TRACE => tracing::enabled!(target: "plugin", tracing::Level::TRACE),
+    }
+}
+
+/// Logs a plugin's message `bytes` at its `PLUGIN_LOG_*` level (any other value is trace),
+/// under the target `plugin`, tagged with the plugin's and the instance's names: for in-process
+/// plugins (through `PluginHost::log`) and plugins in child processes (their `log` messages)
+/// alike. Escaped, cut, and within `limiter`'s rate, or dropped and counted.
+pub(crate) fn message(
+    limiter: &Arc<LogLimiter>,
+    level: u32,
+    plugin: &str,
+    instance: &str,
+    bytes: &[u8],
+) {
+    let level = level_of(level);
+    if !enabled(level) || !limiter.admit() {
+        return;
+    }
+    let text = escape(bytes, false);
+    match level {
+        tracing::Level::ERROR => tracing::error!(target: "plugin", plugin, instance, "{text}"),
+        tracing::Level::WARN => tracing::warn!(target: "plugin", plugin, instance, "{text}"),
+        tracing::Level::INFO => tracing::info!(target: "plugin", plugin, instance, "{text}"),
+        tracing::Level::DEBUG => tracing::debug!(target: "plugin", plugin, instance, "{text}"),
+        tracing::Level::TRACE => tracing::trace!(target: "plugin", plugin, instance, "{text}"),
+    }
+}
+
+/// Logs one line of a child's standard output or error (`stream`), tagged with `tag`, at INFO
+/// under the target `plugin`; `cut` when the rest of the line was discarded. Escaped, and
+/// within `limiter`'s rate, or dropped and counted.
+pub(crate) fn output(
+    limiter: &Arc<LogLimiter>,
+    tag: &str,
+    stream: &'static str,
+    line: &[u8],
+    cut: bool,
+) {
+    if !enabled(tracing::Level::INFO) || !limiter.admit() {
+        return;
+    }
+    let text = escape(line, cut);
+    tracing::info!(target: "plugin", plugin = tag, stream, "{text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_nothing_else_changes() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"plain text, with \\ and \"quotes\"",
+                "plain text, with \\ and \"quotes\"",
+            ),
+            (b"a\nb\rc\td", "a\\nb\\rc\\td"),
+            (
+                b"\x1b[31mred\x1b[0m \x00 \x7f",
+                "\\x1b[31mred\\x1b[0m \\x00 \\x7f",
+            ),
+            (
+                "next\u{85}line\u{2028}sep\u{2029}".as_bytes(),
+                "next\\u{85}line\\u{2028}sep\\u{2029}",
+            ),
+            (
+                "bidi \u{202e}evil\u{2066}".as_bytes(),
+                "bidi \\u{202e}evil\\u{2066}",
+            ),
+            ("été ✓".as_bytes(), "été ✓"),
+            (b"bad \xff\xfe utf-8", "bad \u{FFFD}\u{FFFD} utf-8"),
+            (b"", ""),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(escape(input, false), *expected, "{input:?}");
+        }
+        assert_eq!(escape(b"x", true), "x [cut]");
+    }
+
+    #[test]
+    fn long_messages_are_cut_within_the_line_limit() {
+        for input in [
+            vec![b'a'; 100_000],
+            vec![b'\n'; 100_000],
+            "é".repeat(50_000).into_bytes(),
+        ] {
+            let text = escape(&input, false);
+            assert!(text.len() <= LOG_LINE_MAX, "{}", text.len());
+            assert!(text.len() > LOG_LINE_MAX - 16, "{}", text.len());
+            assert!(text.ends_with(" [cut]"));
+            assert!(!text.contains('\n'));
+        }
+        let exact = vec![b'a'; LOG_LINE_MAX - 6];
+        assert_eq!(escape(&exact, false).len(), LOG_LINE_MAX - 6);
+    }
+
+    #[test]
+    fn the_bucket_admits_its_burst_then_its_rate() {
+        let limiter = LogLimiter::new(
+            "t",
+            LogLimit {
+                rate: 1000,
+                burst: 50,
+            },
+        );
+        let admitted = (0..10_000).filter(|_| limiter.admit()).count();
+        // The burst, plus what the rate refilled while the loop ran (well under 100 ms).
+        assert!((50..150).contains(&admitted), "{admitted}");
+        assert!(limiter.dropped.load(Ordering::Relaxed) >= 9_850);
+        std::thread::sleep(Duration::from_millis(30));
+        let refilled = (0..100).filter(|_| limiter.admit()).count();
+        assert!((20..=60).contains(&refilled), "{refilled}");
+    }
+
+    #[test]
+    fn no_limit_admits_everything() {
+        let limiter = LogLimiter::new("t", LogLimit::UNLIMITED);
+        assert!((0..100_000).all(|_| limiter.admit()));
+        limiter.set_limit(LogLimit { rate: 1, burst: 1 });
+        assert!(limiter.admit());
+        assert!(!limiter.admit());
+        assert_eq!(limiter.limit(), LogLimit { rate: 1, burst: 1 });
+    }
+
+    #[test]
+    fn a_report_stays_scheduled_while_lines_are_dropped() {
+        let limiter = LogLimiter::new("t", LogLimit { rate: 1, burst: 1 });
+        assert!(limiter.admit());
+        assert!(!limiter.admit());
+        assert!(limiter.reporting.load(Ordering::Relaxed));
+        // Lines were dropped: reported, and the next report stays due.
+        assert!(limiter.report());
+        assert_eq!(limiter.dropped.load(Ordering::Relaxed), 0);
+        // Nothing dropped since: no report, and none scheduled.
+        assert!(!limiter.report());
+        assert!(!limiter.reporting.load(Ordering::Relaxed));
+    }
+}
