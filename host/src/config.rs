@@ -9,7 +9,7 @@
 //! keep_serving_after_panic = false        # optional; default false (a panic takes it out)
 //! handler_timeout = 2.5                   # optional; seconds a call may run before 504
 //! log_rate = 100                          # optional; lines/s it may log (default 100)
-//! log_burst = 1000                        # optional; lines above the rate at once (default 1000)
+//! log_burst = 1000                        # optional; lines it may log at once (default 1000)
 //! [plugin.config]                         # optional; reaches the plugin as JSON
 //! path = "/visits"
 //! start = 41
@@ -59,7 +59,8 @@ pub struct PluginEntry {
     /// How long a handler call may run before its client gets 504; `None`: the server's.
     pub handler_timeout: Option<Duration>,
     /// The rate limit of what the instance logs (`log_rate`, `log_burst`). For a plugin in a
-    /// child process, it replaces the `log_limit` of its [`ProcessOptions`].
+    /// child process, it replaces the `log_limit` of its [`ProcessOptions`] when the instance
+    /// is created ([`Loader::instantiate`]), so that it holds from the child's first line.
     pub log_limit: crate::LogLimit,
     /// Where the entry was written, when it comes from a configuration file: errors about it
     /// point there.
@@ -313,7 +314,6 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
             rate: lines(&raw.log_rate, "log_rate", LOG_RATE)?,
             burst: lines(&raw.log_burst, "log_burst", LOG_BURST)?,
         };
-        options.log_limit = log_limit;
         let process_only = raw.handshake_timeout.is_some()
             || raw.cpu_limit.is_some()
             || raw.memory_limit_mb.is_some()
@@ -536,37 +536,36 @@ impl Loader {
     /// this process, or in a child process it starts. An error points at the entry's line, or
     /// at the value a plugin called invalid.
     pub fn instantiate(&mut self, entry: &PluginEntry) -> Result<Instance, Error> {
+        // A child process logs within the entry's limit from its first line; an in-process
+        // instance gets it once `create` has returned (its `create` logs within the default).
+        let in_child = |options: &ProcessOptions| ProcessOptions {
+            log_limit: entry.log_limit,
+            ..options.clone()
+        };
         let created = match &entry.run {
             Run::InProcess => {
                 let factory = self.factory(entry)?;
                 let name = entry.name.as_deref().unwrap_or(factory.name());
-                factory.create(name, &entry.config)
+                factory
+                    .create(name, &entry.config)
+                    .inspect(|instance| instance.set_log_limit(entry.log_limit))
             }
             Run::Isolated(options) => {
                 let load = LoadOptions {
                     sha256: entry.sha256.clone(),
                     allow_insecure_permissions: self.allow_insecure_permissions,
                 };
-                let options = ProcessOptions {
-                    log_limit: entry.log_limit,
-                    ..options.clone()
-                };
-                ProcessPlugin::isolated(&entry.path, &load, options)
+                ProcessPlugin::isolated(&entry.path, &load, in_child(options))
                     .and_then(|plugin| plugin.create(entry.name.as_deref(), &entry.config))
             }
             Run::Program { args, env, options } => {
-                let options = ProcessOptions {
-                    log_limit: entry.log_limit,
-                    ..options.clone()
-                };
-                ProcessPlugin::program(&entry.path, args, env, options)
+                ProcessPlugin::program(&entry.path, args, env, in_child(options))
                     .create(entry.name.as_deref(), &entry.config)
             }
         };
         let instance = created.map_err(|e| entry.locate(e))?;
         instance.keep_serving_after_panic(entry.keep_serving_after_panic);
         instance.set_handler_timeout(entry.handler_timeout);
-        instance.set_log_limit(entry.log_limit);
         Ok(instance)
     }
 }
@@ -651,10 +650,8 @@ mod tests {
         let limit = crate::LogLimit { rate: 5, burst: 7 };
         assert_eq!(entries[0].log_limit, limit);
         let entries = parse("isolation = \"process\"\nlog_rate = 5\nlog_burst = 7").unwrap();
-        let Run::Isolated(options) = &entries[0].run else {
-            panic!("{:?}", entries[0].run)
-        };
-        assert_eq!(options.log_limit, limit);
+        assert!(matches!(entries[0].run, Run::Isolated(_)));
+        assert_eq!(entries[0].log_limit, limit);
         for (extra, key) in [
             ("log_rate = 0", "log_rate"),
             ("log_burst = 2000000", "log_burst"),

@@ -287,6 +287,16 @@ pub enum ErrorKind {
         /// The limit (`queue_limit_mb`, by default `limits::CHILD_QUEUE_LIMIT`).
         limit: usize,
     },
+    /// The plugin process did not run the call: it has as many calls waiting as it takes (a
+    /// worker's [`WORKER_QUEUE`](crate::limits::WORKER_QUEUE), or a program's own limit), and
+    /// answered `busy`. The client gets 503 at once.
+    #[error(
+        "its process is too busy to take the call, which was not run (the client gets 503): {reason}"
+    )]
+    ChildBusy {
+        /// What the process said.
+        reason: String,
+    },
     /// The request's path, or a path parameter, is refused (see the README's path safety):
     /// the client's error.
     #[error("bad request path: {reason}")]

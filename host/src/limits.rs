@@ -41,8 +41,8 @@ pub const LOG_LINE_MAX: usize = 4096;
 /// and output lines together): 100. Configurable per entry.
 pub const LOG_RATE: u32 = 100;
 
-/// The lines a plugin instance may log at once, above its rate, before lines are dropped: 1000.
-/// Configurable per entry.
+/// The lines a plugin instance may log at once, in total (the token bucket's size; it refills at
+/// the rate), before lines are dropped: 1000. Configurable per entry.
 pub const LOG_BURST: u32 = 1000;
 
 /// How often the lines a plugin's rate limit dropped are reported, one line per plugin: 10 s.
@@ -54,5 +54,10 @@ pub const LOG_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 pub const CHILD_QUEUE_LIMIT: usize = 64 << 20;
 
 /// The most handler calls a worker runs at once, on as many threads: as many as one plugin may
-/// hold in the host's blocking pool ([`MAX_CALLS_PAST_DEADLINE`]). More wait their turn.
+/// hold in the host's blocking pool ([`MAX_CALLS_PAST_DEADLINE`]). More wait their turn, up to
+/// [`WORKER_QUEUE`].
 pub const WORKER_THREADS: usize = MAX_CALLS_PAST_DEADLINE;
+
+/// The most calls a worker holds waiting for one of its threads, bodies included: four rounds of
+/// its threads. Past it, new calls answer 503 at once (`"kind": "busy"`).
+pub const WORKER_QUEUE: usize = 4 * WORKER_THREADS;

@@ -664,13 +664,15 @@ impl Lease {
     }
 
     /// For an instance in a child process: sends the call of route number `route` and returns
-    /// its answer to await (a call to a child never blocks the caller's thread). `None` for an
-    /// in-process instance, whose calls go through [`handle`](Self::handle).
+    /// its answer to await (a call to a child never blocks the caller's thread), at most for
+    /// `deadline`, which the call carries. `None` for an in-process instance, whose calls go
+    /// through [`handle`](Self::handle).
     pub(crate) fn remote_call<'l>(
         &'l self,
         route: usize,
         request: &Request<'_>,
         params: &matchit::Params<'_, '_>,
+        deadline: std::time::Duration,
     ) -> Option<impl Future<Output = Result<Response, Error>> + Send + 'l> {
         let Backend::Process(remote) = &self.instance.inner.backend else {
             return None;
@@ -680,7 +682,7 @@ impl Lease {
                 .enter()
                 .ok_or_else(|| self.instance.error(ErrorKind::Closed))?;
             let params = decoded(&self.instance, params)?;
-            Ok((entered, remote.call(route, request, &params)))
+            Ok((entered, remote.call(route, request, &params, deadline)))
         });
         Some(async move {
             let (_entered, call) = sent?;
@@ -739,5 +741,44 @@ fn decoded(
 impl Drop for Lease {
     fn drop(&mut self) {
         self.instance.inner.leases.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plugin_api::{Host, NoConfig, Plugin, Result, Routes};
+
+    struct Quiet;
+
+    impl Plugin for Quiet {
+        const NAME: &'static str = "quiet";
+        const VERSION: &'static str = "1.0.0";
+        type Config = NoConfig;
+
+        fn create(_: NoConfig, _: Host) -> Result<Self> {
+            Ok(Self)
+        }
+
+        fn routes(&self, _: &mut Routes<'_, Self>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_lines_an_instance_dropped_are_reported_when_it_ends_not_when_its_library_does() {
+        let factory = Factory::builtin::<Quiet>().unwrap();
+        let instance = factory.create("quiet", &serde_json::json!({})).unwrap();
+        instance.set_log_limit(crate::LogLimit { rate: 1, burst: 1 });
+        let Backend::InProcess(raw) = &instance.inner.backend else {
+            unreachable!("an in-process instance")
+        };
+        let limiter = Arc::clone(&raw.log);
+        let admitted = (0..10).filter(|_| limiter.admit()).count();
+        assert_eq!((admitted, limiter.unreported()), (1, 9));
+        // The factory keeps the library, and with it the instance's log context.
+        drop(instance);
+        assert_eq!(limiter.unreported(), 0);
+        drop(factory);
     }
 }

@@ -69,6 +69,26 @@ impl FactoryRegistry {
     }
 }
 
+/// For an instance in a child process, runs its [`Instance::close_and_stop`] on a thread of
+/// `scope`; `None` for an in-process instance, or when no thread could be started.
+fn stop_on_thread<'s>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    instance: &'s Instance,
+) -> Option<std::thread::ScopedJoinHandle<'s, Result<(), Error>>> {
+    instance.process()?;
+    std::thread::Builder::new()
+        .name(format!("stop:{}", instance.name().replace('\0', "")))
+        .spawn_scoped(scope, || instance.close_and_stop())
+        .map_err(|e| {
+            tracing::warn!(
+                "cannot start a thread to stop plugin `{}` ({e}): it is stopped in turn with the \
+                 in-process plugins",
+                instance.name()
+            );
+        })
+        .ok()
+}
+
 /// Instances by name, in insertion order: started in that order, stopped in reverse, and routed
 /// in that order. Built-in and loaded plugins register alike.
 #[derive(Default)]
@@ -151,15 +171,52 @@ impl Registry {
         self.stop_each(Instance::stop)
     }
 
-    /// Stops every `Started` instance in reverse insertion order with
-    /// [`Instance::close_and_stop`]: unlike [`stop_all`](Self::stop_all), an instance stops even
-    /// while routers still hold it. An in-process instance whose handler is running stays
-    /// started and is reported with [`ErrorKind::Busy`](crate::ErrorKind::Busy), naming the
-    /// routes; an instance in a child process is stopped whatever runs in it (its process is
-    /// ended within its stop timeout, and the calls waiting for it fail). Returns every error.
+    /// Stops every `Started` instance with [`Instance::close_and_stop`]: unlike
+    /// [`stop_all`](Self::stop_all), an instance stops even while routers still hold it. An
+    /// in-process instance whose handler is running stays started and is reported with
+    /// [`ErrorKind::Busy`](crate::ErrorKind::Busy), naming the routes; an instance in a child
+    /// process is stopped whatever runs in it (its process is ended within its stop timeout,
+    /// and the calls waiting for it fail). Returns every error, in reverse insertion order.
     /// A server calls this once its grace period is over.
+    ///
+    /// In-process instances stop in reverse insertion order, on this thread. Instances in child
+    /// processes stop together, each on a thread of its own (started in reverse insertion
+    /// order), since a busy child can take its whole stop timeout and SIGTERM's grace to end:
+    /// the whole takes at most the longest of them, not their sum.
     pub fn close_and_stop_all(&self) -> Result<(), Errors> {
-        self.stop_each(Instance::close_and_stop)
+        let started: Vec<Instance> = self
+            .instances()
+            .into_iter()
+            .rev()
+            .filter(|i| i.state() == State::Started)
+            .collect();
+        let results: Vec<Result<(), Error>> = std::thread::scope(|scope| {
+            // Each child's stop sequence on a thread of its own, all started first...
+            let threads: Vec<_> = started
+                .iter()
+                .map(|instance| stop_on_thread(scope, instance))
+                .collect();
+            // ...then the in-process instances (and a child whose thread did not start), in turn.
+            let mut results: Vec<_> = started
+                .iter()
+                .zip(&threads)
+                .map(|(instance, thread)| thread.is_none().then(|| instance.close_and_stop()))
+                .collect();
+            for (result, thread) in results.iter_mut().zip(threads) {
+                if let Some(thread) = thread {
+                    let stopped = thread.join();
+                    *result =
+                        Some(stopped.unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+                }
+            }
+            results.into_iter().flatten().collect()
+        });
+        let errors: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Errors(errors))
+        }
     }
 
     /// Calls `stop` on every `Started` instance in reverse insertion order; every error.

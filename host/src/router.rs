@@ -101,14 +101,16 @@ impl<'r, 'p> RouteMatch<'r, 'p> {
         self.lease.is_remote()
     }
 
-    /// For a route whose calls are answered asynchronously: sends the call and returns the
-    /// answer to await. `None` otherwise.
+    /// For a route whose calls are answered asynchronously: sends the call, which the caller
+    /// awaits for at most `deadline` (the plugin's process may skip it after that), and returns
+    /// the answer to await. `None` otherwise.
     pub(crate) fn call_async<'s>(
         &'s self,
         request: &Request<'_>,
+        deadline: std::time::Duration,
     ) -> Option<impl Future<Output = Result<Response, Error>> + Send + 's> {
         self.lease
-            .remote_call(self.target.route, request, &self.params)
+            .remote_call(self.target.route, request, &self.params, deadline)
     }
 }
 

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -74,8 +74,11 @@ struct Shared {
     /// The calls running inline, at most the runtime's workers less one, and their watchdog;
     /// set up on the first call, on the runtime that serves it.
     inline: OnceLock<inline::Inline>,
-    /// Whether the grace period of a shutdown is over (see [`PluginService::end_grace`]).
-    grace_over: tokio::sync::watch::Sender<bool>,
+    /// Whether the grace period of a shutdown is over (see [`PluginService::end_grace`]): read
+    /// with one load, so a request touches no shared counter to learn it.
+    grace_over: AtomicBool,
+    /// Wakes the requests waiting for a plugin when the grace period ends.
+    grace_end: tokio::sync::Notify,
 }
 
 impl PluginService {
@@ -100,7 +103,8 @@ impl PluginService {
                 handler_timeout: DEFAULT_HANDLER_TIMEOUT,
                 body_timeout: DEFAULT_BODY_TIMEOUT,
                 inline: OnceLock::new(),
-                grace_over: tokio::sync::watch::Sender::new(false),
+                grace_over: AtomicBool::new(false),
+                grace_end: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -159,12 +163,20 @@ impl PluginService {
     /// Ends the grace period of a shutdown, for good: every request still waiting for a plugin
     /// (its call to a child process or on the blocking pool, or its body) answers 503 at once,
     /// with a JSON body naming the plugin (`"kind": "stopping"`), and so does every later
-    /// request that would wait. A call on the blocking pool runs on to its end all the same (it
-    /// cannot be cancelled); a call running inline cannot be interrupted, and answers when it
-    /// returns. [`serve`] calls this when its grace period is over; a server that mounts the
-    /// service calls it at the end of its own.
+    /// request that would wait, without calling the plugin. A call on the blocking pool runs on
+    /// to its end all the same (it cannot be cancelled); a call running inline cannot be
+    /// interrupted, and answers when it returns. [`serve`] calls this when its grace period is
+    /// over; a server that mounts the service calls it at the end of its own.
     pub fn end_grace(&self) {
-        self.shared.grace_over.send_replace(true);
+        // SeqCst, then the wake-up: a request that registers for the wake-up after this reads
+        // `true` (see `unless_stopping`).
+        self.shared.grace_over.store(true, Ordering::SeqCst);
+        self.shared.grace_end.notify_waiters();
+    }
+
+    /// Whether the grace period of a shutdown is over (see [`end_grace`](Self::end_grace)).
+    fn grace_over(&self) -> bool {
+        self.shared.grace_over.load(Ordering::Acquire)
     }
 
     /// Answers without waiting when nothing needs an `await`: no body to read, and a route that
@@ -442,11 +454,16 @@ impl PluginService {
         path: &str,
         body: &[u8],
     ) -> HttpResponse {
+        // Checked last thing before the call is sent: no call starts once the grace period is
+        // over (its body may have arrived just as it ended).
+        if self.grace_over() {
+            return stopping(route, method);
+        }
         let request = request(method, path, query(parts), &parts.headers, body);
-        let Some(call) = route.call_async(&request) else {
+        let deadline = self.deadline(route);
+        let Some(call) = route.call_async(&request, deadline) else {
             unreachable!("a route that awaits its calls has an asynchronous call")
         };
-        let deadline = self.deadline(route);
         let answer = self.unless_stopping(tokio::time::timeout(deadline, call));
         match answer.await {
             Some(Ok(result)) => result.map_or_else(|error| failure(&error), into_http),
@@ -463,14 +480,17 @@ impl PluginService {
     /// [`end_grace`](Self::end_grace)): then `work` is dropped, or never polled if it was over
     /// already.
     async fn unless_stopping<T>(&self, work: impl Future<Output = T>) -> Option<T> {
-        let mut over = self.shared.grace_over.subscribe();
-        if *over.borrow_and_update() {
+        // Made before the flag is read, the wake-up cannot be missed: it sees an `end_grace`
+        // from its creation on, polled or not, and one before it stored the flag first. It
+        // costs a load until `work` has to wait, and then one registration with the `Notify`.
+        let ended = self.shared.grace_end.notified();
+        if self.grace_over() {
             return None;
         }
         tokio::select! {
             biased;
             output = work => Some(output),
-            _ = over.wait_for(|over| *over) => None,
+            () = ended => None,
         }
     }
 
@@ -487,6 +507,10 @@ impl PluginService {
         body: Bytes,
     ) -> HttpResponse {
         let instance = route.instance();
+        // No call starts once the grace period is over (its body may have arrived just then).
+        if self.grace_over() {
+            return stopping(route, method);
+        }
         let (_, running) = instance.calls_past_deadline();
         if running >= MAX_CALLS_PAST_DEADLINE {
             let error = Error::new(ErrorKind::Overloaded { running }).with_plugin(instance.name());
@@ -807,6 +831,11 @@ fn failure(error: &Error) -> HttpResponse {
                  limit of {limit}); try again later"
             ),
         ),
+        ErrorKind::ChildBusy { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "its process has as many calls waiting as it takes; try again later".to_owned(),
+        ),
         _ => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "failed",
@@ -816,7 +845,7 @@ fn failure(error: &Error) -> HttpResponse {
     if status == StatusCode::BAD_REQUEST {
         // The client's mistake, not the plugin's: the access line records it.
         tracing::debug!(target: "plugin_host::access", "{error}");
-    } else if let ErrorKind::Backlogged { .. } = error.kind() {
+    } else if let ErrorKind::Backlogged { .. } | ErrorKind::ChildBusy { .. } = error.kind() {
         // Logged once per episode by the process backend; each call has its access line.
         tracing::debug!(target: "plugin_host::access", "{error}");
     } else {
@@ -854,7 +883,7 @@ fn stopping(route: &RouteMatch<'_, '_>, method: &str) -> HttpResponse {
     let plugin = route.plugin();
     tracing::debug!(
         target: "plugin_host::access",
-        "plugin `{plugin}`: {method} {} was still running at the end of the grace period: its client gets 503",
+        "plugin `{plugin}`: {method} {} was still waiting at the end of the grace period, or came after it: its client gets 503",
         route.pattern(),
     );
     let error = format!(

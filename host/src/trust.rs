@@ -4,6 +4,7 @@
 use crate::error::ErrorKind;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The absolute path of `path` with every symbolic link resolved: what is checked, read and
 /// loaded, so that `dlopen` never searches the library path for a bare file name and a link
@@ -54,14 +55,38 @@ pub(crate) fn check_permissions(path: &Path, canonical: &Path) -> Result<(), Err
     Ok(())
 }
 
+/// Set by the host, to `1`, in the environment of a worker it runs in a user namespace of its
+/// own (see `process/contain.rs`), and only then; removed by
+/// [`worker_main`](crate::process::worker_main), which notes it with [`note_user_namespace`].
+pub(crate) const USER_NAMESPACE_VARIABLE: &str = "PLUGLET_WORKER_USER_NAMESPACE";
+
+/// Whether the host said that this process is a worker in a user namespace of its own.
+static IN_USER_NAMESPACE: AtomicBool = AtomicBool::new(false);
+
+/// Notes, and removes, [`USER_NAMESPACE_VARIABLE`]. First thing in `main` (in
+/// [`worker_main`](crate::process::worker_main)), before the process has other threads.
+pub(crate) fn note_user_namespace() {
+    if std::env::var_os(USER_NAMESPACE_VARIABLE).is_some() {
+        // SAFETY: called first thing in `main` (the documented contract of `worker_main`),
+        // before the process has other threads that could read the environment meanwhile.
+        unsafe { std::env::remove_var(USER_NAMESPACE_VARIABLE) };
+        IN_USER_NAMESPACE.store(true, Ordering::SeqCst);
+    }
+}
+
 /// The owner id that files of root show in this process, when it is not 0: inside the user
-/// namespace of a child that the host runs unprivileged (see `process/contain.rs`), which maps
-/// only the host's own user id to itself, every other owner, root included, shows the kernel's
-/// overflow id. Such an owner is taken for root's there: the host checked the real owners, with
-/// real ids, before it started the child. `None` anywhere else (a single identity line of this
-/// process's own id is that namespace's mark).
+/// namespace of a worker that the host runs unprivileged, which maps only the host's own user
+/// id to itself, every other owner, root included, shows the kernel's overflow id. Such an
+/// owner is taken for root's there: the host checked the real owners, with real ids, before it
+/// started the worker. `None` anywhere else: only when the host said so
+/// ([`USER_NAMESPACE_VARIABLE`]), and the namespace is the one it makes (a single identity line
+/// of this process's own id). A host that itself runs in such a namespace (under `bwrap` or
+/// `unshare`) reads owners as they show.
 #[cfg(target_os = "linux")]
 fn unmapped_owner() -> Option<u32> {
+    if !IN_USER_NAMESPACE.load(Ordering::SeqCst) {
+        return None;
+    }
     let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
     let fields: Vec<&str> = map.split_whitespace().collect();
     let me = crate::ffi::effective_uid().to_string();

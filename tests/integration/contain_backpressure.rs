@@ -6,7 +6,7 @@
 //!
 //! Every figure is measured on a `plugin-host serve` process the test starts, through `/proc`.
 
-use crate::util::{Served, faulty, fixture, http, samples, scratch};
+use crate::util::{Served, faulty, fixture, http, rss, samples, scratch};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -56,16 +56,6 @@ fn serving_pid(addr: SocketAddr, plugin: &str, old: Option<u64>) -> u64 {
     }
 }
 
-/// The resident memory of process `pid`, in bytes (0 once it is gone).
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
-
 /// How many threads process `pid` has (0 once it is gone).
 fn threads(pid: u64) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
@@ -112,6 +102,12 @@ struct Answer {
 
 /// Posts `body` to `target` over a fresh connection and reads the answer (at most 40 s).
 fn post(addr: SocketAddr, target: &str, body: &[u8]) -> Result<Answer, String> {
+    send(addr, "POST", target, body)
+}
+
+/// Sends a request with `body` to `target` over a fresh connection and reads the answer (at
+/// most 40 s).
+fn send(addr: SocketAddr, method: &str, target: &str, body: &[u8]) -> Result<Answer, String> {
     let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(40)))
@@ -120,7 +116,7 @@ fn post(addr: SocketAddr, target: &str, body: &[u8]) -> Result<Answer, String> {
         .set_write_timeout(Some(Duration::from_secs(40)))
         .unwrap();
     let head = format!(
-        "POST {target} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        "{method} {target} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
     stream
@@ -419,4 +415,213 @@ fn a_sigsegv_sent_to_the_host_ends_it_by_that_signal() {
     assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status}\n{stderr}");
     // Outside a worker, a signal sent from outside names no plugin: no crash line.
     assert!(!stderr.contains("plugin-host: fatal"), "{stderr}");
+}
+
+#[test]
+fn a_worker_past_its_queue_answers_503_at_once_and_skips_calls_past_their_deadline() {
+    use plugin_host::limits::{WORKER_QUEUE, WORKER_THREADS};
+    // More clients than the worker runs and queues together, each sending a 128 KiB body, in a
+    // loop: a call that waits past its deadline of 1.5 s gets 504, and its client sends the next.
+    const CLIENTS: usize = WORKER_THREADS + WORKER_QUEUE + 80;
+    const BODY: usize = 128 << 10;
+    const LOAD: Duration = Duration::from_secs(8);
+    let text = format!(
+        "[[plugin]]\npath = {:?}\nname = \"busy\"\nisolation = \"process\"\nhandler_timeout = 1.5\n",
+        faulty().display().to_string(),
+    );
+    let served = serve("worker-queue", &text);
+    let addr = served.addr;
+    let child = serving_pid(addr, "busy", None);
+    assert_eq!(http(addr, "GET", "/faulty/ok", b"").status, 200);
+    let worker = worker_of(child) as u32;
+    let baseline = rss(worker);
+    let memory = Sampler::start(move || rss(worker));
+    let body = vec![b'x'; BODY];
+    let begun = Instant::now();
+    let answers: Vec<Answer> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let body = &body;
+                scope.spawn(move || {
+                    let mut answers = Vec::new();
+                    while begun.elapsed() < LOAD {
+                        let answer = send(addr, "GET", "/faulty/sleep?ms=1000", body)
+                            .unwrap_or_else(|e| panic!("{e}"));
+                        if answer.status == 503 {
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        answers.push(answer);
+                    }
+                    answers
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    // Once the load is over, a new call runs within a few seconds: what waited past its
+    // deadline is never run.
+    let ended = Instant::now();
+    let probe = loop {
+        let answer = send(addr, "GET", "/faulty/sleep?ms=0", b"").unwrap();
+        if answer.status == 200 || ended.elapsed() > Duration::from_secs(10) {
+            break ended.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let peak = memory.peak();
+    drop(served);
+
+    let count = |status: u16| answers.iter().filter(|a| a.status == status).count();
+    let busy: Vec<&Answer> = answers.iter().filter(|a| a.status == 503).collect();
+    let slowest_busy = busy.iter().map(|a| a.took).max().unwrap_or_default();
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    let summary = format!(
+        "{} calls: {} × 200, {} × 503 (slowest {slowest_busy:?}), {} × 504; worker RSS {:.1} MiB \
+         before, peak {:.1} MiB; a new call answered {probe:?} after the load",
+        answers.len(),
+        count(200),
+        busy.len(),
+        count(504),
+        mib(baseline),
+        mib(peak),
+    );
+    eprintln!("{summary}");
+    for answer in &answers {
+        assert!(
+            [200, 503, 504].contains(&answer.status),
+            "status {}: {}\n{summary}",
+            answer.status,
+            answer.json
+        );
+    }
+    assert!(!busy.is_empty(), "no call was refused\n{summary}");
+    for answer in &busy {
+        assert_eq!(
+            (&answer.json["kind"], &answer.json["plugin"]),
+            (&serde_json::json!("busy"), &serde_json::json!("busy")),
+            "{}",
+            answer.json
+        );
+    }
+    assert!(
+        slowest_busy < Duration::from_secs(1),
+        "refused calls were not refused at once\n{summary}"
+    );
+    assert!(
+        probe < Duration::from_secs(8),
+        "the worker was still running calls its host had given up\n{summary}"
+    );
+    // The worker holds the bodies of the calls it runs and queues, and no more: without its
+    // queue's cap, every call sent stays queued until a thread is free for it.
+    let bound = ((WORKER_THREADS + WORKER_QUEUE) * 2 * BODY) as u64 + (64 << 20);
+    assert!(
+        peak.saturating_sub(baseline) < bound,
+        "{summary}: over the bound of {:.0} MiB above the baseline",
+        mib(bound)
+    );
+}
+
+#[test]
+fn a_worker_past_its_cpu_limit_dies_with_a_crash_line_and_is_restarted() {
+    let text = format!(
+        "[[plugin]]\npath = {:?}\nname = \"spinner\"\nisolation = \"process\"\ncpu_limit = 1\n",
+        faulty().display().to_string(),
+    );
+    let served = serve("worker-cpu-limit", &text);
+    let addr = served.addr;
+    let first = serving_pid(addr, "spinner", None);
+    // The kernel sends SIGXCPU after a second of CPU time.
+    let answer = http(addr, "GET", "/faulty/spin?ms=30000", b"");
+    assert_eq!(answer.status, 502, "{}", answer.text());
+    serving_pid(addr, "spinner", Some(first));
+    assert_eq!(http(addr, "GET", "/faulty/ok", b"").status, 200);
+    let (_, stderr) = served.terminate_within(Duration::from_secs(15));
+    let lines = |needles: &[&str]| {
+        stderr
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    };
+    assert_eq!(
+        lines(&["plugin-host: fatal SIGXCPU ", "\"spinner\""]),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        lines(&["the plugin process ended (signal: 24 (SIGXCPU)", "spinner"]),
+        1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_inline_call_that_turns_slow_does_not_stop_the_worker_reading() {
+    // Longer than a liveness check's interval and deadline (5 s each): a worker that stops
+    // reading for it fails the check, and is killed with every call in it.
+    const SLOW: Duration = Duration::from_secs(11);
+    let text = format!(
+        "[[plugin]]\npath = {:?}\nname = \"warm\"\nisolation = \"process\"\n",
+        faulty().display().to_string(),
+    );
+    let served = serve("worker-inline", &text);
+    let addr = served.addr;
+    let first = serving_pid(addr, "warm", None);
+    // Fast calls in a row: the worker runs the route's calls on the thread that reads.
+    for _ in 0..20 {
+        assert_eq!(http(addr, "GET", "/faulty/sleep?ms=0", b"").status, 200);
+    }
+    let target = format!("/faulty/sleep?ms={}", SLOW.as_millis());
+    let begun = Instant::now();
+    let (slow, slowest_other) = std::thread::scope(|scope| {
+        let slow = scope.spawn(|| send(addr, "GET", &target, b""));
+        std::thread::sleep(Duration::from_millis(300));
+        // Other calls, answered while it runs.
+        let mut slowest = Duration::ZERO;
+        while begun.elapsed() < SLOW - Duration::from_millis(500) {
+            let answer = send(addr, "GET", "/faulty/ok", b"").unwrap();
+            assert_eq!(answer.status, 200, "{}", answer.json);
+            slowest = slowest.max(answer.took);
+            assert!(
+                answer.took < Duration::from_secs(2),
+                "a call took {:?} beside the slow one, {:?} after it began",
+                answer.took,
+                begun.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (slow.join().unwrap(), slowest)
+    });
+    let slow = slow.unwrap();
+    assert_eq!(slow.status, 200, "{}", slow.json);
+    // The same worker: no liveness check failed.
+    assert_eq!(serving_pid(addr, "warm", None), first);
+    let (_, stderr) = served.terminate_within(Duration::from_secs(15));
+    eprintln!("other calls took {slowest_other:?} at most beside a slow inline call of {SLOW:?}");
+    assert!(!stderr.contains("liveness check"), "{stderr}");
+}
+
+#[test]
+fn a_child_killed_at_stop_has_its_exit_status_in_the_log() {
+    let misbehave = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/programs/misbehave.py");
+    let text = format!(
+        "[[plugin]]\nexec = {:?}\nargs = [\"stubborn\"]\n",
+        misbehave.display().to_string(),
+    );
+    let served = serve("stop-status", &text);
+    serving_pid(served.addr, "stubborn", None);
+    // It answers `stop`, then ignores SIGTERM: SIGKILL ends it, 5 s and 2 s later.
+    let (_, stderr) = served.terminate_within(Duration::from_secs(20));
+    let ended: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("stubborn") && l.contains("the plugin process ended"))
+        .collect();
+    assert_eq!(ended.len(), 1, "{stderr}");
+    assert!(
+        ended[0].contains("(signal: 9 (SIGKILL))"),
+        "no exit status: {}",
+        ended[0]
+    );
 }

@@ -1,11 +1,14 @@
 //! Everything a plugin program starts ends with it. The fixture's daemon leaves the program's
 //! process group and session (`setsid`, then a second fork, as daemons do); it must still be
 //! gone after the host stops the plugin, after the program crashes and is restarted, and after
-//! the host itself is killed with SIGKILL. That holds where the host can give each child a PID
-//! namespace (as root, or through a user namespace); elsewhere the tests that need one are
-//! skipped, except under CI.
+//! the host itself is killed with SIGKILL. Each test runs twice: with a PID namespace (where
+//! the system allows one, as root or through a user namespace; elsewhere the host falls back to
+//! the subreaper, and so does the test), and with `pid_namespace = false`, where the outer
+//! process is a subreaper that kills what is left below it. The outer process (`plugin-host`,
+//! the worker executable, in its init mode) must also end as the program did, pass SIGTERM on
+//! once, and report a program that cannot start as the same error.
 
-use crate::util::{Served, process_options, scratch};
+use crate::util::{Served, process_options, running, scratch, unique};
 use plugin_host::ErrorKind;
 use plugin_host::process::{ChildState, ProcessOptions, ProcessPlugin};
 use serde_json::json;
@@ -14,18 +17,6 @@ use std::time::{Duration, Instant};
 
 fn descendants() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/programs/descendants.py")
-}
-
-/// Whether process `pid` runs: it exists and is not a zombie waiting to be reaped.
-fn running(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the command name, which is in parentheses and may hold anything.
-    let state = stat
-        .rfind(')')
-        .and_then(|end| stat[end + 1..].split_whitespace().next());
-    !matches!(state, Some("Z" | "X") | None)
 }
 
 /// Waits at most 5 s for process `pid` to end; fails naming `after` if it does not.
@@ -41,13 +32,22 @@ fn assert_ends(pid: u32, after: &str) {
     }
 }
 
-/// The fixture, started through the library with `options`.
-fn program(args: &[&str], options: ProcessOptions) -> plugin_host::Registry {
+/// The options of the library tests: `plugin-host` as the worker executable, and a namespace
+/// or not.
+fn options(pid_namespace: bool) -> ProcessOptions {
+    ProcessOptions {
+        pid_namespace,
+        ..process_options()
+    }
+}
+
+/// The fixture, started through the library with `options`, as instance `name`.
+fn program(name: &str, args: &[&str], options: ProcessOptions) -> plugin_host::Registry {
     let args: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
     let plugin = ProcessPlugin::program(descendants(), &args, &[], options);
     let registry = plugin_host::Registry::new();
     registry
-        .register(plugin.create(None, &json!({})).unwrap())
+        .register(plugin.create(Some(name), &json!({})).unwrap())
         .unwrap();
     registry.start_all().unwrap_or_else(|e| panic!("{e}"));
     registry
@@ -69,8 +69,7 @@ fn start_daemon(router: &plugin_host::Router) -> u32 {
 }
 
 /// Whether this system lets a process make a PID namespace (as root, or inside a user
-/// namespace), as `unshare(1)` finds; the tests that need one are skipped without, except under
-/// CI. Without `unshare(1)` they run.
+/// namespace), as `unshare(1)` finds; required under CI. Without `unshare(1)`, true.
 fn namespaces() -> bool {
     let works = |args: &[&str]| {
         std::process::Command::new("unshare")
@@ -85,24 +84,35 @@ fn namespaces() -> bool {
         available || std::env::var_os("CI").is_none(),
         "no PID namespace on this system"
     );
-    if !available {
-        eprintln!("skipped: no PID namespace on this system");
-    }
     available
 }
 
-fn process_of(registry: &plugin_host::Registry) -> (Option<u32>, ChildState) {
-    let (_, pid, state) = registry.get("descendants").unwrap().process().unwrap();
+/// Checks, through the fixture's `/pids`, that the program `pid` (the pid the host reports, its
+/// outer process) runs the program contained as asked: in a namespace (where it is 2, below
+/// its init, 1), or below a subreaper, the outer process itself.
+#[track_caller]
+fn assert_contained(pids: &serde_json::Value, pid: u64, pid_namespace: bool) {
+    assert_ne!(pids["host"], json!(pid), "{pids}");
+    if pid_namespace && namespaces() {
+        assert_eq!((&pids["own"], &pids["parent"]), (&json!(2), &json!(1)));
+    } else {
+        assert_eq!(pids["host"], pids["own"], "{pids}");
+        assert_eq!(pids["parent"], json!(pid), "{pids}");
+    }
+}
+
+fn process_of(registry: &plugin_host::Registry, name: &str) -> (Option<u32>, ChildState) {
+    let (_, pid, state) = registry.get(name).unwrap().process().unwrap();
     (pid, state)
 }
 
-#[test]
-fn a_daemon_started_by_a_program_ends_when_the_plugin_stops() {
-    if !namespaces() {
-        return;
-    }
-    let registry = program(&[], process_options());
+fn ends_when_the_plugin_stops(pid_namespace: bool) {
+    let name = unique("descendants-stop");
+    let registry = program(&name, &[], options(pid_namespace));
     let router = registry.router().unwrap();
+    let pids: serde_json::Value = serde_json::from_str(&get(&router, "/pids")).unwrap();
+    let (pid, _) = process_of(&registry, &name);
+    assert_contained(&pids, u64::from(pid.unwrap()), pid_namespace);
     let daemon = start_daemon(&router);
     drop(router);
     registry.stop_all().unwrap_or_else(|e| panic!("{e}"));
@@ -110,14 +120,21 @@ fn a_daemon_started_by_a_program_ends_when_the_plugin_stops() {
 }
 
 #[test]
-fn a_daemon_started_by_a_program_ends_when_the_program_crashes() {
-    if !namespaces() {
-        return;
-    }
-    let registry = program(&[], process_options());
+fn a_daemon_ends_when_the_plugin_stops_in_a_namespace() {
+    ends_when_the_plugin_stops(true);
+}
+
+#[test]
+fn a_daemon_ends_when_the_plugin_stops_below_a_subreaper() {
+    ends_when_the_plugin_stops(false);
+}
+
+fn ends_when_the_program_crashes(pid_namespace: bool) {
+    let name = unique("descendants-crash");
+    let registry = program(&name, &[], options(pid_namespace));
     let router = registry.router().unwrap();
     let daemon = start_daemon(&router);
-    let (old, _) = process_of(&registry);
+    let (old, _) = process_of(&registry, &name);
     let error = router
         .dispatch(&plugin_host::Request::new("GET", "/crash"))
         .expect_err("it exits when called");
@@ -128,7 +145,7 @@ fn a_daemon_started_by_a_program_ends_when_the_program_crashes() {
     // Restarted, with a new process...
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (pid, state) = process_of(&registry);
+        let (pid, state) = process_of(&registry, &name);
         if state == ChildState::Serving && pid != old {
             break;
         }
@@ -148,23 +165,38 @@ fn a_daemon_started_by_a_program_ends_when_the_program_crashes() {
 }
 
 #[test]
-fn a_daemon_started_by_a_program_ends_when_the_host_is_killed() {
-    if !namespaces() {
-        return;
-    }
-    let config = scratch("contain-children-sigkill").join("plugins.toml");
+fn a_daemon_ends_when_the_program_crashes_in_a_namespace() {
+    ends_when_the_program_crashes(true);
+}
+
+#[test]
+fn a_daemon_ends_when_the_program_crashes_below_a_subreaper() {
+    ends_when_the_program_crashes(false);
+}
+
+/// `plugin-host serve` with the fixture as plugin `descendants`, with `extra` configuration.
+fn serve(test: &str, extra: &str) -> Served {
+    let config = scratch(test).join("plugins.toml");
     let text = format!(
-        "[[plugin]]\nexec = {:?}\n",
+        "[[plugin]]\nexec = {:?}\n{extra}\n",
         descendants().display().to_string()
     );
     std::fs::write(&config, text).unwrap();
-    let mut served = Served::start(&["--config".as_ref(), config.as_os_str()], None);
-    let call = |path: &str| {
-        let response = crate::util::http(served.addr, "GET", path, b"");
-        assert_eq!(response.status, 200, "GET {path}: {}", response.text());
-        response.text()
-    };
-    let daemon: u32 = call("/daemon").parse().unwrap();
+    Served::start(&["--config".as_ref(), config.as_os_str()], None)
+}
+
+fn call(served: &Served, path: &str) -> String {
+    let response = crate::util::http(served.addr, "GET", path, b"");
+    assert_eq!(response.status, 200, "GET {path}: {}", response.text());
+    response.text()
+}
+
+fn ends_when_the_host_is_killed(pid_namespace: bool) {
+    let mut served = serve(
+        "contain-children-sigkill",
+        &format!("pid_namespace = {pid_namespace}"),
+    );
+    let daemon: u32 = call(&served, "/daemon").parse().unwrap();
     assert!(running(daemon), "the daemon {daemon} does not run");
     served.child.kill().unwrap();
     served.child.wait().unwrap();
@@ -172,40 +204,183 @@ fn a_daemon_started_by_a_program_ends_when_the_host_is_killed() {
 }
 
 #[test]
-fn sigterm_reaches_a_program_in_a_namespace_through_its_init() {
-    // `linger`: it answers stop but does not exit, and has no handler for SIGTERM.
+fn a_daemon_ends_when_the_host_is_killed_in_a_namespace() {
+    ends_when_the_host_is_killed(true);
+}
+
+#[test]
+fn a_daemon_ends_when_the_host_is_killed_below_a_subreaper() {
+    ends_when_the_host_is_killed(false);
+}
+
+/// The pid `serve` reports for its plugin `descendants`, once it differs from `old`.
+fn reported_pid(served: &Served, old: Option<u64>) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = crate::util::http(served.addr, "GET", "/healthz", b"");
+        let health: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+        let process = &health["processes"]["descendants"];
+        if let Some(pid) = process["pid"].as_u64()
+            && process["state"] == "serving"
+            && Some(pid) != old
+        {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "not serving: {health}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ends_as_the_program_ended(pid_namespace: bool) {
+    let served = serve(
+        "contain-children-status",
+        &format!("pid_namespace = {pid_namespace}"),
+    );
+    let first = reported_pid(&served, None);
+    let pids: serde_json::Value = serde_json::from_str(&call(&served, "/pids")).unwrap();
+    assert_contained(&pids, first, pid_namespace);
+    let response = crate::util::http(served.addr, "GET", "/exit7", b"");
+    assert_eq!(response.status, 502, "{}", response.text());
+    let second = reported_pid(&served, Some(first));
+    let response = crate::util::http(served.addr, "GET", "/segv", b"");
+    assert_eq!(response.status, 502, "{}", response.text());
+    reported_pid(&served, Some(second));
+    let (_, stderr) = served.terminate_within(Duration::from_secs(10));
+    // The process the host holds ended as the program did, without a core dump of its own.
+    crate::util::line_with(&stderr, &["the plugin process ended (exit status: 7)"]);
+    let crash = crate::util::line_with(
+        &stderr,
+        &["the plugin process ended (signal: 11 (SIGSEGV))"],
+    );
+    let line = stderr.lines().nth(crash).unwrap();
+    assert!(!line.contains("core dumped"), "{line}");
+}
+
+#[test]
+fn the_child_ends_as_the_program_did_in_a_namespace() {
+    ends_as_the_program_ended(true);
+}
+
+#[test]
+fn the_child_ends_as_the_program_did_below_a_subreaper() {
+    ends_as_the_program_ended(false);
+}
+
+fn sigterm_reaches_the_program_once(pid_namespace: bool) {
+    // `count`: it answers stop but does not exit; it counts the SIGTERMs it gets in `record`,
+    // and exits half a second after the first.
+    let record = scratch("contain-children-sigterm").join("terms");
     let options = ProcessOptions {
         stop_timeout: Duration::from_millis(300),
-        ..process_options()
+        ..options(pid_namespace)
     };
-    let registry = program(&["linger"], options);
+    let name = unique("descendants-sigterm");
+    let registry = program(&name, &["count", record.to_str().unwrap()], options);
     let router = registry.router().unwrap();
-    let daemon = namespaces().then(|| start_daemon(&router));
+    let daemon = start_daemon(&router);
     drop(router);
     let begun = Instant::now();
     registry.stop_all().unwrap_or_else(|e| panic!("{e}"));
-    // SIGTERM ended it (SIGKILL would have come 2 s after SIGTERM): the namespace's first
-    // process, which the kernel shields from signals it has no handler for, passed it on.
+    // It exited of itself after SIGTERM (SIGKILL would have come 2 s after SIGTERM)...
     let took = begun.elapsed();
     assert!(took < Duration::from_millis(2000), "{took:?}");
-    if let Some(daemon) = daemon {
-        assert_ends(daemon, "SIGTERM");
+    // ...which it got once, not once per level that passed it on.
+    let terms = std::fs::read_to_string(&record).unwrap_or_default();
+    assert_eq!(terms, "term 1\n");
+    assert_ends(daemon, "SIGTERM");
+}
+
+#[test]
+fn sigterm_reaches_the_program_once_in_a_namespace() {
+    sigterm_reaches_the_program_once(true);
+}
+
+#[test]
+fn sigterm_reaches_the_program_once_below_a_subreaper() {
+    sigterm_reaches_the_program_once(false);
+}
+
+fn ends_when_the_program_is_killed(pid_namespace: bool) {
+    // `stubborn`: it answers stop but does not exit, and ignores SIGTERM.
+    let options = ProcessOptions {
+        stop_timeout: Duration::from_millis(300),
+        ..options(pid_namespace)
+    };
+    let name = unique("descendants-sigkill");
+    let registry = program(&name, &["stubborn"], options);
+    let router = registry.router().unwrap();
+    let daemon = start_daemon(&router);
+    drop(router);
+    let begun = Instant::now();
+    let _ = registry.stop_all();
+    // SIGKILL came 2 s after SIGTERM, and ended everything (below a subreaper, the host sends
+    // it to the outer process as its signal to kill all below it, then end).
+    let took = begun.elapsed();
+    assert!(took >= plugin_host::limits::SIGTERM_GRACE, "{took:?}");
+    assert_ends(daemon, "SIGKILL");
+}
+
+#[test]
+fn a_daemon_ends_when_the_program_is_killed_in_a_namespace() {
+    ends_when_the_program_is_killed(true);
+}
+
+#[test]
+fn a_daemon_ends_when_the_program_is_killed_below_a_subreaper() {
+    ends_when_the_program_is_killed(false);
+}
+
+#[test]
+fn a_program_that_cannot_start_is_the_same_error_through_the_outer_process() {
+    for pid_namespace in [true, false] {
+        let plugin =
+            ProcessPlugin::program("/nonexistent/program", &[], &[], options(pid_namespace));
+        let Err(error) = plugin.create(None, &json!({})) else {
+            panic!("/nonexistent/program started");
+        };
+        let message = error.to_string();
+        assert!(message.contains("No such file or directory"), "{message}");
     }
 }
 
 #[test]
-fn pid_namespace_false_runs_the_program_as_the_hosts_own_child() {
-    let config = scratch("contain-children-no-namespace").join("plugins.toml");
-    let text = format!(
-        "[[plugin]]\nexec = {:?}\npid_namespace = false\n",
-        descendants().display().to_string()
+fn a_host_in_a_user_namespace_of_its_own_reads_owners_as_they_show() {
+    // Under `unshare --user --map-root-user`, the host (root here) has the uid map of a worker
+    // in the user namespace the host makes for it, `0 0 1`: files of other users show as the
+    // overflow id. Only a worker the host said so of takes that id for root's; a host must
+    // not, or a folder of another user would pass for root's.
+    // SAFETY: `geteuid` has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let unshare = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new("unshare")
+            .args(["--user", "--map-root-user"])
+            .args(args)
+            .output()
+    };
+    if !root || !unshare(&["true".as_ref()]).is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: needs root and unshare --user");
+        return;
+    }
+    let dir = scratch("contain-children-userns").join("other");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(
+        &crate::util::samples().hello,
+        dir.join("libhello_plugin.so"),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&dir, Some(1234), Some(1234)).unwrap();
+    let host = sample_plugins::host_binary();
+    let output = unshare(&[
+        host.as_os_str(),
+        "list".as_ref(),
+        "--plugins-dir".as_ref(),
+        dir.as_os_str(),
+    ])
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} is owned by user", dir.display())),
+        "{stderr}"
     );
-    std::fs::write(&config, text).unwrap();
-    let served = Served::start(&["--config".as_ref(), config.as_os_str()], None);
-    let response = crate::util::http(served.addr, "GET", "/pids", b"");
-    let pids: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
-    let health = crate::util::http(served.addr, "GET", "/healthz", b"");
-    let health: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
-    let pid = &health["processes"]["descendants"]["pid"];
-    assert_eq!((&pids["host"], &pids["own"]), (pid, pid), "{pids} {health}");
 }

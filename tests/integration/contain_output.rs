@@ -7,7 +7,7 @@
 //! (other tests run in the same process as these), except for the restarts, which run through
 //! the library to turn off the PID namespace and count only this plugin's files and threads.
 
-use crate::util::{Served, fixture, http, process_options, scratch};
+use crate::util::{Served, fixture, http, process_options, rss, scratch};
 use parking_lot::Mutex;
 use plugin_host::process::{ChildState, ProcessOptions, ProcessPlugin};
 use std::collections::HashSet;
@@ -103,16 +103,6 @@ impl Logged {
     }
 }
 
-/// The resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in {status}"))
-}
-
 /// Samples the host's memory every 100 ms for `time`: it must stay under [`RSS_BOUND_KIB`]
 /// (the host is killed at once when it does not, before it takes the machine's memory).
 fn assert_memory_flat(served: &mut Served, time: Duration) {
@@ -120,13 +110,14 @@ fn assert_memory_flat(served: &mut Served, time: Duration) {
     let begun = Instant::now();
     let mut samples = Vec::new();
     while begun.elapsed() < time {
-        let rss = rss_kib(pid);
-        samples.push(rss);
-        if rss > RSS_BOUND_KIB {
+        let kib = rss(pid) / 1024;
+        assert!(kib > 0, "the host (pid {pid}) is gone");
+        samples.push(kib);
+        if kib > RSS_BOUND_KIB {
             let _ = served.child.kill();
             panic!(
                 "host RSS reached {} MiB after {:?} (samples in KiB: {samples:?})",
-                rss / 1024,
+                kib / 1024,
                 begun.elapsed()
             );
         }
@@ -352,8 +343,11 @@ fn a_grandchild_holding_the_output_pipes_leaks_nothing_over_restarts() {
     let grandchildren = Grandchildren(dir.clone());
     let name = "pipes-held";
     let options = ProcessOptions {
-        // The grandchild must outlive its parent (as it does where there are no namespaces).
+        // The grandchild must outlive its parent, as it does where neither a namespace nor a
+        // subreaper contains it: no namespace, and no worker executable to run a subreaper
+        // (this test binary never called `worker_main`), leaves the process group alone.
         pid_namespace: false,
+        worker: None,
         backoff_initial: Duration::from_millis(10),
         backoff_max: Duration::from_millis(50),
         max_crashes: 100,

@@ -4,7 +4,7 @@
 //! SIGTERM (then SIGKILL) within the stop timeout, and nothing of it is left running; the exit
 //! status says what happened.
 
-use crate::util::{Served, faulty, line_with, scratch, write_config};
+use crate::util::{Served, faulty, line_with, running, scratch, write_config};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -110,15 +110,6 @@ fn workers_of(library: &Path) -> Vec<u32> {
                 .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
         })
         .collect()
-}
-
-/// Whether process `pid` exists and is not a zombie.
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
-        !status
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains("zombie"))
-    })
 }
 
 /// Checks one client's answer: a complete 503 whose JSON body names the plugin and says that
@@ -260,10 +251,10 @@ fn assert_gone(pid: u32, library: Option<&Path>, log: &str) {
     }
 }
 
-/// Serves the faulty library isolated, as `slow`; after `warm_up` fast calls of its sleep
-/// route, shuts `serve` down with `CLIENTS` slow calls to it in flight, and checks what every
-/// shutdown of a busy isolated library guarantees. Returns the log.
-fn shut_down_busy_isolated(test: &str, warm_up: usize) -> String {
+/// Serves the faulty library isolated, as `slow`, shuts `serve` down with `CLIENTS` slow calls
+/// to it in flight, and checks what every shutdown of a busy isolated library guarantees.
+/// Returns the log.
+fn shut_down_busy_isolated(test: &str) -> String {
     let dir = scratch(test);
     // A copy of its own, so that its worker is told apart from other tests' workers.
     let library = dir.join("libslow.so");
@@ -277,10 +268,6 @@ fn shut_down_busy_isolated(test: &str, warm_up: usize) -> String {
         "no worker of {}",
         library.display()
     );
-    for _ in 0..warm_up {
-        let fast = crate::util::http(served.addr, "GET", "/faulty/sleep?ms=0", b"");
-        assert_eq!(fast.status, 200, "{}", fast.text());
-    }
     let stop_timeout = plugin_host::process::ProcessOptions::default().stop_timeout;
     let shutdown = shut_down_busy(served, "/faulty/sleep", CLIENTS);
     shutdown.assert_all_answered("slow");
@@ -315,7 +302,7 @@ const SLACK: f64 = 1.5;
 fn at_grace_end_busy_isolated_calls_answer_503_and_the_child_is_stopped() {
     // The calls run on the worker's pool: it refuses `stop` under them (a plugin is never
     // stopped under a running call), then ends once the host closes its socket.
-    let log = shut_down_busy_isolated("contain-shutdown-pool-worker", 0);
+    let log = shut_down_busy_isolated("contain-shutdown-pool-worker");
     line_with(
         &log,
         &[
@@ -326,27 +313,123 @@ fn at_grace_end_busy_isolated_calls_answer_503_and_the_child_is_stopped() {
     );
 }
 
+/// A configuration of `misbehave.py` programs in `deaf` mode, one per name, each serving
+/// `GET /NAME`: after its first call it reads nothing more, neither `stop` nor the end of its
+/// socket, and cannot exit by itself.
+fn deaf_programs(dir: &Path, names: &[&str]) -> std::path::PathBuf {
+    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/programs/misbehave.py");
+    let config = dir.join("plugins.toml");
+    let text: String = names
+        .iter()
+        .map(|name| {
+            format!(
+                "[[plugin]]\nexec = {:?}\nargs = [\"deaf\", \"/{name}\"]\nname = \"{name}\"\n",
+                program.display().to_string()
+            )
+        })
+        .collect();
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 #[test]
-fn at_grace_end_a_busy_isolated_child_that_cannot_answer_stop_gets_sigterm() {
-    // A route with a record of fast calls runs on the worker's reader thread: once a call of
-    // it turns slow, the worker reads nothing more, neither `stop` nor the end of its socket,
-    // and cannot exit by itself. SIGTERM ends it at the end of its stop timeout.
-    let log = shut_down_busy_isolated("contain-shutdown-stuck-worker", 10);
-    let stop = line_with(&log, &["plugin=\"slow\"", "sending `stop`"]);
-    let term = line_with(&log, &["plugin=\"slow\"", "sending SIGTERM"]);
-    let ended = line_with(&log, &["plugin=\"slow\"", "the plugin process ended"]);
+fn at_grace_end_a_child_that_cannot_answer_stop_gets_sigterm() {
+    let dir = scratch("contain-shutdown-deaf");
+    let served = serve(&deaf_programs(&dir, &["deaf"]));
+    let pid = pid_of(&served, "deaf");
+    let shutdown = shut_down_busy(served, "/deaf", CLIENTS);
+    shutdown.assert_all_answered("deaf");
+    let log = &shutdown.log;
+    let stop = line_with(log, &["plugin=\"deaf\"", "sending `stop`"]);
+    let term = line_with(log, &["plugin=\"deaf\"", "sending SIGTERM"]);
+    let ended = line_with(log, &["plugin=\"deaf\"", "the plugin process ended"]);
     assert!(stop < term && term < ended, "order:\n{log}");
     let stop_timeout = plugin_host::process::ProcessOptions::default().stop_timeout;
-    let to_term = between(&log, stop, term);
+    let to_term = between(log, stop, term);
     assert!(
         to_term >= stop_timeout.as_secs_f64() - 0.1
             && to_term <= stop_timeout.as_secs_f64() + SLACK,
         "SIGTERM {to_term} s after stop:\n{log}"
     );
-    line_with(
-        &log,
-        &["`slow`", "stop failed", "it was ended with SIGTERM"],
+    line_with(log, &["`deaf`", "stop failed", "it was ended with SIGTERM"]);
+    assert_eq!(shutdown.status.code(), Some(INCOMPLETE_SHUTDOWN), "{log}");
+    assert_gone(pid, None, log);
+}
+
+#[test]
+fn busy_children_are_stopped_together_not_one_after_another() {
+    // Three programs that cannot answer `stop`: each needs its whole stop timeout and SIGTERM.
+    // Stopped one after another, that is three stop timeouts; together, one.
+    const PLUGINS: [&str; 3] = ["stuck1", "stuck2", "stuck3"];
+    const CALLS: usize = 3;
+    let dir = scratch("contain-shutdown-parallel");
+    let served = serve(&deaf_programs(&dir, &PLUGINS));
+    let pids: Vec<u32> = PLUGINS.iter().map(|name| pid_of(&served, name)).collect();
+    let addr = served.addr;
+    let sent = AtomicUsize::new(0);
+    let shutdown = std::thread::scope(|scope| {
+        let calls: Vec<_> = PLUGINS
+            .iter()
+            .flat_map(|name| std::iter::repeat_n(format!("/{name}"), CALLS))
+            .map(|target| {
+                let sent = &sent;
+                std::thread::Builder::new()
+                    .stack_size(128 << 10)
+                    .spawn_scoped(scope, move || slow_call(addr, &target, sent))
+                    .unwrap()
+            })
+            .collect();
+        let clients = PLUGINS.len() * CALLS;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sent.load(Ordering::Relaxed) < clients || requests_taken(addr.port()) < clients {
+            assert!(Instant::now() < deadline, "requests not taken in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let signalled = Instant::now();
+        served.terminate();
+        let (status, log) = served.wait();
+        let exited = signalled.elapsed();
+        let answers = calls.into_iter().map(|c| c.join().unwrap()).collect();
+        Shutdown {
+            answers,
+            signalled,
+            exited,
+            status,
+            log,
+        }
+    });
+    let log = &shutdown.log;
+    for got in &shutdown.answers {
+        let text = String::from_utf8_lossy(&got.raw);
+        assert!(text.starts_with("HTTP/1.1 503 "), "{text:?}\n{log}");
+    }
+    let stop_timeout = plugin_host::process::ProcessOptions::default().stop_timeout;
+    let one_stop = stop_timeout + plugin_host::limits::SIGTERM_GRACE;
+    let bound =
+        GRACE + plugin_host::limits::SHUTDOWN_WRITE_TIME + one_stop + Duration::from_secs(3);
+    assert!(
+        shutdown.exited < bound,
+        "exited {:?} after SIGTERM, over {bound:?}:\n{log}",
+        shutdown.exited
     );
+    // Each child got `stop` at about the same time, and SIGTERM one stop timeout later.
+    for name in PLUGINS {
+        let plugin = format!("plugin=\"{name}\"");
+        let stop = line_with(log, &[&plugin, "sending `stop`"]);
+        let term = line_with(log, &[&plugin, "sending SIGTERM"]);
+        let ended = line_with(log, &[&plugin, "the plugin process ended"]);
+        assert!(stop < term && term < ended, "order:\n{log}");
+        assert!(
+            between(log, stop, ended) <= one_stop.as_secs_f64() + SLACK,
+            "{name} ended {} s after stop:\n{log}",
+            between(log, stop, ended)
+        );
+    }
+    assert_eq!(shutdown.status.code(), Some(INCOMPLETE_SHUTDOWN), "{log}");
+    for pid in pids {
+        assert_gone(pid, None, log);
+    }
 }
 
 #[test]
@@ -447,4 +530,93 @@ fn a_service_mounted_elsewhere_answers_its_waiting_requests_503_when_its_grace_e
     );
     assert_eq!(again.status(), 503);
     runtime.shutdown_background();
+}
+
+/// A request body whose one chunk arrives when the test says so.
+struct LateBody(Option<tokio::sync::oneshot::Receiver<&'static str>>);
+
+impl http_body::Body for LateBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let Some(receiver) = &mut self.0 else {
+            return std::task::Poll::Ready(None);
+        };
+        let chunk = std::task::ready!(std::pin::Pin::new(receiver).poll(cx)).unwrap_or("");
+        self.0 = None;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk.into()))))
+    }
+}
+
+#[test]
+fn after_the_grace_period_no_new_call_reaches_a_plugin() {
+    crate::util::capture_logs();
+    let (local, remote) = (
+        crate::util::unique("late-local"),
+        crate::util::unique("late-remote"),
+    );
+    let entries = [
+        crate::util::entry(faulty(), &local, serde_json::json!({})),
+        crate::util::isolated(crate::util::entry(
+            faulty(),
+            &remote,
+            serde_json::json!({ "path": "/remote" }),
+        )),
+    ];
+    let registry = plugin_host::config::deploy(&entries, false).unwrap();
+    registry.start_all().unwrap_or_else(|e| panic!("{e}"));
+    let service = || plugin_host::server::PluginService::new(registry.router().unwrap());
+    // One thread: nothing runs between the end of the grace period and the body's arrival.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A call on the blocking pool and a call to a child process, each waiting for its body
+    // when the grace period ends, and the body arriving right then.
+    for target in ["/faulty/sleep?ms=1", "/remote/sleep?ms=2"] {
+        let service = service();
+        let (send, receive) = tokio::sync::oneshot::channel();
+        let request = http::Request::get(target)
+            .body(LateBody(Some(receive)))
+            .unwrap();
+        let response = runtime.block_on(async {
+            let waiting = tokio::spawn({
+                let service = service.clone();
+                async move { service.handle(request).await }
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(!waiting.is_finished());
+            service.end_grace();
+            send.send("a body").unwrap();
+            waiting.await.unwrap()
+        });
+        assert_eq!(response.status(), 503, "{target}");
+    }
+    // Later requests, with a body or none.
+    let service = service();
+    service.end_grace();
+    for (target, body) in [("/faulty/sleep?ms=3", ""), ("/remote/sleep?ms=4", "x")] {
+        let request = http::Request::get(target).body(body.to_owned()).unwrap();
+        let response = runtime.block_on(service.handle(request));
+        assert_eq!(response.status(), 503, "{target}");
+    }
+    // The plugin logs `slept N ms` at the end of every call it gets: none may come.
+    std::thread::sleep(Duration::from_millis(700));
+    let called: Vec<_> = crate::util::logs_of(&[&local, &remote])
+        .into_iter()
+        .filter(|l| l.message.starts_with("slept"))
+        .collect();
+    assert!(
+        called.is_empty(),
+        "calls reached the plugins after the grace period: {called:?}"
+    );
+    drop(runtime);
+    drop(service);
+    registry
+        .close_and_stop_all()
+        .unwrap_or_else(|e| panic!("{e}"));
 }

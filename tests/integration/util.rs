@@ -444,6 +444,28 @@ pub fn write_config(dir: &Path, plugins: &[(&Path, &str, &str)]) -> PathBuf {
     file
 }
 
+/// The resident memory of process `pid`, in bytes (0 once it is gone).
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Whether process `pid` runs: it exists and is not a zombie waiting to be reaped.
+pub fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold anything.
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next());
+    !matches!(state, Some("Z" | "X") | None)
+}
+
 /// The index of the first line of `text` holding every one of `needles`; fails without one.
 #[track_caller]
 pub fn line_with(text: &str, needles: &[&str]) -> usize {

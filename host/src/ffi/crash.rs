@@ -115,8 +115,9 @@ fn printable(text: &str) -> String {
 
 /// Installs the crash report, once per process (later calls do nothing).
 ///
-/// From then on, when SIGSEGV, SIGBUS, SIGILL, SIGFPE or SIGABRT is raised on a thread while it
-/// runs plugin code (`plugin_factory`, a library's initialisers, `create`, `start`, `routes`,
+/// From then on, when SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGXCPU (past `cpu_limit`),
+/// SIGXFSZ, SIGSYS or SIGTRAP (the signals whose default action dumps core) is raised on a
+/// thread while it runs plugin code (`plugin_factory`, a library's initialisers, `create`, `start`, `routes`,
 /// a route's handler, `stop` or `destroy`), one line goes to standard error first, such as:
 ///
 /// ```text
@@ -161,14 +162,32 @@ mod signals {
     use std::io::ErrorKind;
     use std::sync::{Once, OnceLock};
 
-    /// The signals reported, with the names a crash line gives them.
-    const SIGNALS: [(c_int, &[u8]); 5] = [
+    /// The signals reported, with the names a crash line gives them: those whose default
+    /// action ends the process with a core dump, which plugin code can bring on itself.
+    const SIGNALS: [(c_int, &[u8]); 9] = [
         (libc::SIGSEGV, b"SIGSEGV"),
         (libc::SIGBUS, b"SIGBUS"),
         (libc::SIGILL, b"SIGILL"),
         (libc::SIGFPE, b"SIGFPE"),
         (libc::SIGABRT, b"SIGABRT"),
+        // Past the CPU time limit (`cpu_limit`, RLIMIT_CPU) and the file size limit.
+        (libc::SIGXCPU, b"SIGXCPU"),
+        (libc::SIGXFSZ, b"SIGXFSZ"),
+        // A system call a seccomp filter forbids; a breakpoint instruction left in the code.
+        (libc::SIGSYS, b"SIGSYS"),
+        (libc::SIGTRAP, b"SIGTRAP"),
     ];
+
+    /// Whether `signal`, raised by the kernel for an instruction (not sent), comes back when the
+    /// handler returns, because the instruction runs again. A breakpoint (SIGTRAP) and a
+    /// forbidden system call (SIGSYS) are stepped over; SIGXCPU and SIGXFSZ come from no
+    /// instruction.
+    fn is_fault(signal: c_int) -> bool {
+        matches!(
+            signal,
+            libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
+        )
+    }
 
     /// What a crash line starts with, before the signal's name.
     const PREFIX: &[u8] = b"plugin-host: fatal ";
@@ -224,11 +243,14 @@ mod signals {
                 None => (0, 0),
             }
         };
-        // A fault comes back when the handler returns: the instruction runs again. A signal
-        // sent (by `kill`, `raise`, `abort`) does not.
-        let fault = code > 0 && signal != libc::SIGABRT;
+        // A signal sent (by `kill`, `raise`, `abort`, `sigqueue`) has a code of 0 or less; one
+        // the kernel raises has a positive one. A fault among those comes back when the handler
+        // returns: the instruction runs again. The others (the limits' SIGXCPU and SIGXFSZ,
+        // seccomp's SIGSYS, a breakpoint's SIGTRAP) do not, and are raised again to kill.
+        let sent = code <= 0;
+        let fault = !sent && is_fault(signal);
         // SAFETY: `getpid` is async-signal-safe and cannot fail.
-        let from_outside = !fault && sender != unsafe { libc::getpid() };
+        let from_outside = sent && sender != unsafe { libc::getpid() };
         let previous = PREVIOUS
             .get()
             .map_or_else(default_action, |previous| previous[index]);
@@ -258,9 +280,11 @@ mod signals {
                 // flags, so it expects to be called this way, here, with these arguments.
                 unsafe { chain(handler, previous.sa_flags, signal, info, context) };
                 // It returned: a crash in plugin code is fatal whatever it decided, and so is a
-                // signal that was sent (the standard library's handler returns, expecting a
-                // fault to come back, which a sent signal never does).
-                if reported || !fault {
+                // fault's signal, or SIGABRT, that was sent (the standard library's handler
+                // returns, expecting a fault to come back, which a sent signal never does). The
+                // others outside plugin code are the previous handler's to decide (a process
+                // may handle SIGXCPU to wind down).
+                if reported || (sent && (is_fault(signal) || signal == libc::SIGABRT)) {
                     die(signal, fault);
                 }
             }

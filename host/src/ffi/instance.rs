@@ -350,6 +350,9 @@ impl Drop for RawInstance {
             // exactly once, last, with the pointer `create` produced.
             unsafe { (self.descriptor.destroy)(self.ptr) }
         });
+        // The library's log context keeps the limiter until the library is unloaded: the
+        // instance's last lines dropped are reported now, when it ends.
+        self.log.report_now();
     }
 }
 

@@ -1,7 +1,9 @@
 //! Starting a child process that speaks the protocol: a socket pair whose child end becomes its
-//! file descriptor 3, its own process group, a PID namespace where the system allows it (see
-//! `contain.rs`), a parent-death signal, optional resource limits, and its standard output and
-//! error piped, for the link to copy into the host's log.
+//! file descriptor 3, its own process group, a parent-death signal, optional resource limits,
+//! and its standard output and error piped, for the link to copy into the host's log. On Linux
+//! the child the host holds is an outer process run by the worker executable, which contains
+//! the program and everything it starts (see `contain.rs`); without a usable worker executable,
+//! the program itself.
 
 use super::contain;
 pub(crate) use super::contain::Containment;
@@ -9,6 +11,7 @@ use super::wire::{CHILD_FD, FD_VARIABLE};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
@@ -18,7 +21,7 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub(crate) struct Spec {
     /// The program.
-    pub(crate) program: std::path::PathBuf,
+    pub(crate) program: PathBuf,
     /// Its arguments.
     pub(crate) args: Vec<String>,
     /// Variables added to the host's environment.
@@ -29,6 +32,9 @@ pub(crate) struct Spec {
     pub(crate) cpu_limit: Option<Duration>,
     /// Whether to give it a PID namespace where the system allows it.
     pub(crate) pid_namespace: bool,
+    /// The worker executable, which runs the outer process that contains the program; `None`
+    /// when it is not known.
+    pub(crate) worker: Option<PathBuf>,
 }
 
 /// A started child: the process and the host's end of its socket.
@@ -73,37 +79,34 @@ pub(crate) fn start(spec: Spec) -> std::io::Result<Started> {
 fn spawn(spec: &Spec) -> std::io::Result<Started> {
     let (host_end, child_end) = UnixStream::pair()?;
     let child_fd = OwnedFd::from(child_end);
-    let wanted = match spec.pid_namespace {
-        true => contain::available(),
-        false => Containment::ProcessGroup,
-    };
-    let (child, containment) = match command(spec, &child_fd, wanted).spawn() {
-        Ok(child) => (child, wanted),
-        // The trial made a namespace, this one failed: a limit on namespaces reached since, or
-        // a program that cannot start at all (which fails the same way once more).
-        Err(error) if wanted.namespace() => {
-            let child = command(spec, &child_fd, Containment::ProcessGroup).spawn()?;
-            tracing::warn!(
-                program = %spec.program.display(),
-                "the plugin process could not get a PID namespace ({error}): it runs in its \
-                 process group only, which a descendant can leave and outlive it"
-            );
-            (child, Containment::ProcessGroup)
+    #[cfg(target_os = "linux")]
+    {
+        let wanted = match spec.pid_namespace {
+            true => contain::available(),
+            false => contain::without_namespace(),
+        };
+        if let Some((child, containment)) = outer::spawn(spec, &child_fd, wanted)? {
+            // Its stdout and stderr stay in `child`: the link copies them (see `output.rs`).
+            return Ok(Started {
+                child,
+                socket: host_end,
+                containment,
+            });
         }
-        Err(error) => return Err(error),
-    };
+    }
+    let child = command(spec, &child_fd).spawn()?;
     drop(child_fd);
     // Its stdout and stderr stay in `child`: the link copies them (see `output.rs`).
     Ok(Started {
         child,
         socket: host_end,
-        containment,
+        containment: Containment::ProcessGroup,
     })
 }
 
-/// The command that starts `spec` with `socket` as its descriptor 3, contained by
-/// `containment`.
-fn command(spec: &Spec, socket: &OwnedFd, containment: Containment) -> Command {
+/// The command that starts the program of `spec` itself, with `socket` as its descriptor 3,
+/// leading its own process group.
+fn command(spec: &Spec, socket: &OwnedFd) -> Command {
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -116,32 +119,178 @@ fn command(spec: &Spec, socket: &OwnedFd, containment: Containment) -> Command {
         .process_group(0);
     let setup = ChildSetup {
         socket: socket.as_raw_fd(),
+        status: None,
         parent: std::process::id(),
         memory_limit: spec.memory_limit,
         cpu_seconds: spec.cpu_limit.map(|d| d.as_secs().max(1)),
-        #[cfg(target_os = "linux")]
-        namespace: contain::Namespace::new(containment),
     };
-    #[cfg(not(target_os = "linux"))]
-    let _ = containment;
-    // SAFETY: `ChildSetup::run` only makes async-signal-safe system calls (dup2, fcntl,
-    // unshare, open, write, fork, prctl, getppid, setrlimit, waitid, _exit...) on plain values
-    // prepared before the fork, as `pre_exec` requires; it allocates nothing and takes no lock.
-    // The processes it forks for a namespace exit without returning (see `contain.rs`).
+    // SAFETY: `ChildSetup::run` only makes async-signal-safe system calls (dup2, fcntl, prctl,
+    // getppid, setrlimit, _exit) on plain values prepared before the fork, as `pre_exec`
+    // requires; it allocates nothing and takes no lock.
     unsafe { command.pre_exec(move || setup.run()) };
     command
+}
+
+/// The outer process: the worker executable in its init mode (see `contain.rs`).
+#[cfg(target_os = "linux")]
+mod outer {
+    use super::{CHILD_FD, ChildSetup, Containment, FD_VARIABLE, Spec, contain, signal_group};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    /// How long the outer process has to say that the program runs (it takes milliseconds).
+    const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// How one attempt went.
+    enum Outcome {
+        Started(Child),
+        /// `wanted` could not be made: try the next containment.
+        Uncontained(std::io::Error),
+        /// The worker executable cannot run an outer process: why.
+        NotAnInit(String),
+    }
+
+    /// Starts `spec` under an outer process, with the best containment from `wanted` down that
+    /// can be made; `None` when no worker executable is usable (logged once), or none of the
+    /// containments could be made: then the caller starts the program itself.
+    pub(super) fn spawn(
+        spec: &Spec,
+        socket: &OwnedFd,
+        mut wanted: Containment,
+    ) -> std::io::Result<Option<(Child, Containment)>> {
+        if !wanted.has_outer() {
+            return Ok(None);
+        }
+        let worker = match contain::init_executable(spec.worker.as_deref()) {
+            Ok(worker) => worker,
+            Err(reason) => {
+                contain::warn_without_outer(&reason);
+                return Ok(None);
+            }
+        };
+        while wanted.has_outer() {
+            match attempt(spec, socket, wanted, &worker)? {
+                Outcome::Started(child) => return Ok(Some((child, wanted))),
+                Outcome::Uncontained(error) => {
+                    let next = wanted.fallback();
+                    tracing::warn!(
+                        program = %spec.program.display(),
+                        "the plugin process could not get {} ({error}): it runs in {} instead",
+                        wanted.describe(),
+                        next.describe()
+                    );
+                    wanted = next;
+                }
+                Outcome::NotAnInit(reason) => {
+                    contain::refuse(&worker, &reason);
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Starts the worker executable as the outer process of `spec`, contained by `wanted`,
+    /// and waits until the program runs. An error is the program's, which cannot start.
+    fn attempt(
+        spec: &Spec,
+        socket: &OwnedFd,
+        wanted: Containment,
+        worker: &Path,
+    ) -> std::io::Result<Outcome> {
+        let (status, status_end) = pipe()?;
+        let plan = contain::Plan {
+            containment: wanted,
+            args: spec.args.clone(),
+            memory_limit: spec.memory_limit,
+            cpu_seconds: spec.cpu_limit.map(|d| d.as_secs().max(1)),
+            socket: socket.as_raw_fd(),
+            status: status_end.as_raw_fd(),
+        };
+        let plan = serde_json::to_string(&plan).map_err(std::io::Error::other)?;
+        let mut command = Command::new(worker);
+        command
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .env(FD_VARIABLE, CHILD_FD.to_string())
+            .env(contain::INIT_VARIABLE, plan)
+            .env(contain::PROGRAM_VARIABLE, &spec.program)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: SIGKILL of the group reaches the outer process and the
+            // init, and what stays in the group without a namespace.
+            .process_group(0);
+        let worker_of_a_library = spec
+            .env
+            .iter()
+            .any(|(name, _)| name == super::super::worker::LIBRARY_VARIABLE);
+        if wanted == Containment::UserNamespace && worker_of_a_library {
+            // Its owners of files read differently (see `crate::trust`).
+            command.env(crate::trust::USER_NAMESPACE_VARIABLE, "1");
+        }
+        let setup = ChildSetup {
+            socket: socket.as_raw_fd(),
+            status: Some(status_end.as_raw_fd()),
+            parent: std::process::id(),
+            // The outer process sets the program's limits, not its own.
+            memory_limit: None,
+            cpu_seconds: None,
+        };
+        // SAFETY: as in `super::command`: `ChildSetup::run` is async-signal-safe.
+        unsafe { command.pre_exec(move || setup.run()) };
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) || e.raw_os_error() == Some(libc::ENOEXEC) =>
+            {
+                return Ok(Outcome::NotAnInit(format!("it cannot be started: {e}")));
+            }
+            // Out of processes or memory: the program would fail the same way.
+            Err(e) => return Err(e),
+        };
+        // The pipe ends when the outer process, the init and the program's `exec` have closed
+        // their copies.
+        drop(status_end);
+        let outcome = match contain::await_start(&status, ANSWER_TIMEOUT) {
+            contain::Start::Started => return Ok(Outcome::Started(child)),
+            contain::Start::Failed(error) => Err(error),
+            contain::Start::Uncontained(error) => Ok(Outcome::Uncontained(error)),
+            contain::Start::NotAnInit(reason) => Ok(Outcome::NotAnInit(reason)),
+        };
+        signal_group(&child, libc::SIGKILL);
+        let _ = child.wait();
+        outcome
+    }
+
+    /// A pipe, both ends closed on `exec` in this process: (read, write).
+    fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+        let mut ends = [0; 2];
+        // SAFETY: `pipe2` writes two descriptors into the local array.
+        if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just made, and are owned by nothing else.
+        Ok(unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) })
+    }
 }
 
 /// What the child does between `fork` and `exec`, on values copied before the fork.
 #[derive(Clone, Copy)]
 struct ChildSetup {
+    /// The socket: moved to descriptor 3 for the program itself, kept where it is for an
+    /// outer process (which moves it in the program's process).
     socket: i32,
+    /// The status pipe of an outer process, kept where it is.
+    status: Option<i32>,
     parent: u32,
     memory_limit: Option<u64>,
     cpu_seconds: Option<u64>,
-    /// The namespaces to make, if any.
-    #[cfg(target_os = "linux")]
-    namespace: Option<contain::Namespace>,
 }
 
 impl ChildSetup {
@@ -157,7 +306,12 @@ impl ChildSetup {
         // SAFETY (every call below): async-signal-safe system calls on integers and on a local
         // `rlimit`; none touches memory shared with the parent.
         unsafe {
-            if self.socket == CHILD_FD {
+            if let Some(status) = self.status {
+                // No descriptor moves, so none of `std`'s own can be overwritten: they stay
+                // open across `exec` where they are, as the plan says.
+                check(libc::fcntl(self.socket, libc::F_SETFD, 0))?;
+                check(libc::fcntl(status, libc::F_SETFD, 0))?;
+            } else if self.socket == CHILD_FD {
                 // Already in place: only clear close-on-exec.
                 check(libc::fcntl(CHILD_FD, libc::F_SETFD, 0))?;
             } else {
@@ -166,19 +320,10 @@ impl ChildSetup {
             }
             #[cfg(target_os = "linux")]
             {
-                if let Some(namespace) = &self.namespace {
-                    namespace.unshare()?;
-                }
-                // After `unshare`, which may change this process's credentials.
                 check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
                 // The host may have died before the signal was asked for.
                 if libc::getppid() as u32 != self.parent {
                     libc::_exit(1);
-                }
-                if let Some(namespace) = self.namespace {
-                    // Returns in the program's process only: the limits below are its own.
-                    // `start`'s contract holds: this is `pre_exec`, after `unshare`.
-                    namespace.start()?;
                 }
             }
             if let Some(bytes) = self.memory_limit {
@@ -221,22 +366,44 @@ pub(crate) fn has_exited(child: &Child) -> bool {
     status == 0 && unsafe { info.si_pid() } != 0
 }
 
-/// Sends `signal` to `child`, contained by `containment`. SIGKILL goes to its process group,
-/// and so does every signal without a namespace; with one, any other signal goes to the child
-/// alone, whose init passes it on to the program (to the group, the init would pass it on too,
-/// and the program would get it twice). Never after `child` is reaped.
+/// Sends `signal` to `child`, contained by `containment`. Without an outer process, to its
+/// process group. With one, any signal but SIGKILL to the outer process alone, which passes it
+/// on to the program (to the group, the init would pass it on too, and the program would get it
+/// twice); SIGKILL to the group with a namespace (the init's death ends it), and to a
+/// subreaper as `end_signal()`, so that it kills everything below it first (then to the group
+/// if it has not ended 2 s later). Never after `child` is reaped.
 pub(crate) fn signal(child: &Child, containment: Containment, signal: i32) {
-    if signal == libc::SIGKILL || !containment.namespace() {
-        signal_group(child, signal);
-        return;
-    }
     let Ok(pid) = i32::try_from(child.id()) else {
         return;
     };
-    // SAFETY: `kill` touches no memory. The child has not been reaped while we hold its
-    // `Child`, so its id cannot have been reused.
-    unsafe {
-        libc::kill(pid, signal);
+    match containment {
+        Containment::ProcessGroup => signal_group(child, signal),
+        Containment::PidNamespace | Containment::UserNamespace if signal == libc::SIGKILL => {
+            signal_group(child, signal);
+        }
+        #[cfg(target_os = "linux")]
+        Containment::Subreaper if signal == libc::SIGKILL => {
+            // SAFETY: `kill` touches no memory. The child has not been reaped while we hold
+            // its `Child`, so its id cannot have been reused. SIGCONT, in case it was stopped.
+            unsafe {
+                libc::kill(pid, contain::end_signal());
+                libc::kill(pid, libc::SIGCONT);
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while !has_exited(child) {
+                if std::time::Instant::now() >= deadline {
+                    signal_group(child, libc::SIGKILL);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        _ => {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
     }
 }
 
@@ -255,18 +422,21 @@ pub(crate) fn signal_group(child: &Child, signal: i32) {
 
 #[cfg(test)]
 mod tests {
+    //! The program started itself, without an outer process: the unit tests have no worker
+    //! executable (the outer process is tested in `tests/integration/contain_children.rs`).
     use super::*;
     use std::os::unix::process::ExitStatusExt;
     use std::time::Instant;
 
-    fn shell(script: &str, pid_namespace: bool) -> std::io::Result<Started> {
+    fn shell(script: &str, worker: Option<&str>) -> std::io::Result<Started> {
         start(Spec {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
             env: Vec::new(),
             memory_limit: None,
             cpu_limit: None,
-            pid_namespace,
+            pid_namespace: false,
+            worker: worker.map(PathBuf::from),
         })
     }
 
@@ -283,61 +453,49 @@ mod tests {
     }
 
     #[test]
-    fn the_child_ends_as_the_program_ended() {
-        for namespace in [true, false] {
-            let mut started = shell("exit 7", namespace).unwrap();
-            assert_eq!(wait(&mut started.child).code(), Some(7));
-            let mut started = shell("kill -SEGV $$", namespace).unwrap();
-            let status = wait(&mut started.child);
-            assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status}");
-            assert!(!status.core_dumped(), "{status}");
-        }
-    }
-
-    #[test]
-    fn a_program_that_cannot_start_is_the_same_error_with_a_namespace() {
-        for pid_namespace in [true, false] {
-            let error = start(Spec {
-                program: "/nonexistent/program".into(),
-                args: Vec::new(),
-                env: Vec::new(),
-                memory_limit: None,
-                cpu_limit: None,
-                pid_namespace,
-            })
-            .err()
-            .expect("no such program");
-            assert_eq!(error.kind(), std::io::ErrorKind::NotFound, "{error}");
-        }
-    }
-
-    #[test]
-    fn sigterm_reaches_the_program_once_and_ends_it_as_sigterm() {
-        // The program counts the SIGTERMs it gets on its stderr, and exits on the first
-        // SIGUSR1: one SIGTERM passed on, not one per level.
-        let script = "n=0; trap 'n=$((n+1)); echo term $n >&2' TERM; trap 'exit $n' USR1; \
-                      echo ready >&2; while :; do sleep 0.05; done";
-        let mut started = shell(script, true).unwrap();
-        let mut stderr = std::io::BufReader::new(started.child.stderr.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-        assert_eq!(line, "ready\n");
-        signal(&started.child, started.containment, libc::SIGTERM);
-        line.clear();
-        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-        assert_eq!(line, "term 1\n");
-        // Time for a second copy to arrive, if one were sent.
-        std::thread::sleep(Duration::from_millis(300));
-        signal(&started.child, started.containment, libc::SIGUSR1);
-        assert_eq!(wait(&mut started.child).code(), Some(1));
-        // Without a handler, SIGTERM ends it, and the child reads as killed by SIGTERM.
-        let mut started = shell("echo ready >&2; sleep 30", true).unwrap();
-        let mut stderr = std::io::BufReader::new(started.child.stderr.take().unwrap());
-        line.clear();
-        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-        signal(&started.child, started.containment, libc::SIGTERM);
+    fn without_a_worker_executable_the_program_is_the_child() {
+        let mut started = shell("exit 7", None).unwrap();
+        assert_eq!(started.containment, Containment::ProcessGroup);
+        assert_eq!(wait(&mut started.child).code(), Some(7));
+        let mut started = shell("kill -SEGV $$", None).unwrap();
         let status = wait(&mut started.child);
-        // `sh` passes SIGTERM to nothing: it dies of it while `sleep` runs.
-        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+        assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status}");
+    }
+
+    #[test]
+    fn a_worker_executable_that_is_no_init_is_not_used() {
+        // `true` exits without answering; `sh` reads its (empty) input and exits likewise.
+        for worker in ["/bin/true", "/bin/sh"] {
+            let mut started = shell("exit 7", Some(worker)).unwrap();
+            assert_eq!(started.containment, Containment::ProcessGroup, "{worker}");
+            assert_eq!(wait(&mut started.child).code(), Some(7), "{worker}");
+        }
+    }
+
+    #[test]
+    fn the_current_executable_runs_no_init_before_worker_main() {
+        // This test binary never calls `worker_main`: started in init mode, it would run its
+        // tests again.
+        let current = std::env::current_exe().unwrap();
+        let reason = contain::init_executable(Some(&current)).unwrap_err();
+        assert!(reason.contains("worker_main"), "{reason}");
+        assert!(contain::init_executable(Some("/usr/bin/plugin-host".as_ref())).is_ok());
+        assert!(contain::init_executable(None).is_err());
+    }
+
+    #[test]
+    fn a_program_that_cannot_start_is_an_error() {
+        let error = start(Spec {
+            program: "/nonexistent/program".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            memory_limit: None,
+            cpu_limit: None,
+            pid_namespace: true,
+            worker: None,
+        })
+        .err()
+        .expect("no such program");
+        assert_eq!(error.kind(), std::io::ErrorKind::NotFound, "{error}");
     }
 }

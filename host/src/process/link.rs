@@ -323,20 +323,40 @@ impl Link {
         self.shared.pending.lock().is_err()
     }
 
+    /// Why the link went down, if it did (the first reason).
+    fn down_reason(&self) -> Option<String> {
+        self.shared.pending.lock().as_ref().err().cloned()
+    }
+
     /// Sends a message that expects an answer; `make` builds it with its id. A call is
     /// refused (its waiter told at once, nothing sent) while the bytes queued towards the child
-    /// are past their limit; the lifecycle and liveness messages never are.
+    /// are past their limit; the lifecycle and liveness messages never are. On a link that is
+    /// down, every message fails at once with the reason it went down.
     fn send(&self, make: impl FnOnce(u64) -> Header, body: &[u8], waiter: Waiter) -> Option<u64> {
+        // A dead link first: its queue, full or not, is gone with it.
+        if let Err(reason) = &*self.shared.pending.lock() {
+            waiter.send(Err(Lost::Child(reason.clone())));
+            return None;
+        }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let header = make(id);
         let capped = matches!(header, Header::Call { .. });
         // Checked before the body is copied into a frame: a refused call costs nothing.
-        if capped
-            && let Some(outbox) = &self.outbox
-            && let Err(backlog) = outbox.admit()
-        {
-            waiter.send(Err(Lost::Backlogged(backlog)));
-            return None;
+        if capped && let Some(outbox) = &self.outbox {
+            match outbox.admit() {
+                Ok(()) => {}
+                Err(SendError::Backlog(backlog)) => {
+                    waiter.send(Err(Lost::Backlogged(backlog)));
+                    return None;
+                }
+                Err(SendError::Io(e)) => {
+                    let reason = format!("writing to the plugin process failed: {e}");
+                    self.shared.fail_all(&reason);
+                    self.close();
+                    waiter.send(Err(Lost::Child(self.down_reason().unwrap_or(reason))));
+                    return None;
+                }
+            }
         }
         let mut frame = Vec::with_capacity(256 + body.len());
         wire::encode(&header, body, &mut frame);
@@ -464,13 +484,23 @@ impl Link {
         }
     }
 
-    /// Kills the child's process group and reaps the child.
-    pub(crate) fn kill(&self) {
+    /// Kills the child (see [`signal`](Self::signal)) and reaps it: its exit status, unless it
+    /// was reaped before, or did not end within 5 s of SIGKILL (a process stuck in the kernel,
+    /// in uninterruptible sleep; it dies when that ends).
+    pub(crate) fn kill(&self) -> Option<std::process::ExitStatus> {
         self.close();
         self.signal(libc::SIGKILL);
-        self.wait_exit(Duration::from_secs(5));
+        self.wait_exit(KILL_WAIT)
+    }
+
+    /// Whether the child was reaped (its status was taken by [`wait_exit`](Self::wait_exit)).
+    pub(crate) fn is_reaped(&self) -> bool {
+        self.child.lock().is_none()
     }
 }
+
+/// How long [`Link::kill`] waits for the child to end after SIGKILL.
+pub(crate) const KILL_WAIT: Duration = Duration::from_secs(5);
 
 impl Drop for Link {
     fn drop(&mut self) {

@@ -71,15 +71,19 @@ pub struct ProcessOptions {
     pub cpu_limit: Option<Duration>,
     /// Whether to run the child in a PID namespace of its own where the system allows it (as
     /// root, or in a user namespace of its own), so that everything it starts ends with it,
-    /// even what leaves its process group (default true). Without one, its process group
-    /// contains what it starts, and a descendant that calls `setsid()` escapes.
+    /// even what leaves its process group (default true). Without one (Linux), it runs below a
+    /// subreaper, which kills what is left below it when the child ends. Both need the
+    /// [`worker`](Self::worker) executable; without it, its process group contains what it
+    /// starts, and a descendant that calls `setsid()` escapes.
     pub pid_namespace: bool,
     /// The rate limit of what the plugin logs: its `log` messages and its output lines
     /// together (default: [`LogLimit::default`](crate::LogLimit), 100 lines/s, burst 1000).
     /// [`Instance::set_log_limit`](crate::Instance::set_log_limit) changes it later.
     pub log_limit: crate::LogLimit,
-    /// The executable that runs isolated libraries: any program that calls [`worker_main`]
-    /// first thing in `main` (`plugin-host` does). Default: the current executable.
+    /// The executable that runs isolated libraries, and, on Linux, the outer process that
+    /// contains every child (programs too): any program that calls [`worker_main`] first thing
+    /// in `main` (`plugin-host` does). Default: the current executable, used for containment
+    /// only once it has called [`worker_main`].
     pub worker: Option<PathBuf>,
 }
 
@@ -149,12 +153,13 @@ impl ProcessPlugin {
             mode: Mode::Isolated,
             file: path.to_owned(),
             spec: child::Spec {
-                program: worker,
+                program: worker.clone(),
                 args: Vec::new(),
                 env,
                 memory_limit: options.memory_limit,
                 cpu_limit: options.cpu_limit,
                 pid_namespace: options.pid_namespace,
+                worker: Some(worker),
             },
             options,
         })
@@ -179,6 +184,11 @@ impl ProcessPlugin {
                 memory_limit: options.memory_limit,
                 cpu_limit: options.cpu_limit,
                 pid_namespace: options.pid_namespace,
+                // The outer process that contains it (see `contain.rs`).
+                worker: options
+                    .worker
+                    .clone()
+                    .or_else(|| std::env::current_exe().ok()),
             },
             options,
         }

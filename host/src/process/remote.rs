@@ -4,10 +4,10 @@
 
 use super::ProcessOptions;
 use super::child::Spec;
-use super::link::{Link, LinkOptions, Lost, Welcome};
+use super::link::{KILL_WAIT, Link, LinkOptions, Lost, Welcome};
 use super::wire::{Frame, Header, RouteSpec};
 use crate::error::{Error, ErrorKind};
-use crate::limits::SIGTERM_GRACE;
+use crate::limits::{LOG_REPORT_INTERVAL, SIGTERM_GRACE};
 use crate::message::{Request, Response};
 use crate::pluginlog::LogLimiter;
 use parking_lot::{Mutex, RwLock};
@@ -107,6 +107,8 @@ pub(crate) struct Remote {
     events: Mutex<mpsc::Sender<Event>>,
     /// The instance's log, shared by all its children: its rate limit.
     pub(crate) log: Arc<LogLimiter>,
+    /// Calls its process answered `busy` since the last warning saying so, and when that was.
+    busy: Mutex<(u64, Option<Instant>)>,
 }
 
 impl Remote {
@@ -177,6 +179,7 @@ impl Remote {
             routes: RwLock::new(routes),
             events: Mutex::new(events),
             log,
+            busy: Mutex::new((0, None)),
         });
         let weak = Arc::downgrade(&remote);
         std::thread::Builder::new()
@@ -232,9 +235,10 @@ impl Remote {
     }
 
     /// Stops the plugin, whatever runs in it: sends `stop` and gives it `stop_timeout` to
-    /// answer and exit, then SIGTERM to its process group, then SIGKILL `SIGTERM_GRACE` later.
-    /// Calls still waiting for it fail. The supervisor stops restarting it. An error if its
-    /// `stop` failed or got no answer (it ended all the same).
+    /// answer and exit, then SIGTERM (to the program, through the init of its PID namespace;
+    /// without a namespace, to its process group), then SIGKILL `SIGTERM_GRACE` later. The exit
+    /// status is logged. Calls still waiting for it fail. The supervisor stops restarting it.
+    /// An error if its `stop` failed or got no answer (it ended all the same).
     pub(crate) fn stop(&self) -> Result<(), Error> {
         self.supervision.lock().state = ChildState::Stopped;
         let _ = self.events.lock().send(Event::Stop);
@@ -267,21 +271,27 @@ impl Remote {
                     "the plugin process ignored SIGTERM for {SIGTERM_GRACE:?}: sending SIGKILL"
                 );
                 signalled = Some("SIGKILL");
-                link.kill();
-                link.wait_exit(Duration::ZERO)
+                link.kill()
             })
         });
-        // Whatever it left in its group went with it (`wait_exit` kills the group first).
+        // Whatever it started went with it (`wait_exit` kills its group, or its namespace,
+        // first).
         match &status {
             Some(status) => tracing::info!(
                 plugin,
                 "the plugin process ended ({status}) {:.1?} after stop",
                 begun.elapsed()
             ),
-            None => tracing::info!(
+            None if link.is_reaped() => tracing::info!(
                 plugin,
-                "the plugin process ended {:.1?} after stop",
+                "the plugin process had ended already ({:.1?} after stop)",
                 begun.elapsed()
+            ),
+            None => tracing::error!(
+                plugin,
+                "the plugin process (pid {pid}) did not end within {KILL_WAIT:?} of SIGKILL: it is \
+                 stuck in the kernel (uninterruptible sleep, such as I/O on a hung file system); \
+                 it ends, and its status is lost, when that returns"
             ),
         }
         let failed = |reason: String| {
@@ -319,16 +329,21 @@ impl Remote {
         }
     }
 
-    /// Sends a call of route number `route` now; its answer arrives through the returned
-    /// future.
+    /// Sends a call of route number `route` now, which its caller awaits for at most
+    /// `deadline` (the child may skip it once that is over); its answer arrives through the
+    /// returned future.
     pub(crate) fn call<'s>(
         &'s self,
         route: usize,
         request: &Request<'_>,
         params: &[(String, String)],
+        deadline: Duration,
     ) -> impl Future<Output = Result<Response, Error>> + Send + use<'s> {
         let pending = self.serving().map(|link| {
-            link.request_async(|id| call_header(id, route, request, params), request.body)
+            link.request_async(
+                |id| call_header(id, route, request, params, deadline),
+                request.body,
+            )
         });
         async move { self.response(route, pending?.await) }
     }
@@ -343,7 +358,7 @@ impl Remote {
     ) -> Result<Response, Error> {
         let link = self.serving()?;
         let answer = link.request(
-            |id| call_header(id, route, request, params),
+            |id| call_header(id, route, request, params, timeout),
             request.body,
             timeout,
         );
@@ -380,6 +395,7 @@ impl Remote {
             headers,
             error,
             panicked,
+            busy,
             ..
         } = frame.header
         else {
@@ -388,6 +404,10 @@ impl Remote {
                 reason: format!("it answered the call with {:?}", frame.header),
             }));
         };
+        if busy {
+            let reason = error.unwrap_or_else(|| "it gave no reason".into());
+            return Err(self.busy(reason));
+        }
         if let Some(reason) = error {
             return Err(self.error(if panicked {
                 ErrorKind::Panicked {
@@ -424,6 +444,26 @@ impl Remote {
             response.headers.append(name, value);
         }
         Ok(response)
+    }
+
+    /// The error of a call the child answered `busy`, with a warning in the log at most once
+    /// per [`LOG_REPORT_INTERVAL`] (each refused call has its access line).
+    fn busy(&self, reason: String) -> Error {
+        let error = self.error(ErrorKind::ChildBusy { reason });
+        let mut busy = self.busy.lock();
+        busy.0 += 1;
+        if busy.1.is_none_or(|at| at.elapsed() >= LOG_REPORT_INTERVAL) {
+            let refused = std::mem::take(&mut busy.0);
+            busy.1 = Some(Instant::now());
+            drop(busy);
+            tracing::warn!(
+                plugin = self.instance.as_str(),
+                "{error} ({refused} call(s) refused since the last such line, at most one every \
+                 {LOG_REPORT_INTERVAL:?}); if the load is expected, run more instances of the \
+                 plugin or make its calls faster"
+            );
+        }
+        error
     }
 
     /// Starts a new child in place of one that died, and starts it if the old one was.
@@ -548,6 +588,7 @@ fn call_header(
     route: usize,
     request: &Request<'_>,
     params: &[(String, String)],
+    deadline: Duration,
 ) -> Header {
     Header::Call {
         id,
@@ -561,6 +602,7 @@ fn call_header(
             .map(|(name, value)| (name.to_owned(), String::from_utf8_lossy(value).into_owned()))
             .collect(),
         params: params.to_vec(),
+        deadline_ms: Some(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)),
     }
 }
 

@@ -61,6 +61,10 @@ pub(crate) enum Header {
         query: String,
         headers: Vec<(String, String)>,
         params: Vec<(String, String)>,
+        /// How long, from when the call is sent, the host waits for its answer, in
+        /// milliseconds: a call still waiting for a thread after that may be skipped.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
     },
     /// Child to host: the answer to a call; the body is the response body.
     Response {
@@ -74,6 +78,9 @@ pub(crate) enum Header {
         /// Set by the worker of a plugin library when the handler panicked.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         panicked: bool,
+        /// The call was not run: the child has as many calls waiting as it takes.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        busy: bool,
     },
     /// Host to child: answer `pong` promptly.
     Ping { id: u64 },
@@ -225,7 +232,8 @@ const BATCH: usize = 1 << 20;
 ///
 /// Dropping the outbox closes its queue: the writer thread writes what is queued and ends. When
 /// a write fails (the other end closed, or the socket was shut down) the thread ends at once,
-/// and what was queued is dropped with it.
+/// what was queued is dropped with it, and the outbox is closed: every frame sent from then on,
+/// capped or not, fails with that write's error (never a refusal for a backlog that is gone).
 ///
 /// [`send`]: Outbox::send
 /// [`send_capped`]: Outbox::send_capped
@@ -249,6 +257,8 @@ struct OutboxShared {
     backlogged: std::sync::atomic::AtomicBool,
     /// Held while bytes go out, by a sender or by the writer thread, so frames never mix.
     writing: parking_lot::Mutex<()>,
+    /// Set when a write of the writer thread failed, with its error: the outbox is closed.
+    failed: std::sync::OnceLock<(io::ErrorKind, String)>,
     /// The rest of a frame a sender could only write in part: written before anything else.
     rest: parking_lot::Mutex<Vec<u8>>,
 }
@@ -305,7 +315,9 @@ impl Outbox {
                     this.waiting.fetch_sub(count, Ordering::Release);
                     if let Err(e) = written {
                         // `frames` and the queue's receiver go with the thread: what was
-                        // queued is dropped, and later frames are refused.
+                        // queued is dropped, and later frames fail with this error.
+                        let _ = this.failed.set((e.kind(), e.to_string()));
+                        this.queued.store(0, Ordering::Release);
                         failed(e);
                         return;
                     }
@@ -334,19 +346,29 @@ impl Outbox {
     /// Sends an encoded frame as [`send`](Outbox::send) does, unless the bytes queued are at
     /// or past the limit: then the frame is refused (and dropped at once).
     pub(crate) fn send_capped(&self, frame: Vec<u8>, now: bool) -> Result<(), SendError> {
-        self.admit().map_err(SendError::Backlog)?;
+        self.admit()?;
         self.push(frame, now, true)
     }
 
     /// Whether a capped frame would be taken now: a check before it is built. A frame may
-    /// still be refused when it is sent, if others filled the queue meanwhile.
-    pub(crate) fn admit(&self) -> Result<(), Backlog> {
+    /// still be refused when it is sent, if others filled the queue meanwhile. The error of a
+    /// closed outbox comes first: its queue is gone.
+    pub(crate) fn admit(&self) -> Result<(), SendError> {
         use std::sync::atomic::Ordering;
+        self.open()?;
         let queued = self.shared.queued.load(Ordering::Acquire);
         if queued < self.limit {
             return Ok(());
         }
-        Err(self.refused(queued))
+        Err(SendError::Backlog(self.refused(queued)))
+    }
+
+    /// The error of the write that closed the outbox, if one did.
+    fn open(&self) -> Result<(), SendError> {
+        match self.shared.failed.get() {
+            None => Ok(()),
+            Some((kind, message)) => Err(SendError::Io(io::Error::new(*kind, message.clone()))),
+        }
     }
 
     /// The bytes queued and not yet written.
@@ -368,6 +390,7 @@ impl Outbox {
 
     fn push(&self, frame: Vec<u8>, now: bool, capped: bool) -> Result<(), SendError> {
         use std::sync::atomic::Ordering;
+        self.open()?;
         let shared = &*self.shared;
         if now
             && shared.waiting.load(Ordering::Acquire) == 0
@@ -420,7 +443,9 @@ impl Outbox {
             // The writer thread ended (its socket failed), dropping what was queued: this
             // frame goes the same way.
             self.shared.queued.fetch_sub(bytes, Ordering::AcqRel);
-            SendError::Io(io::Error::from(io::ErrorKind::BrokenPipe))
+            self.open()
+                .err()
+                .unwrap_or_else(|| SendError::Io(io::ErrorKind::BrokenPipe.into()))
         })
     }
 }
@@ -484,6 +509,7 @@ mod tests {
             headers: vec![("x-a".into(), "1".into())],
             error: None,
             panicked: false,
+            busy: false,
         };
         let body = [0u8, 255, 10, 13];
         let mut out = Vec::new();
@@ -574,6 +600,29 @@ mod tests {
         drop(theirs);
         wait_for("failed", || failed.load(Ordering::SeqCst));
         wait_for("refusing", || outbox.send(vec![3; 10], false).is_err());
+    }
+
+    #[test]
+    fn a_failed_outbox_answers_its_error_not_a_backlog() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let failed = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = failed.clone();
+        let outbox =
+            Outbox::start(ours, 1 << 20, move |_| flag.store(true, Ordering::SeqCst)).unwrap();
+        // Full, then the reader goes away with the queue full: its bytes are gone with the
+        // writer thread, and so is the backlog.
+        fill(&outbox, 256 << 10);
+        drop(theirs);
+        wait_for("failed", || failed.load(Ordering::SeqCst));
+        let is_io = |result: Result<(), SendError>| match result {
+            Err(SendError::Io(_)) => true,
+            other => panic!("{other:?}"),
+        };
+        assert!(is_io(outbox.admit()));
+        assert!(is_io(outbox.send_capped(vec![1; 10], true)));
+        assert!(outbox.send(vec![1; 10], true).is_err());
+        assert_eq!(outbox.queued(), 0);
     }
 
     #[test]

@@ -1,17 +1,23 @@
 //! The worker: the child side of an isolated plugin library. It loads the library with every
 //! check an in-process host applies, and serves it over the protocol; handler calls run
 //! concurrently on a bounded pool of threads ([`WORKER_THREADS`](crate::limits::WORKER_THREADS),
-//! as many as one plugin may hold in the host), except the calls of routes with a record of fast
-//! calls, which run on the thread that reads the socket. Any fatal signal it gets, even one sent
-//! with `kill`, ends it with a crash line naming its plugin (see `crate::ffi::crash`).
+//! as many as one plugin may hold in the host), with at most
+//! [`WORKER_QUEUE`](crate::limits::WORKER_QUEUE) calls waiting for them (more are answered
+//! `busy`, and the host answers 503), and calls whose host deadline passed while they waited are
+//! dropped; the calls of routes with a record of fast calls run on the thread that reads the
+//! socket, which a watchdog relieves of the reading when one turns slow (see [`Reading`]). Any
+//! fatal signal it gets, even one sent with `kill`, ends it with a crash line naming its plugin
+//! (see `crate::ffi::crash`).
 
 use super::wire::{self, CHILD_FD, FD_VARIABLE, Frame, Header, Outbox, ReadError, RouteSpec};
+use crate::limits::{WORKER_QUEUE, WORKER_THREADS};
 use crate::plugin::{Factory, Instance, LoadOptions};
 use crate::{Lookup, Registry, Request, Router};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// The library a worker loads (set by the host when it starts one).
 pub(crate) const LIBRARY_VARIABLE: &str = "PLUGLET_WORKER_LIBRARY";
@@ -20,10 +26,11 @@ pub(crate) const SHA256_VARIABLE: &str = "PLUGLET_WORKER_SHA256";
 /// Set to `1` when insecure permissions are allowed.
 pub(crate) const INSECURE_VARIABLE: &str = "PLUGLET_WORKER_INSECURE";
 
-/// Turns this process into a worker when a host started it as one, and then never returns (it
-/// exits when the host stops it, or goes away). Otherwise it returns at once.
+/// Turns this process into a worker when a host started it as one, or into the outer process
+/// that contains a plugin process on Linux (see the README), and then never returns (it exits
+/// when the host stops it, or goes away). Otherwise it returns at once.
 ///
-/// Call it first thing in `main` of any executable that runs isolated plugins
+/// Call it first thing in `main` of any executable that runs plugins in child processes
 /// ([`ProcessOptions::worker`](super::ProcessOptions::worker), or the application itself,
 /// which is the default worker):
 ///
@@ -32,6 +39,10 @@ pub(crate) const INSECURE_VARIABLE: &str = "PLUGLET_WORKER_INSECURE";
 /// // ... the application ...
 /// ```
 pub fn worker_main() {
+    // A host asked for the outer process of a child (see `contain.rs`): never comes back.
+    super::contain::init_main();
+    // Whether the host runs this worker in a user namespace of its own (see `crate::trust`).
+    crate::trust::note_user_namespace();
     let Some(library) = std::env::var_os(LIBRARY_VARIABLE) else {
         return;
     };
@@ -164,87 +175,301 @@ fn serve(
             b"",
         )
         .map_err(|e| e.to_string())?;
-    let calls = Pool::new(crate::limits::WORKER_THREADS);
-    let mut serving = Serving {
-        instance,
-        registry: Registry::new(),
-        router: None,
-    };
-    loop {
-        let frame = match wire::read_frame(&mut reader, limit) {
-            Ok(frame) => frame,
-            // The host closed the connection, or went away: the end.
-            Err(ReadError::Closed) => return Ok(()),
-            Err(e) => return Err(e.to_string()),
-        };
-        match frame.header {
-            Header::Ping { id } => writer
-                .send(&Header::Pong { id }, b"")
-                .map_err(|e| e.to_string())?,
-            Header::Start { id } => {
-                let answer = serving.start();
-                writer
-                    .send(&result(id, answer), b"")
-                    .map_err(|e| e.to_string())?;
+    let reading = Arc::new(Reading {
+        state: parking_lot::Mutex::new(ReadState {
+            reader,
+            serving: Serving {
+                instance,
+                registry: Registry::new(),
+                router: None,
+            },
+        }),
+        writer,
+        calls: Pool::new(WORKER_THREADS, WORKER_QUEUE),
+        limit,
+        relay: Relay::default(),
+    });
+    // The watchdog begins on a thread of its own; this one reads. Whichever reads when the
+    // connection ends ends the worker.
+    let watchdog = reading.clone();
+    let started = std::thread::Builder::new()
+        .name("plugin-watchdog".into())
+        .spawn(move || end(watchdog.take_turns(false)));
+    if let Err(e) = started {
+        tracing::warn!(
+            "plugin worker: cannot start its watchdog thread ({e}): no call runs inline"
+        );
+    }
+    reading.take_turns(true)
+}
+
+/// Ends the worker when the connection ended on a thread other than the first (which returns
+/// to [`worker_main`] instead), with the same status.
+fn end(result: Result<(), String>) -> ! {
+    if let Err(e) = &result {
+        eprintln!("plugin worker: {e}");
+    }
+    std::process::exit(i32::from(result.is_err()))
+}
+
+/// How often the watchdog looks at the inline call running, if any: one that it sees at two
+/// looks in a row has run for one to two ticks, and the watchdog takes the reading over.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Ticks without an inline call after which the watchdog sleeps until the next one: a second.
+const IDLE_TICKS: u32 = 100;
+
+/// What the threads that read the socket share. One thread reads at a time, and runs the
+/// calls of routes with a record of fast calls (`crate::pacing`) itself, so that calls that
+/// arrive together are answered together without a hop to another thread each; the others go
+/// to the pool. A call that turns slow there must not stop the reading (the host's liveness
+/// check would fail, and every call in flight with it), so another thread, the watchdog, takes
+/// the reading over when an inline call runs for more than a tick or two, in the manner of Go's
+/// `sysmon`; the thread of that call becomes the watchdog once it returns. Until then no thread
+/// watches, and no call runs inline: at most one thread is ever stuck in an inline call. An
+/// inline call costs an atomic add and a compare-and-swap, no system call.
+struct Reading {
+    /// The socket's reader and what the worker serves: held by the thread that reads, and
+    /// released while it runs a call inline.
+    state: parking_lot::Mutex<ReadState>,
+    writer: Writer,
+    calls: Pool,
+    /// The largest frame read.
+    limit: u64,
+    relay: Relay,
+}
+
+struct ReadState {
+    reader: std::io::BufReader<UnixStream>,
+    serving: Serving,
+}
+
+/// How the reading passes from a thread stuck in an inline call to the watchdog.
+#[derive(Default)]
+struct Relay {
+    /// Odd while a call runs inline; moved on by one when it begins, and when it ends or the
+    /// watchdog takes the reading over from it, whichever comes first (a compare-and-swap).
+    inline: AtomicU64,
+    /// Whether a thread watches: calls run inline only then.
+    watched: AtomicBool,
+    /// Set while the watchdog sleeps for want of inline calls: the next one wakes it.
+    sleeping: AtomicBool,
+    /// The thread that watches, to wake it.
+    watchdog: parking_lot::Mutex<Option<std::thread::Thread>>,
+}
+
+/// How a turn at reading ended.
+enum Turn {
+    /// The connection ended, or broke: the worker ends.
+    Ended(Result<(), String>),
+    /// The watchdog took the reading over while this thread ran a call inline.
+    HandedOver,
+}
+
+impl Reading {
+    /// A thread's life in the worker's reading: it reads (from the start when `read`, else
+    /// once it has taken the reading over from a stuck thread) and watches (from the start, or
+    /// once its inline call returned to find the reading taken over), in turns, until the
+    /// connection ends while it reads.
+    fn take_turns(&self, mut read: bool) -> Result<(), String> {
+        loop {
+            if read && let Turn::Ended(result) = self.read() {
+                return result;
             }
-            Header::Stop { id } => {
-                let answer = serving.stop().map(|()| Vec::new());
-                writer
-                    .send(&result(id, answer), b"")
-                    .map_err(|e| e.to_string())?;
-            }
-            Header::Call {
-                id,
-                method,
-                path,
-                query,
-                headers,
-                ..
-            } => {
-                let Some(router) = serving.router.clone() else {
-                    let error = Some("called before start".to_owned());
-                    let answer = response(id, error, false);
-                    writer.send(&answer, b"").map_err(|e| e.to_string())?;
-                    continue;
-                };
-                let writer = writer.clone();
-                let body = frame.body;
-                let inline = runs_inline(&router, &method, &path);
-                // The answer of the last call of a burst (nothing more read ahead), or of a
-                // call on the pool, goes out at once; the others of a burst go out together.
-                let now = !inline || reader.buffer().is_empty();
-                let call = move || {
-                    let mut request = Request::new(&method, &path).body(&body);
-                    request.query = &query;
-                    for (name, value) in &headers {
-                        request = request.header(name, value.as_bytes());
-                    }
-                    let (header, body) = answer(&router, id, &request);
-                    // A failed write means the host is gone: the reader sees it too.
-                    let _ = writer.send_now(&header, &body, now);
-                };
-                // A route with a record of fast calls runs right here, so that calls that
-                // arrive together are answered together; any other goes to the pool.
-                if inline {
-                    call();
-                } else {
-                    calls.run(Box::new(call));
+            self.watch();
+            read = true;
+        }
+    }
+
+    /// Reads and handles frames until the connection ends or the reading is taken over.
+    fn read(&self) -> Turn {
+        let mut state = self.state.lock();
+        loop {
+            let frame = match wire::read_frame(&mut state.reader, self.limit) {
+                Ok(frame) => frame,
+                // The host closed the connection, or went away: the end.
+                Err(ReadError::Closed) => return Turn::Ended(Ok(())),
+                Err(e) => return Turn::Ended(Err(e.to_string())),
+            };
+            let sent = match frame.header {
+                Header::Ping { id } => self.writer.send(&Header::Pong { id }, b""),
+                Header::Start { id } => {
+                    let answer = state.serving.start();
+                    self.writer.send(&result(id, answer), b"")
                 }
+                Header::Stop { id } => {
+                    let answer = state.serving.stop().map(|()| Vec::new());
+                    self.writer.send(&result(id, answer), b"")
+                }
+                Header::Call {
+                    id,
+                    method,
+                    path,
+                    query,
+                    headers,
+                    deadline_ms,
+                    ..
+                } => {
+                    let Some(router) = state.serving.router.clone() else {
+                        let error = Some("called before start".to_owned());
+                        let answer = response(id, error, false);
+                        if let Err(e) = self.writer.send(&answer, b"") {
+                            return Turn::Ended(Err(e.to_string()));
+                        }
+                        continue;
+                    };
+                    let inline = self.relay.watched.load(Ordering::Acquire)
+                        && runs_inline(&router, &method, &path);
+                    let call = Call {
+                        id,
+                        method,
+                        path,
+                        query,
+                        headers,
+                        body: frame.body,
+                        router,
+                        writer: self.writer.clone(),
+                        // The answer of the last call of a burst (nothing more read ahead), or
+                        // of a call on the pool, goes out at once; the others of a burst go out
+                        // together.
+                        now: !inline || state.reader.buffer().is_empty(),
+                    };
+                    if inline {
+                        drop(state);
+                        if !self.inline(call) {
+                            return Turn::HandedOver;
+                        }
+                        state = self.state.lock();
+                        Ok(())
+                    } else {
+                        let deadline = deadline_ms
+                            .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
+                        if self.calls.run(Job { deadline, call }) {
+                            Ok(())
+                        } else {
+                            self.writer.send(&busy(id), b"")
+                        }
+                    }
+                }
+                other => return Turn::Ended(Err(format!("unexpected {other:?}"))),
+            };
+            if let Err(e) = sent {
+                return Turn::Ended(Err(e.to_string()));
             }
-            other => return Err(format!("unexpected {other:?}")),
+        }
+    }
+
+    /// Runs `call` on this thread; whether this thread still reads afterwards (the watchdog
+    /// may have taken the reading over meanwhile).
+    fn inline(&self, call: Call) -> bool {
+        let relay = &self.relay;
+        let running = relay.inline.fetch_add(1, Ordering::SeqCst) + 1;
+        if relay.sleeping.load(Ordering::SeqCst)
+            && let Some(watchdog) = &*relay.watchdog.lock()
+        {
+            watchdog.unpark();
+        }
+        call.run();
+        relay
+            .inline
+            .compare_exchange(running, running + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Watches the calls that run inline, and returns when it has taken the reading over from
+    /// one that ran for more than a tick.
+    fn watch(&self) {
+        let relay = &self.relay;
+        *relay.watchdog.lock() = Some(std::thread::current());
+        relay.watched.store(true, Ordering::Release);
+        let mut last = relay.inline.load(Ordering::Acquire);
+        let mut idle = 0;
+        loop {
+            if idle < IDLE_TICKS {
+                std::thread::sleep(TICK);
+            } else {
+                relay.sleeping.store(true, Ordering::SeqCst);
+                if relay.inline.load(Ordering::SeqCst) == last {
+                    std::thread::park_timeout(Duration::from_secs(1));
+                }
+                relay.sleeping.store(false, Ordering::SeqCst);
+            }
+            let now = relay.inline.load(Ordering::Acquire);
+            // The same inline call at two looks in a row: it turned slow.
+            if now == last
+                && now % 2 == 1
+                && relay
+                    .inline
+                    .compare_exchange(now, now + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                relay.watched.store(false, Ordering::Release);
+                return;
+            }
+            idle = if now == last { idle + 1 } else { 0 };
+            last = now;
         }
     }
 }
 
+/// A call read from the socket, with what it needs to run and be answered.
+struct Call {
+    id: u64,
+    method: String,
+    path: String,
+    query: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    router: Arc<Router>,
+    writer: Writer,
+    /// Whether its answer goes out at once (see [`Writer::send_now`]).
+    now: bool,
+}
+
+impl Call {
+    /// Runs the call and sends its answer.
+    fn run(self) {
+        let mut request = Request::new(&self.method, &self.path).body(&self.body);
+        request.query = &self.query;
+        for (name, value) in &self.headers {
+            request = request.header(name, value.as_bytes());
+        }
+        let (header, body) = answer(&self.router, self.id, &request);
+        // A failed write means the host is gone: the reader sees it too.
+        let _ = self.writer.send_now(&header, &body, self.now);
+    }
+}
+
 /// A call waiting for a thread of the pool.
-type Job = Box<dyn FnOnce() + Send>;
+struct Job {
+    /// When its host stops waiting for it, if the host said.
+    deadline: Option<Instant>,
+    call: Call,
+}
+
+impl Job {
+    fn expired(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|deadline| deadline <= now)
+    }
+
+    /// Runs the call, unless its host has stopped waiting for it: then it is dropped without
+    /// an answer. The host answered its client 504 and forgot it already (an answer could
+    /// even overtake the host's own timer, which may fire late under load).
+    fn run(self) {
+        if !self.expired(Instant::now()) {
+            self.call.run();
+        }
+    }
+}
 
 /// The threads that run calls: at most `max`, started as calls need them and kept; calls that
-/// find them all busy wait their turn, in order. The queue is bounded by what the host sends,
-/// and the host bounds what it queues towards a child (`ProcessOptions::queue_limit`).
+/// find them all busy wait their turn, in order, at most `queue` of them (with their bodies).
+/// A call that finds the queue full is refused at once; calls whose host stopped waiting are
+/// dropped unanswered (see [`Job::run`]), and leave the queue first when it is full.
 struct Pool {
     shared: Arc<PoolShared>,
     max: usize,
+    queue: usize,
 }
 
 struct PoolShared {
@@ -261,7 +486,7 @@ struct PoolState {
 }
 
 impl Pool {
-    fn new(max: usize) -> Self {
+    fn new(max: usize, queue: usize) -> Self {
         Self {
             shared: Arc::new(PoolShared {
                 state: parking_lot::Mutex::new(PoolState {
@@ -272,22 +497,38 @@ impl Pool {
                 ready: parking_lot::Condvar::new(),
             }),
             max: max.max(1),
+            queue: queue.max(1),
         }
     }
 
     /// Runs `job` on a thread of the pool: an idle one, a new one while there are fewer than
-    /// `max`, or the first to finish its call.
-    fn run(&self, job: Job) {
+    /// `max`, or the first to finish its call. Refuses it (false, and drops it) when `queue`
+    /// jobs wait already, none of them past its deadline.
+    fn run(&self, job: Job) -> bool {
         let mut state = self.shared.state.lock();
+        let mut expired = std::collections::VecDeque::new();
+        if state.jobs.len() >= self.queue {
+            let now = Instant::now();
+            let waiting = std::mem::take(&mut state.jobs);
+            (expired, state.jobs) = waiting.into_iter().partition(|job| job.expired(now));
+        }
+        if state.jobs.len() >= self.queue {
+            drop(state);
+            drop((expired, job));
+            return false;
+        }
         state.jobs.push_back(job);
         // Jobs not yet taken beyond the idle threads that will take them: one more thread.
-        if state.jobs.len() <= state.idle || state.threads >= self.max {
-            drop(state);
-            self.shared.ready.notify_one();
-            return;
+        let start = state.jobs.len() > state.idle && state.threads < self.max;
+        if start {
+            state.threads += 1;
         }
-        state.threads += 1;
         drop(state);
+        drop(expired);
+        if !start {
+            self.shared.ready.notify_one();
+            return true;
+        }
         let shared = self.shared.clone();
         let started = std::thread::Builder::new()
             .name("plugin-call".into())
@@ -301,9 +542,10 @@ impl Pool {
                 && let Some(job) = state.jobs.pop_front()
             {
                 drop(state);
-                job();
+                job.run();
             }
         }
+        true
     }
 }
 
@@ -324,7 +566,7 @@ impl PoolShared {
             };
             // A panic of the worker's own code loses this call's answer (the host's deadline
             // answers it), not the thread; the panic hook has reported it.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
         }
     }
 }
@@ -356,6 +598,7 @@ fn answer(router: &Router, id: u64, request: &Request<'_>) -> (Header, Vec<u8>) 
                     .collect(),
                 error: None,
                 panicked: false,
+                busy: false,
             },
             answer.body,
         ),
@@ -366,11 +609,9 @@ fn answer(router: &Router, id: u64, request: &Request<'_>) -> (Header, Vec<u8>) 
     }
 }
 
-/// Whether a call to `method path` runs on the reader's thread: its route has a record of fast
-/// calls (`crate::pacing`: a route earns that after 8 fast calls in a row, and loses it when 3 of
-/// its last 8 were slow), so that calls that arrive together are answered together, without a
-/// hop to another thread each. A call that hangs there stops the reading, and the host's
-/// liveness check then restarts the worker; every other call runs on the pool.
+/// Whether a call to `method path` may run on the reading thread: its route has a record of
+/// fast calls (`crate::pacing`: a route earns that after 8 fast calls in a row, and loses it when
+/// 3 of its last 8 were slow). See [`Reading`] for what happens when one turns slow.
 fn runs_inline(router: &Router, method: &str, path: &str) -> bool {
     matches!(router.lookup(method, path), Lookup::Found(route) if route.pacing().inline())
 }
@@ -444,6 +685,21 @@ fn response(id: u64, error: Option<String>, panicked: bool) -> Header {
         headers: Vec::new(),
         error,
         panicked,
+        busy: false,
+    }
+}
+
+/// The answer to a call refused because [`WORKER_QUEUE`] calls wait for a thread already.
+fn busy(id: u64) -> Header {
+    Header::Response {
+        id,
+        status: 503,
+        headers: Vec::new(),
+        error: Some(format!(
+            "{WORKER_QUEUE} calls wait for its {WORKER_THREADS} threads already"
+        )),
+        panicked: false,
+        busy: true,
     }
 }
 

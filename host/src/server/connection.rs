@@ -177,7 +177,7 @@ pub async fn serve(
     }
     let left = open.load(Ordering::Relaxed);
     tracing::warn!(
-        "the grace period of {:?} is over with {left} request(s) in flight: they answer 503 (the host is stopping)",
+        "the grace period of {:?} is over with {left} connection(s) still open: requests waiting for a plugin answer 503 (the host is stopping); a call running inline answers when it returns",
         options.grace
     );
     service.end_grace();
