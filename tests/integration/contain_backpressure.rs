@@ -32,6 +32,15 @@ fn serve(test: &str, text: &str) -> Served {
     Served::start(&["--config".as_ref(), config.as_os_str()], None)
 }
 
+/// Serves the faulty library isolated, as `name`, with `extra` lines in its entry.
+fn serve_faulty(test: &str, name: &str, extra: &str) -> Served {
+    let text = format!(
+        "[[plugin]]\npath = {:?}\nname = \"{name}\"\nisolation = \"process\"\n{extra}",
+        faulty().display().to_string(),
+    );
+    serve(test, &text)
+}
+
 fn health(addr: SocketAddr) -> serde_json::Value {
     serde_json::from_slice(&http(addr, "GET", "/healthz", b"").body).unwrap()
 }
@@ -304,11 +313,7 @@ fn worker_of(pid: u64) -> u64 {
 fn the_worker_runs_calls_on_a_bounded_pool_of_threads() {
     use plugin_host::limits::WORKER_THREADS;
     const CALLS: usize = 100;
-    let text = format!(
-        "[[plugin]]\npath = {:?}\nname = \"faulty\"\nisolation = \"process\"\n",
-        faulty().display().to_string(),
-    );
-    let served = serve("worker-pool", &text);
+    let served = serve_faulty("worker-pool", "faulty", "");
     let addr = served.addr;
     let child = serving_pid(addr, "faulty", None);
     assert_eq!(http(addr, "GET", "/faulty/ok", b"").status, 200);
@@ -425,11 +430,7 @@ fn a_worker_past_its_queue_answers_503_at_once_and_skips_calls_past_their_deadli
     const CLIENTS: usize = WORKER_THREADS + WORKER_QUEUE + 80;
     const BODY: usize = 128 << 10;
     const LOAD: Duration = Duration::from_secs(8);
-    let text = format!(
-        "[[plugin]]\npath = {:?}\nname = \"busy\"\nisolation = \"process\"\nhandler_timeout = 1.5\n",
-        faulty().display().to_string(),
-    );
-    let served = serve("worker-queue", &text);
+    let served = serve_faulty("worker-queue", "busy", "handler_timeout = 1.5\n");
     let addr = served.addr;
     let child = serving_pid(addr, "busy", None);
     assert_eq!(http(addr, "GET", "/faulty/ok", b"").status, 200);
@@ -526,11 +527,7 @@ fn a_worker_past_its_queue_answers_503_at_once_and_skips_calls_past_their_deadli
 
 #[test]
 fn a_worker_past_its_cpu_limit_dies_with_a_crash_line_and_is_restarted() {
-    let text = format!(
-        "[[plugin]]\npath = {:?}\nname = \"spinner\"\nisolation = \"process\"\ncpu_limit = 1\n",
-        faulty().display().to_string(),
-    );
-    let served = serve("worker-cpu-limit", &text);
+    let served = serve_faulty("worker-cpu-limit", "spinner", "cpu_limit = 1\n");
     let addr = served.addr;
     let first = serving_pid(addr, "spinner", None);
     // The kernel sends SIGXCPU after a second of CPU time.
@@ -562,11 +559,7 @@ fn an_inline_call_that_turns_slow_does_not_stop_the_worker_reading() {
     // Longer than a liveness check's interval and deadline (5 s each): a worker that stops
     // reading for it fails the check, and is killed with every call in it.
     const SLOW: Duration = Duration::from_secs(11);
-    let text = format!(
-        "[[plugin]]\npath = {:?}\nname = \"warm\"\nisolation = \"process\"\n",
-        faulty().display().to_string(),
-    );
-    let served = serve("worker-inline", &text);
+    let served = serve_faulty("worker-inline", "warm", "");
     let addr = served.addr;
     let first = serving_pid(addr, "warm", None);
     // Fast calls in a row: the worker runs the route's calls on the thread that reads.

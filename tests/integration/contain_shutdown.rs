@@ -153,14 +153,23 @@ struct Shutdown {
 /// Sends `clients` slow calls to `target` of `served`, waits until the server has read every
 /// one, sends SIGTERM, and collects what the clients got and how `serve` ended.
 fn shut_down_busy(served: Served, target: &str, clients: usize) -> Shutdown {
+    shut_down_calling(served, &vec![target; clients])
+}
+
+/// Sends one slow call to each of `targets` of `served`, waits until the server has read every
+/// one, sends SIGTERM, and collects what the clients got and how `serve` ended.
+fn shut_down_calling(served: Served, targets: &[&str]) -> Shutdown {
     let addr = served.addr;
+    let clients = targets.len();
     let sent = AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        let calls: Vec<_> = (0..clients)
-            .map(|_| {
+        let calls: Vec<_> = targets
+            .iter()
+            .map(|target| {
+                let sent = &sent;
                 std::thread::Builder::new()
                     .stack_size(128 << 10)
-                    .spawn_scoped(scope, || slow_call(addr, target, &sent))
+                    .spawn_scoped(scope, move || slow_call(addr, target, sent))
                     .unwrap()
             })
             .collect();
@@ -365,40 +374,12 @@ fn busy_children_are_stopped_together_not_one_after_another() {
     let dir = scratch("contain-shutdown-parallel");
     let served = serve(&deaf_programs(&dir, &PLUGINS));
     let pids: Vec<u32> = PLUGINS.iter().map(|name| pid_of(&served, name)).collect();
-    let addr = served.addr;
-    let sent = AtomicUsize::new(0);
-    let shutdown = std::thread::scope(|scope| {
-        let calls: Vec<_> = PLUGINS
-            .iter()
-            .flat_map(|name| std::iter::repeat_n(format!("/{name}"), CALLS))
-            .map(|target| {
-                let sent = &sent;
-                std::thread::Builder::new()
-                    .stack_size(128 << 10)
-                    .spawn_scoped(scope, move || slow_call(addr, &target, sent))
-                    .unwrap()
-            })
-            .collect();
-        let clients = PLUGINS.len() * CALLS;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while sent.load(Ordering::Relaxed) < clients || requests_taken(addr.port()) < clients {
-            assert!(Instant::now() < deadline, "requests not taken in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        let signalled = Instant::now();
-        served.terminate();
-        let (status, log) = served.wait();
-        let exited = signalled.elapsed();
-        let answers = calls.into_iter().map(|c| c.join().unwrap()).collect();
-        Shutdown {
-            answers,
-            signalled,
-            exited,
-            status,
-            log,
-        }
-    });
+    let targets: Vec<String> = PLUGINS
+        .iter()
+        .flat_map(|name| std::iter::repeat_n(format!("/{name}"), CALLS))
+        .collect();
+    let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let shutdown = shut_down_calling(served, &targets);
     let log = &shutdown.log;
     for got in &shutdown.answers {
         let text = String::from_utf8_lossy(&got.raw);

@@ -567,9 +567,12 @@ fn a_call_past_its_deadline_is_504_and_the_program_keeps_serving() {
 
 #[test]
 fn a_quarantined_plugin_is_restarted_when_its_file_changes() {
-    // A copy of the program, to change.
-    let program = scratch("quarantine-file").join("crashy.py");
+    // A copy of the program, to change, beside the module it imports.
+    let dir = scratch("quarantine-file");
+    let program = dir.join("crashy.py");
     std::fs::copy(misbehave(), &program).unwrap();
+    let frames = misbehave().with_file_name("frames.py");
+    std::fs::copy(&frames, dir.join("frames.py")).unwrap();
     let options = ProcessOptions {
         max_crashes: 1,
         ping_interval: Duration::from_millis(100),

@@ -264,7 +264,19 @@ mod outer {
             contain::Start::NotAnInit(reason) => Ok(Outcome::NotAnInit(reason)),
         };
         signal_group(&child, libc::SIGKILL);
-        let _ = child.wait();
+        let ended = child.wait();
+        if let (Ok(Outcome::NotAnInit(reason)), Ok(status)) = (&outcome, &ended)
+            && let Some(signal) = std::os::unix::process::ExitStatusExt::signal(status)
+        {
+            // Killed before it answered (the OOM killer, or by us when it did not answer in
+            // time on a loaded machine): a passing fault, not an executable that cannot run an
+            // init. This start fails and is tried again; containment stays on for the others.
+            return Err(std::io::Error::other(format!(
+                "the worker executable {} ended by signal {signal} before it answered as an \
+                 init ({reason})",
+                worker.display()
+            )));
+        }
         outcome
     }
 

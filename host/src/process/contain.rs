@@ -885,15 +885,20 @@ mod linux {
         }
     }
 
-    /// Passes `signal` on to [`FORWARD_TO`]; a signal the kernel raised in this very process
-    /// (a fault, a limit) takes its default action instead.
+    /// Passes `signal` on to [`FORWARD_TO`]; a fault the kernel raised in this very process
+    /// (SIGSEGV, SIGBUS, SIGILL, SIGFPE) takes its default action instead. Other signals the
+    /// kernel sends (the SIGHUP of an orphaned process group, say) are passed on like any.
     extern "C" fn forward(signal: c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
         // SAFETY: `__errno_location` is this thread's errno, saved and restored around calls
         // that may change it; `info` is the kernel's, valid during an SA_SIGINFO handler;
         // `kill`, `getpid` and `signal` are async-signal-safe.
         unsafe {
             let saved = *libc::__errno_location();
-            if !info.is_null() && (*info).si_code > 0 {
+            let fault = matches!(
+                signal,
+                libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
+            );
+            if fault && !info.is_null() && (*info).si_code > 0 {
                 // A fault returns to the faulting instruction and faults again, unhandled.
                 libc::signal(signal, libc::SIG_DFL);
                 libc::kill(libc::getpid(), signal);

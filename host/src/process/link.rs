@@ -475,9 +475,9 @@ impl Link {
     }
 
     /// Sends `signal` to the child, unless it has been reaped: SIGKILL to its process group
-    /// (and, with a PID namespace, to the namespace's init, whose death ends everything in it);
-    /// any other signal to its process group without a namespace, to the program through its
-    /// init with one (see [`child::signal`]).
+    /// (with a PID namespace, the init's death then ends everything in it; a subreaper kills
+    /// what is below it); any other signal to the outer process, which passes it on to the
+    /// program alone, or to the process group of a child without one (see [`child::signal`]).
     pub(crate) fn signal(&self, signal: i32) {
         if let Some(process) = self.child.lock().as_ref() {
             child::signal(process, self.containment, signal);

@@ -235,8 +235,8 @@ impl Remote {
     }
 
     /// Stops the plugin, whatever runs in it: sends `stop` and gives it `stop_timeout` to
-    /// answer and exit, then SIGTERM (to the program, through the init of its PID namespace;
-    /// without a namespace, to its process group), then SIGKILL `SIGTERM_GRACE` later. The exit
+    /// answer and exit, then SIGTERM (to the program, passed on by its outer process; to its
+    /// process group when it has none), then SIGKILL `SIGTERM_GRACE` later. The exit
     /// status is logged. Calls still waiting for it fail. The supervisor stops restarting it.
     /// An error if its `stop` failed or got no answer (it ended all the same).
     pub(crate) fn stop(&self) -> Result<(), Error> {

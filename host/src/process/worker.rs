@@ -396,15 +396,18 @@ impl Reading {
             }
             let now = relay.inline.load(Ordering::Acquire);
             // The same inline call at two looks in a row: it turned slow.
-            if now == last
-                && now % 2 == 1
-                && relay
+            if now == last && now % 2 == 1 {
+                // Unwatched before the swap, not after: once the swap is done, the slow call's
+                // thread may return, watch, and set it again, which must not be undone here.
+                relay.watched.store(false, Ordering::Release);
+                if relay
                     .inline
                     .compare_exchange(now, now + 1, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
-            {
-                relay.watched.store(false, Ordering::Release);
-                return;
+                {
+                    return;
+                }
+                relay.watched.store(true, Ordering::Release);
             }
             idle = if now == last { idle + 1 } else { 0 };
             last = now;
