@@ -101,6 +101,34 @@ fn assert_contained(pids: &serde_json::Value, pid: u64, pid_namespace: bool) {
     }
 }
 
+/// A descriptor the host left without close-on-exec (one a C plugin opened, say) does not
+/// reach the program: it has its standard streams, its socket (3) and what it opens itself.
+fn inherits_only_its_own_descriptors(pid_namespace: bool) {
+    const LEAKED: i32 = 900;
+    // SAFETY: `dup2` of standard error to a number this test owns; closed below.
+    assert_eq!(unsafe { libc::dup2(2, LEAKED) }, LEAKED);
+    let name = unique("descendants-fds");
+    let registry = program(&name, &[], options(pid_namespace));
+    let router = registry.router().unwrap();
+    let fds: Vec<i32> = serde_json::from_str(&get(&router, "/fds")).unwrap();
+    // SAFETY: the descriptor this test made above.
+    unsafe { libc::close(LEAKED) };
+    assert!(!fds.contains(&LEAKED), "the program has {fds:?}");
+    assert!(fds.starts_with(&[0, 1, 2, 3]), "the program has {fds:?}");
+    drop(router);
+    registry.stop_all().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn the_program_inherits_only_its_own_descriptors_in_a_namespace() {
+    inherits_only_its_own_descriptors(true);
+}
+
+#[test]
+fn the_program_inherits_only_its_own_descriptors_below_a_subreaper() {
+    inherits_only_its_own_descriptors(false);
+}
+
 fn process_of(registry: &plugin_host::Registry, name: &str) -> (Option<u32>, ChildState) {
     let (_, pid, state) = registry.get(name).unwrap().process().unwrap();
     (pid, state)

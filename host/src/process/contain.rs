@@ -500,6 +500,15 @@ mod linux {
                     None => true,
                 });
                 if moved != -1 && limited {
+                    // What the host left without close-on-exec (a C plugin's files, say) does
+                    // not reach the program: it gets its standard streams and its socket. A
+                    // kernel before 5.11 refuses the flag, and the descriptors stay as before.
+                    libc::syscall(
+                        libc::SYS_close_range,
+                        wire_fd() + 1,
+                        c_int::MAX,
+                        libc::CLOSE_RANGE_CLOEXEC,
+                    );
                     libc::sigprocmask(libc::SIG_SETMASK, &self.mask, std::ptr::null_mut());
                     libc::execvp(self.program.as_ptr(), self.argv.as_ptr());
                 }
