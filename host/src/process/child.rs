@@ -241,7 +241,7 @@ mod outer {
         };
         // SAFETY: as in `super::command`: `ChildSetup::run` is async-signal-safe.
         unsafe { command.pre_exec(move || setup.run()) };
-        let mut child = match command.spawn() {
+        let child = match command.spawn() {
             Ok(child) => child,
             Err(e)
                 if matches!(
@@ -264,9 +264,15 @@ mod outer {
             contain::Start::NotAnInit(reason) => Ok(Outcome::NotAnInit(reason)),
         };
         signal_group(&child, libc::SIGKILL);
-        let ended = child.wait();
-        if let (Ok(Outcome::NotAnInit(reason)), Ok(status)) = (&outcome, &ended)
-            && let Some(signal) = std::os::unix::process::ExitStatusExt::signal(status)
+        let Some(ended) = super::wait_at_most(child, super::KILL_WAIT) else {
+            return Err(std::io::Error::other(format!(
+                "the worker executable {} did not end within {:?} of SIGKILL",
+                worker.display(),
+                super::KILL_WAIT
+            )));
+        };
+        if let Ok(Outcome::NotAnInit(reason)) = &outcome
+            && let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&ended)
         {
             // Killed before it answered (the OOM killer, or by us when it did not answer in
             // time on a loaded machine): a passing fault, not an executable that cannot run an
@@ -355,6 +361,37 @@ impl ChildSetup {
             }
         }
         Ok(())
+    }
+}
+
+/// How long a child may take to end after SIGKILL before it is left to [`reap_later`].
+pub(crate) const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits at most `limit` for `child` to exit and reaps it; otherwise (a process stuck in the
+/// kernel, which even SIGKILL ends only once it returns) leaves it to [`reap_later`], so that
+/// no caller, the spawner thread least of all, waits on it without end.
+pub(crate) fn wait_at_most(mut child: Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while !has_exited(&child) {
+        if std::time::Instant::now() >= deadline {
+            reap_later(child);
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait().ok()
+}
+
+/// Reaps `child` on a thread of its own whenever it exits, so that it does not stay a zombie;
+/// the thread ends with it. Only for children that did not end within [`KILL_WAIT`] of SIGKILL.
+pub(crate) fn reap_later(mut child: Child) {
+    let spawned = std::thread::Builder::new()
+        .name("plugin-reaper".into())
+        .spawn(move || {
+            let _ = child.wait();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start a thread to reap a plugin process stuck in the kernel: {e}");
     }
 }
 

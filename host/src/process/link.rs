@@ -499,12 +499,15 @@ impl Link {
     }
 }
 
-/// How long [`Link::kill`] waits for the child to end after SIGKILL.
-pub(crate) const KILL_WAIT: Duration = Duration::from_secs(5);
+pub(crate) use child::KILL_WAIT;
 
 impl Drop for Link {
     fn drop(&mut self) {
         self.kill();
+        // Not reaped within `KILL_WAIT`: reaped whenever it ends, never left a zombie.
+        if let Some(process) = self.child.lock().take() {
+            child::reap_later(process);
+        }
     }
 }
 
