@@ -237,7 +237,13 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
     let parsed: File =
         toml::from_str(text).map_err(|e| error(e.span(), e.message().trim_end().to_owned()))?;
     let mut sources = entry_sources(text, file, &line_of).into_iter();
-    let base = file.parent().unwrap_or(Path::new("."));
+    // Paths are relative to the configuration's folder, however the file was named: the
+    // folder of a bare `p.toml` is the current one, `.` (not an empty path, which would leave
+    // `exec = "kv.py"` a bare name, looked up on PATH).
+    let base = match file.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
     let mut entries = Vec::new();
     for raw in parsed.plugin {
         let source = sources.next();
@@ -341,7 +347,7 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
             }
             (false, Some(("process", _))) => Run::Isolated(options),
             (false, None | Some(("in-process", _))) if process_only => {
-                let message = "the limits and timeouts of a child process need                                `isolation = \"process\"` (or `exec`)";
+                let message = "the limits and timeouts of a child process need `isolation = \"process\"` (or `exec`)";
                 return Err(error(Some(file.span()), message.to_owned()));
             }
             (false, None | Some(("in-process", _))) => Run::InProcess,

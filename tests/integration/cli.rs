@@ -119,6 +119,29 @@ fn check_loads_a_bare_file_name_from_the_current_folder() {
 }
 
 #[test]
+fn an_exec_path_is_relative_to_the_configuration_however_it_is_named() {
+    // `--config p.toml` and `--config ./p.toml` name the same folder: `exec = "quote.py"` is
+    // the program beside it, never a name looked up on PATH.
+    let dir = scratch("exec-relative");
+    let quote = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sample-plugins/programs/quote.py");
+    std::fs::copy(&quote, dir.join("quote.py")).unwrap();
+    std::fs::write(dir.join("p.toml"), "[[plugin]]\nexec = \"quote.py\"\n").unwrap();
+    for config in ["p.toml", "./p.toml"] {
+        let (output, stdout, stderr) = run(host()
+            .current_dir(&dir)
+            .arg("check")
+            .arg("--config")
+            .arg(config));
+        assert!(
+            output.status.success(),
+            "--config {config}: {stdout}{stderr}"
+        );
+        assert!(stdout.contains("quote"), "--config {config}: {stdout}");
+    }
+}
+
+#[test]
 fn check_reports_a_plugin_without_an_abi_mark() {
     let unmarked = fixture!("FIXTURE_UNMARKED");
     let (output, stdout, _) = run(host().arg("check").arg(&unmarked));
