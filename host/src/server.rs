@@ -49,13 +49,14 @@ pub type HttpResponse = http::Response<Full<Bytes>>;
 /// Where handlers run: a plugin call costs nanoseconds and a hop to another thread microseconds,
 /// so a route with a record of fast calls runs inline, on the async worker that serves the
 /// connection; a new route, or one with slow calls among its last (see `crate::pacing`), runs
-/// on tokio's blocking pool. Two rules keep any number of slow or hung calls from stalling
+/// on tokio's blocking pool. Three rules keep any number of slow or hung calls from stalling
 /// other plugins or `/healthz`: at most `workers - 1` calls run inline at once (one more goes to
-/// the pool), so one worker is always free, and a watchdog gets a free worker onto the I/O
-/// driver within 10 to 20 ms of an inline call turning slow (see `server/inline.rs`); and a call on the pool that runs past its deadline
-/// answers 504 at the deadline, while the call itself (which cannot be cancelled) runs on to
-/// its end and is counted ([`Instance::calls_past_deadline`](crate::Instance)). An inline call
-/// cannot be interrupted either: it answers 504 when it returns past its deadline.
+/// the pool), so one worker is always free; a watchdog gets a free worker onto the I/O driver
+/// within 10 to 20 ms of an inline call turning slow (see `server/inline.rs`); and a call on the
+/// pool that runs past its deadline answers 504 at the deadline, while the call itself (which
+/// cannot be cancelled) runs on to its end and is counted
+/// ([`Instance::calls_past_deadline`](crate::Instance)). An inline call cannot be interrupted
+/// either: it answers 504 when it returns past its deadline.
 ///
 /// It needs a tokio runtime (multi-thread for inline calls: on a current-thread runtime every
 /// call goes to the blocking pool).

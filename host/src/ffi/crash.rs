@@ -117,8 +117,9 @@ fn printable(text: &str) -> String {
 ///
 /// From then on, when SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGXCPU (past `cpu_limit`),
 /// SIGXFSZ, SIGSYS or SIGTRAP (the signals whose default action dumps core) is raised on a
-/// thread while it runs plugin code (`plugin_factory`, a library's initialisers, `create`, `start`, `routes`,
-/// a route's handler, `stop` or `destroy`), one line goes to standard error first, such as:
+/// thread while it runs plugin code (`plugin_factory`, a library's initialisers, `create`,
+/// `start`, `routes`, a route's handler, `stop` or `destroy`), one line goes to standard error
+/// first, such as:
 ///
 /// ```text
 /// plugin-host: fatal SIGSEGV in plugin instance "shop" (/srv/libshop.so) during GET /cart/{id}
