@@ -1,18 +1,35 @@
-//! The main job until the HTTP server lands: load the four sample plugins (Rust, C, C++),
-//! start them in order, print the registry and the routes, dispatch a few requests through the
-//! shared router, and stop them in reverse order.
+//! The sample plugins through the library API alone, without HTTP: stage them with the
+//! configuration `plugin-host serve` is shown with in the README (the same plugins: Rust, C,
+//! C++, and Go when `go` is installed), load each library once, create and start the
+//! configured instances in order, print them and their routes, dispatch one request to each
+//! through the shared router, and stop them in reverse order.
 //!
-//! Run: `cargo run -p pluglet-host --example demo` (it builds the samples itself).
+//! Run: `cargo run -p pluglet-host --example demo [FOLDER]` (it builds the samples itself, and
+//! stages them in `target/samples/`, or FOLDER).
 
-use plugin_host::{FactoryRegistry, Registry, Request};
-use serde_json::json;
+use plugin_host::{Factory, FactoryRegistry, Registry, Request};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// One request for each sample instance the staged configuration serves: instance, method,
+/// target, body.
+const REQUESTS: [(&str, &str, &str, &[u8]); 6] = [
+    ("hello", "GET", "/hello/world?punctuation=!", b""),
+    ("greeter", "GET", "/greet/ada?greeting=Hi", b""),
+    ("wordcount", "POST", "/words", b"plugins in four languages"),
+    ("visits", "POST", "/visits", b""),
+    ("likes", "POST", "/likes", b""),
+    ("shout", "GET", "/shout/hey", b""),
+];
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(plugin_host::stderr_colours())
         .init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -24,28 +41,26 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let samples = sample_plugins::samples();
+    let dir = std::env::args_os()
+        .nth(1)
+        .map_or_else(sample_plugins::staging_dir, PathBuf::from);
+    let config = sample_plugins::stage(&dir)?;
+    let entries = plugin_host::config::read_config(&config)?;
+    // Each library is loaded once, however many instances the configuration makes of it.
     let factories = FactoryRegistry::new();
-    for path in [
-        &samples.hello,
-        &samples.greeter,
-        &samples.wordcount,
-        &samples.counter,
-    ] {
-        factories.load(path)?;
-    }
+    let mut loaded: HashMap<PathBuf, Factory> = HashMap::new();
     let registry = Registry::new();
-    for (factory, instance, config) in [
-        ("hello", "hello", json!({})),
-        ("greeter", "greeter", json!({})),
-        ("wordcount", "wordcount", json!({})),
-        (
-            "counter",
-            "visits",
-            json!({ "path": "/visits", "start": 41 }),
-        ),
-    ] {
-        registry.register(factories.create(factory, instance, &config)?)?;
+    for entry in &entries {
+        let factory = match loaded.get(&entry.path) {
+            Some(factory) => factory.clone(),
+            None => {
+                let factory = factories.load(&entry.path)?;
+                loaded.insert(entry.path.clone(), factory.clone());
+                factory
+            }
+        };
+        let name = entry.name.as_deref().unwrap_or(factory.name());
+        registry.register(factories.create(factory.name(), name, &entry.config)?)?;
     }
     registry.start_all()?;
 
@@ -71,14 +86,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!("requests:");
-    let requests = [
-        Request::new("GET", "/hello/world?punctuation=!"),
-        Request::new("GET", "/greet/ada?greeting=Hi"),
-        Request::new("POST", "/words").body(b"plugins in three languages"),
-        Request::new("POST", "/visits"),
-    ];
-    for request in &requests {
-        let response = router.dispatch(request)?;
+    for (instance, method, target, body) in REQUESTS {
+        if registry.get(instance).is_none() {
+            continue;
+        }
+        let request = Request::new(method, target).body(body);
+        let response = router.dispatch(&request)?;
         println!(
             "  {} {} -> {} {}",
             request.method(),

@@ -15,6 +15,9 @@
 //! start = 41
 //! ```
 //!
+//! A plugin program replaces `path` by `exec = "plugins/kv.py"` (a file, relative to this file
+//! too) or `command = "node"` (a name looked up on PATH), with optional `args` and `env`.
+//!
 //! A library may appear in several entries (several instances, each with its own name and
 //! configuration); it is loaded once.
 
@@ -44,7 +47,9 @@ pub struct ConfigError {
 /// One plugin instance to load.
 #[derive(Debug, Clone)]
 pub struct PluginEntry {
-    /// The library file, or the program of a plugin program.
+    /// The library file, or the program of a plugin program. From a configuration file, a
+    /// `path` or `exec` is resolved against the file's folder (and made absolute), and a
+    /// `command` is the bare name, looked up on PATH when the program starts.
     pub path: PathBuf,
     /// Where the plugin runs.
     pub run: Run,
@@ -131,7 +136,7 @@ pub enum Run {
     /// (`isolation = "process"`).
     Isolated(ProcessOptions),
     /// `path` is a plugin program, started with `args` and `env` in a supervised child process
-    /// (`exec = ...`).
+    /// (`exec = ...`, or `command = ...` for a name looked up on PATH).
     Program {
         /// Its arguments.
         args: Vec<String>,
@@ -180,6 +185,7 @@ struct File {
 struct RawPlugin {
     path: Option<Spanned<PathBuf>>,
     exec: Option<Spanned<PathBuf>>,
+    command: Option<Spanned<String>>,
     #[serde(default)]
     args: Vec<String>,
     #[serde(default)]
@@ -226,7 +232,8 @@ pub fn read_config(file: &Path) -> Result<Vec<PluginEntry>, ConfigError> {
 }
 
 /// Parses the text of a configuration file called `file`: unknown keys, wrong types, empty
-/// names and missing plugin files are errors with their line number.
+/// names, missing plugin files and programs that cannot run (not executable, a `#!` line whose
+/// interpreter is missing, a `command` not on PATH, ...) are errors with their line number.
 pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigError> {
     let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     let error = |span: Option<std::ops::Range<usize>>, message: String| ConfigError {
@@ -238,38 +245,35 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
         toml::from_str(text).map_err(|e| error(e.span(), e.message().trim_end().to_owned()))?;
     let mut sources = entry_sources(text, file, &line_of).into_iter();
     // Paths are relative to the configuration's folder, however the file was named: the
-    // folder of a bare `p.toml` is the current one, `.` (not an empty path, which would leave
-    // `exec = "kv.py"` a bare name, looked up on PATH).
+    // folder of a bare `p.toml` is the current one (not an empty path, which would leave
+    // `exec = "kv.py"` a bare name, looked up on PATH). Made absolute, so that every message
+    // names the file itself.
     let base = match file.parent() {
         Some(folder) if !folder.as_os_str().is_empty() => folder,
         _ => Path::new("."),
     };
+    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
     let mut entries = Vec::new();
     for raw in parsed.plugin {
         let source = sources.next();
         if !raw.enabled {
             continue;
         }
-        let (file, program) = match (&raw.path, &raw.exec) {
-            (Some(path), None) => (path, false),
-            (None, Some(exec)) => (exec, true),
-            (Some(_), Some(exec)) => {
-                let message = "give `path` (a library) or `exec` (a program), not both";
-                return Err(error(Some(exec.span()), message.to_owned()));
-            }
-            (None, None) => {
-                let message = "a plugin needs `path` (a library) or `exec` (a program)";
-                return Err(error(
-                    source.as_ref().map(|s| s.span.clone()),
-                    message.to_owned(),
-                ));
-            }
+        let entry_error = |span: Option<std::ops::Range<usize>>, message| {
+            error(
+                span.or_else(|| source.as_ref().map(|s| s.span.clone())),
+                message,
+            )
         };
-        let path = base.join(file.get_ref());
-        if !path.exists() {
-            let what = if program { "program" } else { "plugin file" };
-            let message = format!("the {what} {} does not exist", path.display());
-            return Err(error(Some(file.span()), message));
+        let Target {
+            path,
+            program,
+            span,
+        } = target(&raw, &base, &entry_error)?;
+        let span = Some(span);
+        let env: Vec<(String, String)> = raw.env.clone().into_iter().collect();
+        if program && let Some(why) = crate::process::cannot_run(&path, &env, None) {
+            return Err(error(span, why));
         }
         let seconds = |value: &Option<Spanned<f64>>, key: &str| match value {
             None => Ok(None),
@@ -327,8 +331,8 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
             || raw.max_crashes.is_some()
             || raw.pid_namespace.is_some();
         if !program && (!raw.args.is_empty() || !raw.env.is_empty()) {
-            let message = "`args` and `env` are for programs (`exec`)";
-            return Err(error(Some(file.span()), message.to_owned()));
+            let message = "`args` and `env` are for programs (`exec` or `command`)";
+            return Err(error(span, message.to_owned()));
         }
         let run = match (
             program,
@@ -338,8 +342,12 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
         ) {
             (true, None) => Run::Program {
                 args: raw.args,
-                env: raw.env.into_iter().collect(),
-                options,
+                env,
+                // Its `args` name files as `exec` does: relative to this file's folder.
+                options: ProcessOptions {
+                    working_dir: Some(base.clone()),
+                    ..options
+                },
             },
             (true, Some((_, span))) => {
                 let message = "`isolation` is for libraries: a program always runs in a process";
@@ -347,8 +355,8 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
             }
             (false, Some(("process", _))) => Run::Isolated(options),
             (false, None | Some(("in-process", _))) if process_only => {
-                let message = "the limits and timeouts of a child process need `isolation = \"process\"` (or `exec`)";
-                return Err(error(Some(file.span()), message.to_owned()));
+                let message = "the limits and timeouts of a child process need `isolation = \"process\"` (or a program: `exec` or `command`)";
+                return Err(error(span, message.to_owned()));
             }
             (false, None | Some(("in-process", _))) => Run::InProcess,
             (false, Some((other, span))) => {
@@ -379,7 +387,7 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
             return Err(error(Some(pin.span()), message));
         }
         let config = serde_json::to_value(&raw.config)
-            .map_err(|e| error(Some(file.span()), format!("`config` cannot be JSON: {e}")))?;
+            .map_err(|e| error(span.clone(), format!("`config` cannot be JSON: {e}")))?;
         let handler_timeout = match &raw.handler_timeout {
             None => None,
             Some(seconds) => Some(positive_seconds(*seconds.get_ref()).ok_or_else(|| {
@@ -400,6 +408,93 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
         });
     }
     Ok(entries)
+}
+
+/// What an entry runs, from its `path`, `exec` or `command`.
+struct Target {
+    /// The library (`path`) or program (`exec`), resolved against the configuration's folder;
+    /// or the name of a program (`command`), looked up on PATH when it starts.
+    path: PathBuf,
+    /// Whether it is a program (`exec` or `command`).
+    program: bool,
+    /// Where its key's value is written.
+    span: std::ops::Range<usize>,
+}
+
+/// What `raw` runs, with paths resolved against `base`, the configuration's folder. An error
+/// is made by `error` from where it is (`None`: the entry) and what is wrong.
+fn target(
+    raw: &RawPlugin,
+    base: &Path,
+    error: &dyn Fn(Option<std::ops::Range<usize>>, String) -> ConfigError,
+) -> Result<Target, ConfigError> {
+    const KEYS: &str =
+        "`path` (a library), `exec` (a program file) or `command` (a program on PATH)";
+    let file = |key: &str, written: &Spanned<PathBuf>| {
+        let path = base.join(written.get_ref());
+        if path.exists() {
+            return Ok(Target {
+                path,
+                program: key == "exec",
+                span: written.span(),
+            });
+        }
+        let what = if key == "exec" {
+            "program"
+        } else {
+            "plugin file"
+        };
+        let relative = match written.get_ref().is_relative() {
+            true => format!(
+                " (`{key} = {:?}` is relative to the configuration's folder)",
+                written.get_ref()
+            ),
+            false => String::new(),
+        };
+        let message = format!("the {what} {} does not exist{relative}", path.display());
+        Err(error(Some(written.span()), message))
+    };
+    match (&raw.path, &raw.exec, &raw.command) {
+        (Some(path), None, None) => file("path", path),
+        (None, Some(exec), None) => file("exec", exec),
+        (None, None, Some(command)) => {
+            let name = command.get_ref();
+            let problem = if name.contains('/') {
+                "`command` is a program name, looked up on PATH: use `exec` for a path \
+                 (relative to the configuration's folder)"
+            } else if name.trim().is_empty() {
+                "`command` must name a program, looked up on PATH"
+            } else if name.contains(char::is_whitespace) {
+                "`command` is one program name: give its arguments in `args`"
+            } else {
+                return Ok(Target {
+                    path: PathBuf::from(name),
+                    program: true,
+                    span: command.span(),
+                });
+            };
+            Err(error(Some(command.span()), problem.to_owned()))
+        }
+        (None, None, None) => Err(error(None, format!("a plugin needs {KEYS}"))),
+        _ => {
+            // The error points at the second of them in the file.
+            let mut given: Vec<(&str, std::ops::Range<usize>)> = [
+                ("path", raw.path.as_ref().map(Spanned::span)),
+                ("exec", raw.exec.as_ref().map(Spanned::span)),
+                ("command", raw.command.as_ref().map(Spanned::span)),
+            ]
+            .into_iter()
+            .filter_map(|(key, span)| Some((key, span?)))
+            .collect();
+            given.sort_by_key(|(_, span)| span.start);
+            let (first, second) = (&given[0], &given[1]);
+            let message = format!(
+                "give one of {KEYS}, not both `{}` and `{}`",
+                first.0, second.0
+            );
+            Err(error(Some(second.1.clone()), message))
+        }
+    }
 }
 
 /// The [`EntrySource`] of each `[[plugin]]` of a configuration that parsed, in file order.

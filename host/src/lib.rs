@@ -39,7 +39,7 @@ pub use ffi::install_crash_report;
 pub use inspect::Inspection;
 pub use message::{Request, Response};
 pub use plugin::{Factory, Instance, LoadOptions, State};
-pub use pluginlog::LogLimit;
+pub use pluginlog::{LogLimit, stderr_colours};
 pub use registry::{FactoryRegistry, Registry};
 pub use router::{Lookup, RouteInfo, RouteMatch, Router};
 pub use trust::sha256_hex;

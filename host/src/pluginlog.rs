@@ -9,14 +9,25 @@
 //!   instance's sources), checked with no lock; what the limit drops is counted, and reported
 //!   as one `WARN` line per plugin every [`LOG_REPORT_INTERVAL`] while lines are dropped, by one
 //!   thread for all plugins (started at the first drop), and once more when the instance is
-//!   dropped with lines still unreported.
+//!   dropped with lines still unreported;
+//! - it is tagged with its plugin's and its instance's names: a child's lines with the names
+//!   its [`LogLimiter`] holds, which the child's handshake sets as soon as the child says them.
 
 use crate::limits::{LOG_BURST, LOG_LINE_MAX, LOG_RATE, LOG_REPORT_INTERVAL};
 use parking_lot::{Condvar, Mutex};
 use std::fmt::Write as _;
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
+
+/// Whether the log lines written to standard error may carry ANSI colours: only when standard
+/// error is a terminal and `NO_COLOR` is unset or empty (<https://no-color.org>). A log that goes
+/// to a file or a pipe holds text, not escape sequences. `plugin-host`, its examples and its
+/// workers set up their logs with it.
+pub fn stderr_colours() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
 
 /// The rate limit of one plugin instance's log: all it logs (its log callback or `log` frames,
 /// and its child's output lines) shares one token bucket of `burst` lines, refilled at `rate`
@@ -50,15 +61,16 @@ impl Default for LogLimit {
     }
 }
 
-/// The log of one plugin instance: its rate limit, and the count of the lines it dropped.
+/// The log of one plugin instance: the names that tag its lines, its rate limit, and the count
+/// of the lines it dropped.
 ///
 /// The bucket is kept as its "theoretical arrival time" (the generic cell rate algorithm, the
 /// token bucket's equivalent in one number): each admitted line moves it one emission interval
 /// (`1/rate`) later, and a line is admitted while it lies at most `burst - 1` intervals ahead
 /// of now. One compare-and-swap per admitted line, one load per dropped one.
 pub(crate) struct LogLimiter {
-    /// The name reports give the plugin (its instance's name).
-    name: Mutex<String>,
+    /// The names that tag the instance's lines; reports name the instance.
+    names: Mutex<Arc<Names>>,
     /// The limit, for the reports.
     rate: AtomicU32,
     burst: AtomicU32,
@@ -76,6 +88,15 @@ pub(crate) struct LogLimiter {
     counting_since: AtomicU64,
 }
 
+/// The names that tag a plugin instance's lines: `plugin="..." instance="..."`.
+#[derive(Debug)]
+pub(crate) struct Names {
+    /// The plugin's own name (the descriptor's, or a program's `welcome`).
+    pub(crate) plugin: String,
+    /// The instance's name: the configuration's, or else the plugin's.
+    pub(crate) instance: String,
+}
+
 /// Nanoseconds since the first call: the limiters' clock.
 fn epoch() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
@@ -84,10 +105,14 @@ fn epoch() -> u64 {
 }
 
 impl LogLimiter {
-    /// A limiter whose reports name the plugin `name`.
+    /// A limiter whose lines are tagged, and whose reports are named, `name` (both plugin and
+    /// instance) until [`rename`](Self::rename) says otherwise.
     pub(crate) fn new(name: &str, limit: LogLimit) -> Arc<Self> {
         let limiter = Self {
-            name: Mutex::new(name.to_owned()),
+            names: Mutex::new(Arc::new(Names {
+                plugin: name.to_owned(),
+                instance: name.to_owned(),
+            })),
             rate: AtomicU32::new(0),
             burst: AtomicU32::new(0),
             interval: AtomicU64::new(0),
@@ -133,9 +158,18 @@ impl LogLimiter {
         }
     }
 
-    /// Names the plugin `name` in reports from now on.
-    pub(crate) fn rename(&self, name: &str) {
-        name.clone_into(&mut self.name.lock());
+    /// Tags the instance's lines with `plugin` and `instance`, and names `instance` in
+    /// reports, from now on.
+    pub(crate) fn rename(&self, plugin: &str, instance: &str) {
+        *self.names.lock() = Arc::new(Names {
+            plugin: plugin.to_owned(),
+            instance: instance.to_owned(),
+        });
+    }
+
+    /// The names that tag the instance's lines now.
+    pub(crate) fn names(&self) -> Arc<Names> {
+        Arc::clone(&self.names.lock())
     }
 
     /// Whether one more line may be logged now; a line refused is counted, and reported later.
@@ -213,7 +247,7 @@ impl LogLimiter {
             .as_secs_f64()
             .round()
             .max(1.0);
-        let name = escape(self.name.lock().as_bytes(), false);
+        let name = escape(self.names().instance.as_bytes(), false);
         tracing::warn!(
             "plugin \"{name}\": {dropped} log lines dropped in the last {seconds} s (rate limit \
              {}/s, burst {})",
@@ -423,21 +457,30 @@ pub(crate) fn message(
     }
 }
 
-/// Logs one line of a child's standard output or error (`stream`), tagged with `tag`, at INFO
-/// under the target `plugin`; `cut` when the rest of the line was discarded. Escaped, and
-/// within `limiter`'s rate, or dropped and counted.
-pub(crate) fn output(
-    limiter: &Arc<LogLimiter>,
-    tag: &str,
-    stream: &'static str,
-    line: &[u8],
-    cut: bool,
-) {
-    if !enabled(tracing::Level::INFO) || !limiter.admit() {
+/// Logs one line of a child's standard output or error (`stream`) under the target `plugin`,
+/// tagged with the names `limiter` holds now; `cut` when the rest of the line was discarded.
+/// Escaped, and within `limiter`'s rate, or dropped and counted.
+///
+/// A line is logged at INFO, except a crash line on standard error (one that begins as
+/// [`crate::ffi::CRASH_PREFIX`] says: a worker's report of the fatal signal that kills it),
+/// which is logged at ERROR, as the crash of an in-process plugin is. A program may write such
+/// a line too: it gains nothing a `log` message at level error would not give it.
+pub(crate) fn output(limiter: &Arc<LogLimiter>, stream: &'static str, line: &[u8], cut: bool) {
+    let crashed = stream == "stderr" && line.starts_with(crate::ffi::CRASH_PREFIX);
+    let level = match crashed {
+        true => tracing::Level::ERROR,
+        false => tracing::Level::INFO,
+    };
+    if !enabled(level) || !limiter.admit() {
         return;
     }
     let text = escape(line, cut);
-    tracing::info!(target: "plugin", plugin = tag, stream, "{text}");
+    let names = limiter.names();
+    let (plugin, instance) = (names.plugin.as_str(), names.instance.as_str());
+    match crashed {
+        true => tracing::error!(target: "plugin", plugin, instance, stream, "{text}"),
+        false => tracing::info!(target: "plugin", plugin, instance, stream, "{text}"),
+    }
 }
 
 #[cfg(test)]

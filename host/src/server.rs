@@ -576,10 +576,18 @@ impl PluginService {
         match result {
             Ok(result) => result.map_or_else(|error| failure(&error), into_http),
             Err(join) => {
-                let error = format!("the handler task failed: {join}");
-                json(
+                let plugin = instance.name();
+                tracing::error!(
+                    target: "plugin_host::access",
+                    "plugin `{plugin}`: {method} {}: the handler task failed: {join}",
+                    route.pattern(),
+                );
+                let message = format!("the handler for {method} {} failed", route.pattern());
+                plugin_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    &serde_json::json!({ "error": error, "plugin": instance.name() }),
+                    plugin,
+                    "failed",
+                    &message,
                 )
             }
         }
@@ -782,16 +790,18 @@ fn too_large(limit: usize) -> HttpResponse {
     )
 }
 
-/// The response for a call that failed: 500 for a handler error or panic, 503 for an instance
-/// out of service (poisoned, shutting down, overloaded). The body names the plugin and says
-/// what happened in terms a client can use; the log line has the full detail (file, panic
-/// message, what an operator can do).
+/// The response for a call that failed: 500 for a handler error or panic, 502 for a process
+/// that ended during the call, 503 for an instance out of service (poisoned, shutting down,
+/// overloaded, restarting, backlogged, busy). The body is [`plugin_error`]'s: the status, the
+/// plugin and the kind of failure, in words of the host's own. What the plugin said (a handler's
+/// reason, a panic message, what a child process answered or wrote) goes to the log line only,
+/// with the file and what an operator can do: it may hold internals a client must not see.
 fn failure(error: &Error) -> HttpResponse {
     let (status, kind, message) = match error.kind() {
-        ErrorKind::HandlerFailed { route, reason } => (
+        ErrorKind::HandlerFailed { route, .. } => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "failed",
-            format!("the handler for {route} failed: {reason}"),
+            format!("the handler for {route} failed"),
         ),
         ErrorKind::Panicked { call, .. } => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -852,7 +862,13 @@ fn failure(error: &Error) -> HttpResponse {
     } else {
         tracing::error!(target: "plugin_host::access", "{error}");
     }
-    let plugin = error.plugin().unwrap_or("-");
+    plugin_error(status, error.plugin().unwrap_or("-"), kind, &message)
+}
+
+/// The body of every answer about a plugin's failure, whatever runs it (in process, a worker,
+/// a program): `{"error": "plugin `NAME`: MESSAGE", "plugin": NAME, "kind": KIND}`. `message` is
+/// the host's own words, never text the plugin supplied (see [`failure`]).
+fn plugin_error(status: StatusCode, plugin: &str, kind: &str, message: &str) -> HttpResponse {
     json(
         status,
         &serde_json::json!({ "error": format!("plugin `{plugin}`: {message}"), "plugin": plugin, "kind": kind }),
@@ -868,14 +884,11 @@ fn past_deadline(route: &RouteMatch<'_, '_>, method: &str, deadline: Duration) -
         route.instance().file().map_or_else(|| "built-in".into(), |f| f.display().to_string()),
         route.pattern(),
     );
-    let error = format!(
-        "plugin `{plugin}` did not answer {method} {} within {deadline:?}",
+    let message = format!(
+        "it did not answer {method} {} within {deadline:?}",
         route.pattern()
     );
-    json(
-        StatusCode::GATEWAY_TIMEOUT,
-        &serde_json::json!({ "error": error, "plugin": plugin, "kind": "timeout" }),
-    )
+    plugin_error(StatusCode::GATEWAY_TIMEOUT, plugin, "timeout", &message)
 }
 
 /// The response for a request still waiting for its plugin when the grace period of a
@@ -887,13 +900,15 @@ fn stopping(route: &RouteMatch<'_, '_>, method: &str) -> HttpResponse {
         "plugin `{plugin}`: {method} {} was still waiting at the end of the grace period, or came after it: its client gets 503",
         route.pattern(),
     );
-    let error = format!(
-        "plugin `{plugin}`: the host is stopping, and {method} {} did not finish within its grace period",
+    let message = format!(
+        "the host is stopping, and {method} {} did not finish within its grace period",
         route.pattern()
     );
-    json(
+    plugin_error(
         StatusCode::SERVICE_UNAVAILABLE,
-        &serde_json::json!({ "error": error, "plugin": plugin, "kind": "stopping" }),
+        plugin,
+        "stopping",
+        &message,
     )
 }
 

@@ -111,7 +111,8 @@ pub struct PluginAbiHeader {
     pub reserved: u32,
 }
 
-/// Where a plugin reports why a call failed. Host-owned.
+/// Where a plugin reports why a call failed. Host-owned. The reason is for the host's log and
+/// its operator, never for a client (see `PluginRoute::handler`).
 ///
 /// `[in-call]`: valid only during the call it was passed to, on that thread.
 #[repr(C)]
@@ -249,7 +250,16 @@ pub struct PluginRoute {
     /// `PLUGIN_OK` and never once `stop` has been called. `instance` is the value `create`
     /// produced, `user_data` the value of this route. `request`, `response` and `error` are
     /// borrowed for the call. Returns `PLUGIN_OK`, or `PLUGIN_ERROR` with a reason set through
-    /// `error` (the host answers 500), or `PLUGIN_PANICKED`.
+    /// `error`, or `PLUGIN_PANICKED`.
+    ///
+    /// What a client sees of a failure is the status, the plugin's name and the kind of
+    /// failure, the same whether the plugin runs in the host's process or isolated: after
+    /// `PLUGIN_ERROR` the client gets 500 with `{"error": "plugin `NAME`: the handler for GET
+    /// /path failed", "plugin": "NAME", "kind": "failed"}`, after `PLUGIN_PANICKED` the same
+    /// with `"kind": "panicked"`. The reason set through `error` goes to the host's log only,
+    /// never to the client: it may say what a client must not learn. To show a client a
+    /// message, return `PLUGIN_OK` with a status and a body of your own (`set_status`,
+    /// `write_body`).
     pub handler: Option<
         unsafe extern "C" fn(
             instance: *mut c_void,

@@ -234,6 +234,109 @@ fn list_prints_plugins_and_routes_from_a_config() {
 }
 
 #[test]
+fn list_starts_no_child_process_and_says_so() {
+    let dir = scratch("list-children");
+    // A program that leaves a mark when it is started.
+    let program = dir.join("marker.sh");
+    std::fs::write(&program, "#!/bin/sh\ntouch \"$0.ran\"\n").unwrap();
+    let mut permissions = std::fs::metadata(&program).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&program, permissions).unwrap();
+    let crash = fixture!("FIXTURE_CRASH");
+    let config = dir.join("plugins.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[plugin]]\npath = {crash:?}\nisolation = \"process\"\n\n\
+             [[plugin]]\npath = {hello:?}\n\n\
+             [[plugin]]\nexec = \"marker.sh\"\nname = \"marked\"\n",
+            crash = crash.display().to_string(),
+            hello = samples().hello.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let (output, stdout, stderr) = run(host().arg("list").arg("--config").arg(&config));
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .skip(1)
+        .take(3)
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    let crash = crash.display().to_string();
+    let program = program.display().to_string();
+    assert_eq!(
+        rows,
+        [
+            vec!["-", "-", "-", "not", "started", "isolated", &crash],
+            vec![
+                "hello",
+                "hello",
+                "0.1.0",
+                "started",
+                "in-process",
+                &samples().hello.display().to_string()
+            ],
+            vec!["marked", "-", "-", "not", "started", "program", &program],
+        ],
+        "{stdout}"
+    );
+    assert!(stdout.contains("GET      /hello/{name}"), "{stdout}");
+    assert!(!stdout.contains("/crash/"), "{stdout}");
+    assert!(
+        stdout.ends_with(
+            "\n2 plugin(s) in child processes not started, their routes not listed: \
+             `plugin-host check --config FILE` starts them and lists their routes\n"
+        ),
+        "{stdout}"
+    );
+    // Neither child ran: the program left no mark, and the library's `create` logged nothing.
+    assert!(!dir.join("marker.sh.ran").exists(), "{stderr}");
+    assert!(!stderr.contains("crash: created"), "{stderr}");
+}
+
+#[test]
+fn the_log_has_colours_only_on_a_terminal_without_no_color() {
+    let config = write_config(&scratch("colours"), &[(&samples().greeter, "greeter", "")]);
+    // Into a pipe: text.
+    let (output, stdout, stderr) = run(host()
+        .env_remove("NO_COLOR")
+        .arg("list")
+        .arg("--config")
+        .arg(&config));
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("INFO plugin: starting"), "{stderr}");
+    assert!(!stderr.contains("\x1b["), "{stderr:?}");
+    // On a terminal (a pseudo-terminal of python3's, whose output is the terminal's): colours,
+    // unless NO_COLOR is set to something.
+    let on_terminal = |no_color: Option<&str>| {
+        let mut command = Command::new("python3");
+        command
+            .args([
+                "-c",
+                "import os, pty, sys; sys.exit(os.waitstatus_to_exitcode(pty.spawn(sys.argv[1:])))",
+            ])
+            .arg(sample_plugins::host_binary())
+            .args(["list", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null());
+        match no_color {
+            Some(value) => command.env("NO_COLOR", value),
+            None => command.env_remove("NO_COLOR"),
+        };
+        let (output, terminal, stderr) = run(&mut command);
+        assert!(output.status.success(), "{terminal}{stderr}");
+        assert!(terminal.contains(" starting "), "{terminal:?}");
+        terminal
+    };
+    assert!(on_terminal(None).contains("\x1b["));
+    assert!(on_terminal(Some("")).contains("\x1b["));
+    let plain = on_terminal(Some("1"));
+    assert!(!plain.contains("\x1b["), "{plain:?}");
+}
+
+#[test]
 fn a_config_error_names_the_line() {
     let dir = scratch("bad-config");
     let config = dir.join("plugins.toml");
@@ -260,7 +363,7 @@ fn a_config_error_names_the_line() {
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr.contains(":1:")
-            && stderr.contains("a plugin needs `path` (a library) or `exec` (a program)"),
+            && stderr.contains("a plugin needs `path` (a library), `exec` (a program file) or"),
         "{stderr}"
     );
 

@@ -1,5 +1,6 @@
 //! Plugin code that crashes the real `plugin-host serve`: the process dies by the plugin's
-//! signal, and exactly one line on standard error names the instance, its file and the call.
+//! signal, and exactly one line on standard error, a log line at ERROR tagged with the plugin's
+//! and the instance's names, names the instance, its file and the call.
 
 use crate::util::{
     Served, fixture, go_library, http, samples, scratch, wait_for_exit, write_config,
@@ -35,12 +36,20 @@ fn request_crash(addr: SocketAddr, target: &str) {
     let _ = stream.read_to_end(&mut ignored);
 }
 
-/// The crash lines in `stderr`, which must hold exactly one; returns it.
+/// The crash lines in `stderr`, which must hold exactly one, shaped as the log's lines at
+/// ERROR: `TIME ERROR plugin: MESSAGE plugin="crash" instance="INSTANCE"`; returns its
+/// message and its instance.
 #[track_caller]
-fn the_crash_line(stderr: &str) -> &str {
+fn the_crash_line(stderr: &str) -> (&str, &str) {
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(CRASH_LINE)).collect();
     assert_eq!(lines.len(), 1, "not exactly one crash line in:\n{stderr}");
-    lines[0]
+    let (time, rest) = lines[0].split_once(' ').unwrap();
+    assert!(time.ends_with('Z') && time.len() == 27, "{time}");
+    let rest = rest.strip_prefix("ERROR plugin: ").expect(lines[0]);
+    let (message, instance) = rest
+        .rsplit_once(" plugin=\"crash\" instance=")
+        .expect(lines[0]);
+    (message, instance.trim_matches('"'))
 }
 
 /// Serves the crash fixture (as `crashy`) next to the greeter sample, checks both answer, then
@@ -62,9 +71,14 @@ fn a_segfault_in_a_handler_names_the_instance_file_and_route() {
     assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status}:\n{stderr}");
     assert_eq!(
         the_crash_line(&stderr),
-        format!(
-            "plugin-host: fatal SIGSEGV in plugin instance \"crashy\" ({}) during GET /crash/segv",
-            fixture!("FIXTURE_CRASH").display()
+        (
+            format!(
+                "plugin-host: fatal SIGSEGV in plugin instance \"crashy\" ({}) during GET \
+                 /crash/segv",
+                fixture!("FIXTURE_CRASH").display()
+            )
+            .as_str(),
+            "crashy"
         )
     );
 }
@@ -74,7 +88,7 @@ fn an_abort_in_a_handler_is_reported_and_kills_by_sigabrt() {
     let (status, stderr) = crash_a_route("crash-abort", "/crash/abort");
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}:\n{stderr}");
     assert_eq!(
-        the_crash_line(&stderr),
+        the_crash_line(&stderr).0,
         format!(
             "plugin-host: fatal SIGABRT in plugin instance \"crashy\" ({}) during GET /crash/abort",
             fixture!("FIXTURE_CRASH").display()
@@ -87,7 +101,7 @@ fn a_stack_overflow_is_reported_then_rust_reports_it() {
     let (status, stderr) = crash_a_route("crash-overflow", "/crash/overflow");
     // Rust's handler, to which ours chains, reports the overflow and aborts.
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}:\n{stderr}");
-    let ours = the_crash_line(&stderr);
+    let (ours, _) = the_crash_line(&stderr);
     assert!(
         ours.starts_with("plugin-host: fatal SIGSEGV in plugin instance \"crashy\" (")
             && ours.ends_with(") during GET /crash/overflow"),
@@ -121,7 +135,7 @@ fn a_crash_in_start_names_the_lifecycle_call() {
     let (status, stderr) = wait_for_exit(&mut child);
     assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status}:\n{stderr}");
     assert_eq!(
-        the_crash_line(&stderr),
+        the_crash_line(&stderr).0,
         format!(
             "plugin-host: fatal SIGSEGV in plugin instance \"early\" ({}) during start",
             crash.display()
@@ -166,7 +180,7 @@ fn with_a_go_plugin_loaded_a_crash_is_still_reported() {
     let (status, stderr) = served.wait();
     assert_eq!(status.signal(), Some(libc::SIGSEGV), "{status}:\n{stderr}");
     assert_eq!(
-        the_crash_line(&stderr),
+        the_crash_line(&stderr).0,
         format!(
             "plugin-host: fatal SIGSEGV in plugin instance \"crashy\" ({}) during GET /crash/segv",
             crash.display()

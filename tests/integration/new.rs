@@ -1,5 +1,6 @@
 //! `plugin-host new`: every template builds with its own build file, as its README says,
-//! passes `check --config plugin.toml`, and serves its route; `include-dir` writes the header.
+//! passes `check --config plugin.toml`, and serves its route; `include-dir` writes the header and
+//! `sdk-dir` the Rust SDK.
 
 use crate::util::{Served, build_outside_project, http, run, scratch};
 use std::path::{Path, PathBuf};
@@ -65,7 +66,8 @@ fn new_project(name: &str, lang: &str) -> (PathBuf, Env) {
     (dir, env)
 }
 
-/// Checks the project with its own `plugin.toml`, serves it, and asks its route.
+/// Checks the project with its own `plugin.toml`, serves it, and asks its route: every
+/// template's answer says its content type.
 fn check_and_serve(dir: &Path, name: &str, expected: &str) {
     let config = dir.join("plugin.toml");
     let output = host()
@@ -88,6 +90,10 @@ fn check_and_serve(dir: &Path, name: &str, expected: &str) {
         (response.status, response.text()),
         (200, expected.to_owned())
     );
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
 }
 
 #[test]
@@ -95,9 +101,13 @@ fn the_rust_template_builds_checks_and_serves() {
     let (dir, env) = new_project("hello-rs", "rust");
     let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
     assert!(
-        manifest.contains(&format!("pluglet-api = \"{}\"", plugin_api::VERSION)),
+        manifest.contains(&format!(
+            "pluglet-api = {{ version = \"{}\", path = \"vendor/pluglet-api\" }}",
+            plugin_api::VERSION
+        )),
         "{manifest}"
     );
+    assert_holds(&dir.join("vendor/pluglet-api"), plugin_api::SDK_SOURCE);
     build_outside_project(&dir, &env);
     check_and_serve(&dir, "hello-rs", "hello, ada, from hello-rs\n");
 }
@@ -184,31 +194,49 @@ fn new_refuses_a_bad_name_and_a_folder_in_use() {
     );
 }
 
-#[test]
-fn include_dir_writes_the_header_this_host_speaks() {
-    let dir = scratch("include-dir");
+/// Asserts that `dir` holds `files` (paths relative to it, and texts), each readable by all.
+#[track_caller]
+fn assert_holds(dir: &Path, files: &[(&str, &str)]) {
+    use std::os::unix::fs::PermissionsExt;
+    for (path, text) in files {
+        let file = dir.join(path);
+        let written = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        assert!(written == *text, "{} is not this host's", file.display());
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "{}", file.display());
+    }
+}
+
+/// Checks `plugin-host COMMAND [DIR]`, which writes `files` to DIR, or by default to
+/// `$XDG_DATA_HOME/pluglet/VERSION/LEAF`, and prints the folder: with a folder given (twice:
+/// the second run leaves the files alone), and with the default, where a stale file is
+/// replaced.
+fn check_writes(command: &str, leaf: &str, files: &[(&str, &str)]) {
+    let dir = scratch(command);
     // A folder given.
-    let output = host()
-        .arg("include-dir")
-        .arg(dir.join("given"))
-        .output()
-        .unwrap();
+    let output = host().arg(command).arg(dir.join("given")).output().unwrap();
     assert!(output.status.success());
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         dir.join("given").display().to_string()
     );
-    let header = std::fs::read_to_string(dir.join("given/plugin_api.h")).unwrap();
-    assert_eq!(header, plugin_api::C_HEADER);
-    // The default: under XDG_DATA_HOME, per host version; a stale header is replaced.
-    let expected = dir.join(format!(
-        "data/pluglet/{}/include",
-        env!("CARGO_PKG_VERSION")
-    ));
-    std::fs::create_dir_all(&expected).unwrap();
-    std::fs::write(expected.join("plugin_api.h"), "stale").unwrap();
+    assert_holds(&dir.join("given"), files);
+    // Again: the files already right are left alone (a rename would give a new inode).
+    let inode = |dir: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(dir.join(files[0].0)).unwrap().ino()
+    };
+    let before = inode(&dir.join("given"));
+    run(host().arg(command).arg(dir.join("given")));
+    assert_eq!(inode(&dir.join("given")), before);
+    // The default: under XDG_DATA_HOME, per host version; a stale file is replaced.
+    let expected = dir.join(format!("data/pluglet/{}/{leaf}", env!("CARGO_PKG_VERSION")));
+    let (stale, _) = files[files.len() - 1];
+    std::fs::create_dir_all(expected.join(stale).parent().unwrap()).unwrap();
+    std::fs::write(expected.join(stale), "stale").unwrap();
     let output = host()
-        .arg("include-dir")
+        .arg(command)
         .env("XDG_DATA_HOME", dir.join("data"))
         .output()
         .unwrap();
@@ -216,14 +244,39 @@ fn include_dir_writes_the_header_this_host_speaks() {
         String::from_utf8_lossy(&output.stdout).trim(),
         expected.display().to_string()
     );
-    assert_eq!(
-        std::fs::read_to_string(expected.join("plugin_api.h")).unwrap(),
-        plugin_api::C_HEADER
+    assert_holds(&expected, files);
+}
+
+#[test]
+fn include_dir_writes_the_header_this_host_speaks() {
+    check_writes(
+        "include-dir",
+        "include",
+        &[("plugin_api.h", plugin_api::C_HEADER)],
     );
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(expected.join("plugin_api.h"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o644);
+}
+
+#[test]
+fn sdk_dir_writes_the_sdk_this_host_speaks() {
+    check_writes("sdk-dir", "pluglet-api", plugin_api::SDK_SOURCE);
+}
+
+#[test]
+fn sdk_dir_names_the_file_it_cannot_write() {
+    let dir = scratch("sdk-dir-refused");
+    std::fs::write(dir.join("file"), "not a folder").unwrap();
+    let output = host()
+        .arg("sdk-dir")
+        .arg(dir.join("file/sdk"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error: cannot write {}: ",
+            dir.join("file/sdk/Cargo.toml").display()
+        )) && stderr.contains("; give a folder you can write to"),
+        "{stderr}"
+    );
 }

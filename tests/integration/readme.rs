@@ -1,5 +1,5 @@
 //! The plugins shown in README.md build, load and serve: the C one with the documented command,
-//! the Rust ones as crates of their own.
+//! the Rust ones as crates of their own, with the SDK where the README's command puts it.
 
 use crate::util::{Served, build_outside_project, http, run, scratch};
 use plugin_host::{Factory, Registry, Request};
@@ -29,6 +29,9 @@ fn the_readme_rust_plugins_build_and_serve() {
     let [config] = &blocks("toml", "# plugin.toml\n")[..] else {
         panic!("README has one plugin.toml")
     };
+    let [sdk] = &blocks("sh", "# in the plugin's folder")[..] else {
+        panic!("README has one block of commands to run in the plugin's folder")
+    };
     let dir = scratch("readme-rust");
     let mut entries = config.clone();
     for (name, source) in [("greet", greet), ("ping", ping)] {
@@ -38,6 +41,14 @@ fn the_readme_rust_plugins_build_and_serve() {
         let manifest = manifest.replace("name = \"greet\"", &format!("name = {name:?}"));
         std::fs::write(project.join("Cargo.toml"), manifest + "\n[workspace]\n").unwrap();
         std::fs::write(project.join("src/lib.rs"), source).unwrap();
+        for line in sdk.lines().filter(|line| !line.starts_with('#')) {
+            let Some(("plugin-host", args)) = line.split_once(' ') else {
+                panic!("not a plugin-host command: {line}")
+            };
+            run(Command::new(sample_plugins::host_binary())
+                .current_dir(&project)
+                .args(args.split_whitespace()));
+        }
         build_outside_project(&project, std::iter::empty::<(&str, &str)>());
         if name == "ping" {
             entries.push_str("\n[[plugin]]\npath = \"target/debug/libping.so\"\n");
@@ -55,8 +66,9 @@ fn the_readme_rust_plugins_build_and_serve() {
     assert_eq!(response.header("x-greeting"), Some("Hello"));
     let response = http(served.addr, "GET", "/greet/nobody", b"");
     assert_eq!(response.status, 500);
+    // The body names the plugin; the reason (`cannot greet nobody`) goes to the log only.
     assert!(
-        response.text().contains("plugin `greet`"),
+        response.text().contains("plugin `greet`") && !response.text().contains("cannot greet"),
         "{}",
         response.text()
     );

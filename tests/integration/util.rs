@@ -489,17 +489,29 @@ pub fn go_library(path: &str) -> Option<PathBuf> {
     Some(PathBuf::from(path))
 }
 
-/// Builds the Rust plugin project in `dir`, a crate outside this workspace depending on
-/// `pluglet-api` by version as an outside author's does, with `env` set: the dependency is
-/// patched to this repository's `plugin-api/` (what crates.io will serve), and the project's
-/// `target` is a folder shared between runs, so that only the first run builds the
-/// dependencies.
+/// A cargo home of this test run's own, created empty on first use: the registry serves
+/// third-party crates but no `pluglet-api`, and no configuration of this machine (a patch, a
+/// source replacement) applies, as on an outside author's machine.
+fn fresh_cargo_home() -> &'static Path {
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    HOME.get_or_init(|| {
+        let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fresh-cargo-home");
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).expect("create the cargo home");
+        home
+    })
+}
+
+/// Builds the Rust plugin project in `dir`, a crate outside this workspace, as an outside
+/// author would: `cargo build` with `env` set, a fresh cargo home and nothing else, so that
+/// `pluglet-api` can only come from the copy of the SDK the project holds. Asserts that it did
+/// (`Cargo.lock` has no registry source for it). The project's `target` is a folder shared
+/// between runs, so that only the first run builds the dependencies.
 pub fn build_outside_project<K, V>(dir: &Path, env: impl IntoIterator<Item = (K, V)>)
 where
     K: AsRef<std::ffi::OsStr>,
     V: AsRef<std::ffi::OsStr>,
 {
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api");
     let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("outside-target");
     std::fs::create_dir_all(&shared).unwrap();
     std::os::unix::fs::symlink(&shared, dir.join("target")).unwrap();
@@ -508,12 +520,17 @@ where
         .current_dir(dir)
         .envs(env)
         .env_remove("CARGO_TARGET_DIR")
-        .arg("build")
-        .arg("--config")
-        .arg(format!(
-            "patch.crates-io.pluglet-api.path={:?}",
-            sdk.display().to_string()
-        )));
+        .env("CARGO_HOME", fresh_cargo_home())
+        .arg("build"));
+    let lock = std::fs::read_to_string(dir.join("Cargo.lock")).unwrap();
+    let sdk = lock
+        .split("[[package]]")
+        .find(|package| package.contains("\nname = \"pluglet-api\"\n"))
+        .unwrap_or_else(|| panic!("no pluglet-api in {}/Cargo.lock:\n{lock}", dir.display()));
+    assert!(
+        !sdk.contains("\nsource = "),
+        "pluglet-api came from a registry, not the project's copy:{sdk}"
+    );
 }
 
 /// `entry`, run isolated: loaded by a worker process (the `plugin-host` binary) of its own.
@@ -530,4 +547,10 @@ pub fn process_options() -> plugin_host::process::ProcessOptions {
         worker: Some(sample_plugins::host_binary().to_owned()),
         ..Default::default()
     }
+}
+
+/// `tests/fixtures/programs/answers.py`: a plugin program for what PROTOCOL.md promises about
+/// calls, in the mode its first argument names.
+pub fn answers() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/programs/answers.py")
 }

@@ -1,18 +1,22 @@
 //! Crash reports: when plugin code kills the process with a fatal signal, one line on standard
-//! error names the plugin instance, its file and the call that was running.
+//! error names the plugin instance, its file and the call that was running. It is shaped as a
+//! line of the host's log at ERROR, tagged with the plugin's and the instance's names.
 //!
 //! Every call into a plugin runs inside [`during`], which points a thread-local at a
 //! description of the call formatted beforehand. The signal handler writes that description
-//! with `write(2)` (it allocates, locks and formats nothing), chains to the handler installed
-//! before it, and makes sure the process then dies by the very signal it received.
+//! with `write(2)` (it allocates and locks nothing; all it formats is the time, on its stack),
+//! chains to the handler installed before it, and makes sure the process then dies by the very
+//! signal it received.
 //!
 //! A worker process serves one plugin: [`describe_worker`] names it for the whole process, so
 //! that a fatal signal on a thread outside any call, or sent with `kill`, is a crash line too.
+//! Its crash lines are bare ([`bare_crash_lines`]): its host copies them into its own log, and
+//! adds the time, the level and the names itself.
 
 use super::Descriptor;
 use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 thread_local! {
     /// The description of the plugin call running on this thread, if any. A `const`
@@ -23,7 +27,12 @@ thread_local! {
 
 /// The code a call goes to, as a crash line names it: a plugin instance and its file, or a
 /// plugin library being loaded.
-pub(super) struct Callee(String);
+pub(super) struct Callee {
+    /// What the line says of it (` in plugin instance "x" (FILE)`).
+    text: String,
+    /// The tags of the line (` plugin="p" instance="x"`), as the log's lines write them.
+    tags: String,
+}
 
 impl Callee {
     /// The instance called `name` of the plugin `descriptor` describes.
@@ -32,27 +41,56 @@ impl Callee {
             Some(file) => printable(&file.display().to_string()),
             None => format!("built-in plugin {}", printable(&descriptor.name)),
         };
-        Self(format!(" in plugin instance {name:?} ({origin})"))
+        Self {
+            text: format!(" in plugin instance {name:?} ({origin})"),
+            tags: format!(" plugin={:?} instance={name:?}", descriptor.name),
+        }
     }
 
-    /// The plugin library at `file`, before it has a descriptor.
+    /// The plugin library at `file`, before it has a descriptor (and names).
     pub(super) fn library(file: &Path) -> Self {
-        Self(format!(
-            " in plugin library {}",
-            printable(&file.display().to_string())
-        ))
+        Self {
+            text: format!(
+                " in plugin library {}",
+                printable(&file.display().to_string())
+            ),
+            tags: String::new(),
+        }
     }
 
     /// The description of `call` (`start`, or a route such as `GET /items/{id}`) to this code.
     pub(super) fn call(&self, call: &str) -> CallDescription {
-        let text = format!("{} during {}\n", self.0, printable(call));
-        CallDescription(text.into_bytes().into_boxed_slice())
+        let text = format!("{} during {}", self.text, printable(call));
+        let tags_at = text.len();
+        CallDescription {
+            line: (text + &self.tags).into_bytes().into_boxed_slice(),
+            tags_at,
+        }
     }
 }
 
-/// The end of a crash line, after the signal's name: the code called and the call, with the
-/// newline.
-pub(super) struct CallDescription(Box<[u8]>);
+/// What a crash line begins with, before the signal's name. A host that copies a worker's
+/// standard error into its log knows a crash line by it, and logs it at ERROR.
+pub(crate) const CRASH_PREFIX: &[u8] = b"plugin-host: fatal ";
+
+/// The end of a crash line, after the signal's name: the code called and the call, then the
+/// tags.
+pub(super) struct CallDescription {
+    line: Box<[u8]>,
+    /// Where the tags begin in `line`.
+    tags_at: usize,
+}
+
+/// Whether crash lines are bare: set in a worker, whose host logs them (see
+/// [`bare_crash_lines`]).
+static BARE: AtomicBool = AtomicBool::new(false);
+
+/// Makes this process's crash lines bare, `plugin-host: fatal SIGSEGV in ...` with neither
+/// time, level nor tags: for a worker, whose host copies its standard error into its own log,
+/// where the line gets the time, the level (ERROR, by its [`CRASH_PREFIX`]) and the names.
+pub(crate) fn bare_crash_lines() {
+    BARE.store(true, Ordering::Relaxed);
+}
 
 /// In a worker process, the plugin it serves (` the worker of plugin instance "x" (file)`), for
 /// the crash line of a signal that no call on its thread explains. Set once, never freed.
@@ -67,9 +105,11 @@ pub(crate) fn describe_worker(instance: &str, file: &Path) {
         printable(instance),
         printable(&file.display().to_string())
     );
-    let description = Box::into_raw(Box::new(CallDescription(
-        text.into_bytes().into_boxed_slice(),
-    )));
+    let tags_at = text.len();
+    let description = Box::into_raw(Box::new(CallDescription {
+        line: text.into_bytes().into_boxed_slice(),
+        tags_at,
+    }));
     // Leaked on purpose: a signal handler may read it at any moment, until the process ends.
     // Only the first description counts.
     let null = std::ptr::null_mut();
@@ -119,24 +159,26 @@ fn printable(text: &str) -> String {
 /// SIGXFSZ, SIGSYS or SIGTRAP (the signals whose default action dumps core) is raised on a
 /// thread while it runs plugin code (`plugin_factory`, a library's initialisers, `create`,
 /// `start`, `routes`, a route's handler, `stop` or `destroy`), one line goes to standard error
-/// first, such as:
+/// first, shaped as a line of the log at ERROR (as `tracing-subscriber`'s `fmt` writes it,
+/// without colours), such as:
 ///
 /// ```text
-/// plugin-host: fatal SIGSEGV in plugin instance "shop" (/srv/libshop.so) during GET /cart/{id}
+/// 2026-11-25T06:09:32.123456Z ERROR plugin: plugin-host: fatal SIGSEGV in plugin instance "shop" (/srv/libshop.so) during GET /cart/{id} plugin="shop" instance="shop"
 /// ```
 ///
-/// The line is written with a single `write(2)` of text formatted before the call (so the
-/// handler allocates, locks and formats nothing); the signal is then passed to the handler
-/// that was installed before (Rust's standard library reports stack overflows from there), and
-/// the process dies by that same signal, so that the exit status and core dump show the true
-/// cause.
+/// The line is written straight to standard error, not through the log, whose writer may never
+/// run again: with a single `write(2)` of text formatted before the call and the time, which
+/// the handler formats on its stack (it allocates and locks nothing). The signal is then passed
+/// to the handler that was installed before (Rust's standard library reports stack overflows
+/// from there), and the process dies by that same signal, so that the exit status and core dump
+/// show the true cause.
 ///
 /// A fatal signal sent by another process (`kill -SEGV`) ends the process by that signal too,
 /// although no fault brings it back once a handler returns (the standard library's handler
 /// would let a first SIGSEGV or SIGBUS pass, and the next real crash go unreported). In a worker
 /// process, which serves one plugin (`describe_worker`), every fatal signal writes a line:
 /// one outside any call, or sent by another process, names the worker's plugin instead of a
-/// call:
+/// call. A worker's lines are bare, for its host to log (at ERROR, with the names):
 ///
 /// ```text
 /// plugin-host: fatal SIGSEGV sent by process 4242 to the worker of plugin instance "shop" (/srv/libshop.so)
@@ -156,12 +198,15 @@ pub fn install_crash_report() {
 #[cfg(unix)]
 mod signals {
     //! The signal handler: only async-signal-safe calls (`write`, `sigaction`, `raise`,
-    //! `getpid`) and reads of memory prepared before.
+    //! `getpid`, `clock_gettime`), reads of memory prepared before, and the time formatted on
+    //! the stack.
 
-    use super::{CURRENT, Ordering, WORKER};
+    use super::{BARE, CRASH_PREFIX as PREFIX, CURRENT, Ordering, WORKER};
     use libc::{c_int, c_void, siginfo_t};
     use std::io::ErrorKind;
     use std::sync::{Once, OnceLock};
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 
     /// The signals reported, with the names a crash line gives them: those whose default
     /// action ends the process with a core dump, which plugin code can bring on itself.
@@ -189,9 +234,6 @@ mod signals {
             libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
         )
     }
-
-    /// What a crash line starts with, before the signal's name.
-    const PREFIX: &[u8] = b"plugin-host: fatal ";
 
     /// The actions the signals had before ours, in the order of `SIGNALS`: where ours chains
     /// to. Set before ours is installed.
@@ -303,7 +345,14 @@ mod signals {
         // call it describes was interrupted on this thread, inside `during`.
         if let Some(call) = unsafe { call.as_ref() } {
             WORKER.store(std::ptr::null_mut(), Ordering::Release);
-            write_line(&[PREFIX, name, &call.0]);
+            if BARE.load(Ordering::Relaxed) {
+                write_line(&[PREFIX, name, &call.line[..call.tags_at], b"\n"]);
+            } else {
+                let mut time = Time::new();
+                let _ = SystemTime.format_time(&mut Writer::new(&mut time));
+                let level = b" ERROR plugin: ";
+                write_line(&[time.text(), level, PREFIX, name, &call.line, b"\n"]);
+            }
             return true;
         }
         let worker = WORKER.swap(std::ptr::null_mut(), Ordering::AcqRel);
@@ -311,7 +360,7 @@ mod signals {
         let Some(worker) = (unsafe { worker.as_ref() }) else {
             return false;
         };
-        write_line(&[PREFIX, name, b" in", &worker.0, b", outside any call\n"]);
+        write_line(&[PREFIX, name, b" in", &worker.line, b", outside any call\n"]);
         true
     }
 
@@ -334,8 +383,38 @@ mod signals {
         } else {
             b" sent by "
         };
-        write_line(&[PREFIX, name, by, sender, b" to", &worker.0, b"\n"]);
+        write_line(&[PREFIX, name, by, sender, b" to", &worker.line, b"\n"]);
         true
+    }
+
+    /// The time as the log's lines begin with it (`2026-11-25T06:09:32.123456Z`), formatted on
+    /// the stack: `tracing-subscriber`'s formatter only reads the clock and does arithmetic.
+    struct Time {
+        text: [u8; 32],
+        length: usize,
+    }
+
+    impl Time {
+        fn new() -> Self {
+            Self {
+                text: [0; 32],
+                length: 0,
+            }
+        }
+
+        fn text(&self) -> &[u8] {
+            &self.text[..self.length]
+        }
+    }
+
+    impl std::fmt::Write for Time {
+        fn write_str(&mut self, part: &str) -> std::fmt::Result {
+            let end = self.length + part.len();
+            let room = self.text.get_mut(self.length..end).ok_or(std::fmt::Error)?;
+            room.copy_from_slice(part.as_bytes());
+            self.length = end;
+            Ok(())
+        }
     }
 
     /// `value` in decimal, written at the end of `buffer`.
@@ -362,7 +441,7 @@ mod signals {
     /// (alternate, small) stack, else part by part, which another thread's output could come
     /// between.
     fn write_line(parts: &[&[u8]]) {
-        let mut line = [0u8; 512];
+        let mut line = [0u8; 1024];
         let length: usize = parts.iter().map(|part| part.len()).sum();
         if length <= line.len() {
             let mut at = 0;

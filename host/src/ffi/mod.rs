@@ -7,8 +7,8 @@ mod crash;
 mod descriptor;
 mod instance;
 
-pub(crate) use crash::describe_worker;
 pub use crash::install_crash_report;
+pub(crate) use crash::{CRASH_PREFIX, bare_crash_lines, describe_worker};
 pub(crate) use descriptor::Descriptor;
 
 use plugin_api::abi::{PluginDescriptor, PluginRoute};

@@ -8,10 +8,13 @@
 use super::contain;
 pub(crate) use super::contain::Containment;
 use super::wire::{CHILD_FD, FD_VARIABLE};
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
@@ -35,6 +38,8 @@ pub(crate) struct Spec {
     /// The worker executable, which runs the outer process that contains the program; `None`
     /// when it is not known.
     pub(crate) worker: Option<PathBuf>,
+    /// The folder it runs in; `None`: the host's.
+    pub(crate) working_dir: Option<PathBuf>,
 }
 
 /// A started child: the process and the host's end of its socket.
@@ -46,6 +51,8 @@ pub(crate) struct Started {
 }
 
 /// Starts `spec`, with its standard output and error piped (taken and copied by the caller).
+/// An error says, after the system's reason, what about the program's file stops it and what to
+/// do (see [`cannot_run`]).
 ///
 /// Children are started from one long-lived thread: Linux sends the parent-death signal when
 /// the *thread* that forked the child ends, not the process, so a child started from a pool
@@ -59,7 +66,7 @@ pub(crate) fn start(spec: Spec) -> std::io::Result<Started> {
             .name("plugin-spawner".into())
             .spawn(move || {
                 for (spec, reply) in receive {
-                    let _ = reply.send(spawn(&spec));
+                    let _ = reply.send(spawn(&spec).map_err(|error| explained(&spec, error)));
                 }
             })
             .expect("start the plugin spawner thread");
@@ -104,6 +111,238 @@ fn spawn(spec: &Spec) -> std::io::Result<Started> {
     })
 }
 
+/// `error`, the failed start of `spec`, with what [`cannot_run`] finds in its program's file:
+/// the file can have changed since the configuration was checked.
+fn explained(spec: &Spec, error: std::io::Error) -> std::io::Error {
+    match cannot_run(&spec.program, &spec.env, Some(&error)) {
+        Some(why) => std::io::Error::new(error.kind(), format!("{error}: {why}")),
+        None => error,
+    }
+}
+
+/// The interpreter line suggested to a script that lacks one.
+const SHEBANG_EXAMPLE: &str = "`#!/usr/bin/env python3`";
+
+/// Why the program `program` cannot run, as far as its file tells, and what to do about it;
+/// `None` when nothing in the file stops it. The one judge both of a configuration before
+/// anything starts (`failed` is `None`) and of a start that failed with `failed`.
+///
+/// `program` is a path when it holds a `/`, taken as it is; otherwise a command name, looked up
+/// on the PATH the program gets (`env`'s, or the host's), as `execvp` does at the start. It finds:
+/// a missing file; a folder or other non-file; a file this user may not execute; a `#!` line
+/// whose interpreter is missing, or whose `env` finds no such program on that PATH (its `-S`,
+/// options and `NAME=value` words skipped); and a file with no `#!` line that is not a binary
+/// the kernel runs. That last one shows at the start only with a C library whose `execvp` fails
+/// with `ENOEXEC` (musl); glibc's hands such a file to `/bin/sh`, whatever language it is in. So
+/// without `failed` it is judged from the file: neither `#!` nor ELF, on a Linux whose
+/// `binfmt_misc` adds no other formats.
+pub(crate) fn cannot_run(
+    program: &Path,
+    env: &[(String, String)],
+    failed: Option<&std::io::Error>,
+) -> Option<String> {
+    let search = search_path(env);
+    let file = if program.as_os_str().as_bytes().contains(&b'/') {
+        program.to_owned()
+    } else {
+        match find_program(program.as_os_str(), &search) {
+            Some(file) => file,
+            None => {
+                return Some(format!(
+                    "there is no program `{}` in any folder of PATH ({}): install it, or give \
+                     the path of the program with `exec`",
+                    program.display(),
+                    search.to_string_lossy()
+                ));
+            }
+        }
+    };
+    let shown = file.display();
+    let metadata = match std::fs::metadata(&file) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some(format!("the program {shown} does not exist"));
+        }
+        Err(e) => return Some(format!("the program {shown} cannot be looked at: {e}")),
+    };
+    if metadata.is_dir() {
+        return Some(format!(
+            "the program {shown} is a folder: give the path of the program file in it"
+        ));
+    }
+    if !metadata.is_file() {
+        return Some(format!("the program {shown} is not a regular file"));
+    }
+    // What the kernel reads to choose how to run a file: its first 256 bytes (`None`: this
+    // user may not read them, which a binary does not need).
+    let head = std::fs::File::open(&file).ok().map(|opened| {
+        let mut head = Vec::with_capacity(256);
+        let _ = std::io::Read::read_to_end(&mut std::io::Read::take(opened, 256), &mut head);
+        head
+    });
+    let starts = |magic: &[u8]| head.as_ref().is_some_and(|head| head.starts_with(magic));
+    let (script, elf) = (starts(b"#!"), starts(b"\x7fELF"));
+    if !executable(&file) {
+        let shebang = match script || elf {
+            true => String::new(),
+            false => format!(
+                ", and start it with a `#!` line naming its interpreter (such as {SHEBANG_EXAMPLE})"
+            ),
+        };
+        return Some(format!(
+            "the program {shown} is not executable by this user (mode {:o}): make it executable \
+             (`chmod +x {shown}`){shebang}",
+            metadata.permissions().mode() & 0o7777
+        ));
+    }
+    let head = head?;
+    if script {
+        return bad_interpreter(&file, &head, &search);
+    }
+    let no_exec = match failed {
+        Some(error) => error.raw_os_error() == Some(libc::ENOEXEC),
+        None => !elf && only_elf_and_scripts_run(),
+    };
+    match (no_exec, elf) {
+        (false, _) => None,
+        (true, false) => Some(format!(
+            "the program {shown} has no `#!` line and is not a binary this system runs: start it \
+             with one naming its interpreter (such as {SHEBANG_EXAMPLE}, or `#!/bin/sh` for a \
+             shell script)"
+        )),
+        (true, true) => Some(format!(
+            "the program {shown} is a binary this system cannot run: build it for this machine"
+        )),
+    }
+}
+
+/// What is wrong with the `#!` line at the start of `head`, the first bytes of the script
+/// `file`: an interpreter that is missing or cannot run, or an `env` that finds no such program
+/// on `search`.
+fn bad_interpreter(file: &Path, head: &[u8], search: &OsStr) -> Option<String> {
+    let line = head[2..].split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    // As the kernel reads it: the interpreter up to a blank, then at most one argument.
+    let line = line.trim_matches(|c: char| c.is_ascii_whitespace());
+    let (interpreter, argument) = line
+        .split_once([' ', '\t'])
+        .map_or((line, ""), |(i, a)| (i, a.trim_matches([' ', '\t'])));
+    let shown = file.display();
+    if interpreter.is_empty() {
+        return Some(format!(
+            "the `#!` line of the program {shown} names no interpreter: write one such as \
+             {SHEBANG_EXAMPLE}"
+        ));
+    }
+    let problem = match std::fs::metadata(interpreter) {
+        Err(_) => Some("does not exist"),
+        Ok(metadata) if !metadata.is_file() => Some("is not a program file"),
+        Ok(_) if !executable(Path::new(interpreter)) => Some("is not executable"),
+        Ok(_) => None,
+    };
+    if let Some(problem) = problem {
+        return Some(format!(
+            "the `#!` line of the program {shown} names the interpreter {interpreter}, which \
+             {problem}: install it, or name one that is there (such as {SHEBANG_EXAMPLE})"
+        ));
+    }
+    if Path::new(interpreter).file_name() != Some(OsStr::new("env")) {
+        return None;
+    }
+    // The kernel passes the rest of the line to env as one word: only `-S` splits it.
+    let (words, split): (Vec<&str>, bool) = match argument
+        .strip_prefix("-S")
+        .or_else(|| argument.strip_prefix("--split-string="))
+        .or_else(|| argument.strip_prefix("--split-string "))
+    {
+        Some(rest) => (rest.split_ascii_whitespace().collect(), true),
+        None if argument.starts_with('-') => return None,
+        None if argument.is_empty() => (Vec::new(), false),
+        None => (vec![argument], false),
+    };
+    let mut words = words.into_iter();
+    let name = loop {
+        match words.next() {
+            // An option of env with its value as the next word, or another option.
+            Some("-u" | "--unset" | "-C" | "--chdir") => {
+                words.next();
+            }
+            Some(word) if word.starts_with('-') || word.contains('=') => {}
+            Some(word) => break word,
+            None => {
+                return Some(format!(
+                    "the `#!` line of the program {shown} runs `env` with no program to run: \
+                     name one, such as {SHEBANG_EXAMPLE}"
+                ));
+            }
+        }
+    };
+    if find_program(OsStr::new(name), search).is_some() {
+        return None;
+    }
+    let split_hint = match !split && name.contains([' ', '\t']) {
+        true => format!(
+            " (env gets `{name}` as one word: to pass it arguments, write `#!{interpreter} -S \
+             {name}`)"
+        ),
+        false => String::new(),
+    };
+    Some(format!(
+        "the `#!` line of the program {shown} runs `{name}` through env, and there is no program \
+         `{name}` in any folder of PATH ({}): install it, or fix the line{split_hint}",
+        search.to_string_lossy()
+    ))
+}
+
+/// The PATH a program started with `env` added to the host's environment searches: `execvp`'s
+/// default when there is none.
+fn search_path(env: &[(String, String)]) -> OsString {
+    match env.iter().rev().find(|(name, _)| name == "PATH") {
+        Some((_, path)) => path.into(),
+        None => std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into()),
+    }
+}
+
+/// The file `execvp` runs for `name`: itself when it holds a `/`, otherwise the first
+/// executable file called `name` in a folder of `search`.
+fn find_program(name: &OsStr, search: &OsStr) -> Option<PathBuf> {
+    if name.as_bytes().contains(&b'/') {
+        let path = Path::new(name);
+        return (path.is_file() && executable(path)).then(|| path.to_owned());
+    }
+    std::env::split_paths(search)
+        .map(|folder| folder.join(name))
+        .find(|path| path.is_file() && executable(path))
+}
+
+/// Whether this user may execute `path` (its mode, its mount's `noexec`, ACLs: as `execve`
+/// judges, by `access`).
+fn executable(path: &Path) -> bool {
+    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `access` reads the NUL-terminated string, which outlives the call.
+    unsafe { libc::access(path.as_ptr(), libc::X_OK) == 0 }
+}
+
+/// Whether the kernel runs nothing but ELF binaries and `#!` scripts: on Linux, when
+/// `binfmt_misc` registers no other formats (Java, Wine, …); elsewhere, not known.
+fn only_elf_and_scripts_run() -> bool {
+    const BINFMT_MISC: &str = "/proc/sys/fs/binfmt_misc";
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
+    let status = std::fs::read_to_string(format!("{BINFMT_MISC}/status"));
+    if status.is_ok_and(|status| status.trim() == "disabled") {
+        return true;
+    }
+    std::fs::read_dir(BINFMT_MISC).map_or(true, |entries| {
+        entries
+            .flatten()
+            .all(|entry| matches!(entry.file_name().to_str(), Some("register" | "status")))
+    })
+}
+
 /// The command that starts the program of `spec` itself, with `socket` as its descriptor 3,
 /// leading its own process group.
 fn command(spec: &Spec, socket: &OwnedFd) -> Command {
@@ -117,6 +356,9 @@ fn command(spec: &Spec, socket: &OwnedFd) -> Command {
         .stderr(Stdio::piped())
         // Its own process group, so that stopping it reaches what it started.
         .process_group(0);
+    if let Some(folder) = &spec.working_dir {
+        command.current_dir(folder);
+    }
     let setup = ChildSetup {
         socket: socket.as_raw_fd(),
         status: None,
@@ -223,6 +465,10 @@ mod outer {
             // Its own process group: SIGKILL of the group reaches the outer process and the
             // init, and what stays in the group without a namespace.
             .process_group(0);
+        // The outer process and the init stay in it, and the program inherits it.
+        if let Some(folder) = &spec.working_dir {
+            command.current_dir(folder);
+        }
         let worker_of_a_library = spec
             .env
             .iter()
@@ -486,6 +732,7 @@ mod tests {
             cpu_limit: None,
             pid_namespace: false,
             worker: worker.map(PathBuf::from),
+            working_dir: None,
         })
     }
 
@@ -530,6 +777,70 @@ mod tests {
         assert!(reason.contains("worker_main"), "{reason}");
         assert!(contain::init_executable(Some("/usr/bin/plugin-host".as_ref())).is_ok());
         assert!(contain::init_executable(None).is_err());
+    }
+
+    #[test]
+    fn a_start_the_system_refuses_says_what_about_the_file_stops_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("kv.py");
+        std::fs::write(&program, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let error = start(Spec {
+            program: program.clone(),
+            args: Vec::new(),
+            env: Vec::new(),
+            memory_limit: None,
+            cpu_limit: None,
+            pid_namespace: false,
+            worker: None,
+            working_dir: None,
+        })
+        .err()
+        .expect("not executable");
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::PermissionDenied,
+            "{error}"
+        );
+        let expected = format!(
+            "Permission denied (os error 13): the program {path} is not executable by this user \
+             (mode 600): make it executable (`chmod +x {path}`)",
+            path = program.display()
+        );
+        assert_eq!(error.to_string(), expected);
+    }
+
+    #[test]
+    fn env_in_a_shebang_line_is_read_as_env_reads_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("kv");
+        let judge = |line: &str| {
+            std::fs::write(&program, format!("{line}\n")).unwrap();
+            std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o700)).unwrap();
+            cannot_run(&program, &[], None)
+        };
+        // Options, their values and assignments before the program are skipped.
+        let missing = judge("#!/usr/bin/env -S -i -u HOME --chdir=/ A=1 nosuch-interp -x").unwrap();
+        assert!(
+            missing.contains("runs `nosuch-interp` through env"),
+            "{missing}"
+        );
+        assert_eq!(judge("#!/usr/bin/env -S -u HOME sh -e"), None);
+        assert_eq!(judge("#!/usr/bin/env sh"), None);
+        assert_eq!(judge("#! /bin/sh -e"), None);
+        // Without `-S`, an option ends the reading: env's own error tells the rest.
+        assert_eq!(judge("#!/usr/bin/env -i nosuch-interp"), None);
+        // A command is looked up on the PATH the program gets.
+        assert_eq!(cannot_run(Path::new("sh"), &[], None), None);
+        let path = [("PATH".to_owned(), dir.path().display().to_string())];
+        let missing = cannot_run(Path::new("sh"), &path, None).unwrap();
+        assert!(
+            missing.starts_with("there is no program `sh` in any folder of PATH"),
+            "{missing}"
+        );
+        assert_eq!(cannot_run(Path::new("kv"), &path, None), None);
     }
 
     #[test]

@@ -15,6 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+/// How long a write to a child may make no progress (it reads nothing while the host has a
+/// frame for it) before the write fails and the link goes down: the child is then restarted.
+pub(crate) const WRITE_STALL: Duration = Duration::from_secs(10);
+
 /// What the child said of itself in `welcome`.
 #[derive(Debug, Clone)]
 pub(crate) struct Welcome {
@@ -110,8 +114,10 @@ pub(crate) struct LinkOptions {
 
 impl Link {
     /// Starts the child, sends `hello` and waits for `welcome`. What it logs (its `log`
-    /// messages and its output lines) passes `log`'s rate limit. `on_down` runs once, on the
-    /// reader thread, when the link goes down for whatever reason after the handshake.
+    /// messages and its output lines) passes `log`'s rate limit, tagged with the names `log`
+    /// holds: the ones it came with until the child says its plugin's name (see
+    /// [`Link::handshake`]). `on_down` runs once, on the reader thread, when the link goes down
+    /// for whatever reason after the handshake.
     pub(crate) fn open(
         spec: child::Spec,
         instance: &str,
@@ -120,14 +126,6 @@ impl Link {
         log: &Arc<LogLimiter>,
         on_down: impl FnOnce(String) + Send + 'static,
     ) -> Result<(Arc<Link>, Welcome), String> {
-        // Its output is tagged with the instance's name, or its file's until it says its own.
-        let tag = match instance {
-            "" => spec.program.file_name().map_or_else(
-                || spec.program.display().to_string(),
-                |name| name.to_string_lossy().into_owned(),
-            ),
-            name => name.to_owned(),
-        };
         let Started {
             child,
             socket,
@@ -150,7 +148,7 @@ impl Link {
         };
         // Copied from the start: a program may write before it answers `hello`.
         if let Some(child) = link.child.get_mut() {
-            match Output::start(child, &tag, Arc::clone(log)) {
+            match Output::start(child, Arc::clone(log)) {
                 Ok(output) => link.output = Some(output),
                 Err(e) => {
                     link.kill();
@@ -158,7 +156,7 @@ impl Link {
                 }
             }
         }
-        let welcome = match link.handshake(instance, config, options, &tag) {
+        let welcome = match link.handshake(instance, config, options) {
             Ok(welcome) => welcome,
             Err(reason) => {
                 link.kill();
@@ -166,8 +164,7 @@ impl Link {
             }
         };
         let writer = link.socket.try_clone().map_err(|e| e.to_string())?;
-        // A child that stops reading: writes fail after this long, and the link goes down.
-        let _ = writer.set_write_timeout(Some(Duration::from_secs(10)));
+        let _ = writer.set_write_timeout(Some(WRITE_STALL));
         let shared = link.shared.clone();
         let shutdown = link.socket.try_clone().map_err(|e| e.to_string())?;
         link.outbox = Some(
@@ -186,10 +183,7 @@ impl Link {
         let limit = options.frame_limit;
         let log = Arc::clone(log);
         let plugin = welcome.name.clone();
-        let instance = match instance {
-            "" => welcome.name.clone(),
-            name => name.to_owned(),
-        };
+        let instance = or_plugin(instance, &welcome.name).to_owned();
         let weak = Arc::downgrade(&link);
         std::thread::Builder::new()
             .name("plugin-reader".into())
@@ -207,12 +201,15 @@ impl Link {
         Ok((link, welcome))
     }
 
+    /// Sends `hello` and reads up to `welcome` (or `refuse`). The child's lines are tagged
+    /// with the plugin's name from the moment it says it: in a `log` message before `welcome`
+    /// (as a worker does from the moment it has loaded its library, before `create`), or in
+    /// `welcome`; the instance's name is `instance`, or else the plugin's.
     fn handshake(
         &mut self,
         instance: &str,
         config: &serde_json::Value,
         options: LinkOptions,
-        tag: &str,
     ) -> Result<Welcome, String> {
         let hello = Header::Hello {
             versions: wire::VERSIONS.to_vec(),
@@ -232,14 +229,36 @@ impl Link {
             until: started + deadline,
         };
         let mut logs = 0;
+        // The plugin's name, once a `log` message said it.
+        let mut said: Option<String> = None;
         let frame = loop {
             match wire::read_frame(&mut reader, options.frame_limit) {
                 Ok(Frame {
-                    header: Header::Log { level, message },
+                    header:
+                        Header::Log {
+                            level,
+                            message,
+                            plugin,
+                        },
                     ..
                 }) => {
                     logs += 1;
-                    pluginlog::message(&self.log, level, tag, tag, message.as_bytes());
+                    if let Some(plugin) = plugin
+                        && said.as_ref() != Some(&plugin)
+                    {
+                        check_name(&plugin, "a log message")?;
+                        if let Some(before) = &said {
+                            return Err(format!(
+                                "its log messages gave the plugin two names, {before:?} then \
+                                 {plugin:?}"
+                            ));
+                        }
+                        self.log.rename(&plugin, or_plugin(instance, &plugin));
+                        said = Some(plugin);
+                    }
+                    let names = self.log.names();
+                    let bytes = message.as_bytes();
+                    pluginlog::message(&self.log, level, &names.plugin, &names.instance, bytes);
                 }
                 other => break other,
             }
@@ -263,14 +282,16 @@ impl Link {
                         wire::VERSIONS
                     ));
                 }
-                // Its name tags the host's log lines, `list` and `/healthz`: one line of text,
-                // as a library's must be.
-                if name.is_empty() || name.len() > 128 || !pluginlog::is_one_line(&name) {
+                check_name(&name, "its welcome")?;
+                if let Some(said) = said
+                    && said != name
+                {
                     return Err(format!(
-                        "it gave the name {name:?}: a plugin's name must be 1 to 128 bytes of \
-                         text without control characters"
+                        "its welcome gave the plugin the name {name:?}, its log messages before \
+                         it {said:?}"
                     ));
                 }
+                self.log.rename(&name, or_plugin(instance, &name));
                 Ok(Welcome {
                     name,
                     version: plugin_version,
@@ -528,6 +549,27 @@ impl std::io::Read for Deadline<'_> {
     }
 }
 
+/// Checks a plugin's name a child gave in `what`: it tags the host's log lines, `list` and
+/// `/healthz`, so it must be one line of text, as a library's must be.
+fn check_name(name: &str, what: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 || !pluginlog::is_one_line(name) {
+        return Err(format!(
+            "{what} gave the plugin the name {name:?}: a plugin's name must be 1 to 128 bytes of \
+             text without control characters"
+        ));
+    }
+    Ok(())
+}
+
+/// The instance's name: the configuration's (`instance`, what `hello` said), or else the
+/// plugin's.
+fn or_plugin<'a>(instance: &'a str, plugin: &'a str) -> &'a str {
+    match instance {
+        "" => plugin,
+        name => name,
+    }
+}
+
 /// Reads frames until the link goes down; returns why.
 fn read_loop(
     reader: &mut impl std::io::Read,
@@ -547,7 +589,7 @@ fn read_loop(
         };
         let id = match &frame.header {
             Header::Response { id, .. } | Header::Result { id, .. } | Header::Pong { id } => *id,
-            Header::Log { level, message } => {
+            Header::Log { level, message, .. } => {
                 pluginlog::message(log, *level, plugin, instance, message.as_bytes());
                 continue;
             }

@@ -22,6 +22,7 @@ pub use remote::{ChildState, Mode};
 pub use wire::FD_VARIABLE;
 pub use worker::worker_main;
 
+pub(crate) use child::cannot_run;
 pub(crate) use remote::Remote;
 pub(crate) use wire::RouteSpec;
 
@@ -85,6 +86,12 @@ pub struct ProcessOptions {
     /// in `main` (`plugin-host` does). Default: the current executable, used for containment
     /// only once it has called [`worker_main`].
     pub worker: Option<PathBuf>,
+    /// The folder a plugin program runs in (default: the host's working folder). A
+    /// configuration file sets its own folder for its programs, so that an argument naming a
+    /// file (`command = "node"`, `args = ["kv.js"]`) means the file `exec` would. An isolated
+    /// library's worker ignores it and runs where the host runs, as the library would
+    /// in-process.
+    pub working_dir: Option<PathBuf>,
 }
 
 impl Default for ProcessOptions {
@@ -107,6 +114,7 @@ impl Default for ProcessOptions {
             pid_namespace: true,
             log_limit: crate::LogLimit::default(),
             worker: None,
+            working_dir: None,
         }
     }
 }
@@ -160,6 +168,7 @@ impl ProcessPlugin {
                 cpu_limit: options.cpu_limit,
                 pid_namespace: options.pid_namespace,
                 worker: Some(worker),
+                working_dir: None,
             },
             options,
         })
@@ -189,6 +198,7 @@ impl ProcessPlugin {
                     .worker
                     .clone()
                     .or_else(|| std::env::current_exe().ok()),
+                working_dir: options.working_dir.clone(),
             },
             options,
         }

@@ -7,8 +7,9 @@
 //!   keeping them open: once the child is reaped, [`Output::child_reaped`] (or dropping the
 //!   [`Output`]) wakes the thread, which copies what the pipes hold at that moment (at most
 //!   [`DRAIN_LIMIT`] bytes), closes them and ends.
-//! - Every line goes through [`pluginlog::output`]: escaped, and within the instance's rate
-//!   limit.
+//! - Every line goes through [`pluginlog::output`]: escaped, within the instance's rate limit,
+//!   and tagged with the names the instance's log holds when the line is read, which the
+//!   handshake sets once the child says its plugin's name; a worker's crash line is an error.
 
 use crate::limits::LOG_LINE_MAX;
 use crate::pluginlog::{self, LogLimiter};
@@ -34,13 +35,9 @@ pub(crate) struct Output {
 
 impl Output {
     /// Starts copying the piped standard output and error of `child` (taken from it) on a
-    /// thread of its own (named `out:TAG`), each line tagged with `tag` and within the rate of
-    /// `log`.
-    pub(crate) fn start(
-        child: &mut Child,
-        tag: &str,
-        log: Arc<LogLimiter>,
-    ) -> std::io::Result<Self> {
+    /// thread of its own (named `out:INSTANCE`), each line within the rate of `log` and tagged
+    /// with its names.
+    pub(crate) fn start(child: &mut Child, log: Arc<LogLimiter>) -> std::io::Result<Self> {
         let streams = [
             child
                 .stdout
@@ -52,10 +49,10 @@ impl Output {
                 .map(|s| Stream::new(File::from(OwnedFd::from(s)), "stderr")),
         ];
         let (wake, woken) = UnixStream::pair()?;
-        let tag = tag.to_owned();
+        let name = format!("out:{}", log.names().instance.replace('\0', ""));
         std::thread::Builder::new()
-            .name(format!("out:{}", tag.replace('\0', "")))
-            .spawn(move || copy(streams.into_iter().flatten().collect(), &woken, &tag, &log))?;
+            .name(name)
+            .spawn(move || copy(streams.into_iter().flatten().collect(), &woken, &log))?;
         Ok(Self {
             wake: Mutex::new(Some(wake)),
         })
@@ -181,9 +178,9 @@ fn pollfd(fd: i32) -> libc::pollfd {
 }
 
 /// Copies `streams` into the log until both end, or until `woken` is, then drains them.
-fn copy(mut streams: Vec<Stream>, woken: &UnixStream, tag: &str, log: &Arc<LogLimiter>) {
+fn copy(mut streams: Vec<Stream>, woken: &UnixStream, log: &Arc<LogLimiter>) {
     let mut emit = |stream: &'static str, line: &[u8], cut: bool| {
-        pluginlog::output(log, tag, stream, line, cut);
+        pluginlog::output(log, stream, line, cut);
     };
     let mut buffer = vec![0; 64 << 10];
     while streams.iter().any(|s| s.open) {

@@ -134,11 +134,13 @@ impl Remote {
         };
         let generation = 1;
         let down = events.clone();
-        // Reports name the instance; by its file until the plugin says its own name.
-        let log = LogLimiter::new(
-            name.unwrap_or(&file.display().to_string()),
-            options.log_limit,
+        // Its lines are tagged, and reports named, with the instance's name; with its file's
+        // name (the library's or the program's) until the child says the plugin's name.
+        let tag = file.file_name().map_or_else(
+            || file.display().to_string(),
+            |tag| tag.to_string_lossy().into_owned(),
         );
+        let log = LogLimiter::new(name.unwrap_or(&tag), options.log_limit);
         let (link, welcome) = Link::open(
             spec.clone(),
             hello_name,
@@ -155,7 +157,6 @@ impl Remote {
             version,
             routes,
         } = welcome;
-        log.rename(name.unwrap_or(&plugin));
         let remote = Arc::new(Remote {
             instance: name.unwrap_or(&plugin).to_owned(),
             named: name.map(str::to_owned),
@@ -498,13 +499,20 @@ impl Remote {
             link.kill();
             return Ok(());
         }
+        // Calls name a route by its index in `self.routes`: a new process must list the same
+        // routes in the same order (by `start`'s result if the plugin started, which may
+        // replace `welcome`'s), or its calls would reach the wrong handlers.
+        let routes = RwLock::new(welcome.routes);
         if started {
-            let routes = RwLock::new(welcome.routes);
             start_link(&link, &routes, self.options.start_timeout)?;
-            if *routes.read() != *self.routes.read() {
-                link.kill();
-                return Err("the new process lists other routes than the first one".into());
-            }
+        }
+        if *routes.read() != *self.routes.read() {
+            link.kill();
+            return Err(
+                "the new process lists other routes than the one it replaces (in number, order, \
+                 methods or paths); to serve other routes, restart the host"
+                    .into(),
+            );
         }
         let mut supervision = self.supervision.lock();
         if supervision.state == ChildState::Stopped {
@@ -774,6 +782,155 @@ fn recover(remote: &Arc<Remote>, events: &mpsc::Receiver<Event>, reason: String)
                 return true;
             }
             Err(why) => reason = format!("its restart failed: {why}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::link::WRITE_STALL;
+    use super::super::wire::CHILD_FD;
+    use super::ProcessOptions;
+    use crate::limits::{
+        DEFAULT_BODY_LIMIT, DEFAULT_HANDLER_TIMEOUT, LOG_LINE_MAX, LOG_REPORT_INTERVAL,
+        SIGTERM_GRACE,
+    };
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    const PROTOCOL: &str = include_str!("PROTOCOL.md");
+
+    fn time(duration: Duration) -> String {
+        match duration.as_millis() {
+            ms if ms % 1000 == 0 => format!("{} s", ms / 1000),
+            ms => format!("{ms} ms"),
+        }
+    }
+
+    fn size(bytes: u64) -> String {
+        match bytes {
+            b if b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+            b if b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+            b => format!("{b} bytes"),
+        }
+    }
+
+    /// The rows of the table of `## Numbers`: the first column and the second.
+    fn documented() -> BTreeMap<&'static str, &'static str> {
+        let section = PROTOCOL
+            .split_once("\n## Numbers\n")
+            .expect("PROTOCOL.md has a section `## Numbers`")
+            .1;
+        let section = section.split_once("\n## ").map_or(section, |(s, _)| s);
+        section
+            .lines()
+            .filter(|line| line.starts_with("| "))
+            .skip(2) // the header row and the separator
+            .map(|line| {
+                let cells: Vec<&str> = line.split(" | ").collect();
+                (cells[0].trim_start_matches("| "), cells[1])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_numbers_of_protocol_md_are_the_ones_the_host_uses() {
+        let o = ProcessOptions::default();
+        let expected: BTreeMap<&str, String> = [
+            (
+                "descriptor of the socket, in `PLUGLET_PLUGIN_FD`",
+                CHILD_FD.to_string(),
+            ),
+            (
+                "handshake deadline, from `hello` to `welcome` or `refuse`",
+                time(o.handshake_timeout),
+            ),
+            (
+                "start deadline, for `start`'s result",
+                time(o.start_timeout),
+            ),
+            (
+                "call deadline, `deadline_ms`",
+                time(DEFAULT_HANDLER_TIMEOUT),
+            ),
+            (
+                "largest request body, a `call`'s body",
+                size(DEFAULT_BODY_LIMIT as u64),
+            ),
+            (
+                "largest frame accepted from the program",
+                size(o.frame_limit),
+            ),
+            (
+                "queue limit, of calls not yet read by the program",
+                size(o.queue_limit as u64),
+            ),
+            ("write stall time", time(WRITE_STALL)),
+            ("ping interval", time(o.ping_interval)),
+            ("liveness deadline, for `pong`", time(o.ping_timeout)),
+            ("first restart delay", time(o.backoff_initial)),
+            ("longest restart delay", time(o.backoff_max)),
+            (
+                "stable time, that resets the restart delay",
+                time(o.stable_after),
+            ),
+            ("quarantine count, of crashes", o.max_crashes.to_string()),
+            ("crash window", time(o.crash_window)),
+            (
+                "stop grace period, for `stop`'s result and the exit",
+                time(o.stop_timeout),
+            ),
+            ("SIGTERM grace period, before SIGKILL", time(SIGTERM_GRACE)),
+            ("longest log line, in bytes", size(LOG_LINE_MAX as u64)),
+            ("log rate, lines per second", o.log_limit.rate.to_string()),
+            ("log burst, lines at once", o.log_limit.burst.to_string()),
+            ("busy report interval", time(LOG_REPORT_INTERVAL)),
+        ]
+        .into_iter()
+        .collect();
+        let documented = documented();
+        let wrong: Vec<String> = expected
+            .iter()
+            .filter(|(what, value)| documented.get(*what) != Some(&value.as_str()))
+            .map(|(what, value)| {
+                let doc = documented.get(what);
+                format!("`{what}`: {value} in the code, {doc:?} in PROTOCOL.md")
+            })
+            .chain(
+                (documented.keys())
+                    .filter(|what| !expected.contains_key(*what))
+                    .map(|what| format!("`{what}`: a row this test does not know")),
+            )
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "PROTOCOL.md's `## Numbers` disagrees with the code:\n{}",
+            wrong.join("\n")
+        );
+    }
+
+    /// Outside `## Numbers`, the page names its durations and sizes, never their values: a
+    /// value written twice would drift.
+    #[test]
+    fn protocol_md_gives_durations_and_sizes_only_in_its_table() {
+        let prose = PROTOCOL
+            .split_once("\n## Numbers\n")
+            .map(|(before, rest)| {
+                let after = rest.split_once("\n## ").map_or("", |(_, after)| after);
+                format!("{before}\n{after}")
+            })
+            .expect("PROTOCOL.md has a section `## Numbers`");
+        for line in prose.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            for pair in words.windows(2) {
+                let unit = pair[1].trim_end_matches([',', '.', ')', ';', ':']);
+                let number = pair[0].trim_start_matches('(');
+                assert!(
+                    !(number.chars().all(|c| c.is_ascii_digit())
+                        && ["ms", "s", "KiB", "MiB"].contains(&unit)),
+                    "PROTOCOL.md gives a value outside `## Numbers`: {line}"
+                );
+            }
         }
     }
 }

@@ -87,7 +87,14 @@ pub(crate) enum Header {
     /// Child to host: the answer to `ping`.
     Pong { id: u64 },
     /// Child to host: a line for the host's log.
-    Log { level: u32, message: String },
+    Log {
+        level: u32,
+        message: String,
+        /// Before `welcome`: the plugin's name, which the welcome will give (a worker says it
+        /// from the moment it has loaded its library); its lines are tagged with it from then on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plugin: Option<String>,
+    },
 }
 
 fn ok_status() -> u16 {

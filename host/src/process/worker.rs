@@ -7,7 +7,9 @@
 //! dropped; the calls of routes with a record of fast calls run on the thread that reads the
 //! socket, which a watchdog relieves of the reading when one turns slow (see [`Reading`]). Any
 //! fatal signal it gets, even one sent with `kill`, ends it with a crash line naming its plugin
-//! (see `crate::ffi::crash`).
+//! (see `crate::ffi::crash`), written bare for the host to log at ERROR. It says its plugin's
+//! name to the host in a first `log` message, as soon as it has loaded the library: the host
+//! tags everything it logs, from `create` on, with the plugin's and the instance's names.
 
 use super::wire::{self, CHILD_FD, FD_VARIABLE, Frame, Header, Outbox, ReadError, RouteSpec};
 use crate::limits::{WORKER_QUEUE, WORKER_THREADS};
@@ -53,6 +55,8 @@ pub fn worker_main() {
         );
         std::process::exit(2);
     }
+    // Bare: the host logs them, with the time, the level and the plugin's names.
+    crate::ffi::bare_crash_lines();
     crate::install_crash_report();
     let options = LoadOptions {
         sha256: std::env::var(SHA256_VARIABLE).ok(),
@@ -159,6 +163,14 @@ fn serve(
     };
     // From now on any fatal signal, even one sent with `kill`, names this plugin.
     crate::ffi::describe_worker(&name, library);
+    // The host tags this process's lines with the plugin's name from this message on: those
+    // `create` logs, and a crash line, come before `welcome`.
+    let loaded = Header::Log {
+        level: plugin_api::abi::PLUGIN_LOG_DEBUG,
+        message: format!("worker: loaded {}", library.display()),
+        plugin: Some(factory.name().to_owned()),
+    };
+    writer.send(&loaded, b"").map_err(|e| e.to_string())?;
     let instance = factory
         .create(&name, &config)
         .map_err(|e| refuse(e.to_string()))?;
@@ -720,6 +732,7 @@ fn forward_logs(writer: Writer) {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(crate::stderr_colours())
                 .with_filter(tracing_subscriber::filter::filter_fn(|m| {
                     m.target() != "plugin"
                 })),
@@ -755,6 +768,7 @@ impl<S: tracing::Subscriber> Layer<S> for Forward {
             &Header::Log {
                 level,
                 message: message.0,
+                plugin: None,
             },
             b"",
         );

@@ -1,7 +1,8 @@
 //! The three commands.
 
 use crate::{Cli, Command, Source, scaffold};
-use plugin_host::config::{self, PluginEntry};
+use plugin_host::config::{self, PluginEntry, Run};
+use plugin_host::process::Mode;
 use plugin_host::server::{PluginService, ServeOptions, serve};
 use plugin_host::{Error, ErrorKind, Factory, Instance, Registry, Router, State};
 use std::io::Write;
@@ -59,6 +60,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::SdkDir { dir } => {
+            writeln!(std::io::stdout(), "{}", scaffold::sdk_dir(dir)?.display())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { files, config } => {
             let entries = match config {
                 Some(config) => config::read_config(&config)?,
@@ -77,9 +82,9 @@ fn entries(source: &Source) -> Result<Vec<PluginEntry>> {
     })
 }
 
-/// Loads and starts the plugins, and builds their router.
-fn start(source: &Source, insecure: bool) -> Result<(Registry, Router)> {
-    let registry = config::deploy(&entries(source)?, insecure)?;
+/// Loads and starts the plugins of `entries`, and builds their router.
+fn start(entries: &[PluginEntry], insecure: bool) -> Result<(Registry, Router)> {
+    let registry = config::deploy(entries, insecure)?;
     registry.start_all()?;
     match registry.router() {
         Ok(router) => Ok((registry, router)),
@@ -120,23 +125,56 @@ fn where_it_runs(instance: &Instance) -> (String, String) {
     }
 }
 
-fn write_table(out: &mut impl Write, registry: &Registry, router: &Router) -> std::io::Result<()> {
+/// A row of the plugins' table.
+enum Row<'a> {
+    /// An instance, created (and started, unless that failed).
+    Created(Instance),
+    /// The entry of a plugin in a child process that `list` did not start, and how it would
+    /// run: what the entry says.
+    NotStarted(&'a PluginEntry, Mode),
+}
+
+impl Row<'_> {
+    /// The row's cells: plugin, type, version, state, where it runs, file.
+    fn cells(&self) -> [String; 6] {
+        match self {
+            Row::Created(instance) => {
+                let (state, runs) = where_it_runs(instance);
+                [
+                    instance.name().to_owned(),
+                    instance.plugin_name().to_owned(),
+                    instance.version().to_owned(),
+                    state,
+                    runs,
+                    file_of(instance),
+                ]
+            }
+            Row::NotStarted(entry, mode) => {
+                let unknown = || "-".to_owned();
+                [
+                    entry.name.clone().unwrap_or_else(unknown),
+                    unknown(),
+                    unknown(),
+                    "not started".to_owned(),
+                    mode.as_str().to_owned(),
+                    entry.path.display().to_string(),
+                ]
+            }
+        }
+    }
+}
+
+fn write_table(out: &mut impl Write, rows: &[Row<'_>], router: &Router) -> std::io::Result<()> {
     writeln!(
         out,
         "{:<20} {:<16} {:<10} {:<11} {:<18} FILE",
         "PLUGIN", "TYPE", "VERSION", "STATE", "RUNS"
     )?;
-    for instance in registry.instances() {
-        let (state, runs) = where_it_runs(&instance);
+    for row in rows {
+        let [plugin, kind, version, state, runs, file] = row.cells();
         writeln!(
             out,
-            "{:<20} {:<16} {:<10} {:<11} {:<18} {}",
-            instance.name(),
-            instance.plugin_name(),
-            instance.version(),
-            state,
-            runs,
-            file_of(&instance)
+            "{plugin:<20} {kind:<16} {version:<10} {state:<11} {runs:<18} {file}"
         )?;
     }
     writeln!(out)?;
@@ -179,13 +217,14 @@ fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result
         .block_on(tokio::net::TcpListener::bind(listen))
         .map_err(|e| format!("cannot listen on {listen}: {}", io_reason(&e)))?;
     let address = listener.local_addr()?;
-    let (registry, router) = start(source, insecure)?;
+    let (registry, router) = start(&entries(source)?, insecure)?;
     let shutdown = {
         let _entered = runtime.enter();
         shutdown_signal()?
     };
+    let rows: Vec<Row<'_>> = registry.instances().into_iter().map(Row::Created).collect();
     // Standard output may be closed or a broken pipe: serving goes on regardless.
-    let _ = write_table(&mut std::io::stdout(), &registry, &router)
+    let _ = write_table(&mut std::io::stdout(), &rows, &router)
         .and_then(|()| writeln!(std::io::stdout(), "\nlistening on http://{address}"))
         .and_then(|()| std::io::stdout().flush());
     let service = PluginService::new(router)
@@ -250,9 +289,40 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// Prints what the configuration says, in its order, without serving and without starting a
+/// child process: the plugins that run in this process are loaded, created and started, as
+/// `serve` does, for their names, versions and routes, then stopped; an isolated library or a
+/// program is a row `not started`, with what its entry says (its name, if it gives one, and
+/// its file), and without routes, which only the running plugin tells (`check --config` starts
+/// it). A plugin process that `list` started would have to be stopped again at once, and its
+/// `serving` would say nothing of what `serve` will see.
 fn list(source: &Source, insecure: bool) -> Result<ExitCode> {
-    let (registry, router) = start(source, insecure)?;
-    write_table(&mut std::io::stdout(), &registry, &router)?;
+    let entries = entries(source)?;
+    let in_process: Vec<PluginEntry> = entries
+        .iter()
+        .filter(|entry| matches!(entry.run, Run::InProcess))
+        .cloned()
+        .collect();
+    let (registry, router) = start(&in_process, insecure)?;
+    let mut instances = registry.instances().into_iter();
+    let rows: Vec<Row<'_>> = entries
+        .iter()
+        .filter_map(|entry| match entry.run {
+            Run::InProcess => instances.next().map(Row::Created),
+            Run::Isolated(_) => Some(Row::NotStarted(entry, Mode::Isolated)),
+            Run::Program { .. } => Some(Row::NotStarted(entry, Mode::Program)),
+        })
+        .collect();
+    let mut out = std::io::stdout();
+    write_table(&mut out, &rows, &router)?;
+    let children = entries.len() - in_process.len();
+    if children > 0 {
+        writeln!(
+            out,
+            "\n{children} plugin(s) in child processes not started, their routes not listed: \
+             `plugin-host check --config FILE` starts them and lists their routes"
+        )?;
+    }
     drop(router);
     registry.stop_all()?;
     Ok(ExitCode::SUCCESS)

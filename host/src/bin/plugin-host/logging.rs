@@ -21,7 +21,7 @@
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::fmt::Write as _;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -62,7 +62,7 @@ pub fn init(filter: Option<&str>) -> io::Result<LogGuard> {
     let guard = LogGuard::start(io::stderr())?;
     let lines = tracing_subscriber::fmt::layer()
         .with_writer(guard.sink.clone())
-        .with_ansi(io::stderr().is_terminal())
+        .with_ansi(plugin_host::stderr_colours())
         .log_internal_errors(false)
         .with_filter(filter_fn(|metadata| !is_access_line(metadata)));
     tracing_subscriber::registry()

@@ -78,7 +78,11 @@ enum Command {
         #[arg(long)]
         max_connections: Option<usize>,
     },
-    /// Print the plugins and their routes without serving.
+    /// Print the plugins and their routes without serving, in the configuration's order.
+    /// Plugins that run in this process are loaded and started, as `serve` does, for their
+    /// routes, then stopped; no child process is started: an isolated library or a program is
+    /// shown `not started`, with what its entry says, and without its routes (`check --config`
+    /// starts it and lists them).
     List {
         #[command(flatten)]
         source: Source,
@@ -111,6 +115,14 @@ enum Command {
     /// build's include path: `cc -I"$(plugin-host include-dir)" ...`.
     IncludeDir {
         /// The folder [default: $XDG_DATA_HOME/pluglet/VERSION/include, or under
+        /// ~/.local/share].
+        dir: Option<PathBuf>,
+    },
+    /// Write the Rust SDK, the crate pluglet-api of this host's version, to a folder and print
+    /// the folder, for a plugin's Cargo.toml:
+    /// `pluglet-api = { version = "0.1", path = "vendor/pluglet-api" }`.
+    SdkDir {
+        /// The folder [default: $XDG_DATA_HOME/pluglet/VERSION/pluglet-api, or under
         /// ~/.local/share].
         dir: Option<PathBuf>,
     },

@@ -1,6 +1,12 @@
-//! `plugin-host new` and `plugin-host include-dir`: what an author outside this repository needs
-//! to start a plugin: a project that builds and passes `check` as it is, and the C header on
-//! disk where a build finds it.
+//! `plugin-host new`, `plugin-host include-dir` and `plugin-host sdk-dir`: what an author outside
+//! this repository needs to start a plugin: a project that builds and passes `check` as it is,
+//! and the C header and the Rust SDK on disk where a build finds them.
+//!
+//! The host carries the Rust SDK's source (`plugin_api::SDK_SOURCE`) as it carries the header,
+//! and a new Rust project gets its own copy in [`SDK_IN_PROJECT`]: the project then builds
+//! anywhere it is copied or cloned, against the SDK of the host that wrote it, with no registry
+//! holding `pluglet-api` and no path to this machine; its dependency also names the version, so
+//! it keeps building from crates.io once the path is dropped.
 
 use std::path::{Path, PathBuf};
 
@@ -28,9 +34,13 @@ impl std::fmt::Display for Lang {
     }
 }
 
-/// A template file: where it goes in the project, and its text with `{{name}}`, `{{lib}}` and
-/// `{{api_version}}` to fill in.
+/// A template file: where it goes in the project, and its text with `{{name}}`, `{{lib}}`,
+/// `{{api_version}}` and `{{sdk}}` to fill in.
 type File = (&'static str, &'static str);
+
+/// Where a new Rust project holds its copy of the SDK (`{{sdk}}` in the templates), relative to
+/// the project.
+const SDK_IN_PROJECT: &str = "vendor/pluglet-api";
 
 /// Every file of a language's template.
 fn template(lang: Lang) -> &'static [File] {
@@ -88,7 +98,8 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// Writes a new plugin project called `name` in `lang` into `dir`, which must not exist or be
-/// empty, and returns the files written.
+/// empty, and returns what it wrote: each file, and a Rust project's copy of the SDK as one
+/// folder.
 pub fn new_project(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, String> {
     check_name(name)?;
     let occupied = std::fs::read_dir(dir).map(|mut entries| entries.next().is_some());
@@ -99,26 +110,28 @@ pub fn new_project(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>, S
         ));
     }
     let lib = name.replace('-', "_");
-    let mut written = Vec::new();
-    for (to, text) in template(lang) {
-        let text = text
-            .replace("{{name}}", name)
-            .replace("{{lib}}", &lib)
-            .replace("{{api_version}}", plugin_api::VERSION);
-        let path = dir.join(to);
-        let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(path.parent().unwrap_or(dir))?;
-            std::fs::write(&path, text)
-        };
-        write().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        written.push(path);
+    let files: Vec<(&str, String)> = template(lang)
+        .iter()
+        .map(|(to, text)| {
+            let text = text
+                .replace("{{name}}", name)
+                .replace("{{lib}}", &lib)
+                .replace("{{api_version}}", plugin_api::VERSION)
+                .replace("{{sdk}}", SDK_IN_PROJECT);
+            (*to, text)
+        })
+        .collect();
+    write_files(dir, files.iter().map(|(to, text)| (*to, text.as_str())))?;
+    let mut written: Vec<PathBuf> = files.iter().map(|(to, _)| dir.join(to)).collect();
+    if let Lang::Rust = lang {
+        written.push(sdk_dir(Some(dir.join(SDK_IN_PROJECT)))?);
     }
     Ok(written)
 }
 
-/// The folder `include-dir` writes the header to by default: one per host version under the
-/// user's data folder (`$XDG_DATA_HOME`, or `~/.local/share`).
-fn default_include_dir() -> Result<PathBuf, String> {
+/// The folder under the user's data folder (`$XDG_DATA_HOME`, or `~/.local/share`) where
+/// `include-dir` and `sdk-dir` write by default: `pluglet/VERSION/leaf`, one per host version.
+fn default_dir(leaf: &str) -> Result<PathBuf, String> {
     let data = std::env::var_os("XDG_DATA_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
@@ -127,36 +140,64 @@ fn default_include_dir() -> Result<PathBuf, String> {
     Ok(data
         .join("pluglet")
         .join(env!("CARGO_PKG_VERSION"))
-        .join("include"))
+        .join(leaf))
 }
 
-/// Makes sure `dir` (by default the user's data folder) holds this host's `plugin_api.h`, and
-/// returns the folder. The file is replaced whole (written aside, then renamed), so that builds
-/// running at the same time never read half a header.
-pub fn include_dir(dir: Option<PathBuf>) -> Result<PathBuf, String> {
-    let dir = match dir {
-        Some(dir) => dir,
-        None => default_include_dir()?,
-    };
-    let header = dir.join("plugin_api.h");
-    if std::fs::read(&header).is_ok_and(|text| text == plugin_api::C_HEADER.as_bytes()) {
-        return Ok(dir);
-    }
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(&dir)?;
-        let mut aside = tempfile::NamedTempFile::new_in(&dir)?;
-        std::io::Write::write_all(&mut aside, plugin_api::C_HEADER.as_bytes())?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // Readable by every build, like any installed header (a temporary file is 0600).
-            aside
-                .as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+/// Makes sure `dir` holds `files` (paths relative to it, `/` between names, and texts). Each
+/// file that differs is replaced whole (written aside, then renamed), so that a build running at
+/// the same time never reads half a file; a file already right is left alone, so that its
+/// modification time does not make builds start over. Files are readable by everyone, like any
+/// installed header or source (a file written aside starts as 0600).
+fn write_files<'a>(
+    dir: &Path,
+    files: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), String> {
+    for (to, text) in files {
+        let path = dir.join(to);
+        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+            continue;
         }
-        aside.persist(&header)?;
-        Ok(())
-    };
-    write().map_err(|e| format!("cannot write {}: {e}", header.display()))?;
+        let write = || -> std::io::Result<()> {
+            let folder = path.parent().unwrap_or(dir);
+            std::fs::create_dir_all(folder)?;
+            let mut aside = tempfile::NamedTempFile::new_in(folder)?;
+            std::io::Write::write_all(&mut aside, text.as_bytes())?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                aside
+                    .as_file()
+                    .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            }
+            aside.persist(&path)?;
+            Ok(())
+        };
+        write().map_err(|e| {
+            format!(
+                "cannot write {}: {e}; give a folder you can write to",
+                path.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Makes sure `dir` (by default `pluglet/VERSION/include` in the user's data folder) holds this
+/// host's `plugin_api.h`, and returns the folder.
+pub fn include_dir(dir: Option<PathBuf>) -> Result<PathBuf, String> {
+    let dir = dir.map_or_else(|| default_dir("include"), Ok)?;
+    write_files(&dir, [("plugin_api.h", plugin_api::C_HEADER)])?;
+    Ok(dir)
+}
+
+/// Makes sure `dir` (by default `pluglet/VERSION/pluglet-api` in the user's data folder) holds
+/// the Rust SDK of this host's version, the crate `pluglet-api`, and returns the folder. A Rust
+/// plugin depends on it with `pluglet-api = { version = "...", path = "DIR" }`.
+///
+/// Each file is replaced whole, not the folder at once: a build that runs while a different
+/// SDK is written over the folder may fail, and succeeds once run again.
+pub fn sdk_dir(dir: Option<PathBuf>) -> Result<PathBuf, String> {
+    let dir = dir.map_or_else(|| default_dir("pluglet-api"), Ok)?;
+    write_files(&dir, plugin_api::SDK_SOURCE.iter().copied())?;
     Ok(dir)
 }

@@ -21,7 +21,7 @@ static void destroy(void *instance) { (void)instance; }
 /* [thread-safe]: runs on many threads at once. */
 static PluginStatus hello(void *instance, void *user_data, const PluginRequest *request,
                           const PluginResponse *response, const PluginErrorSink *error) {
-  PluginBytes type = {(const uint8_t *)"text/plain", 10};
+  PluginBytes type = {(const uint8_t *)"text/plain; charset=utf-8", 25};
   PluginBytes body = {(const uint8_t *)"hello from {{name}}\n", sizeof "hello from {{name}}\n" - 1};
   (void)instance;
   (void)user_data;

@@ -39,6 +39,12 @@ PluginStatus hello(void *instance, void *, const PluginRequest *, const PluginRe
                    const PluginErrorSink *error) noexcept {
   try {
     const auto *plug = static_cast<const Plug *>(instance);
+    const std::string type = "text/plain; charset=utf-8";
+    const PluginBytes type_bytes = {reinterpret_cast<const uint8_t *>(type.data()), type.size()};
+    if (response->add_header(response->ctx, plugin_str_from_cstr("content-type"), type_bytes) !=
+        PLUGIN_OK) {
+      return fail(error, "the host refused a header");  // the client gets 500
+    }
     const std::string text = plug->greeting + " from {{name}}\n";
     const PluginBytes body = {reinterpret_cast<const uint8_t *>(text.data()), text.size()};
     return response->write_body(response->ctx, body);  // the host copies the bytes

@@ -22,6 +22,7 @@ static PluginStatus hello(void *instance, void *user_data, const PluginRequest *
                           const PluginResponse *response, const PluginErrorSink *error) {
   char text[256];
   long len = goHello(text, sizeof text);
+  PluginBytes type = {(const uint8_t *)"text/plain; charset=utf-8", 25};
   PluginBytes body;
   (void)instance;
   (void)user_data;
@@ -29,6 +30,10 @@ static PluginStatus hello(void *instance, void *user_data, const PluginRequest *
   if (len < 0) {
     error->set(error->ctx, plugin_str_from_cstr("the Go handler failed"));
     return PLUGIN_ERROR; /* the client gets 500 */
+  }
+  if (response->add_header(response->ctx, plugin_str_from_cstr("content-type"), type) != PLUGIN_OK) {
+    error->set(error->ctx, plugin_str_from_cstr("the host refused a header"));
+    return PLUGIN_ERROR;
   }
   body.ptr = (const uint8_t *)text;
   body.len = (size_t)len;
