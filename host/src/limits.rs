@@ -53,6 +53,11 @@ pub const LOG_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// (`queue_limit_mb`).
 pub const CHILD_QUEUE_LIMIT: usize = 64 << 20;
 
+/// How long a write to a child process may make no progress (it reads nothing while the host
+/// has a frame for it) before the write fails and the link goes down: 10 s. The child is then
+/// restarted; [`CHILD_QUEUE_LIMIT`] answers the calls queued meanwhile.
+pub const CHILD_WRITE_STALL: Duration = Duration::from_secs(10);
+
 /// The most handler calls a worker runs at once, on as many threads: as many as one plugin may
 /// hold in the host's blocking pool ([`MAX_CALLS_PAST_DEADLINE`]). More wait their turn, up to
 /// [`WORKER_QUEUE`].

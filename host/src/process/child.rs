@@ -853,6 +853,7 @@ mod tests {
             cpu_limit: None,
             pid_namespace: true,
             worker: None,
+            working_dir: None,
         })
         .err()
         .expect("no such program");

@@ -15,10 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-/// How long a write to a child may make no progress (it reads nothing while the host has a
-/// frame for it) before the write fails and the link goes down: the child is then restarted.
-pub(crate) const WRITE_STALL: Duration = Duration::from_secs(10);
-
 /// What the child said of itself in `welcome`.
 #[derive(Debug, Clone)]
 pub(crate) struct Welcome {
@@ -164,7 +160,7 @@ impl Link {
             }
         };
         let writer = link.socket.try_clone().map_err(|e| e.to_string())?;
-        let _ = writer.set_write_timeout(Some(WRITE_STALL));
+        let _ = writer.set_write_timeout(Some(crate::limits::CHILD_WRITE_STALL));
         let shared = link.shared.clone();
         let shutdown = link.socket.try_clone().map_err(|e| e.to_string())?;
         link.outbox = Some(

@@ -788,9 +788,9 @@ fn recover(remote: &Arc<Remote>, events: &mpsc::Receiver<Event>, reason: String)
 
 #[cfg(test)]
 mod tests {
-    use super::super::link::WRITE_STALL;
     use super::super::wire::CHILD_FD;
     use super::ProcessOptions;
+    use crate::limits::CHILD_WRITE_STALL;
     use crate::limits::{
         DEFAULT_BODY_LIMIT, DEFAULT_HANDLER_TIMEOUT, LOG_LINE_MAX, LOG_REPORT_INTERVAL,
         SIGTERM_GRACE,
@@ -865,7 +865,7 @@ mod tests {
                 "queue limit, of calls not yet read by the program",
                 size(o.queue_limit as u64),
             ),
-            ("write stall time", time(WRITE_STALL)),
+            ("write stall time", time(CHILD_WRITE_STALL)),
             ("ping interval", time(o.ping_interval)),
             ("liveness deadline, for `pong`", time(o.ping_timeout)),
             ("first restart delay", time(o.backoff_initial)),
