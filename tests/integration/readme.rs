@@ -2,7 +2,7 @@
 //! the Rust ones as crates of their own, with the SDK where the README's command puts it.
 
 use crate::util::{Served, build_outside_project, http, run, scratch};
-use plugin_host::{Factory, Registry, Request};
+use plugin_host::Factory;
 use std::path::Path;
 use std::process::Command;
 
@@ -86,29 +86,40 @@ fn the_readme_rust_plugins_build_and_serve() {
 }
 
 #[test]
-fn the_readme_c_plugin_builds_loads_and_answers() {
+fn the_readme_c_plugin_builds_checks_and_serves_as_written() {
     let [source] = &blocks("c", "/* hello.c")[..] else {
         panic!("README has one hello.c")
     };
+    let [commands] = &blocks("sh", "# in the folder of hello.c\n")[..] else {
+        panic!("README has one block of commands for hello.c")
+    };
     let dir = scratch("readme-c");
     std::fs::write(dir.join("hello.c"), source).unwrap();
-    let library = dir.join(sample_plugins::compile::library_file_name("hello_c"));
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
-    run(sample_plugins::compile::strict(Command::new(cc), false)
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&library)
-        .arg(dir.join("hello.c")));
+    // As an author has it: `plugin-host` on the PATH, no checkout of this repository, its own
+    // data folder for the header.
+    let bin = sample_plugins::host_binary().parent().unwrap().to_owned();
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    for line in commands.lines().filter(|line| !line.starts_with('#')) {
+        run(Command::new("sh")
+            .current_dir(&dir)
+            .env("PATH", &path)
+            .env("XDG_DATA_HOME", dir.join("data"))
+            .args(["-c", line]));
+    }
+    let library = dir.join("libhello_c.so");
     let factory = Factory::load(&library).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((factory.name(), factory.version()), ("hello-c", "1.0.0"));
-    let registry = Registry::new();
-    registry
-        .register(factory.create("hello-c", &serde_json::json!({})).unwrap())
-        .unwrap();
-    registry.start_all().unwrap_or_else(|e| panic!("{e}"));
-    let response = registry
-        .router()
-        .unwrap()
-        .dispatch(&Request::new("GET", "/hello-c"))
-        .unwrap();
-    assert_eq!(response.body, b"hello from C");
+    let served = Served::start(&["--plugins-dir".as_ref(), dir.as_os_str()], None);
+    let response = http(served.addr, "GET", "/hello-c", b"");
+    assert_eq!(
+        (response.status, response.text()),
+        (200, "hello from C".to_owned())
+    );
+    assert_eq!(
+        response.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
 }
