@@ -1,14 +1,14 @@
 //! The sample plugins through the library API alone, without HTTP: stage them with the
 //! configuration `plugin-host serve` is shown with in the README (the same plugins: Rust, C,
-//! C++, and Go when `go` is installed), load each library once, create and start the
-//! configured instances in order, print them and their routes, dispatch one request to each
-//! through the shared router, and stop them in reverse order.
+//! C++, and Go when `go` is installed), load and create them as `serve` does
+//! (`plugin_host::config::deploy`: each library loaded once, every key of an entry applied),
+//! start them in order, print them and their routes, dispatch one request to each through the
+//! shared router, and stop them in reverse order.
 //!
 //! Run: `cargo run -p pluglet-host --example demo [FOLDER]` (it builds the samples itself, and
 //! stages them in `target/samples/`, or FOLDER).
 
-use plugin_host::{Factory, FactoryRegistry, Registry, Request};
-use std::collections::HashMap;
+use plugin_host::{Request, config};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -44,24 +44,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args_os()
         .nth(1)
         .map_or_else(sample_plugins::staging_dir, PathBuf::from);
-    let config = sample_plugins::stage(&dir)?;
-    let entries = plugin_host::config::read_config(&config)?;
-    // Each library is loaded once, however many instances the configuration makes of it.
-    let factories = FactoryRegistry::new();
-    let mut loaded: HashMap<PathBuf, Factory> = HashMap::new();
-    let registry = Registry::new();
-    for entry in &entries {
-        let factory = match loaded.get(&entry.path) {
-            Some(factory) => factory.clone(),
-            None => {
-                let factory = factories.load(&entry.path)?;
-                loaded.insert(entry.path.clone(), factory.clone());
-                factory
-            }
-        };
-        let name = entry.name.as_deref().unwrap_or(factory.name());
-        registry.register(factories.create(factory.name(), name, &entry.config)?)?;
-    }
+    let staged = sample_plugins::stage(&dir)?;
+    let registry = config::deploy(&config::read_config(&staged)?, false)?;
     registry.start_all()?;
 
     println!("plugins (start order):");

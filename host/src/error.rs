@@ -17,7 +17,8 @@ struct Inner {
 }
 
 /// What went wrong. Each message says what happened and, where the fix is not obvious, what to
-/// do about it.
+/// do about it. What a plugin supplied (its reasons, its panic messages, what its process said)
+/// is held as [`PluginText`], which every message shows escaped and cut to one bounded line.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -91,7 +92,7 @@ pub enum ErrorKind {
     )]
     Poisoned {
         /// The first panic's message.
-        message: String,
+        message: PluginText,
     },
     /// The library does not export `plugin_factory`.
     #[error(
@@ -102,7 +103,7 @@ pub enum ErrorKind {
     #[error("`plugin_factory` refused to load: {reason}")]
     FactoryRefused {
         /// The reason the plugin gave.
-        reason: String,
+        reason: PluginText,
     },
     /// The descriptor does not start with `PLUGIN_ABI_MAGIC`.
     #[error("the plugin's ABI magic is {found:#010x}, not {expected:#010x}: this is not a plugin of this ABI, or it is corrupt", expected = plugin_api::abi::PLUGIN_ABI_MAGIC)]
@@ -170,25 +171,25 @@ pub enum ErrorKind {
     #[error("create failed: {reason}")]
     CreateFailed {
         /// The plugin's reason.
-        reason: String,
+        reason: PluginText,
     },
     /// The plugin's `start` failed.
     #[error("start failed: {reason}")]
     StartFailed {
         /// The plugin's reason.
-        reason: String,
+        reason: PluginText,
     },
     /// The plugin's `stop` failed.
     #[error("stop failed: {reason}")]
     StopFailed {
         /// The plugin's reason.
-        reason: String,
+        reason: PluginText,
     },
     /// The plugin's `routes` failed or gave an invalid route.
     #[error("listing routes failed: {reason}")]
     RoutesFailed {
         /// The plugin's reason, or the rule the route broke.
-        reason: String,
+        reason: PluginText,
     },
     /// Two plugins (or one plugin twice) declared routes that cannot both be served.
     #[error(
@@ -207,8 +208,8 @@ pub enum ErrorKind {
     HandlerFailed {
         /// The route.
         route: String,
-        /// The plugin's reason.
-        reason: String,
+        /// The plugin's reason, or what was wrong with its answer.
+        reason: PluginText,
     },
     /// The plugin panicked (or threw) during a call; the SDK caught it at the boundary.
     #[error("panicked during {call}: {message}")]
@@ -216,7 +217,7 @@ pub enum ErrorKind {
         /// Which call.
         call: String,
         /// The panic message.
-        message: String,
+        message: PluginText,
     },
     /// A lifecycle call does not fit the instance's state (start twice, stop before start, ...).
     #[error("cannot {action} a plugin that is {state}")]
@@ -258,15 +259,17 @@ pub enum ErrorKind {
     /// A plugin process did not complete its handshake (see `plugin_host::process`).
     #[error("the plugin process did not start: {reason}")]
     Handshake {
-        /// What was, or was not, received.
-        reason: String,
+        /// What was, or was not, received (quoting what the process said, such as its `refuse`
+        /// reason).
+        reason: PluginText,
     },
     /// The plugin process ended (or broke the protocol) while the call was in flight: the
     /// client gets 502, and the process is restarted.
     #[error("the plugin process ended during the call: {reason}")]
     ChildLost {
-        /// Why the connection to the process went down.
-        reason: String,
+        /// Why the connection to the process went down (quoting what the process sent, if it
+        /// broke the protocol).
+        reason: PluginText,
     },
     /// The plugin process is not serving: it is restarting after a crash, or quarantined
     /// after too many (the client gets 503).
@@ -295,7 +298,7 @@ pub enum ErrorKind {
     )]
     ChildBusy {
         /// What the process said.
-        reason: String,
+        reason: PluginText,
     },
     /// The request's path, or a path parameter, is refused (see the README's path safety):
     /// the client's error.
@@ -320,6 +323,70 @@ pub enum ErrorKind {
         /// The methods that are allowed.
         allowed: Vec<String>,
     },
+}
+
+/// Text a plugin supplied, as an [`ErrorKind`] holds it: a reason a plugin gave for a failed
+/// call, a panic message, what a plugin process answered, refused with or sent against the
+/// protocol (quoted in the host's own words).
+///
+/// It is kept as the plugin gave it ([`as_str`](Self::as_str), or `&str` through `Deref`), and
+/// *displayed* as the host's log shows what a plugin logs: control characters escaped (`\n`,
+/// `\x1b`, ...) and cut to [`LOG_LINE_MAX`](crate::limits::LOG_LINE_MAX) bytes, ending with
+/// ` [cut]`. So every error message that quotes a plugin, in the log or in `plugin-host check`'s
+/// output, stays one line of bounded length that cannot pass for a line of the host's own. Its
+/// `Debug` is the string's (quoted and escaped, not cut).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct PluginText(String);
+
+impl PluginText {
+    /// The text as the plugin gave it, unescaped and whole.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PluginText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&crate::pluginlog::escape(self.0.as_bytes(), false))
+    }
+}
+
+impl fmt::Debug for PluginText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::ops::Deref for PluginText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for PluginText {
+    fn from(text: String) -> Self {
+        Self(text)
+    }
+}
+
+impl From<&str> for PluginText {
+    fn from(text: &str) -> Self {
+        Self(text.to_owned())
+    }
+}
+
+impl PartialEq<str> for PluginText {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for PluginText {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
 }
 
 impl Error {
@@ -411,3 +478,60 @@ impl fmt::Display for Errors {
 }
 
 impl std::error::Error for Errors {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::LOG_LINE_MAX;
+
+    #[test]
+    fn plugin_text_is_kept_whole_and_shown_escaped_and_cut() {
+        let forged = "down\n2026-01-01T00:00:00Z  INFO plugin_host::access: path=/x\x1b[31m";
+        let text = PluginText::from(forged);
+        assert_eq!(text, forged);
+        assert_eq!(text.as_str(), forged);
+        assert_eq!(
+            text.to_string(),
+            "down\\n2026-01-01T00:00:00Z  INFO plugin_host::access: path=/x\\x1b[31m"
+        );
+        let flood = PluginText::from("x".repeat(100_000));
+        assert_eq!(flood.len(), 100_000);
+        let shown = flood.to_string();
+        assert!(
+            shown.len() <= LOG_LINE_MAX && shown.ends_with(" [cut]"),
+            "{}",
+            shown.len()
+        );
+    }
+
+    #[test]
+    fn every_message_quoting_a_plugin_shows_its_text_escaped() {
+        let reason = || PluginText::from("a\nb");
+        let kinds = [
+            ErrorKind::Poisoned { message: reason() },
+            ErrorKind::FactoryRefused { reason: reason() },
+            ErrorKind::CreateFailed { reason: reason() },
+            ErrorKind::StartFailed { reason: reason() },
+            ErrorKind::StopFailed { reason: reason() },
+            ErrorKind::RoutesFailed { reason: reason() },
+            ErrorKind::HandlerFailed {
+                route: "GET /x".into(),
+                reason: reason(),
+            },
+            ErrorKind::Panicked {
+                call: "GET /x".into(),
+                message: reason(),
+            },
+            ErrorKind::Handshake { reason: reason() },
+            ErrorKind::ChildLost { reason: reason() },
+            ErrorKind::ChildBusy { reason: reason() },
+        ];
+        for kind in kinds {
+            let message = Error::new(kind).with_plugin("p").to_string();
+            assert!(
+                message.contains("a\\nb") && !message.contains('\n'),
+                "{message}"
+            );
+        }
+    }
+}

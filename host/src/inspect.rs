@@ -58,6 +58,13 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<Inspection, ErrorKind> {
             reason: "the file is empty".to_owned(),
         });
     }
+    if bytes.starts_with(b"#!") {
+        return Err(ErrorKind::NotAnObject {
+            reason: "it is a script (it starts with `#!`): give a plugin program as `exec` (or \
+                     `command`, for a name on PATH) instead of `path`"
+                .to_owned(),
+        });
+    }
     let file = object::File::parse(bytes).map_err(|e| ErrorKind::NotAnObject {
         reason: e.to_string(),
     })?;

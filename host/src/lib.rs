@@ -34,11 +34,13 @@ mod router;
 pub mod server;
 mod trust;
 
-pub use error::{Error, ErrorKind, Errors};
+pub use error::{Error, ErrorKind, Errors, PluginText};
 pub use ffi::install_crash_report;
 pub use inspect::Inspection;
 pub use message::{Request, Response};
 pub use plugin::{Factory, Instance, LoadOptions, State};
+#[doc(hidden)]
+pub use pluginlog::civil_date;
 pub use pluginlog::{LogLimit, stderr_colours};
 pub use registry::{FactoryRegistry, Registry};
 pub use router::{Lookup, RouteInfo, RouteMatch, Router};

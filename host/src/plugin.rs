@@ -1,6 +1,6 @@
 //! Factories (validated descriptors) and instances with their lifecycle state machine.
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, PluginText};
 use crate::ffi::{Descriptor, RawInstance, RouteDef};
 use crate::inspect::{self, Inspection};
 use crate::message::{Request, Response};
@@ -152,7 +152,7 @@ impl Backend {
                 for spec in &specs {
                     if let Err(reason) = crate::router::check_route(&spec.method, &spec.path) {
                         let error = Error::new(ErrorKind::RoutesFailed {
-                            reason: format!("the plugin listed {reason}"),
+                            reason: format!("the plugin listed {reason}").into(),
                         });
                         let _ = remote.stop();
                         return Err(error
@@ -276,7 +276,7 @@ struct Inner {
     /// How many routers serve this instance; `stop` is refused while any does.
     leases: AtomicUsize,
     /// The message of the first handler panic, once one happened (unless kept serving).
-    poisoned: OnceLock<String>,
+    poisoned: OnceLock<PluginText>,
     /// Whether handlers keep being called after one panicked.
     keep_serving_after_panic: AtomicBool,
     /// How many calls ever ran past their deadline.
@@ -387,7 +387,7 @@ impl Instance {
     /// the instance is poisoned and its routes answer with [`ErrorKind::Poisoned`] without
     /// reaching it (an HTTP server answers 503), unless it keeps serving after panics.
     pub fn poisoned(&self) -> Option<&str> {
-        self.inner.poisoned.get().map(String::as_str)
+        self.inner.poisoned.get().map(PluginText::as_str)
     }
 
     /// How many calls ever ran past their deadline (an HTTP server answers them 504), and how

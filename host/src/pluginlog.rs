@@ -12,6 +12,9 @@
 //!   dropped with lines still unreported;
 //! - it is tagged with its plugin's and its instance's names: a child's lines with the names
 //!   its [`LogLimiter`] holds, which the child's handshake sets as soon as the child says them.
+//!   A child's output lines travel on pipes, apart from the socket that says its name, and may be
+//!   read before the name that came first: until the child is named, or its handshake ends
+//!   either way, they are held back (at most [`HELD_LINES`] at a time), then logged in order.
 
 use crate::limits::{LOG_BURST, LOG_LINE_MAX, LOG_RATE, LOG_REPORT_INTERVAL};
 use parking_lot::{Condvar, Mutex};
@@ -61,6 +64,12 @@ impl Default for LogLimit {
     }
 }
 
+/// The most output lines of a child held back until it is named (see [`LogLimiter::child`]):
+/// more than a plugin writes while it starts, as a rule; past them, the lines held go out with
+/// the names there are, and the holding starts over. It holds at most this many times
+/// [`LOG_LINE_MAX`] bytes per child.
+pub(crate) const HELD_LINES: usize = 64;
+
 /// The log of one plugin instance: the names that tag its lines, its rate limit, and the count
 /// of the lines it dropped.
 ///
@@ -69,8 +78,11 @@ impl Default for LogLimit {
 /// (`1/rate`) later, and a line is admitted while it lies at most `burst - 1` intervals ahead
 /// of now. One compare-and-swap per admitted line, one load per dropped one.
 pub(crate) struct LogLimiter {
-    /// The names that tag the instance's lines; reports name the instance.
-    names: Mutex<Arc<Names>>,
+    /// The names that tag the instance's lines (reports name the instance), and the output
+    /// lines held back until they are known.
+    naming: Mutex<Naming>,
+    /// Whether its output lines come from a worker of this host, whose crash lines are errors.
+    worker: bool,
     /// The limit, for the reports.
     rate: AtomicU32,
     burst: AtomicU32,
@@ -86,6 +98,21 @@ pub(crate) struct LogLimiter {
     reporting: AtomicBool,
     /// When the lines counted in `dropped` began to be counted, since [`epoch`].
     counting_since: AtomicU64,
+}
+
+/// The names of an instance's lines, and what waits for them.
+struct Naming {
+    names: Arc<Names>,
+    /// The output lines read before the child was named; `None` once it is named, or its
+    /// handshake ended (the names are then final, or the best there will be).
+    held: Option<Vec<Held>>,
+}
+
+/// An output line held back until its child is named: the arguments of [`output`].
+struct Held {
+    stream: &'static str,
+    line: Vec<u8>,
+    cut: bool,
 }
 
 /// The names that tag a plugin instance's lines: `plugin="..." instance="..."`.
@@ -105,14 +132,32 @@ fn epoch() -> u64 {
 }
 
 impl LogLimiter {
-    /// A limiter whose lines are tagged, and whose reports are named, `name` (both plugin and
-    /// instance) until [`rename`](Self::rename) says otherwise.
+    /// The limiter of an in-process instance: its lines are tagged, and its reports named,
+    /// `name` (both plugin and instance) until [`rename`](Self::rename) says otherwise.
     pub(crate) fn new(name: &str, limit: LogLimit) -> Arc<Self> {
+        Self::with(name, limit, None)
+    }
+
+    /// The limiter of an instance whose plugin runs in a child process (a `worker` of this host
+    /// running a library, or a program), named `name` for now: its [`output`] lines are held
+    /// back until [`rename`](Self::rename) names it, or [`settle`](Self::settle) says no name
+    /// is coming; a worker's crash lines are logged at ERROR.
+    pub(crate) fn child(name: &str, limit: LogLimit, worker: bool) -> Arc<Self> {
+        Self::with(name, limit, Some(worker))
+    }
+
+    /// A limiter named `name`; `child`: whether the instance runs in a child, and if so,
+    /// whether it is a worker.
+    fn with(name: &str, limit: LogLimit, child: Option<bool>) -> Arc<Self> {
         let limiter = Self {
-            names: Mutex::new(Arc::new(Names {
-                plugin: name.to_owned(),
-                instance: name.to_owned(),
-            })),
+            naming: Mutex::new(Naming {
+                names: Arc::new(Names {
+                    plugin: name.to_owned(),
+                    instance: name.to_owned(),
+                }),
+                held: child.map(|_| Vec::new()),
+            }),
+            worker: child == Some(true),
             rate: AtomicU32::new(0),
             burst: AtomicU32::new(0),
             interval: AtomicU64::new(0),
@@ -159,17 +204,52 @@ impl LogLimiter {
     }
 
     /// Tags the instance's lines with `plugin` and `instance`, and names `instance` in
-    /// reports, from now on.
-    pub(crate) fn rename(&self, plugin: &str, instance: &str) {
-        *self.names.lock() = Arc::new(Names {
+    /// reports, from now on; logs the output lines held back, with these names.
+    pub(crate) fn rename(self: &Arc<Self>, plugin: &str, instance: &str) {
+        let mut naming = self.naming.lock();
+        naming.names = Arc::new(Names {
             plugin: plugin.to_owned(),
             instance: instance.to_owned(),
         });
+        self.release(&mut naming);
+    }
+
+    /// Logs the output lines held back with the names there are, and holds none from now on:
+    /// the child's handshake ended, whether it said the plugin's name or not.
+    pub(crate) fn settle(self: &Arc<Self>) {
+        self.release(&mut self.naming.lock());
+    }
+
+    /// Logs the held lines and stops holding. Under the lock, so that a line read meanwhile
+    /// waits, and the output stays in order.
+    fn release(self: &Arc<Self>, naming: &mut Naming) {
+        for held in naming.held.take().into_iter().flatten() {
+            self.log_output(&naming.names, held.stream, &held.line, held.cut);
+        }
+    }
+
+    /// Logs an output line of the instance's child now, tagged with `names`.
+    fn log_output(self: &Arc<Self>, names: &Names, stream: &'static str, line: &[u8], cut: bool) {
+        let crashed =
+            self.worker && stream == "stderr" && line.starts_with(crate::ffi::CRASH_PREFIX);
+        let level = match crashed {
+            true => tracing::Level::ERROR,
+            false => tracing::Level::INFO,
+        };
+        if !enabled(level) || !self.admit() {
+            return;
+        }
+        let text = escape(line, cut);
+        let (plugin, instance) = (names.plugin.as_str(), names.instance.as_str());
+        match crashed {
+            true => tracing::error!(target: "plugin", plugin, instance, stream, "{text}"),
+            false => tracing::info!(target: "plugin", plugin, instance, stream, "{text}"),
+        }
     }
 
     /// The names that tag the instance's lines now.
     pub(crate) fn names(&self) -> Arc<Names> {
-        Arc::clone(&self.names.lock())
+        Arc::clone(&self.naming.lock().names)
     }
 
     /// Whether one more line may be logged now; a line refused is counted, and reported later.
@@ -458,33 +538,71 @@ pub(crate) fn message(
 }
 
 /// Logs one line of a child's standard output or error (`stream`) under the target `plugin`,
-/// tagged with the names `limiter` holds now; `cut` when the rest of the line was discarded.
-/// Escaped, and within `limiter`'s rate, or dropped and counted.
+/// tagged with the names `limiter` holds; `cut` when the rest of the line was discarded.
+/// Escaped, and within `limiter`'s rate, or dropped and counted. Until the child is named (see
+/// [`LogLimiter::child`]), the line is held back, and logged once it is, with its names.
 ///
-/// A line is logged at INFO, except a crash line on standard error (one that begins as
-/// [`crate::ffi::CRASH_PREFIX`] says: a worker's report of the fatal signal that kills it),
-/// which is logged at ERROR, as the crash of an in-process plugin is. A program may write such
-/// a line too: it gains nothing a `log` message at level error would not give it.
+/// A line is logged at INFO, except a worker's crash line: one on a worker's standard error
+/// that begins as [`crate::ffi::CRASH_PREFIX`] says, its report of the fatal signal that kills
+/// it, logged at ERROR as the crash of an in-process plugin is. Only workers, which this host
+/// runs, are trusted with it: the same line from a program is an ordinary line, at INFO (a
+/// program logs an error with a `log` message at level error).
 pub(crate) fn output(limiter: &Arc<LogLimiter>, stream: &'static str, line: &[u8], cut: bool) {
-    let crashed = stream == "stderr" && line.starts_with(crate::ffi::CRASH_PREFIX);
-    let level = match crashed {
-        true => tracing::Level::ERROR,
-        false => tracing::Level::INFO,
-    };
-    if !enabled(level) || !limiter.admit() {
-        return;
+    let mut naming = limiter.naming.lock();
+    match &mut naming.held {
+        Some(held) if held.len() < HELD_LINES => {
+            held.push(Held {
+                stream,
+                line: line.to_vec(),
+                cut,
+            });
+        }
+        Some(_) => {
+            // Too many: they go with the names there are, and holding starts over.
+            let held = naming.held.replace(Vec::new());
+            for held in held.into_iter().flatten() {
+                limiter.log_output(&naming.names, held.stream, &held.line, held.cut);
+            }
+            limiter.log_output(&naming.names, stream, line, cut);
+        }
+        None => {
+            let names = Arc::clone(&naming.names);
+            drop(naming);
+            limiter.log_output(&names, stream, line, cut);
+        }
     }
-    let text = escape(line, cut);
-    let names = limiter.names();
-    let (plugin, instance) = (names.plugin.as_str(), names.instance.as_str());
-    match crashed {
-        true => tracing::error!(target: "plugin", plugin, instance, stream, "{text}"),
-        false => tracing::info!(target: "plugin", plugin, instance, stream, "{text}"),
-    }
+}
+
+/// The proleptic Gregorian date (year, month, day) of day `days` since 1970-01-01, for the
+/// timestamps of log lines: Howard Hinnant's `civil_from_days`, for days after the epoch. Plain
+/// integer arithmetic, so that a signal handler may call it (the crash report writes its line's
+/// time with it); `plugin-host`'s log writer uses it too.
+#[doc(hidden)]
+pub fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn civil_dates() {
+        use super::civil_date;
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(11_016), (2000, 2, 29));
+        assert_eq!(civil_date(20_782), (2026, 11, 25));
+        assert_eq!(civil_date(20_818), (2026, 12, 31));
+        assert_eq!(civil_date(20_819), (2027, 1, 1));
+    }
+
     use super::*;
 
     #[test]
@@ -600,6 +718,125 @@ mod tests {
         assert!(limiter.admit());
         assert!(!limiter.admit());
         assert_eq!(limiter.limit(), LogLimit { rate: 1, burst: 1 });
+    }
+
+    /// The lines `f` logs, as `LEVEL target: message fields`, without the time.
+    fn logged(f: impl FnOnce()) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .without_time()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buffer.0.lock().clone()).unwrap();
+        text.lines()
+            .map(|line| line.trim_start().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_childs_output_is_held_back_until_it_is_named() {
+        let log = LogLimiter::child("libx.so", LogLimit::default(), true);
+        let early = logged(|| {
+            output(&log, "stderr", b"created", false);
+            output(&log, "stdout", b"cut", true);
+        });
+        assert!(early.is_empty(), "{early:?}");
+        let lines = logged(|| {
+            log.rename("x", "inst");
+            output(&log, "stderr", b"after", false);
+            // A restart's handshake settles a log that was named long ago: nothing changes.
+            log.settle();
+            output(&log, "stdout", b"later", false);
+        });
+        let tags = r#"plugin="x" instance="inst""#;
+        assert_eq!(
+            lines,
+            [
+                format!(r#"INFO plugin: created {tags} stream="stderr""#),
+                format!(r#"INFO plugin: cut [cut] {tags} stream="stdout""#),
+                format!(r#"INFO plugin: after {tags} stream="stderr""#),
+                format!(r#"INFO plugin: later {tags} stream="stdout""#),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_child_never_named_has_its_lines_logged_when_its_handshake_ends() {
+        let log = LogLimiter::child("prog.py", LogLimit::default(), false);
+        let early = logged(|| output(&log, "stderr", b"no module named x", false));
+        assert!(early.is_empty(), "{early:?}");
+        assert_eq!(
+            logged(|| log.settle()),
+            [
+                r#"INFO plugin: no module named x plugin="prog.py" instance="prog.py" stream="stderr""#
+            ]
+        );
+    }
+
+    #[test]
+    fn an_in_process_instance_holds_nothing_back() {
+        let log = LogLimiter::new("x", LogLimit::default());
+        assert_eq!(
+            logged(|| output(&log, "stderr", b"now", false)),
+            [r#"INFO plugin: now plugin="x" instance="x" stream="stderr""#]
+        );
+    }
+
+    #[test]
+    fn past_the_lines_held_they_go_out_with_the_names_there_are() {
+        let lines = logged(|| {
+            let log = LogLimiter::child("libx.so", LogLimit::UNLIMITED, true);
+            for n in 0..=HELD_LINES {
+                output(&log, "stdout", n.to_string().as_bytes(), false);
+            }
+            // Held again, until named.
+            output(&log, "stdout", b"next", false);
+            log.rename("x", "x");
+        });
+        let (early, named) = lines.split_at(HELD_LINES + 1);
+        for (n, line) in early.iter().enumerate() {
+            assert_eq!(
+                *line,
+                format!(r#"INFO plugin: {n} plugin="libx.so" instance="libx.so" stream="stdout""#)
+            );
+        }
+        assert_eq!(
+            named,
+            [r#"INFO plugin: next plugin="x" instance="x" stream="stdout""#]
+        );
+    }
+
+    #[test]
+    fn only_a_workers_crash_line_is_an_error() {
+        let crash = b"plugin-host: fatal SIGSEGV in plugin instance \"x\" (libx.so) during start";
+        let level = |worker: bool, stream: &'static str| {
+            let lines = logged(|| {
+                let log = LogLimiter::child("x", LogLimit::default(), worker);
+                log.settle();
+                output(&log, stream, crash, false);
+            });
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            lines[0].split_once(' ').unwrap().0.to_owned()
+        };
+        assert_eq!(level(true, "stderr"), "ERROR");
+        // A program's line, or a worker's standard output: ordinary lines.
+        assert_eq!(level(false, "stderr"), "INFO");
+        assert_eq!(level(true, "stdout"), "INFO");
     }
 
     #[test]

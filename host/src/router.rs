@@ -238,7 +238,7 @@ impl Router {
             }
             Err(e) => {
                 return Err(error(ErrorKind::RoutesFailed {
-                    reason: format!("invalid path pattern in {route}: {e}"),
+                    reason: format!("invalid path pattern in {route}: {e}").into(),
                 }));
             }
         }

@@ -30,6 +30,15 @@ pub use crate::limits::{
     MAX_CALLS_PAST_DEADLINE,
 };
 
+/// The log target of the access log: one line per request, at INFO (`--log-level
+/// info,plugin_host::access=off` turns it off).
+const ACCESS: &str = "plugin_host::access";
+
+/// The log target of why a call failed (a handler's reason, a panic message, what a plugin
+/// process answered, a call past its deadline), apart from the access log, so that turning the
+/// access log off keeps them.
+const FAILURE: &str = "plugin_host::failure";
+
 /// The path the service answers itself, before any plugin route.
 pub const HEALTH_PATH: &str = "/healthz";
 
@@ -44,7 +53,7 @@ pub type HttpResponse = http::Response<Full<Bytes>>;
 /// that cannot be decoded safely is 400 (see the README's path safety); an unknown path is 404; a known path with another method is 405 with an `Allow` header;
 /// `HEAD` works for every `GET` route; a body over the limit is 413 and never reaches the
 /// plugin; a handler error or panic is 500, and a call past its deadline 504, with a JSON body
-/// naming the plugin (the log has the full detail).
+/// naming the plugin (the log has the full detail, under the target `plugin_host::failure`).
 ///
 /// Where handlers run: a plugin call costs nanoseconds and a hop to another thread microseconds,
 /// so a route with a record of fast calls runs inline, on the async worker that serves the
@@ -548,7 +557,7 @@ impl PluginService {
             {
                 route.instance().abandoned_call_returned();
                 tracing::warn!(
-                    target: "plugin_host::access",
+                    target: FAILURE,
                     "{method} {} of plugin `{}` returned after {took:?}, with nobody waiting for it (past its deadline, or its client went away)",
                     route.pattern(),
                     route.plugin(),
@@ -578,7 +587,7 @@ impl PluginService {
             Err(join) => {
                 let plugin = instance.name();
                 tracing::error!(
-                    target: "plugin_host::access",
+                    target: FAILURE,
                     "plugin `{plugin}`: {method} {}: the handler task failed: {join}",
                     route.pattern(),
                 );
@@ -640,7 +649,6 @@ impl Shared {
         let took = started.elapsed();
         match route.pacing().record(took >= self.blocking_threshold) {
             Some(Move::Pool) => tracing::warn!(
-                target: "plugin_host::access",
                 "{} {} of plugin `{}` took {took:?}, its third slow call (over {:?}) of the last 8: it runs on the blocking pool until it is fast again",
                 request.method,
                 route.pattern(),
@@ -648,7 +656,6 @@ impl Shared {
                 self.blocking_threshold,
             ),
             Some(Move::Inline) => tracing::debug!(
-                target: "plugin_host::access",
                 "{} {} of plugin `{}` is fast: it runs inline",
                 request.method,
                 route.pattern(),
@@ -677,7 +684,7 @@ struct Exchange {
 
 impl Exchange {
     fn start(request: &http::request::Parts) -> Self {
-        let logged = tracing::enabled!(target: "plugin_host::access", tracing::Level::INFO);
+        let logged = tracing::enabled!(target: ACCESS, tracing::Level::INFO);
         Self {
             started: logged.then(Instant::now),
             head: request.method == Method::HEAD,
@@ -692,7 +699,7 @@ impl Exchange {
     ) -> HttpResponse {
         if let Some(started) = self.started {
             tracing::info!(
-                target: "plugin_host::access",
+                target: ACCESS,
                 method = request.method.as_str(),
                 path = request.uri.path(),
                 status = response.status().as_u16(),
@@ -855,12 +862,12 @@ fn failure(error: &Error) -> HttpResponse {
     };
     if status == StatusCode::BAD_REQUEST {
         // The client's mistake, not the plugin's: the access line records it.
-        tracing::debug!(target: "plugin_host::access", "{error}");
+        tracing::debug!(target: FAILURE, "{error}");
     } else if let ErrorKind::Backlogged { .. } | ErrorKind::ChildBusy { .. } = error.kind() {
         // Logged once per episode by the process backend; each call has its access line.
-        tracing::debug!(target: "plugin_host::access", "{error}");
+        tracing::debug!(target: FAILURE, "{error}");
     } else {
-        tracing::error!(target: "plugin_host::access", "{error}");
+        tracing::error!(target: FAILURE, "{error}");
     }
     plugin_error(status, error.plugin().unwrap_or("-"), kind, &message)
 }
@@ -879,7 +886,7 @@ fn plugin_error(status: StatusCode, plugin: &str, kind: &str, message: &str) -> 
 fn past_deadline(route: &RouteMatch<'_, '_>, method: &str, deadline: Duration) -> HttpResponse {
     let plugin = route.plugin();
     tracing::error!(
-        target: "plugin_host::access",
+        target: FAILURE,
         "plugin `{plugin}` ({}): {method} {} ran past its deadline of {deadline:?}: its client gets 504; the call itself cannot be cancelled and runs on",
         route.instance().file().map_or_else(|| "built-in".into(), |f| f.display().to_string()),
         route.pattern(),
@@ -896,7 +903,7 @@ fn past_deadline(route: &RouteMatch<'_, '_>, method: &str, deadline: Duration) -
 fn stopping(route: &RouteMatch<'_, '_>, method: &str) -> HttpResponse {
     let plugin = route.plugin();
     tracing::debug!(
-        target: "plugin_host::access",
+        target: FAILURE,
         "plugin `{plugin}`: {method} {} was still waiting at the end of the grace period, or came after it: its client gets 503",
         route.pattern(),
     );

@@ -155,6 +155,37 @@ fn a_shebang_line_through_env_names_the_program_missing_from_path() {
 }
 
 #[test]
+fn a_shebang_line_with_windows_line_endings_is_told_to_convert_the_file() {
+    // It passed for `#!/usr/bin/env python3`, and the start failed with env's exit status 127.
+    let dir = scratch("exec-crlf");
+    let kv = write(
+        &dir,
+        "kv.py",
+        "#!/usr/bin/env python3\r\nprint(1)\r\n",
+        0o755,
+    );
+    let expected = format!(
+        "the `#!` line of the program {kv} ends with a carriage return (the file has Windows \
+         line endings), which the system takes as part of the name it runs: convert the file \
+         to Unix line endings (`sed -i 's/\\r$//' {kv}`, or `dos2unix {kv}`)",
+        kv = kv.display()
+    );
+    refused(&dir, "[[plugin]]\nexec = \"kv.py\"\n", 2, &[&expected]);
+}
+
+#[test]
+fn a_script_given_as_a_library_path_is_told_to_give_it_as_exec() {
+    let dir = scratch("exec-script-path");
+    let kv = write(&dir, "kv.py", "#!/usr/bin/env python3\nprint(1)\n", 0o755);
+    let expected = format!(
+        "plugin file {}: not a shared library: it is a script (it starts with `#!`): give a \
+         plugin program as `exec` (or `command`, for a name on PATH) instead of `path`",
+        kv.display()
+    );
+    refused(&dir, "[[plugin]]\npath = \"kv.py\"\n", 1, &[&expected]);
+}
+
+#[test]
 fn a_folder_given_as_exec_is_refused() {
     let dir = scratch("exec-folder");
     std::fs::create_dir(dir.join("kv")).unwrap();

@@ -3,7 +3,7 @@
 //! failure. The plugin's own reason (a handler's error text, a panic message, a program's
 //! `error`) goes to the served host's log, never to the client.
 
-use crate::util::{Served, answers, faulty, http, scratch};
+use crate::util::{FAULTY_FAILURES, faulty, http, program, serve};
 use std::time::Duration;
 
 /// What the `serve` mode of `answers.py` answers `GET /answers/error` with.
@@ -18,9 +18,7 @@ fn fails_with_the_reason_in_the_log_only(
     plugin: &str,
     cases: &[(&str, &str, &str, &str)],
 ) {
-    let config = scratch(test).join("plugins.toml");
-    std::fs::write(&config, text).unwrap();
-    let served = Served::start(&["--config".as_ref(), config.as_os_str()], None);
+    let served = serve(test, text);
     for (target, kind, says, reason) in cases {
         let response = http(served.addr, "GET", target, b"");
         let body: serde_json::Value = serde_json::from_slice(&response.body)
@@ -50,28 +48,13 @@ fn faulty_entry(extra: &str) -> String {
     )
 }
 
-const FAULTY_CASES: [(&str, &str, &str, &str); 2] = [
-    (
-        "/faulty/error",
-        "failed",
-        "the handler for GET /faulty/error failed",
-        "deliberate handler failure",
-    ),
-    (
-        "/faulty/panic",
-        "panicked",
-        "the handler panicked during GET /faulty/panic",
-        "deliberate handler panic",
-    ),
-];
-
 #[test]
 fn an_in_process_handler_error_or_panic_is_500_and_its_reason_goes_to_the_log_only() {
     fails_with_the_reason_in_the_log_only(
         "failures-in-process",
         &faulty_entry(""),
         "faulty",
-        &FAULTY_CASES,
+        &FAULTY_FAILURES,
     );
 }
 
@@ -81,7 +64,7 @@ fn an_isolated_handler_error_or_panic_is_500_and_its_reason_goes_to_the_log_only
         "failures-isolated",
         &faulty_entry("isolation = \"process\""),
         "faulty",
-        &FAULTY_CASES,
+        &FAULTY_FAILURES,
     );
 }
 
@@ -89,7 +72,7 @@ fn an_isolated_handler_error_or_panic_is_500_and_its_reason_goes_to_the_log_only
 fn a_program_answering_error_is_500_and_its_reason_goes_to_the_log_only() {
     let text = format!(
         "[[plugin]]\nexec = {:?}\nargs = [\"serve\"]\nname = \"answering\"\n",
-        answers().display().to_string()
+        program("answers.py").display().to_string()
     );
     fails_with_the_reason_in_the_log_only(
         "failures-program",

@@ -248,21 +248,7 @@ fn a_body_over_the_limit_is_413_and_never_reaches_the_plugin(mode: Mode) {
 }
 
 fn a_failing_or_panicking_handler_is_500_naming_the_plugin_and_serving_goes_on(mode: Mode) {
-    let cases = [
-        (
-            "/faulty/error",
-            "failed",
-            "the handler for GET /faulty/error failed",
-            "deliberate handler failure",
-        ),
-        (
-            "/faulty/panic",
-            "panicked",
-            "the handler panicked during GET /faulty/panic",
-            "deliberate handler panic",
-        ),
-    ];
-    for (target, kind, says, reason) in cases {
+    for (target, kind, says, reason) in crate::util::FAULTY_FAILURES {
         // A fresh server each time: the panic takes the plugin out of service.
         let server = all_samples(mode);
         let response = http(server.addr, "GET", target, b"");

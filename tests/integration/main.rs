@@ -17,6 +17,7 @@ mod hostile;
 mod http;
 mod isolation;
 mod loading;
+mod logforge;
 mod lognames;
 mod logsink;
 mod new;

@@ -2,7 +2,7 @@
 //! passes `check --config plugin.toml`, and serves its route; `include-dir` writes the header and
 //! `sdk-dir` the Rust SDK.
 
-use crate::util::{Served, build_outside_project, http, run, scratch};
+use crate::util::{Served, build_outside_project, http, path_with_host, run, scratch};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,15 +26,6 @@ fn have(tool: &str) -> bool {
     found
 }
 
-/// A folder holding only the `plugin-host` binary, to put first on the PATH, as an author
-/// who installed it would have it.
-fn bin_dir() -> PathBuf {
-    sample_plugins::host_binary()
-        .parent()
-        .expect("the binary's folder")
-        .to_owned()
-}
-
 /// Environment variables for a command.
 type Env = std::collections::HashMap<&'static str, std::ffi::OsString>;
 
@@ -55,12 +46,8 @@ fn new_project(name: &str, lang: &str) -> (PathBuf, Env) {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains(&format!("plugin `{name}`")), "{stdout}");
-    let path = std::env::join_paths(
-        std::iter::once(bin_dir()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-    )
-    .unwrap();
     let env = Env::from([
-        ("PATH", path),
+        ("PATH", path_with_host()),
         ("XDG_DATA_HOME", scratch.join("data").into_os_string()),
     ]);
     (dir, env)

@@ -2,27 +2,25 @@
 //! real host and a program written from it (`tests/fixtures/programs/answers.py`). The page's
 //! numbers are checked against the constants by a unit test beside it.
 
-use crate::util::{Served, answers, http, process_options, scratch};
+use crate::util::{Served, http, process_options, program, scratch, serve};
 use plugin_host::process::{ChildState, ProcessOptions, ProcessPlugin};
 use std::time::{Duration, Instant};
 
 /// Serves `answers.py MODE`, under the instance name `name` when given.
-fn serve(mode: &str, name: Option<&str>) -> Served {
+fn serve_answers(mode: &str, name: Option<&str>) -> Served {
     let mut text = format!(
         "[[plugin]]\nexec = {:?}\nargs = [{mode:?}]\n",
-        answers().display().to_string()
+        program("answers.py").display().to_string()
     );
     if let Some(name) = name {
         text.push_str(&format!("name = {name:?}\n"));
     }
-    let config = scratch(&format!("protocol-{mode}")).join("plugins.toml");
-    std::fs::write(&config, text).unwrap();
-    Served::start(&["--config".as_ref(), config.as_os_str()], None)
+    serve(&format!("protocol-{mode}"), &text)
 }
 
 #[test]
 fn head_reaches_a_program_as_get_and_its_body_is_dropped() {
-    let served = serve("serve", None);
+    let served = serve_answers("serve", None);
     let response = http(served.addr, "GET", "/answers/method", b"");
     assert_eq!((response.status, response.text()), (200, "GET".to_owned()));
     // The program answers the method its call carries: "GET" again, whose length the client
@@ -35,7 +33,7 @@ fn head_reaches_a_program_as_get_and_its_body_is_dropped() {
 
 #[test]
 fn route_indexes_the_routes_of_starts_result_which_replace_welcomes() {
-    let served = serve("relist", None);
+    let served = serve_answers("relist", None);
     assert_eq!(http(served.addr, "GET", "/relist/a", b"").text(), "route 0");
     assert_eq!(http(served.addr, "GET", "/relist/b", b"").text(), "route 1");
     assert_eq!(http(served.addr, "GET", "/relist/old", b"").status, 404);
@@ -43,7 +41,7 @@ fn route_indexes_the_routes_of_starts_result_which_replace_welcomes() {
 
 #[test]
 fn a_log_message_before_welcome_is_tagged_with_the_instance_name() {
-    let served = serve("serve", Some("answering"));
+    let served = serve_answers("serve", Some("answering"));
     let (_, log) = served.terminate_within(Duration::from_secs(10));
     assert!(
         log.contains("warming up plugin=\"answering\" instance=\"answering\""),
@@ -63,7 +61,7 @@ fn a_process_started_again_must_list_the_routes_of_the_one_it_replaces() {
         ..process_options()
     };
     let plugin = ProcessPlugin::program(
-        answers(),
+        program("answers.py"),
         &["shifty".to_owned(), runs.display().to_string()],
         &[],
         options,

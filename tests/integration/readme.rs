@@ -1,7 +1,7 @@
 //! The plugins shown in README.md build, load and serve: the C one with the documented command,
 //! the Rust ones as crates of their own, with the SDK where the README's command puts it.
 
-use crate::util::{Served, build_outside_project, http, run, scratch};
+use crate::util::{Served, build_outside_project, http, path_with_host, run, scratch};
 use plugin_host::Factory;
 use std::path::Path;
 use std::process::Command;
@@ -97,11 +97,7 @@ fn the_readme_c_plugin_builds_checks_and_serves_as_written() {
     std::fs::write(dir.join("hello.c"), source).unwrap();
     // As an author has it: `plugin-host` on the PATH, no checkout of this repository, its own
     // data folder for the header.
-    let bin = sample_plugins::host_binary().parent().unwrap().to_owned();
-    let path = std::env::join_paths(
-        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-    )
-    .unwrap();
+    let path = path_with_host();
     for line in commands.lines().filter(|line| !line.starts_with('#')) {
         run(Command::new("sh")
             .current_dir(&dir)

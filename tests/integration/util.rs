@@ -24,6 +24,24 @@ pub fn faulty() -> &'static Path {
     &rust_fixtures()["faulty-plugin"]
 }
 
+/// How `faulty`'s handlers fail, each as `(target, kind, what the client is told, the reason
+/// that goes to the log only)`: the `kind` and `error` of its 500 answer's body, after
+/// "plugin `faulty`: ".
+pub const FAULTY_FAILURES: [(&str, &str, &str, &str); 2] = [
+    (
+        "/faulty/error",
+        "failed",
+        "the handler for GET /faulty/error failed",
+        "deliberate handler failure",
+    ),
+    (
+        "/faulty/panic",
+        "panicked",
+        "the handler panicked during GET /faulty/panic",
+        "deliberate handler panic",
+    ),
+];
+
 /// A C fixture library compiled by `tests/build.rs`.
 macro_rules! fixture {
     ($name:literal) => {
@@ -395,6 +413,14 @@ impl Served {
     }
 }
 
+/// Serves the configuration `text`, written to `plugins.toml` in a scratch folder named after
+/// `test`, so that relative paths in it are relative to that folder.
+pub fn serve(test: &str, text: &str) -> Served {
+    let config = scratch(test).join("plugins.toml");
+    std::fs::write(&config, text).unwrap();
+    Served::start(&["--config".as_ref(), config.as_os_str()], None)
+}
+
 /// Waits at most 15 s for `child` to exit (then kills it and fails); returns its status and
 /// its stderr, if piped.
 pub fn wait_for_exit(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
@@ -489,37 +515,97 @@ pub fn go_library(path: &str) -> Option<PathBuf> {
     Some(PathBuf::from(path))
 }
 
-/// A cargo home of this test run's own, created empty on first use: the registry serves
-/// third-party crates but no `pluglet-api`, and no configuration of this machine (a patch, a
-/// source replacement) applies, as on an outside author's machine.
+/// The PATH with the folder of the `plugin-host` binary first, as an author who installed it
+/// has it.
+pub fn path_with_host() -> std::ffi::OsString {
+    let bin = sample_plugins::host_binary()
+        .parent()
+        .expect("the binary's folder");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(bin.to_owned()).chain(std::env::split_paths(&path)))
+        .expect("a PATH of folders without `:`")
+}
+
+/// A cargo home of the tests' own, made on first use and kept across runs in this target folder
+/// (its registry cache spares later runs the downloads): the registry serves third-party crates
+/// but no `pluglet-api`, and no configuration of this machine applies, as on an outside author's
+/// machine. A configuration or credentials file found in it is removed before it is used.
 fn fresh_cargo_home() -> &'static Path {
     static HOME: OnceLock<PathBuf> = OnceLock::new();
     HOME.get_or_init(|| {
         let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fresh-cargo-home");
-        let _ = std::fs::remove_dir_all(&home);
         std::fs::create_dir_all(&home).expect("create the cargo home");
+        for file in std::fs::read_dir(&home).expect("read the cargo home") {
+            let file = file.expect("read the cargo home").path();
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with("config") || name.starts_with("credentials") {
+                std::fs::remove_file(&file)
+                    .unwrap_or_else(|e| panic!("cannot remove {}: {e}", file.display()));
+            }
+        }
         home
     })
 }
 
+/// Variables that change what `cargo build` does besides those named `CARGO` or `CARGO_*`: the
+/// compiler wrappers and the compiler's flags.
+const BUILD_VARIABLES: [&str; 4] = [
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "RUSTFLAGS",
+    "RUSTDOCFLAGS",
+];
+
+/// Fails unless no cargo configuration file applies in `dir`: none in `.cargo/` of it or of a
+/// folder above it.
+#[track_caller]
+fn assert_no_cargo_config(dir: &Path) {
+    let dir = dir
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("cannot resolve {}: {e}", dir.display()));
+    for folder in dir.ancestors() {
+        for name in ["config", "config.toml"] {
+            let file = folder.join(".cargo").join(name);
+            assert!(
+                !file.exists(),
+                "{} applies to a build in {}, which must see no cargo configuration of this \
+                 machine: remove it, or give the tests a target folder (CARGO_TARGET_DIR) outside \
+                 {}",
+                file.display(),
+                dir.display(),
+                folder.display()
+            );
+        }
+    }
+}
+
 /// Builds the Rust plugin project in `dir`, a crate outside this workspace, as an outside
-/// author would: `cargo build` with `env` set, a fresh cargo home and nothing else, so that
-/// `pluglet-api` can only come from the copy of the SDK the project holds. Asserts that it did
-/// (`Cargo.lock` has no registry source for it). The project's `target` is a folder shared
-/// between runs, so that only the first run builds the dependencies.
+/// author would: `cargo build` with `env` set, a fresh cargo home, no `CARGO*` variable, no
+/// compiler wrapper or flags of this environment and no cargo configuration file (it fails if
+/// one applies in `dir`), so that `pluglet-api` can only come from the copy of the SDK the
+/// project holds. Asserts that it did (`Cargo.lock` has no registry source for it). The
+/// project's `target` is a folder shared between runs, so that only the first run builds the
+/// dependencies.
 pub fn build_outside_project<K, V>(dir: &Path, env: impl IntoIterator<Item = (K, V)>)
 where
     K: AsRef<std::ffi::OsStr>,
     V: AsRef<std::ffi::OsStr>,
 {
+    assert_no_cargo_config(dir);
     let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("outside-target");
     std::fs::create_dir_all(&shared).unwrap();
     std::os::unix::fs::symlink(&shared, dir.join("target")).unwrap();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run(Command::new(cargo)
+    let mut command = Command::new(cargo);
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if text == "CARGO" || text.starts_with("CARGO_") || BUILD_VARIABLES.contains(&&*text) {
+            command.env_remove(&name);
+        }
+    }
+    run(command
         .current_dir(dir)
         .envs(env)
-        .env_remove("CARGO_TARGET_DIR")
         .env("CARGO_HOME", fresh_cargo_home())
         .arg("build"));
     let lock = std::fs::read_to_string(dir.join("Cargo.lock")).unwrap();
@@ -549,8 +635,10 @@ pub fn process_options() -> plugin_host::process::ProcessOptions {
     }
 }
 
-/// `tests/fixtures/programs/answers.py`: a plugin program for what PROTOCOL.md promises about
-/// calls, in the mode its first argument names.
-pub fn answers() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/programs/answers.py")
+/// `tests/fixtures/programs/FILE`: a plugin program written for the tests, such as
+/// `answers.py`, for what PROTOCOL.md promises about calls; each says what it does at its top.
+pub fn program(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/programs")
+        .join(file)
 }

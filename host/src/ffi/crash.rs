@@ -168,10 +168,10 @@ fn printable(text: &str) -> String {
 ///
 /// The line is written straight to standard error, not through the log, whose writer may never
 /// run again: with a single `write(2)` of text formatted before the call and the time, which
-/// the handler formats on its stack (it allocates and locks nothing). The signal is then passed
-/// to the handler that was installed before (Rust's standard library reports stack overflows
-/// from there), and the process dies by that same signal, so that the exit status and core dump
-/// show the true cause.
+/// the handler reads with `clock_gettime` and writes in digits on its stack (it allocates,
+/// locks and calls no formatter). The signal is then passed to the handler that was installed
+/// before (Rust's standard library reports stack overflows from there), and the process dies by
+/// that same signal, so that the exit status and core dump show the true cause.
 ///
 /// A fatal signal sent by another process (`kill -SEGV`) ends the process by that signal too,
 /// although no fault brings it back once a handler returns (the standard library's handler
@@ -205,8 +205,6 @@ mod signals {
     use libc::{c_int, c_void, siginfo_t};
     use std::io::ErrorKind;
     use std::sync::{Once, OnceLock};
-    use tracing_subscriber::fmt::format::Writer;
-    use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 
     /// The signals reported, with the names a crash line gives them: those whose default
     /// action ends the process with a core dump, which plugin code can bring on itself.
@@ -348,10 +346,8 @@ mod signals {
             if BARE.load(Ordering::Relaxed) {
                 write_line(&[PREFIX, name, &call.line[..call.tags_at], b"\n"]);
             } else {
-                let mut time = Time::new();
-                let _ = SystemTime.format_time(&mut Writer::new(&mut time));
                 let level = b" ERROR plugin: ";
-                write_line(&[time.text(), level, PREFIX, name, &call.line, b"\n"]);
+                write_line(&[&now(), level, PREFIX, name, &call.line, b"\n"]);
             }
             return true;
         }
@@ -387,34 +383,46 @@ mod signals {
         true
     }
 
-    /// The time as the log's lines begin with it (`2026-11-25T06:09:32.123456Z`), formatted on
-    /// the stack: `tracing-subscriber`'s formatter only reads the clock and does arithmetic.
-    struct Time {
-        text: [u8; 32],
-        length: usize,
+    /// The time now, in UTC, as the log's lines begin with it (`2026-11-25T06:09:32.123456Z`,
+    /// the shape of `tracing-subscriber`'s `SystemTime`, which a test compares): read with
+    /// `clock_gettime`, written with integer arithmetic on the stack, for a signal handler.
+    fn now() -> [u8; 27] {
+        let mut time = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `clock_gettime` is async-signal-safe (POSIX.1-2008) and writes only `time`,
+        // a valid, writable `timespec`; CLOCK_REALTIME always exists, and on a failure `time`
+        // stays the epoch.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut time) };
+        // A clock before 1970 shows the epoch.
+        let seconds = u64::try_from(time.tv_sec).unwrap_or(0);
+        let micros = u64::try_from(time.tv_nsec / 1000).unwrap_or(0);
+        timestamp(seconds, micros)
     }
 
-    impl Time {
-        fn new() -> Self {
-            Self {
-                text: [0; 32],
-                length: 0,
+    /// `seconds` since the epoch and `micros` more, as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (for the
+    /// years 1970 to 9999). No `core::fmt`: fixed-width digits, written by hand.
+    fn timestamp(seconds: u64, micros: u64) -> [u8; 27] {
+        let (year, month, day) = crate::pluginlog::civil_date(seconds / 86_400);
+        let time = seconds % 86_400;
+        let mut text = *b"0000-00-00T00:00:00.000000Z";
+        for (at, width, value) in [
+            (0, 4, year),
+            (5, 2, month),
+            (8, 2, day),
+            (11, 2, time / 3600),
+            (14, 2, time % 3600 / 60),
+            (17, 2, time % 60),
+            (20, 6, micros),
+        ] {
+            let mut left = value;
+            for digit in text[at..at + width].iter_mut().rev() {
+                *digit = b'0' + (left % 10) as u8;
+                left /= 10;
             }
         }
-
-        fn text(&self) -> &[u8] {
-            &self.text[..self.length]
-        }
-    }
-
-    impl std::fmt::Write for Time {
-        fn write_str(&mut self, part: &str) -> std::fmt::Result {
-            let end = self.length + part.len();
-            let room = self.text.get_mut(self.length..end).ok_or(std::fmt::Error)?;
-            room.copy_from_slice(part.as_bytes());
-            self.length = end;
-            Ok(())
-        }
+        text
     }
 
     /// `value` in decimal, written at the end of `buffer`.
@@ -441,7 +449,7 @@ mod signals {
     /// (alternate, small) stack, else part by part, which another thread's output could come
     /// between.
     fn write_line(parts: &[&[u8]]) {
-        let mut line = [0u8; 1024];
+        let mut line = [0u8; 512];
         let length: usize = parts.iter().map(|part| part.len()).sum();
         if length <= line.len() {
             let mut at = 0;
@@ -541,6 +549,57 @@ mod signals {
             let handler = unsafe { std::mem::transmute::<libc::sighandler_t, Handler>(handler) };
             // SAFETY: called as the kernel would call it (caller).
             unsafe { handler(signal) }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::{now, timestamp};
+
+        #[test]
+        fn dates_and_times_are_written_as_the_log_writes_them() {
+            assert_eq!(&timestamp(0, 0), b"1970-01-01T00:00:00.000000Z");
+            let leap_day = 11_016 * 86_400 + 3600 + 2 * 60 + 3;
+            assert_eq!(&timestamp(leap_day, 5), b"2000-02-29T01:02:03.000005Z");
+            let new_year = 20_819 * 86_400 - 1;
+            assert_eq!(
+                &timestamp(new_year, 999_999),
+                b"2026-12-31T23:59:59.999999Z"
+            );
+        }
+
+        /// The crash line's time has the shape of the log's (`tracing-subscriber`'s
+        /// `SystemTime`, which `plugin-host` uses), and tells the same time: written between
+        /// two of ours, it sorts between them.
+        #[test]
+        fn the_time_is_the_logs() {
+            use tracing_subscriber::fmt::format::Writer;
+            use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+            let before = now();
+            let mut logs = String::new();
+            SystemTime.format_time(&mut Writer::new(&mut logs)).unwrap();
+            let after = now();
+            let logs = logs.as_bytes();
+            assert_eq!(logs.len(), before.len(), "{logs:?}");
+            for (ours, theirs) in before.iter().zip(logs) {
+                assert_eq!(
+                    ours.is_ascii_digit(),
+                    theirs.is_ascii_digit(),
+                    "{:?} and {:?}",
+                    String::from_utf8_lossy(&before),
+                    String::from_utf8_lossy(logs)
+                );
+                if !ours.is_ascii_digit() {
+                    assert_eq!(ours, theirs);
+                }
+            }
+            assert!(
+                before.as_slice() <= logs && logs <= after.as_slice(),
+                "{:?} <= {:?} <= {:?}",
+                String::from_utf8_lossy(&before),
+                String::from_utf8_lossy(logs),
+                String::from_utf8_lossy(&after)
+            );
         }
     }
 }

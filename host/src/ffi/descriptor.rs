@@ -141,7 +141,9 @@ impl Descriptor {
                 .0
                 .take()
                 .unwrap_or_else(|| "no reason given".to_owned());
-            return Err(fail(ErrorKind::FactoryRefused { reason }));
+            return Err(fail(ErrorKind::FactoryRefused {
+                reason: reason.into(),
+            }));
         }
         // SAFETY: a non-NULL result points to a descriptor that lives as long as the library,
         // which `validate` receives and keeps.

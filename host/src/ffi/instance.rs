@@ -6,7 +6,7 @@
 use super::callbacks::{ErrorSlot, RouteCollector};
 use super::crash::{self, Callee};
 use super::descriptor::Descriptor;
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, PluginText};
 use crate::message::{Request, Response};
 use crate::pluginlog::LogLimiter;
 use plugin_api::abi::{
@@ -194,7 +194,7 @@ impl RawInstance {
         &self,
         f: Option<LifecycleFn>,
         call: &str,
-        kind: fn(String) -> ErrorKind,
+        kind: fn(PluginText) -> ErrorKind,
     ) -> Result<(), Error> {
         let Some(f) = f else { return Ok(()) };
         let mut slot = ErrorSlot::default();
@@ -245,7 +245,7 @@ impl RawInstance {
         });
         let failed = |reason| ErrorKind::RoutesFailed { reason };
         if let Some(reason) = collector.error.take() {
-            return Err(self.error(failed(format!("the plugin passed {reason}"))));
+            return Err(self.error(failed(format!("the plugin passed {reason}").into())));
         }
         check(status, &mut slot, "routes", failed).map_err(|k| self.error(k))?;
         Ok(collector.routes)
@@ -361,7 +361,7 @@ fn check(
     status: PluginStatus,
     slot: &mut ErrorSlot,
     call: &str,
-    kind: impl FnOnce(String) -> ErrorKind,
+    kind: impl FnOnce(PluginText) -> ErrorKind,
 ) -> Result<(), ErrorKind> {
     match status {
         PLUGIN_OK => Ok(()),
@@ -374,14 +374,14 @@ fn failure(
     status: PluginStatus,
     slot: &mut ErrorSlot,
     call: &str,
-    kind: impl FnOnce(String) -> ErrorKind,
+    kind: impl FnOnce(PluginText) -> ErrorKind,
 ) -> ErrorKind {
     match status {
         PLUGIN_PANICKED => ErrorKind::Panicked {
             call: call.to_owned(),
-            message: slot.take(),
+            message: slot.take().into(),
         },
-        PLUGIN_ERROR => kind(slot.take()),
-        other => kind(format!("unknown status {other}: {}", slot.take())),
+        PLUGIN_ERROR => kind(slot.take().into()),
+        other => kind(format!("unknown status {other}: {}", slot.take()).into()),
     }
 }

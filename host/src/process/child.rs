@@ -130,9 +130,9 @@ const SHEBANG_EXAMPLE: &str = "`#!/usr/bin/env python3`";
 /// `program` is a path when it holds a `/`, taken as it is; otherwise a command name, looked up
 /// on the PATH the program gets (`env`'s, or the host's), as `execvp` does at the start. It finds:
 /// a missing file; a folder or other non-file; a file this user may not execute; a `#!` line
-/// whose interpreter is missing, or whose `env` finds no such program on that PATH (its `-S`,
-/// options and `NAME=value` words skipped); and a file with no `#!` line that is not a binary
-/// the kernel runs. That last one shows at the start only with a C library whose `execvp` fails
+/// ending with a carriage return (Windows line endings), or whose interpreter is missing, or
+/// whose `env` finds no such program on that PATH (its `-S`, options and `NAME=value` words
+/// skipped); and a file with no `#!` line that is not a binary the kernel runs. That last one shows at the start only with a C library whose `execvp` fails
 /// with `ENOEXEC` (musl); glibc's hands such a file to `/bin/sh`, whatever language it is in. So
 /// without `failed` it is judged from the file: neither `#!` nor ELF, on a Linux whose
 /// `binfmt_misc` adds no other formats.
@@ -217,17 +217,26 @@ pub(crate) fn cannot_run(
 }
 
 /// What is wrong with the `#!` line at the start of `head`, the first bytes of the script
-/// `file`: an interpreter that is missing or cannot run, or an `env` that finds no such program
-/// on `search`.
+/// `file`: a carriage return at its end, an interpreter that is missing or cannot run, or an
+/// `env` that finds no such program on `search`.
 fn bad_interpreter(file: &Path, head: &[u8], search: &OsStr) -> Option<String> {
     let line = head[2..].split(|&b| b == b'\n').next().unwrap_or_default();
+    let shown = file.display();
+    // The kernel splits the line at blanks only: a carriage return stays in the last word.
+    if line.ends_with(b"\r") {
+        return Some(format!(
+            "the `#!` line of the program {shown} ends with a carriage return (the file has \
+             Windows line endings), which the system takes as part of the name it runs: \
+             convert the file to Unix line endings (`sed -i 's/\\r$//' {shown}`, or `dos2unix \
+             {shown}`)"
+        ));
+    }
     let line = String::from_utf8_lossy(line);
     // As the kernel reads it: the interpreter up to a blank, then at most one argument.
     let line = line.trim_matches(|c: char| c.is_ascii_whitespace());
     let (interpreter, argument) = line
         .split_once([' ', '\t'])
         .map_or((line, ""), |(i, a)| (i, a.trim_matches([' ', '\t'])));
-    let shown = file.display();
     if interpreter.is_empty() {
         return Some(format!(
             "the `#!` line of the program {shown} names no interpreter: write one such as \

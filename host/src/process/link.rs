@@ -112,11 +112,14 @@ impl Link {
     /// Starts the child, sends `hello` and waits for `welcome`. What it logs (its `log`
     /// messages and its output lines) passes `log`'s rate limit, tagged with the names `log`
     /// holds: the ones it came with until the child says its plugin's name (see
-    /// [`Link::handshake`]). `on_down` runs once, on the reader thread, when the link goes down
-    /// for whatever reason after the handshake.
+    /// [`Link::handshake`]); `log` holds its output lines back until then, or until the
+    /// handshake ends. A child that replaces another says the plugin's name `plugin`, or is
+    /// refused before its names tag anything. `on_down` runs once, on the reader thread, when
+    /// the link goes down for whatever reason after the handshake.
     pub(crate) fn open(
         spec: child::Spec,
         instance: &str,
+        plugin: Option<&str>,
         config: &serde_json::Value,
         options: LinkOptions,
         log: &Arc<LogLimiter>,
@@ -152,7 +155,10 @@ impl Link {
                 }
             }
         }
-        let welcome = match link.handshake(instance, config, options) {
+        let handshake = link.handshake(instance, plugin, config, options);
+        // Named, or never to be: the output lines held back go out.
+        log.settle();
+        let welcome = match handshake {
             Ok(welcome) => welcome,
             Err(reason) => {
                 link.kill();
@@ -200,10 +206,13 @@ impl Link {
     /// Sends `hello` and reads up to `welcome` (or `refuse`). The child's lines are tagged
     /// with the plugin's name from the moment it says it: in a `log` message before `welcome`
     /// (as a worker does from the moment it has loaded its library, before `create`), or in
-    /// `welcome`; the instance's name is `instance`, or else the plugin's.
+    /// `welcome`; the instance's name is `instance`, or else the plugin's. A name other than
+    /// `expected` (the plugin of the process this one replaces) is refused before it tags
+    /// anything.
     fn handshake(
         &mut self,
         instance: &str,
+        expected: Option<&str>,
         config: &serde_json::Value,
         options: LinkOptions,
     ) -> Result<Welcome, String> {
@@ -242,7 +251,7 @@ impl Link {
                     if let Some(plugin) = plugin
                         && said.as_ref() != Some(&plugin)
                     {
-                        check_name(&plugin, "a log message")?;
+                        check_name(&plugin, expected, "a log message")?;
                         if let Some(before) = &said {
                             return Err(format!(
                                 "its log messages gave the plugin two names, {before:?} then \
@@ -278,7 +287,7 @@ impl Link {
                         wire::VERSIONS
                     ));
                 }
-                check_name(&name, "its welcome")?;
+                check_name(&name, expected, "its welcome")?;
                 if let Some(said) = said
                     && said != name
                 {
@@ -546,15 +555,24 @@ impl std::io::Read for Deadline<'_> {
 }
 
 /// Checks a plugin's name a child gave in `what`: it tags the host's log lines, `list` and
-/// `/healthz`, so it must be one line of text, as a library's must be.
-fn check_name(name: &str, what: &str) -> Result<(), String> {
+/// `/healthz`, so it must be one line of text, as a library's must be; and it must be
+/// `expected`, the name of the plugin the child replaces, if any (its routes and its tags are
+/// that plugin's).
+fn check_name(name: &str, expected: Option<&str>, what: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 128 || !pluginlog::is_one_line(name) {
         return Err(format!(
             "{what} gave the plugin the name {name:?}: a plugin's name must be 1 to 128 bytes of \
              text without control characters"
         ));
     }
-    Ok(())
+    match expected {
+        Some(expected) if expected != name => Err(format!(
+            "{what} gave the plugin the name {name:?}, but the process it replaces was plugin \
+             {expected:?}: a plugin process must keep its plugin's name (to serve another \
+             plugin, restart the host)"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The instance's name: the configuration's (`instance`, what `hello` said), or else the

@@ -6,10 +6,11 @@
 //! - The copy never waits for the pipes' end, which a descendant of the child can withhold by
 //!   keeping them open: once the child is reaped, [`Output::child_reaped`] (or dropping the
 //!   [`Output`]) wakes the thread, which copies what the pipes hold at that moment (at most
-//!   [`DRAIN_LIMIT`] bytes), closes them and ends.
+//!   [`DRAIN_LIMIT`] bytes), closes them and ends; `child_reaped` waits for that, so that a
+//!   child's last lines are in the log before its end is, and before the host exits.
 //! - Every line goes through [`pluginlog::output`]: escaped, within the instance's rate limit,
-//!   and tagged with the names the instance's log holds when the line is read, which the
-//!   handshake sets once the child says its plugin's name; a worker's crash line is an error.
+//!   and tagged with the plugin's and the instance's names (held back until the handshake
+//!   has them); a worker's crash line is an error.
 
 use crate::limits::LOG_LINE_MAX;
 use crate::pluginlog::{self, LogLimiter};
@@ -31,6 +32,8 @@ pub(crate) const DRAIN_LIMIT: usize = 1 << 20;
 pub(crate) struct Output {
     /// The host's end of the wake-up socket: closing it wakes the copying thread.
     wake: Mutex<Option<UnixStream>>,
+    /// The copying thread, until it is waited for.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Output {
@@ -50,18 +53,23 @@ impl Output {
         ];
         let (wake, woken) = UnixStream::pair()?;
         let name = format!("out:{}", log.names().instance.replace('\0', ""));
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || copy(streams.into_iter().flatten().collect(), &woken, &log))?;
         Ok(Self {
             wake: Mutex::new(Some(wake)),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
-    /// Ends the copy once the child has been reaped: what its pipes hold now is still copied,
-    /// then they are closed, whatever its descendants do with them.
+    /// Ends the copy once the child has been reaped, and waits until it has ended: what its
+    /// pipes hold now is still copied (at most [`DRAIN_LIMIT`] bytes), then they are closed,
+    /// whatever its descendants do with them.
     pub(crate) fn child_reaped(&self) {
         self.wake.lock().take();
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
     }
 }
 

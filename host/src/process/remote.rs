@@ -126,7 +126,10 @@ impl Remote {
         let hello_name = name.unwrap_or("");
         let spec_file = file.clone();
         let fail = |reason: String| {
-            let error = Error::new(ErrorKind::Handshake { reason }).with_file(Some(&spec_file));
+            let error = Error::new(ErrorKind::Handshake {
+                reason: reason.into(),
+            })
+            .with_file(Some(&spec_file));
             match name {
                 Some(name) => error.with_plugin(name),
                 None => error,
@@ -140,10 +143,15 @@ impl Remote {
             || file.display().to_string(),
             |tag| tag.to_string_lossy().into_owned(),
         );
-        let log = LogLimiter::new(name.unwrap_or(&tag), options.log_limit);
+        let log = LogLimiter::child(
+            name.unwrap_or(&tag),
+            options.log_limit,
+            mode == Mode::Isolated,
+        );
         let (link, welcome) = Link::open(
             spec.clone(),
             hello_name,
+            None,
             config,
             link_options(&options),
             &log,
@@ -220,7 +228,11 @@ impl Remote {
 
     /// Sends `start` and waits for its result; returns the routes.
     pub(crate) fn start(&self) -> Result<Vec<RouteSpec>, Error> {
-        let failed = |reason| self.error(ErrorKind::StartFailed { reason });
+        let failed = |reason: String| {
+            self.error(ErrorKind::StartFailed {
+                reason: reason.into(),
+            })
+        };
         let link = self
             .current()
             .ok_or_else(|| failed("the plugin process is not running".into()))?;
@@ -303,7 +315,9 @@ impl Remote {
                 ),
                 None => reason,
             };
-            Err(self.error(ErrorKind::StopFailed { reason }))
+            Err(self.error(ErrorKind::StopFailed {
+                reason: reason.into(),
+            }))
         };
         match answer {
             Ok(Frame {
@@ -374,10 +388,12 @@ impl Remote {
             .get(route)
             .map_or_else(String::new, |r| format!("{} {}", r.method, r.path));
         let frame = answer.map_err(|lost| match lost {
-            Lost::Child(reason) => self.error(ErrorKind::ChildLost { reason }),
+            Lost::Child(reason) => self.error(ErrorKind::ChildLost {
+                reason: reason.into(),
+            }),
             Lost::Timeout(after) => self.error(ErrorKind::HandlerFailed {
                 route: call.clone(),
-                reason: format!("no answer within {after:?}"),
+                reason: format!("no answer within {after:?}").into(),
             }),
             Lost::Backlogged(backlog) => {
                 let error = self.error(ErrorKind::Backlogged {
@@ -402,7 +418,7 @@ impl Remote {
         else {
             return Err(self.error(ErrorKind::HandlerFailed {
                 route: call,
-                reason: format!("it answered the call with {:?}", frame.header),
+                reason: format!("it answered the call with {:?}", frame.header).into(),
             }));
         };
         if busy {
@@ -413,12 +429,12 @@ impl Remote {
             return Err(self.error(if panicked {
                 ErrorKind::Panicked {
                     call,
-                    message: reason,
+                    message: reason.into(),
                 }
             } else {
                 ErrorKind::HandlerFailed {
                     route: call,
-                    reason,
+                    reason: reason.into(),
                 }
             }));
         }
@@ -430,7 +446,7 @@ impl Remote {
         if !(200..=999).contains(&status) {
             return Err(self.error(ErrorKind::HandlerFailed {
                 route: call,
-                reason: format!("it answered with HTTP status {status}, outside 200 to 999"),
+                reason: format!("it answered with HTTP status {status}, outside 200 to 999").into(),
             }));
         }
         for (name, value) in headers {
@@ -439,7 +455,7 @@ impl Remote {
             else {
                 return Err(self.error(ErrorKind::HandlerFailed {
                     route: call,
-                    reason: format!("it answered with the refused header `{name}`"),
+                    reason: format!("it answered with the refused header `{name}`").into(),
                 }));
             };
             response.headers.append(name, value);
@@ -450,7 +466,9 @@ impl Remote {
     /// The error of a call the child answered `busy`, with a warning in the log at most once
     /// per [`LOG_REPORT_INTERVAL`] (each refused call has its access line).
     fn busy(&self, reason: String) -> Error {
-        let error = self.error(ErrorKind::ChildBusy { reason });
+        let error = self.error(ErrorKind::ChildBusy {
+            reason: reason.into(),
+        });
         let mut busy = self.busy.lock();
         busy.0 += 1;
         if busy.1.is_none_or(|at| at.elapsed() >= LOG_REPORT_INTERVAL) {
@@ -470,10 +488,12 @@ impl Remote {
     /// Starts a new child in place of one that died, and starts it if the old one was.
     fn restart(self: &Arc<Self>, generation: u64) -> Result<(), String> {
         let down = self.events.lock().clone();
-        // The same `instance` as the first child's `hello`.
+        // The same `instance` as the first child's `hello`, and the same plugin, or refused
+        // before its name tags the instance's lines.
         let (link, welcome) = Link::open(
             self.spec.clone(),
             self.named.as_deref().unwrap_or(""),
+            Some(&self.plugin),
             &self.config,
             link_options(&self.options),
             &self.log,
@@ -481,13 +501,6 @@ impl Remote {
                 let _ = down.send(Event::Down(generation, reason));
             },
         )?;
-        if welcome.name != self.plugin {
-            link.kill();
-            return Err(format!(
-                "the new process says it is plugin `{}`, not `{}`",
-                welcome.name, self.plugin
-            ));
-        }
         let (started, stopped) = {
             let supervision = self.supervision.lock();
             (

@@ -164,7 +164,8 @@ fn serve(
     // From now on any fatal signal, even one sent with `kill`, names this plugin.
     crate::ffi::describe_worker(&name, library);
     // The host tags this process's lines with the plugin's name from this message on: those
-    // `create` logs, and a crash line, come before `welcome`.
+    // `create` logs, and a crash line, come before `welcome`. Its output lines, which the host
+    // reads from pipes apart from this socket, wait there until it has read this message.
     let loaded = Header::Log {
         level: plugin_api::abi::PLUGIN_LOG_DEBUG,
         message: format!("worker: loaded {}", library.display()),
@@ -670,8 +671,8 @@ fn reason(error: &crate::Error) -> String {
         crate::ErrorKind::HandlerFailed { reason, .. }
         | crate::ErrorKind::StartFailed { reason }
         | crate::ErrorKind::StopFailed { reason }
-        | crate::ErrorKind::RoutesFailed { reason } => reason.clone(),
-        crate::ErrorKind::Panicked { message, .. } => message.clone(),
+        | crate::ErrorKind::RoutesFailed { reason } => reason.as_str().to_owned(),
+        crate::ErrorKind::Panicked { message, .. } => message.as_str().to_owned(),
         other => other.to_string(),
     }
 }

@@ -1,4 +1,5 @@
-//! The three commands.
+//! What each command does: `serve`, `list` and `check` here; `new`, `include-dir` and `sdk-dir`
+//! through `scaffold`, which writes their files.
 
 use crate::{Cli, Command, Source, scaffold};
 use plugin_host::config::{self, PluginEntry, Run};
@@ -27,15 +28,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let defaults = ServeOptions::default();
             let options = ServeOptions {
-                grace,
-                header_timeout,
-                keepalive_timeout,
+                grace: grace.0,
+                header_timeout: header_timeout.0,
+                keepalive_timeout: keepalive_timeout.0,
                 max_connections: max_connections.unwrap_or(defaults.max_connections),
             };
             let settings = Settings {
                 listen,
                 body_limit,
-                handler_timeout,
+                handler_timeout: handler_timeout.0,
                 options,
             };
             serve_command(&source, insecure, &settings)

@@ -131,7 +131,7 @@ fn timestamp(line: &mut String) {
     SECOND.with_borrow_mut(|(cached, prefix)| {
         if *cached != seconds {
             prefix.clear();
-            let (year, month, day) = civil_date(seconds / 86_400);
+            let (year, month, day) = plugin_host::civil_date(seconds / 86_400);
             let time = seconds % 86_400;
             let _ = write!(
                 prefix,
@@ -145,35 +145,6 @@ fn timestamp(line: &mut String) {
         line.push_str(prefix);
     });
     let _ = write!(line, "{:06}Z", now.subsec_micros());
-}
-
-/// The proleptic Gregorian date of day `days` since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for days after the epoch).
-fn civil_date(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::civil_date;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_date(0), (1970, 1, 1));
-        assert_eq!(civil_date(11_016), (2000, 2, 29));
-        assert_eq!(civil_date(20_782), (2026, 11, 25));
-        assert_eq!(civil_date(20_818), (2026, 12, 31));
-        assert_eq!(civil_date(20_819), (2027, 1, 1));
-    }
 }
 
 impl<S: tracing::Subscriber> Layer<S> for AccessLog {

@@ -5,25 +5,39 @@ mod logging;
 mod scaffold;
 
 use clap::{Args, Parser, Subcommand};
+use plugin_host::server::ServeOptions;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// A duration given on the command line, as a number of seconds; shown the same way, so that
+/// a default comes from the library's own value (`default_value_t`) rather than a copy of it.
+#[derive(Clone, Copy)]
+struct Seconds(Duration);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.as_secs_f64())
+    }
+}
+
 /// A number of seconds, zero allowed.
-fn seconds(text: &str) -> Result<Duration, String> {
+fn seconds(text: &str) -> Result<Seconds, String> {
     text.parse::<f64>()
         .ok()
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .map(Seconds)
         .ok_or_else(|| format!("`{text}` is not a number of seconds"))
 }
 
 /// A positive number of seconds.
-fn positive_seconds(text: &str) -> Result<Duration, String> {
+fn positive_seconds(text: &str) -> Result<Seconds, String> {
     text.parse::<f64>()
         .ok()
         .and_then(plugin_host::config::positive_seconds)
+        .map(Seconds)
         .ok_or_else(|| format!("`{text}` is not a positive number of seconds"))
 }
 
@@ -60,19 +74,35 @@ enum Command {
         /// Seconds to let requests in flight finish after a shutdown signal; then those still
         /// waiting answer 503, and the plugins are stopped in reverse order (an in-process one
         /// with a call still running is left as it is; a child process is always ended).
-        #[arg(long, default_value = "10", value_parser = seconds)]
-        grace: Duration,
+        #[arg(
+            long,
+            default_value_t = Seconds(ServeOptions::default().grace),
+            value_parser = seconds
+        )]
+        grace: Seconds,
         /// Seconds a handler call may run before its client gets 504 (a plugin's
         /// `handler_timeout` in the config overrides it).
-        #[arg(long, default_value = "30", value_parser = positive_seconds)]
-        handler_timeout: Duration,
+        #[arg(
+            long,
+            default_value_t = Seconds(plugin_host::server::DEFAULT_HANDLER_TIMEOUT),
+            value_parser = positive_seconds
+        )]
+        handler_timeout: Seconds,
         /// Seconds a client may take to send a request head in full (from its first byte, or
         /// from the connection for the first request).
-        #[arg(long, default_value = "10", value_parser = positive_seconds)]
-        header_timeout: Duration,
+        #[arg(
+            long,
+            default_value_t = Seconds(ServeOptions::default().header_timeout),
+            value_parser = positive_seconds
+        )]
+        header_timeout: Seconds,
         /// Seconds an idle keep-alive connection waits for its next request.
-        #[arg(long, default_value = "60", value_parser = positive_seconds)]
-        keepalive_timeout: Duration,
+        #[arg(
+            long,
+            default_value_t = Seconds(ServeOptions::default().keepalive_timeout),
+            value_parser = positive_seconds
+        )]
+        keepalive_timeout: Seconds,
         /// How many connections may be open at once; more get 503 and are closed
         /// [default: 10000, or 3/4 of the open-file limit if lower].
         #[arg(long)]
