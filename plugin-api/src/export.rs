@@ -80,7 +80,7 @@ fn guard(error: *const PluginErrorSink, f: impl FnOnce() -> Result<()>) -> Plugi
             PLUGIN_ERROR
         }
         Err(payload) => {
-            report(error, &format!("panicked: {}", panic_message(&payload)));
+            report(error, panic_message(&payload));
             // Dropping a payload can itself panic, which would abort here: leak it instead.
             std::mem::forget(payload);
             PLUGIN_PANICKED

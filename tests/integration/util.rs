@@ -38,7 +38,8 @@ pub const FAULTY_FAILURES: [(&str, &str, &str, &str); 2] = [
         "/faulty/panic",
         "panicked",
         "the handler panicked during GET /faulty/panic",
-        "deliberate handler panic",
+        // As the log has it: the panic message once, after what panicked.
+        "panicked during GET /faulty/panic: deliberate handler panic",
     ),
 ];
 
