@@ -2,7 +2,7 @@
 //! Node.js, and what the supervisor does when a child crashes, hangs or breaks the protocol.
 //! Real processes and real sockets throughout.
 
-use crate::util::{Served, fixture, http, process_options, samples, scratch};
+use crate::util::{Served, check_config, fixture, http, process_options, samples, scratch};
 use plugin_host::ErrorKind;
 use plugin_host::process::{ChildState, ProcessOptions, ProcessPlugin};
 use serde_json::json;
@@ -293,7 +293,6 @@ fn sigkill_of_the_host_leaves_no_child_behind() {
 /// `plugin-host check --config` of one misbehaving program between two good plugins: its own
 /// verdict is a clear error, and the others pass.
 fn check_misbehaving(mode: &str, extra: &str) -> String {
-    let dir = scratch(&format!("misbehave-{mode}"));
     let text = format!(
         "[[plugin]]\npath = {hello:?}\n\n[[plugin]]\nexec = {program:?}\nargs = [{mode:?}]\n\
          name = \"bad\"\n{extra}\n\n[[plugin]]\npath = {greeter:?}\nisolation = \"process\"\n",
@@ -301,15 +300,9 @@ fn check_misbehaving(mode: &str, extra: &str) -> String {
         program = misbehave().display().to_string(),
         greeter = samples().greeter.display().to_string(),
     );
-    std::fs::write(dir.join("plugins.toml"), text).unwrap();
     let started = Instant::now();
-    let output = Command::new(sample_plugins::host_binary())
-        .args(["check", "--config"])
-        .arg(dir.join("plugins.toml"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let (code, stdout) = check_config(&format!("misbehave-{mode}"), &text);
+    assert_eq!(code, Some(1), "{stdout}");
     assert!(
         started.elapsed() < Duration::from_secs(6),
         "{:?}",

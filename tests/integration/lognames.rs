@@ -4,7 +4,7 @@
 //! refused, and so is a restarted process's name that is not its plugin's, before it tags
 //! anything. A program's line that looks like a crash line is an ordinary one.
 
-use crate::util::{Served, fixture, http, line_with, program, scratch, serve};
+use crate::util::{Served, check_config, fixture, http, line_with, program, scratch, serve};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -102,19 +102,12 @@ fn a_program_that_says_its_name_before_welcome_is_tagged_with_it() {
 
 /// `plugin-host check` of the names program in `mode`: its verdict, which must be a failure.
 fn check_names(mode: &str) -> String {
-    let dir = scratch(&format!("lognames-{mode}"));
     let text = format!(
         "[[plugin]]\nexec = {:?}\nargs = [{mode:?}]\nname = \"bad\"\n",
         names_program().display().to_string()
     );
-    std::fs::write(dir.join("plugins.toml"), text).unwrap();
-    let output = Command::new(sample_plugins::host_binary())
-        .args(["check", "--config"])
-        .arg(dir.join("plugins.toml"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let (code, stdout) = check_config(&format!("lognames-{mode}"), &text);
+    assert_eq!(code, Some(1), "{stdout}");
     let verdict = stdout.lines().next().unwrap_or_default().to_owned();
     assert!(
         verdict.starts_with("FAIL  ") && verdict.contains("plugin `bad` ("),

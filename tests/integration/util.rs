@@ -422,6 +422,20 @@ pub fn serve(test: &str, text: &str) -> Served {
     Served::start(&["--config".as_ref(), config.as_os_str()], None)
 }
 
+/// Runs `plugin-host check --config` on the configuration `text`, written to `plugins.toml` in a
+/// scratch folder named after `test`; returns its exit code and its standard output.
+pub fn check_config(test: &str, text: &str) -> (Option<i32>, String) {
+    let config = scratch(test).join("plugins.toml");
+    std::fs::write(&config, text).unwrap();
+    let output = Command::new(sample_plugins::host_binary())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.code(), stdout)
+}
+
 /// Waits at most 15 s for `child` to exit (then kills it and fails); returns its status and
 /// its stderr, if piped.
 pub fn wait_for_exit(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
