@@ -19,6 +19,20 @@ pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request body may take to arrive in full before the client gets 408: 60 s.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long requests in flight may finish after a shutdown signal before those still waiting
+/// answer 503 (`serve --grace`): 10 s.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send a request's head (`serve --header-timeout`): 10 s.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an idle keep-alive connection stays open (`serve --keepalive-timeout`): 60 s.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most connections served at once, unless three quarters of the open-file limit is lower
+/// (`serve --max-connections`): 10,000. One over it is answered 503 and closed.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
 /// How long a child process has to exit after SIGTERM before SIGKILL, once its stop timeout
 /// ([`ProcessOptions::stop_timeout`](crate::process::ProcessOptions)) is over: 2 s.
 pub const SIGTERM_GRACE: Duration = Duration::from_secs(2);

@@ -43,20 +43,21 @@ pub struct ServeOptions {
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
-            grace: Duration::from_secs(10),
-            header_timeout: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(60),
+            grace: crate::limits::DEFAULT_GRACE,
+            header_timeout: crate::limits::DEFAULT_HEADER_TIMEOUT,
+            keepalive_timeout: crate::limits::DEFAULT_KEEPALIVE_TIMEOUT,
             max_connections: default_max_connections(),
         }
     }
 }
 
-/// 10,000, or three quarters of the soft limit of open files if that is lower (at least 16).
+/// [`MAX_CONNECTIONS`](crate::limits::MAX_CONNECTIONS), or three quarters of the soft limit of
+/// open files if that is lower (at least 16).
 fn default_max_connections() -> usize {
     let limit = crate::ffi::open_file_limit().unwrap_or(u64::MAX);
     usize::try_from(limit / 4 * 3)
         .unwrap_or(usize::MAX)
-        .clamp(16, 10_000)
+        .clamp(16, crate::limits::MAX_CONNECTIONS)
 }
 
 /// The answer every connection over the cap gets before it is closed.
