@@ -32,7 +32,7 @@ fn escaped_and_bounded(log: &str, reasons: &[&str]) {
             line.len() <= LINE_MAX,
             "a line of {} bytes, over {LINE_MAX}: {}...",
             line.len(),
-            &line[..200]
+            line.chars().take(200).collect::<String>()
         );
     }
 }
@@ -120,6 +120,26 @@ fn a_program_cannot_forge_or_flood_the_log_with_an_error_busy_or_panic_answer() 
     );
     assert!(log.contains("xxx [cut]"), "no cut reason in:\n{log}");
     poisoned_quoting(&log, "deliberate panic");
+}
+
+#[test]
+fn a_program_breaking_the_protocol_cannot_forge_the_line_of_its_end() {
+    // The host quotes the frame's `type` as the reason the process ended, when it restarts it.
+    let text = format!(
+        "[[plugin]]\nexec = {:?}\nargs = [\"forge\"]\n",
+        program("answers.py").display().to_string()
+    );
+    let served = serve("logforge-protocol", &text);
+    assert_eq!(http(served.addr, "GET", "/forge/protocol", b"").status, 502);
+    // Serving again: the supervisor has logged why the process ended, and restarted it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while http(served.addr, "GET", "/forge/error", b"").status != 500 {
+        assert!(std::time::Instant::now() < deadline, "not restarted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = served.terminate_within(Duration::from_secs(10)).1;
+    assert!(log.contains("restarting it in"), "{log}");
+    escaped_and_bounded(&log, &["protocol breach"]);
 }
 
 #[test]

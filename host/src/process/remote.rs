@@ -730,7 +730,9 @@ fn recover(remote: &Arc<Remote>, events: &mpsc::Receiver<Event>, reason: String)
         })
         .map_or_else(String::new, |s| format!(" ({s})"));
     drop(old);
-    let mut reason = reason;
+    // It quotes the child (what it refused with, what it sent against the protocol): logged
+    // escaped and cut, as everything a plugin says.
+    let mut reason = crate::PluginText::from(reason);
     loop {
         let delay = {
             let mut supervision = remote.supervision.lock();
@@ -794,7 +796,7 @@ fn recover(remote: &Arc<Remote>, events: &mpsc::Receiver<Event>, reason: String)
                 );
                 return true;
             }
-            Err(why) => reason = format!("its restart failed: {why}"),
+            Err(why) => reason = format!("its restart failed: {why}").into(),
         }
     }
 }
