@@ -449,7 +449,7 @@ mod signals {
     /// (alternate, small) stack, else part by part, which another thread's output could come
     /// between.
     fn write_line(parts: &[&[u8]]) {
-        let mut line = [0u8; 512];
+        let mut line = [0u8; 1024];
         let length: usize = parts.iter().map(|part| part.len()).sum();
         if length <= line.len() {
             let mut at = 0;

@@ -485,7 +485,10 @@ impl Link {
                     child::signal_group(process, libc::SIGKILL);
                     if let Ok(Some(status)) = process.try_wait() {
                         *child = None;
-                        // Its descendants may keep its pipes open: the copy ends now.
+                        drop(child);
+                        // Its descendants may keep its pipes open: the copy ends now (after
+                        // its last lines, bounded), with the lock released, so that nothing
+                        // waiting for the child waits for its output too.
                         if let Some(output) = &self.output {
                             output.child_reaped();
                         }

@@ -897,6 +897,14 @@ mod tests {
             ),
             ("SIGTERM grace period, before SIGKILL", time(SIGTERM_GRACE)),
             ("longest log line, in bytes", size(LOG_LINE_MAX as u64)),
+            (
+                "output lines held until the program is named",
+                crate::pluginlog::HELD_LINES.to_string(),
+            ),
+            (
+                "output copied once the program has exited, in bytes",
+                size(super::super::output::DRAIN_LIMIT as u64),
+            ),
             ("log rate, lines per second", o.log_limit.rate.to_string()),
             ("log burst, lines at once", o.log_limit.burst.to_string()),
             ("busy report interval", time(LOG_REPORT_INTERVAL)),
