@@ -383,7 +383,9 @@ typedef struct {
    */
   PluginAbiHeader header;
   /*
-   The plugin's name: non-empty UTF-8, at most 128 bytes, no control characters.
+   The plugin's name: non-empty UTF-8, at most 128 bytes, no control characters and no
+   Unicode line or direction marks (U+2028, U+2029, U+061C, U+200E, U+200F, U+202A to
+   U+202E, U+2066 to U+2069).
    */
   PluginStr name;
   /*

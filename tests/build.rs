@@ -31,6 +31,11 @@ fn main() {
         ),
         ("fixture_empty_name", &["FIXTURE_NAME=\"\""]),
         ("fixture_bad_utf8_name", &["FIXTURE_NAME=\"bad\\xff\\xfe\""]),
+        // U+2028, a line separator: a name that would break the log's lines.
+        (
+            "fixture_line_separator_name",
+            &["FIXTURE_NAME=\"bad\\xe2\\x80\\xa8line\""],
+        ),
         ("fixture_null_create", &["FIXTURE_NULL_CREATE"]),
         ("fixture_conflict", &["FIXTURE_ROUTE=\"/c/hello\""]),
         // Descriptors that lie.

@@ -305,7 +305,9 @@ pub struct PluginRouteSink {
 pub struct PluginDescriptor {
     /// `{ PLUGIN_ABI_MAGIC, PLUGIN_ABI_MAJOR, PLUGIN_ABI_MINOR, sizeof(PluginDescriptor), 0 }`.
     pub header: PluginAbiHeader,
-    /// The plugin's name: non-empty UTF-8, at most 128 bytes, no control characters.
+    /// The plugin's name: non-empty UTF-8, at most 128 bytes, no control characters and no
+    /// Unicode line or direction marks (U+2028, U+2029, U+061C, U+200E, U+200F, U+202A to
+    /// U+202E, U+2066 to U+2069).
     pub name: PluginStr,
     /// The plugin's version, free-form UTF-8 (for example `1.2.0`), at most 128 bytes; may be
     /// empty.

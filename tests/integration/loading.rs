@@ -90,6 +90,16 @@ fn a_name_that_is_not_utf8_is_refused() {
 }
 
 #[test]
+fn a_name_with_a_line_separator_is_refused() {
+    let path = fixture!("FIXTURE_LINE_SEPARATOR_NAME");
+    let error = Factory::load(&path).err().expect("refused");
+    assert_error(&error, &path, |k| {
+        matches!(k, ErrorKind::InvalidName { reason } if reason.contains("\\u{2028}")
+            && reason.contains("Unicode line or direction marks"))
+    });
+}
+
+#[test]
 fn a_descriptor_without_create_is_refused() {
     let path = fixture!("FIXTURE_NULL_CREATE");
     let error = Factory::load(&path).err().expect("refused");

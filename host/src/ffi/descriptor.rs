@@ -230,9 +230,12 @@ unsafe fn validate(
             reason: "the name is empty".to_owned(),
         }));
     }
-    if name.chars().any(char::is_control) {
+    // What the log escapes may not name a plugin: a name is written in every line about it.
+    if !crate::pluginlog::is_one_line(&name) {
         return Err(fail(ErrorKind::InvalidName {
-            reason: format!("{name:?} contains control characters"),
+            reason: format!(
+                "{name:?} contains control characters or Unicode line or direction marks"
+            ),
         }));
     }
     // SAFETY: as for the name.
@@ -382,7 +385,7 @@ mod tests {
         let name_ok = !l.null_name
             && l.name_len <= MAX_NAME_LEN
             && std::str::from_utf8(&l.name[..l.name_len])
-                .is_ok_and(|n| !n.is_empty() && !n.chars().any(char::is_control));
+                .is_ok_and(|n| !n.is_empty() && crate::pluginlog::is_one_line(n));
         l.magic == PLUGIN_ABI_MAGIC
             && l.major == PLUGIN_ABI_MAJOR
             && l.minor.cmp(&PLUGIN_ABI_MINOR) != std::cmp::Ordering::Greater
