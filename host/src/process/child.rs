@@ -352,22 +352,31 @@ fn only_elf_and_scripts_run() -> bool {
     })
 }
 
-/// The command that starts the program of `spec` itself, with `socket` as its descriptor 3,
-/// leading its own process group.
-fn command(spec: &Spec, socket: &OwnedFd) -> Command {
-    let mut command = Command::new(&spec.program);
+/// A command running `executable` as `spec`'s child runs: with its environment and working
+/// folder, the socket's variable, standard input from `/dev/null`, standard output and error
+/// piped (the link copies them, see `output.rs`), and leading a process group of its own, so
+/// that stopping it reaches what it started (and, for an outer process, the init and what stays
+/// in the group without a namespace).
+fn child_command(executable: &Path, spec: &Spec) -> Command {
+    let mut command = Command::new(executable);
     command
-        .args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env(FD_VARIABLE, CHILD_FD.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own process group, so that stopping it reaches what it started.
         .process_group(0);
     if let Some(folder) = &spec.working_dir {
         command.current_dir(folder);
     }
+    command
+}
+
+/// The command that starts the program of `spec` itself, with `socket` as its descriptor 3,
+/// leading its own process group.
+fn command(spec: &Spec, socket: &OwnedFd) -> Command {
+    let mut command = child_command(&spec.program, spec);
+    command.args(&spec.args);
     let setup = ChildSetup {
         socket: socket.as_raw_fd(),
         status: None,
@@ -385,11 +394,11 @@ fn command(spec: &Spec, socket: &OwnedFd) -> Command {
 /// The outer process: the worker executable in its init mode (see `contain.rs`).
 #[cfg(target_os = "linux")]
 mod outer {
-    use super::{CHILD_FD, ChildSetup, Containment, FD_VARIABLE, Spec, contain, signal_group};
+    use super::{ChildSetup, Containment, Spec, contain, signal_group};
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
     use std::path::Path;
-    use std::process::{Child, Command, Stdio};
+    use std::process::Child;
     use std::time::Duration;
 
     /// How long the outer process has to say that the program runs (it takes milliseconds).
@@ -462,22 +471,11 @@ mod outer {
             status: status_end.as_raw_fd(),
         };
         let plan = serde_json::to_string(&plan).map_err(std::io::Error::other)?;
-        let mut command = Command::new(worker);
+        // The program inherits the outer process's environment and working folder.
+        let mut command = super::child_command(worker, spec);
         command
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .env(FD_VARIABLE, CHILD_FD.to_string())
             .env(contain::INIT_VARIABLE, plan)
-            .env(contain::PROGRAM_VARIABLE, &spec.program)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group: SIGKILL of the group reaches the outer process and the
-            // init, and what stays in the group without a namespace.
-            .process_group(0);
-        // The outer process and the init stay in it, and the program inherits it.
-        if let Some(folder) = &spec.working_dir {
-            command.current_dir(folder);
-        }
+            .env(contain::PROGRAM_VARIABLE, &spec.program);
         let worker_of_a_library = spec
             .env
             .iter()
