@@ -320,3 +320,28 @@ fn a_start_the_system_refuses_carries_the_same_hint_through_the_outer_process() 
         }
     }
 }
+
+#[test]
+fn a_program_whose_command_is_not_found_at_start_is_told_what_status_127_means() {
+    // What `check` cannot see in the file: a command the script runs (here, as an
+    // interpreter would be run by `#!/usr/bin/env` once the file changed).
+    let dir = scratch("exec-127");
+    write(
+        &dir,
+        "kv.sh",
+        "#!/bin/sh\nexec nosuch-interpreter-xyz\n",
+        0o755,
+    );
+    let (code, stdout) = crate::util::check_config(
+        "exec-127-config",
+        &format!(
+            "[[plugin]]\nexec = {:?}\n",
+            dir.join("kv.sh").display().to_string()
+        ),
+    );
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("exited (exit status: 127); status 127 is a command not found"),
+        "{stdout}"
+    );
+}

@@ -328,8 +328,21 @@ impl Link {
             }
             Err(ReadError::Closed) | Err(ReadError::Io(_)) => {
                 let status = self.wait_exit(Duration::from_millis(500));
+                // The shell's and env's statuses for a command that cannot run: most often the
+                // interpreter of a `#!` line, which the program's file names.
+                let hint = match status.and_then(|s| s.code()) {
+                    Some(126) => {
+                        "; status 126 is a command found but not executable: its standard \
+                         error, logged above, says which"
+                    }
+                    Some(127) => {
+                        "; status 127 is a command not found, such as the interpreter its `#!` \
+                         line names through env: its standard error, logged above, says which"
+                    }
+                    _ => "",
+                };
                 Err(format!(
-                    "it closed the connection after {:?} without a welcome{}",
+                    "it closed the connection after {:?} without a welcome{}{hint}",
                     started.elapsed(),
                     status.map_or_else(String::new, |s| format!(" and exited ({s})"))
                 ))
