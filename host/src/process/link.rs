@@ -223,9 +223,16 @@ impl Link {
         };
         let deadline = options.handshake_timeout;
         let _ = self.socket.set_write_timeout(Some(deadline));
-        wire::write_frame(&mut self.socket, &hello, b"")
-            .map_err(|e| format!("sending hello failed: {e}"))?;
         let started = Instant::now();
+        if let Err(e) = wire::write_frame(&mut self.socket, &hello, b"") {
+            // A program that ended before it read hello: said as if it ended after.
+            return Err(match e.kind() {
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                    self.ended_without_welcome(started)
+                }
+                _ => format!("sending hello failed: {e}"),
+            });
+        }
         // Every read waits at most for what is left of the deadline, however the program
         // dribbles its bytes; `log` messages may come before `welcome` (a plugin logging while
         // it starts), but the deadline holds for them too.
@@ -327,28 +334,34 @@ impl Link {
                 ))
             }
             Err(ReadError::Closed) | Err(ReadError::Io(_)) => {
-                let status = self.wait_exit(Duration::from_millis(500));
-                // The shell's and env's statuses for a command that cannot run: most often the
-                // interpreter of a `#!` line, which the program's file names.
-                let hint = match status.and_then(|s| s.code()) {
-                    Some(126) => {
-                        "; status 126 is a command found but not executable: its standard \
-                         error, logged above, says which"
-                    }
-                    Some(127) => {
-                        "; status 127 is a command not found, such as the interpreter its `#!` \
-                         line names through env: its standard error, logged above, says which"
-                    }
-                    _ => "",
-                };
-                Err(format!(
-                    "it closed the connection after {:?} without a welcome{}{hint}",
-                    started.elapsed(),
-                    status.map_or_else(String::new, |s| format!(" and exited ({s})"))
-                ))
+                Err(self.ended_without_welcome(started))
             }
             Err(e) => Err(format!("instead of welcome it sent {e}")),
         }
+    }
+
+    /// Why the handshake ended with the connection: the child closed it, and how it exited,
+    /// with what its status means when it is the shell's or env's for a command that cannot run.
+    fn ended_without_welcome(&self, started: Instant) -> String {
+        let status = self.wait_exit(Duration::from_millis(500));
+        // The shell's and env's statuses for a command that cannot run: most often the
+        // interpreter of a `#!` line, which the program's file names.
+        let hint = match status.and_then(|s| s.code()) {
+            Some(126) => {
+                "; status 126 is a command found but not executable: its standard error, logged \
+                 above, says which"
+            }
+            Some(127) => {
+                "; status 127 is a command not found, such as the interpreter its `#!` line \
+                 names through env: its standard error, logged above, says which"
+            }
+            _ => "",
+        };
+        format!(
+            "it closed the connection after {:?} without a welcome{}{hint}",
+            started.elapsed(),
+            status.map_or_else(String::new, |s| format!(" and exited ({s})"))
+        )
     }
 
     /// The child's process id.
