@@ -326,9 +326,9 @@ typedef struct {
 
    What a client sees of a failure is the status, the plugin's name and the kind of
    failure, the same whether the plugin runs in the host's process or isolated: after
-   `PLUGIN_ERROR` the client gets 500 with `{"error": "plugin `NAME`: the handler for GET
-   /path failed", "plugin": "NAME", "kind": "failed"}`, after `PLUGIN_PANICKED` the same
-   with `"kind": "panicked"`. The reason set through `error` goes to the host's log only,
+   `PLUGIN_ERROR` the client gets 500 with ``{"error": "plugin `NAME`: the handler for GET
+   /path failed", "plugin": "NAME", "kind": "failed"}``, after `PLUGIN_PANICKED` 500 with
+   ``"the handler panicked during GET /path"`` and `"kind": "panicked"`. The reason set through `error` goes to the host's log only,
    never to the client: it may say what a client must not learn. To show a client a
    message, return `PLUGIN_OK` with a status and a body of your own (`set_status`,
    `write_body`).

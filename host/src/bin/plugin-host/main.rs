@@ -41,7 +41,8 @@ fn positive_seconds(text: &str) -> Result<Seconds, String> {
         .ok_or_else(|| format!("`{text}` is not a positive number of seconds"))
 }
 
-/// Loads native plugins (Rust, C, C++) through the stable C ABI and serves their routes.
+/// Loads native plugins (Rust, C, C++, Go) through the stable C ABI, and plugin programs, and
+/// serves their routes.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
