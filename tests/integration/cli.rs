@@ -1,13 +1,9 @@
 //! The `plugin-host` binary: check, list, configuration errors, serve and graceful shutdown.
 
-use crate::util::{Served, faulty, fixture, http, line_with, samples, scratch, write_config};
+use crate::util::{
+    Served, faulty, fixture, host, http, line_with, sample_program, samples, scratch, write_config,
+};
 use std::process::{Command, Output};
-
-fn host() -> Command {
-    let mut command = Command::new(sample_plugins::host_binary());
-    command.env_remove("RUST_LOG");
-    command
-}
 
 fn run(command: &mut Command) -> (Output, String, String) {
     let output = command.output().expect("run plugin-host");
@@ -123,9 +119,7 @@ fn an_exec_path_is_relative_to_the_configuration_however_it_is_named() {
     // `--config p.toml` and `--config ./p.toml` name the same folder: `exec = "quote.py"` is
     // the program beside it, never a name looked up on PATH.
     let dir = scratch("exec-relative");
-    let quote = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../sample-plugins/programs/quote.py");
-    std::fs::copy(&quote, dir.join("quote.py")).unwrap();
+    std::fs::copy(sample_program("quote.py"), dir.join("quote.py")).unwrap();
     std::fs::write(dir.join("p.toml"), "[[plugin]]\nexec = \"quote.py\"\n").unwrap();
     for config in ["p.toml", "./p.toml"] {
         let (output, stdout, stderr) = run(host()

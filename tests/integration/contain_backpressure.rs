@@ -6,10 +6,9 @@
 //!
 //! Every figure is measured on a `plugin-host serve` process the test starts, through `/proc`.
 
-use crate::util::{Served, faulty, fixture, http, rss, samples, scratch};
+use crate::util::{Served, faulty, fixture, http, program, rss, samples, serve};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,17 +19,6 @@ const BODY: usize = 1 << 20;
 const CONNECTIONS: usize = 128;
 /// The queue limit the test configures for the program that stops reading, in MiB.
 const QUEUE_LIMIT_MB: usize = 8;
-
-fn nonreader() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/programs/nonreader.py")
-}
-
-/// Writes `text` as the configuration of a scratch folder and serves it.
-fn serve(test: &str, text: &str) -> Served {
-    let config = scratch(test).join("plugins.toml");
-    std::fs::write(&config, text).unwrap();
-    Served::start(&["--config".as_ref(), config.as_os_str()], None)
-}
 
 /// Serves the faulty library isolated, as `name`, with `extra` lines in its entry.
 fn serve_faulty(test: &str, name: &str, extra: &str) -> Served {
@@ -63,6 +51,13 @@ fn serving_pid(addr: SocketAddr, plugin: &str, old: Option<u64>) -> u64 {
         );
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// How many lines of `text` hold every one of `needles`.
+fn count_lines_with(text: &str, needles: &[&str]) -> usize {
+    text.lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .count()
 }
 
 /// How many threads process `pid` has (0 once it is gone).
@@ -156,7 +151,7 @@ fn a_child_that_stops_reading_costs_the_host_its_queue_limit_and_no_more() {
     let text = format!(
         "[[plugin]]\nexec = {:?}\nname = \"nonreader\"\nqueue_limit_mb = {QUEUE_LIMIT_MB}\n\n\
          [[plugin]]\npath = {:?}\n",
-        nonreader().display().to_string(),
+        program("nonreader.py").display().to_string(),
         samples().hello.display().to_string(),
     );
     let served = serve("backpressure", &text);
@@ -369,12 +364,7 @@ fn a_fatal_signal_sent_to_the_worker_is_a_crash_with_a_line_and_a_restart() {
     serving_pid(addr, "crashy", Some(second));
     let (status, stderr) = served.terminate_within(Duration::from_secs(15));
     assert!(status.success(), "{status}\n{stderr}");
-    let lines = |needles: &[&str]| {
-        stderr
-            .lines()
-            .filter(|l| needles.iter().all(|n| l.contains(n)))
-            .count()
-    };
+    let lines = |needles: &[&str]| count_lines_with(&stderr, needles);
     assert_eq!(
         lines(&[
             "plugin-host: fatal SIGSEGV sent by ",
@@ -536,12 +526,7 @@ fn a_worker_past_its_cpu_limit_dies_with_a_crash_line_and_is_restarted() {
     serving_pid(addr, "spinner", Some(first));
     assert_eq!(http(addr, "GET", "/faulty/ok", b"").status, 200);
     let (_, stderr) = served.terminate_within(Duration::from_secs(15));
-    let lines = |needles: &[&str]| {
-        stderr
-            .lines()
-            .filter(|l| needles.iter().all(|n| l.contains(n)))
-            .count()
-    };
+    let lines = |needles: &[&str]| count_lines_with(&stderr, needles);
     assert_eq!(
         lines(&["plugin-host: fatal SIGXCPU ", "\"spinner\""]),
         1,
@@ -598,10 +583,9 @@ fn an_inline_call_that_turns_slow_does_not_stop_the_worker_reading() {
 
 #[test]
 fn a_child_killed_at_stop_has_its_exit_status_in_the_log() {
-    let misbehave = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/programs/misbehave.py");
     let text = format!(
         "[[plugin]]\nexec = {:?}\nargs = [\"stubborn\"]\n",
-        misbehave.display().to_string(),
+        program("misbehave.py").display().to_string(),
     );
     let served = serve("stop-status", &text);
     serving_pid(served.addr, "stubborn", None);

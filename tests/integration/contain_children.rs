@@ -12,12 +12,7 @@ use crate::util::{Served, process_options, running, scratch, unique};
 use plugin_host::ErrorKind;
 use plugin_host::process::{ChildState, ProcessOptions, ProcessPlugin};
 use serde_json::json;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn descendants() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/programs/descendants.py")
-}
 
 /// Waits at most 5 s for process `pid` to end; fails naming `after` if it does not.
 #[track_caller]
@@ -44,7 +39,8 @@ fn options(pid_namespace: bool) -> ProcessOptions {
 /// The fixture, started through the library with `options`, as instance `name`.
 fn program(name: &str, args: &[&str], options: ProcessOptions) -> plugin_host::Registry {
     let args: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
-    let plugin = ProcessPlugin::program(descendants(), &args, &[], options);
+    let plugin =
+        ProcessPlugin::program(crate::util::program("descendants.py"), &args, &[], options);
     let registry = plugin_host::Registry::new();
     registry
         .register(plugin.create(Some(name), &json!({})).unwrap())
@@ -204,13 +200,11 @@ fn a_daemon_ends_when_the_program_crashes_below_a_subreaper() {
 
 /// `plugin-host serve` with the fixture as plugin `descendants`, with `extra` configuration.
 fn serve(test: &str, extra: &str) -> Served {
-    let config = scratch(test).join("plugins.toml");
     let text = format!(
         "[[plugin]]\nexec = {:?}\n{extra}\n",
-        descendants().display().to_string()
+        crate::util::program("descendants.py").display().to_string()
     );
-    std::fs::write(&config, text).unwrap();
-    Served::start(&["--config".as_ref(), config.as_os_str()], None)
+    crate::util::serve(test, &text)
 }
 
 fn call(served: &Served, path: &str) -> String {

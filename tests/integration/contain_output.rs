@@ -7,17 +7,13 @@
 //! (other tests run in the same process as these), except for the restarts, which run through
 //! the library to turn off the PID namespace and count only this plugin's files and threads.
 
-use crate::util::{Served, fixture, http, process_options, rss, scratch};
+use crate::util::{Served, fixture, http, process_options, program, rss, scratch, serve};
 use parking_lot::Mutex;
 use plugin_host::process::{ChildState, ProcessOptions, ProcessPlugin};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn noisy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/programs/noisy.py")
-}
 
 fn output_library() -> PathBuf {
     fixture!("FIXTURE_OUTPUT")
@@ -36,14 +32,8 @@ struct Logged {
 
 impl Logged {
     fn start(test: &str, text: &str) -> Self {
-        let config = scratch(test).join("plugins.toml");
-        std::fs::write(&config, text).unwrap();
         let started = Instant::now();
-        let mut served = Served::start_with(
-            &["--config".as_ref(), config.as_os_str()],
-            None,
-            std::process::Stdio::piped(),
-        );
+        let mut served = serve(test, text);
         let stderr = served.child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&lines);
@@ -134,7 +124,7 @@ fn assert_memory_flat(served: &mut Served, time: Duration) {
 fn a_program_writing_without_newlines_leaves_the_host_memory_flat() {
     let text = format!(
         "[[plugin]]\nexec = {:?}\nargs = [\"nonewline\"]\nname = \"nonewline\"\n",
-        noisy().display().to_string()
+        program("noisy.py").display().to_string()
     );
     let mut logged = Logged::start("nonewline", &text);
     assert_memory_flat(&mut logged.served, Duration::from_secs(4));
@@ -165,7 +155,7 @@ fn a_plugin_cannot_forge_a_host_log_line() {
     let text = format!(
         "[[plugin]]\nexec = {program:?}\nargs = [\"forge\"]\nname = \"forge\"\n\n\
          [[plugin]]\npath = {library:?}\nname = \"cforge\"\n",
-        program = noisy().display().to_string(),
+        program = program("noisy.py").display().to_string(),
         library = output_library().display().to_string(),
     );
     let logged = Logged::start("forge", &text);
@@ -212,7 +202,7 @@ fn a_plugin_cannot_forge_a_host_log_line() {
 #[test]
 fn a_program_cannot_give_itself_a_name_that_forges_a_line() {
     let args = ["badname".to_owned()];
-    let plugin = ProcessPlugin::program(noisy(), &args, &[], process_options());
+    let plugin = ProcessPlugin::program(program("noisy.py"), &args, &[], process_options());
     let error = plugin
         .create(None, &serde_json::json!({}))
         .err()
@@ -242,7 +232,7 @@ fn a_log_flood_is_cut_to_the_rate_limit_and_reported() {
          [[plugin]]\nexec = {program:?}\nargs = [\"outflood\"]\nname = \"outflood\"\n\
          log_rate = 20\nlog_burst = 50\n\n\
          [[plugin]]\npath = {library:?}\nname = \"cflood\"\nlog_rate = 30\nlog_burst = 100\n",
-        program = noisy().display().to_string(),
+        program = program("noisy.py").display().to_string(),
         library = output_library().display().to_string(),
     );
     let logged = Logged::start("flood", &text);
@@ -354,7 +344,7 @@ fn a_grandchild_holding_the_output_pipes_leaks_nothing_over_restarts() {
         ..process_options()
     };
     let args = ["pipeholder".to_owned(), dir.display().to_string()];
-    let plugin = ProcessPlugin::program(noisy(), &args, &[], options);
+    let plugin = ProcessPlugin::program(program("noisy.py"), &args, &[], options);
     let registry = plugin_host::Registry::new();
     registry
         .register(plugin.create(Some(name), &serde_json::json!({})).unwrap())

@@ -4,7 +4,9 @@
 //! SIGTERM (then SIGKILL) within the stop timeout, and nothing of it is left running; the exit
 //! status says what happened.
 
-use crate::util::{Served, faulty, line_with, running, scratch, write_config};
+use crate::util::{
+    Served, faulty, line_with, program, running, sample_program, scratch, write_config,
+};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -326,7 +328,7 @@ fn at_grace_end_busy_isolated_calls_answer_503_and_the_child_is_stopped() {
 /// `GET /NAME`: after its first call it reads nothing more, neither `stop` nor the end of its
 /// socket, and cannot exit by itself.
 fn deaf_programs(dir: &Path, names: &[&str]) -> std::path::PathBuf {
-    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/programs/misbehave.py");
+    let program = program("misbehave.py");
     let config = dir.join("plugins.toml");
     let text: String = names
         .iter()
@@ -416,7 +418,7 @@ fn busy_children_are_stopped_together_not_one_after_another() {
 #[test]
 fn at_grace_end_busy_program_calls_answer_503_and_the_status_says_requests_were_cut() {
     let dir = scratch("contain-shutdown-program");
-    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sample-plugins/programs/quote.py");
+    let program = sample_program("quote.py");
     let config = dir.join("plugins.toml");
     let text = format!(
         "[[plugin]]\nexec = {:?}\nname = \"quotes\"\n",

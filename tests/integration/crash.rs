@@ -3,7 +3,7 @@
 //! and the instance's names, names the instance, its file and the call.
 
 use crate::util::{
-    Served, fixture, go_library, http, samples, scratch, wait_for_exit, write_config,
+    Served, fixture, go_library, host, http, samples, scratch, wait_for_exit, write_config,
 };
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -125,8 +125,7 @@ fn a_crash_in_start_names_the_lifecycle_call() {
         "crash-start",
         &[(&samples().greeter, "greeter"), (&crash, "early")],
     );
-    let mut child = Command::new(sample_plugins::host_binary())
-        .env_remove("RUST_LOG")
+    let mut child = host()
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
         .stderr(Stdio::piped())

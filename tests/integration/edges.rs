@@ -1,7 +1,7 @@
 //! HTTP edges: `/healthz` for load balancers, `Host`, path safety, what error bodies say, bind
 //! failures and an empty configuration.
 
-use crate::util::{Served, TestServer, entry, faulty, http, http_raw, samples, scratch};
+use crate::util::{Served, TestServer, entry, faulty, host, http, http_raw, samples, scratch};
 use plugin_host::server::DEFAULT_BODY_LIMIT;
 use serde_json::json;
 use std::io::{Read, Write};
@@ -148,8 +148,7 @@ fn a_huge_method_or_path_is_not_echoed_back_whole() {
 fn serve_says_which_address_it_cannot_listen_on() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
-    let output = std::process::Command::new(sample_plugins::host_binary())
-        .env_remove("RUST_LOG")
+    let output = host()
         .args(["serve", "--listen", &address, "--plugins-dir"])
         .arg(scratch("bind"))
         .output()

@@ -1,18 +1,12 @@
 //! Plugin programs: what `exec` and `command` name, and what `check`, `serve` and a failed start
 //! say about a program that cannot run.
 
-use crate::util::{Served, http, process_options, scratch};
+use crate::util::{Served, host, http, process_options, sample_program, scratch};
 use plugin_host::ErrorKind;
 use plugin_host::process::{ProcessOptions, ProcessPlugin};
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// The sample program `quote.py` (`#!/usr/bin/env python3`, executable).
-fn quote() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sample-plugins/programs/quote.py")
-}
 
 /// Writes the file `name` in `dir` with `text` and `mode`; returns its path.
 fn write(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
@@ -32,8 +26,7 @@ fn refused(dir: &Path, config: &str, line: usize, needles: &[&str]) {
         &["check", "--config", "p.toml"][..],
         &["serve", "--listen", "127.0.0.1:0", "--config", "p.toml"],
     ] {
-        let output = Command::new(sample_plugins::host_binary())
-            .env_remove("RUST_LOG")
+        let output = host()
             .current_dir(dir)
             .args(command)
             .output()
@@ -80,7 +73,7 @@ fn a_program_without_the_execute_bit_is_told_to_chmod_it_and_give_it_a_shebang_l
     );
     refused(&dir, "\n[[plugin]]\nexec = \"kv.py\"\n", 3, &[&expected]);
     // With its `#!` line, only the execute bit is missing.
-    std::fs::copy(quote(), &kv).unwrap();
+    std::fs::copy(sample_program("quote.py"), &kv).unwrap();
     std::fs::set_permissions(&kv, std::fs::Permissions::from_mode(0o644)).unwrap();
     let expected = format!(
         "(mode 644): make it executable (`chmod +x {}`)\n",
@@ -212,7 +205,7 @@ fn a_command_not_on_path_is_refused_with_the_path_searched() {
 #[test]
 fn a_command_is_one_name_without_a_slash_and_the_only_key_saying_what_runs() {
     let dir = scratch("exec-command-keys");
-    std::fs::copy(quote(), dir.join("kv.py")).unwrap();
+    std::fs::copy(sample_program("quote.py"), dir.join("kv.py")).unwrap();
     let expected = "`command` is a program name, looked up on PATH: use `exec` for a path \
                     (relative to the configuration's folder)";
     refused(&dir, "[[plugin]]\ncommand = \"./kv.py\"\n", 2, &[expected]);
@@ -250,7 +243,7 @@ fn a_command_looked_up_on_path_runs_in_the_configuration_folder() {
     // The host starts elsewhere: `args = ["kv.py"]` still names the file beside the
     // configuration, as `exec = "kv.py"` would.
     let dir = scratch("exec-command");
-    std::fs::copy(quote(), dir.join("kv.py")).unwrap();
+    std::fs::copy(sample_program("quote.py"), dir.join("kv.py")).unwrap();
     std::fs::write(
         dir.join("p.toml"),
         "[[plugin]]\ncommand = \"python3\"\nargs = [\"kv.py\"]\n[plugin.config]\nquotes = [\"hi\"]\n",
@@ -265,7 +258,7 @@ fn a_command_looked_up_on_path_runs_in_the_configuration_folder() {
 #[test]
 fn an_exec_path_serves_from_the_configuration_folder_named_without_a_folder() {
     let dir = scratch("exec-bare-config");
-    std::fs::copy(quote(), dir.join("kv.py")).unwrap();
+    std::fs::copy(sample_program("quote.py"), dir.join("kv.py")).unwrap();
     std::fs::write(
         dir.join("p.toml"),
         "[[plugin]]\nexec = \"kv.py\"\n[plugin.config]\nquotes = [\"hi\"]\n",

@@ -2,22 +2,15 @@
 //! Node.js, and what the supervisor does when a child crashes, hangs or breaks the protocol.
 //! Real processes and real sockets throughout.
 
-use crate::util::{Served, check_config, fixture, http, process_options, samples, scratch};
+use crate::util::{
+    check_config, fixture, http, process_options, sample_program, samples, scratch, serve,
+};
 use plugin_host::ErrorKind;
 use plugin_host::process::{ChildState, ProcessOptions, ProcessPlugin};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn programs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sample-plugins/programs")
-}
-
-fn misbehave() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/programs/misbehave.py")
-}
 
 /// Whether `node` runs; without it the Node.js sample is skipped, except under CI.
 fn have_node() -> bool {
@@ -27,14 +20,6 @@ fn have_node() -> bool {
         "`node` is not installed"
     );
     found
-}
-
-/// Writes `text` as a configuration file of a scratch folder and serves it.
-fn serve(test: &str, text: &str) -> (Served, PathBuf) {
-    let config = scratch(test).join("plugins.toml");
-    std::fs::write(&config, text).unwrap();
-    let served = Served::start(&["--config".as_ref(), config.as_os_str()], None);
-    (served, config)
 }
 
 fn health(addr: SocketAddr) -> serde_json::Value {
@@ -66,16 +51,16 @@ fn plugin_programs_in_python_and_node_serve_through_plugin_host() {
     let mut text = format!(
         "[[plugin]]\nexec = {:?}\nname = \"quotes\"\n[plugin.config]\nquotes = [\"one\", \"two\"]\n\n\
          [[plugin]]\npath = {:?}\n",
-        programs().join("quote.py").display().to_string(),
+        sample_program("quote.py").display().to_string(),
         samples().hello.display().to_string(),
     );
     if node {
         text.push_str(&format!(
             "\n[[plugin]]\nexec = {:?}\n[plugin.config]\nzone = \"Europe/Paris\"\n",
-            programs().join("clock.js").display().to_string()
+            sample_program("clock.js").display().to_string()
         ));
     }
-    let (served, _) = serve("programs", &text);
+    let served = serve("programs", &text);
     let addr = served.addr;
     assert!(
         served
@@ -137,10 +122,10 @@ fn plugin_programs_in_python_and_node_serve_through_plugin_host() {
 
 #[test]
 fn a_program_run_by_hand_says_it_is_started_by_plugin_host_and_fails() {
-    let mut commands = vec![Command::new(programs().join("quote.py"))];
+    let mut commands = vec![Command::new(sample_program("quote.py"))];
     if have_node() {
         let mut node = Command::new("node");
-        node.arg(programs().join("clock.js"));
+        node.arg(sample_program("clock.js"));
         commands.push(node);
     }
     for mut program in commands {
@@ -164,7 +149,7 @@ fn a_crashing_isolated_plugin_costs_only_its_own_calls_and_is_restarted() {
         samples().hello.display().to_string(),
         samples().greeter.display().to_string(),
     );
-    let (served, _) = serve("crash-isolated", &text);
+    let served = serve("crash-isolated", &text);
     let addr = served.addr;
     let first = health(addr)["processes"]["crashy"]["pid"].as_u64().unwrap();
     let outcome = std::thread::scope(|scope| {
@@ -230,7 +215,7 @@ fn a_plugin_that_crashes_too_often_is_quarantined() {
         crash.display().to_string(),
         samples().hello.display().to_string(),
     );
-    let (served, config) = serve("quarantine", &text);
+    let served = serve("quarantine", &text);
     let addr = served.addr;
     for crash in 0..3 {
         if crash > 0 {
@@ -252,7 +237,6 @@ fn a_plugin_that_crashes_too_often_is_quarantined() {
         stderr.contains("it crashed 3 times within 60s, so it is quarantined: its routes answer 503 until its file changes or the host restarts"),
         "{stderr}"
     );
-    drop(config);
 }
 
 #[test]
@@ -260,7 +244,7 @@ fn sigkill_of_the_host_leaves_no_child_behind() {
     let mut text = String::new();
     for (file, extra) in [
         (samples().hello.clone(), "isolation = \"process\""),
-        (programs().join("quote.py"), ""),
+        (sample_program("quote.py"), ""),
     ] {
         let key = if extra.is_empty() { "exec" } else { "path" };
         text.push_str(&format!(
@@ -268,7 +252,7 @@ fn sigkill_of_the_host_leaves_no_child_behind() {
             file.display().to_string()
         ));
     }
-    let (mut served, _) = serve("sigkill", &text);
+    let mut served = serve("sigkill", &text);
     let health = health(served.addr);
     let pids: Vec<u64> = health["processes"]
         .as_object()
@@ -297,7 +281,7 @@ fn check_misbehaving(mode: &str, extra: &str) -> String {
         "[[plugin]]\npath = {hello:?}\n\n[[plugin]]\nexec = {program:?}\nargs = [{mode:?}]\n\
          name = \"bad\"\n{extra}\n\n[[plugin]]\npath = {greeter:?}\nisolation = \"process\"\n",
         hello = samples().hello.display().to_string(),
-        program = misbehave().display().to_string(),
+        program = crate::util::program("misbehave.py").display().to_string(),
         greeter = samples().greeter.display().to_string(),
     );
     let started = Instant::now();
@@ -363,7 +347,12 @@ fn a_program_that_exits_at_once_is_a_clear_error() {
 
 /// A program instance started through the library with `options`, started.
 fn program(mode: &str, options: ProcessOptions) -> plugin_host::Registry {
-    let plugin = ProcessPlugin::program(misbehave(), &[mode.to_owned()], &[], options);
+    let plugin = ProcessPlugin::program(
+        crate::util::program("misbehave.py"),
+        &[mode.to_owned()],
+        &[],
+        options,
+    );
     let registry = plugin_host::Registry::new();
     registry
         .register(plugin.create(None, &json!({})).unwrap())
@@ -534,9 +523,9 @@ fn memory_and_cpu_limits_are_applied_in_the_child() {
 fn a_call_past_its_deadline_is_504_and_the_program_keeps_serving() {
     let text = format!(
         "[[plugin]]\nexec = {:?}\nhandler_timeout = 0.3\n",
-        programs().join("quote.py").display().to_string()
+        sample_program("quote.py").display().to_string()
     );
-    let (served, _) = serve("program-deadline", &text);
+    let served = serve("program-deadline", &text);
     let begun = Instant::now();
     let response = http(served.addr, "GET", "/quote/sleep?ms=3000", b"");
     assert_eq!(response.status, 504, "{}", response.text());
@@ -563,8 +552,8 @@ fn a_quarantined_plugin_is_restarted_when_its_file_changes() {
     // A copy of the program, to change, beside the module it imports.
     let dir = scratch("quarantine-file");
     let program = dir.join("crashy.py");
-    std::fs::copy(misbehave(), &program).unwrap();
-    let frames = misbehave().with_file_name("frames.py");
+    std::fs::copy(crate::util::program("misbehave.py"), &program).unwrap();
+    let frames = crate::util::program("frames.py");
     std::fs::copy(&frames, dir.join("frames.py")).unwrap();
     let options = ProcessOptions {
         max_crashes: 1,

@@ -4,9 +4,8 @@
 //! at `LOG_LINE_MAX`, so that it cannot flood one. And the failure reasons are logged apart from
 //! the access log, so that turning the access log off keeps them.
 
-use crate::util::{Served, faulty, http, program, scratch, serve};
+use crate::util::{Served, faulty, host, http, program, scratch, serve};
 use plugin_host::limits::LOG_LINE_MAX;
-use std::process::Command;
 use std::time::Duration;
 
 /// The access log line the fixtures put after a newline in their reasons (`faulty`'s
@@ -152,8 +151,8 @@ fn a_programs_refuse_reason_is_escaped_in_check_and_serve() {
     );
     std::fs::write(&config, text).unwrap();
     for command in ["check", "serve"] {
-        let mut host = Command::new(sample_plugins::host_binary());
-        host.env_remove("RUST_LOG").arg(command);
+        let mut host = host();
+        host.arg(command);
         if command == "serve" {
             host.args(["--listen", "127.0.0.1:0"]);
         }

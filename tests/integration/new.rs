@@ -2,15 +2,9 @@
 //! passes `check --config plugin.toml`, and serves its route; `include-dir` writes the header and
 //! `sdk-dir` the Rust SDK.
 
-use crate::util::{Served, build_outside_project, http, path_with_host, run, scratch};
+use crate::util::{Served, build_outside_project, host, http, path_with_host, run, scratch};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn host() -> Command {
-    let mut command = Command::new(sample_plugins::host_binary());
-    command.env_remove("RUST_LOG");
-    command
-}
 
 /// Whether `tool` runs; a missing tool skips the calling test, except under CI.
 fn have(tool: &str) -> bool {

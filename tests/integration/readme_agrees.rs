@@ -5,7 +5,7 @@
 //! - the minimum Go version it names is the `go` directive of the Go template's, the Go
 //!   sample's and the Go fixture's `go.mod` (which the CI builds with its Go).
 
-use crate::util::{samples, scratch};
+use crate::util::{host, samples, scratch};
 use std::path::Path;
 use std::process::Command;
 
@@ -55,8 +55,7 @@ fn the_demo_shows_the_plugins_the_readme_and_list_show() {
     assert!(expected.len() >= 5, "{expected:?}");
     assert_eq!(shown, expected, "{stdout}");
     // The configuration the demo staged, as `list` shows it.
-    let list = Command::new(sample_plugins::host_binary())
-        .env_remove("RUST_LOG")
+    let list = host()
         .args(["list", "--config"])
         .arg(dir.join("plugins.toml"))
         .output()

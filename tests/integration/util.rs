@@ -657,3 +657,17 @@ pub fn program(file: &str) -> PathBuf {
         .join("fixtures/programs")
         .join(file)
 }
+
+/// `sample-plugins/programs/FILE`: a sample plugin program, such as `quote.py`.
+pub fn sample_program(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sample-plugins/programs")
+        .join(file)
+}
+
+/// A command for the `plugin-host` binary, without the `RUST_LOG` of the test's environment.
+pub fn host() -> Command {
+    let mut command = Command::new(sample_plugins::host_binary());
+    command.env_remove("RUST_LOG");
+    command
+}
