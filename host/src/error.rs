@@ -211,6 +211,15 @@ pub enum ErrorKind {
         /// The plugin's reason, or what was wrong with its answer.
         reason: PluginText,
     },
+    /// A hook (`on_request`, `on_response`, `on_connect`) returned an error, or an answer the
+    /// host refused.
+    #[error("its {hook} hook failed: {reason}")]
+    HookFailed {
+        /// The hook's name (`on_request`, ...).
+        hook: &'static str,
+        /// The plugin's reason, or what was wrong with its answer.
+        reason: PluginText,
+    },
     /// The plugin panicked (or threw) during a call; the SDK caught it at the boundary.
     #[error("panicked during {call}: {message}")]
     Panicked {
@@ -521,6 +530,10 @@ mod tests {
             ErrorKind::Panicked {
                 call: "GET /x".into(),
                 message: reason(),
+            },
+            ErrorKind::HookFailed {
+                hook: "on_request",
+                reason: reason(),
             },
             ErrorKind::Handshake { reason: reason() },
             ErrorKind::ChildLost { reason: reason() },

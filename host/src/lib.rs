@@ -21,6 +21,7 @@
 pub mod config;
 mod error;
 mod ffi;
+mod hook;
 mod inspect;
 pub mod limits;
 mod message;
@@ -36,6 +37,7 @@ mod trust;
 
 pub use error::{Error, ErrorKind, Errors, PluginText};
 pub use ffi::install_crash_report;
+pub use hook::{Connection, ConnectionStats, HookSet};
 pub use inspect::Inspection;
 pub use message::{Request, Response};
 pub use plugin::{Factory, Instance, LoadOptions, State};

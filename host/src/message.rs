@@ -11,6 +11,8 @@ pub struct Request<'a> {
     pub(crate) query: &'a str,
     pub(crate) headers: Headers<'a>,
     pub(crate) body: &'a [u8],
+    /// The connection it came on, if it came through a socket.
+    pub(crate) connection: Option<&'a crate::Connection>,
 }
 
 impl<'a> Request<'a> {
@@ -34,6 +36,12 @@ impl<'a> Request<'a> {
     /// Sets the body.
     pub fn body(mut self, body: &'a [u8]) -> Self {
         self.body = body;
+        self
+    }
+
+    /// Sets the connection the request came on, which hooks see.
+    pub fn connection(mut self, connection: &'a crate::Connection) -> Self {
+        self.connection = Some(connection);
         self
     }
 
@@ -84,7 +92,7 @@ impl Response {
 
 /// Headers that frame the HTTP message: the host's server sets them from the real body, and a
 /// plugin's would desynchronise the connection.
-const FRAMING_HEADERS: [http::HeaderName; 6] = [
+pub(crate) const FRAMING_HEADERS: [http::HeaderName; 6] = [
     http::header::CONTENT_LENGTH,
     http::header::TRANSFER_ENCODING,
     http::header::CONNECTION,

@@ -20,6 +20,10 @@
 //!    Structs written by the plugin (`PluginDescriptor`, `PluginRoute`) carry their own size, and
 //!    the host treats every field beyond that size as absent. Structs written by the host are
 //!    always at least as new as the plugin, so a plugin may read every field it knows.
+//!    History: 1.0, the first; 1.1 appended the hooks (`on_request`, `on_response`,
+//!    `on_connect`, `on_disconnect`) to `PluginDescriptor`, with the structs they take and the
+//!    statuses `PLUGIN_RESPOND` and `PLUGIN_REFUSE`. A 1.0 plugin loads unchanged and has no
+//!    hooks.
 //! 2. **Strings and bytes** cross as (pointer, length) pairs. A `PluginStr` is UTF-8 and not
 //!    NUL-terminated; `ptr` may be NULL only when `len` is 0.
 //! 3. **Ownership.** Memory is freed only by the side that allocated it. Data that the plugin
@@ -40,7 +44,7 @@ pub const PLUGIN_ABI_MAGIC: u32 = 0x504C_5547;
 /// The ABI major version: bumped only by a change that breaks existing plugins.
 pub const PLUGIN_ABI_MAJOR: u16 = 1;
 /// The ABI minor version: bumped when fields are appended to a struct.
-pub const PLUGIN_ABI_MINOR: u16 = 0;
+pub const PLUGIN_ABI_MINOR: u16 = 1;
 
 /// The result of every fallible call across the boundary. Values other than the ones defined
 /// here are treated by the host as `PLUGIN_ERROR`.
@@ -56,6 +60,13 @@ pub const PLUGIN_PANICKED: PluginStatus = 2;
 /// Returned by host callbacks when an argument breaks this header's rules (a NULL pointer with a
 /// non-zero length, a string that is not UTF-8, an invalid HTTP status or header name).
 pub const PLUGIN_INVALID_ARGUMENT: PluginStatus = 3;
+
+/// Returned by `on_request` (ABI 1.1): answer the request now with what the hook wrote through
+/// its `respond` writer. Neither the later `on_request` hooks nor the route are called.
+pub const PLUGIN_RESPOND: PluginStatus = 4;
+/// Returned by `on_connect` (ABI 1.1): refuse the connection. The host closes it before reading
+/// a request from it; the reason set through the error sink, if any, goes to the log.
+pub const PLUGIN_REFUSE: PluginStatus = 5;
 
 /// The severity of a log message sent through `PluginHost::log`.
 pub type PluginLogLevel = u32;
@@ -227,6 +238,107 @@ pub struct PluginResponse {
     pub write_body: unsafe extern "C" fn(ctx: *mut c_void, data: PluginBytes) -> PluginStatus,
 }
 
+/// A client's connection, as hooks see it (ABI 1.1).
+///
+/// Host-owned, borrowed for the duration of the hook call. Addresses are written as
+/// `IP:PORT` (`127.0.0.1:50412`, `[::1]:50412`); both are empty when the request did not come
+/// through a socket (an application that calls the router itself).
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginConnection {
+    /// The client's address.
+    pub client: PluginStr,
+    /// The host's address the client connected to.
+    pub local: PluginStr,
+}
+
+/// What a connection did, given to `on_disconnect` once it closed (ABI 1.1).
+///
+/// Host-owned, borrowed for the duration of the call.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginConnectionStats {
+    /// The addresses, as in `on_connect`.
+    pub connection: PluginConnection,
+    /// The number of requests answered on the connection.
+    pub requests: u64,
+    /// The bytes read from the client.
+    pub bytes_in: u64,
+    /// The bytes written to the client.
+    pub bytes_out: u64,
+    /// How long the connection was open, in microseconds.
+    pub duration_us: u64,
+}
+
+/// The host's editor of the request's headers, handed to `on_request` (ABI 1.1). Changes are
+/// seen by the hooks after this one and by the route's handler; the request's method, path,
+/// query and body cannot be changed.
+///
+/// `[in-call]`: valid only during the `on_request` call it was passed to, on that thread. Every
+/// function copies its arguments before returning. Names follow `PluginResponse::add_header`'s
+/// rules (an HTTP token, lower-cased by the host) and values contain no control character other
+/// than tab; otherwise the function returns `PLUGIN_INVALID_ARGUMENT` and changes nothing.
+/// `content-length`, `transfer-encoding`, `connection`, `upgrade`, `te`, `trailer` and `host`
+/// are refused the same way: they describe the message the client sent.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginHeaderEditor {
+    /// Host-owned context; pass it back unchanged.
+    pub ctx: *mut c_void,
+    /// Appends a header, after any of the same name.
+    pub add:
+        unsafe extern "C" fn(ctx: *mut c_void, name: PluginStr, value: PluginBytes) -> PluginStatus,
+    /// Replaces every header called `name` with one header of this value.
+    pub set:
+        unsafe extern "C" fn(ctx: *mut c_void, name: PluginStr, value: PluginBytes) -> PluginStatus,
+    /// Removes every header called `name` (none is not an error).
+    pub remove: unsafe extern "C" fn(ctx: *mut c_void, name: PluginStr) -> PluginStatus,
+}
+
+/// A read-only view of the response on its way to the client, handed to `on_response`
+/// (ABI 1.1): what the route's handler, an `on_request` hook or the host (a 404, a 405) answered,
+/// with the changes of the `on_response` hooks that ran before this one.
+///
+/// Host-owned, borrowed for the duration of the hook call. It does not change while the hook
+/// runs: the hook's changes through `PluginResponseEditor` are applied when it returns.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginResponseView {
+    /// The HTTP status.
+    pub status: u16,
+    /// `header_count` headers; names in lower case.
+    pub headers: *const PluginHttpHeader,
+    /// The number of entries at `headers`.
+    pub header_count: usize,
+    /// The body.
+    pub body: PluginBytes,
+}
+
+/// The host's editor of the response, handed to `on_response` (ABI 1.1). The changes are
+/// applied when the hook returns `PLUGIN_OK`, and dropped if it fails.
+///
+/// `[in-call]`: valid only during the `on_response` call it was passed to, on that thread.
+/// Every function copies its arguments before returning. Statuses, names and values follow
+/// `PluginResponse`'s rules, and are refused with `PLUGIN_INVALID_ARGUMENT` the same way.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct PluginResponseEditor {
+    /// Host-owned context; pass it back unchanged.
+    pub ctx: *mut c_void,
+    /// Replaces the status (200 to 999).
+    pub set_status: unsafe extern "C" fn(ctx: *mut c_void, status: u16) -> PluginStatus,
+    /// Appends a header, after any of the same name.
+    pub add_header:
+        unsafe extern "C" fn(ctx: *mut c_void, name: PluginStr, value: PluginBytes) -> PluginStatus,
+    /// Replaces every header called `name` with one header of this value.
+    pub set_header:
+        unsafe extern "C" fn(ctx: *mut c_void, name: PluginStr, value: PluginBytes) -> PluginStatus,
+    /// Removes every header called `name` (none is not an error).
+    pub remove_header: unsafe extern "C" fn(ctx: *mut c_void, name: PluginStr) -> PluginStatus,
+    /// Replaces the whole body with `data` (a later call replaces an earlier one).
+    pub set_body: unsafe extern "C" fn(ctx: *mut c_void, data: PluginBytes) -> PluginStatus,
+}
+
 /// One route a plugin serves: a method, a path pattern and the handler that answers it.
 ///
 /// Filled in by the plugin and passed to `PluginRouteSink::add`, which copies `method` and
@@ -365,6 +477,78 @@ pub struct PluginDescriptor {
             sink: *const PluginRouteSink,
             error: *const PluginErrorSink,
         ) -> PluginStatus,
+    >,
+    // ABI 1.1: the hooks. A plugin built against 1.0 has none (its `struct_size` ends above).
+    // A plugin may have routes, hooks, or both; each hook may be NULL.
+    /// Sees every request before its route (ABI 1.1): the hooks of all plugins run in the
+    /// order the plugins were registered, each seeing the header changes of those before it.
+    /// A plugin's configuration entry may limit its hooks to some paths (`hook_paths`).
+    ///
+    /// `[thread-safe]`, as a handler: called concurrently from many threads, only after
+    /// `start` returned `PLUGIN_OK` and never once `stop` has been called. `request` (its
+    /// `params` are empty: no route has matched yet), `connection`, `headers`, `respond` and
+    /// `error` are borrowed for the call. Returns:
+    ///
+    /// - `PLUGIN_OK`: go on, with the header changes made through `headers` (anything written
+    ///   through `respond` is dropped);
+    /// - `PLUGIN_RESPOND`: answer now with the status, headers and body written through
+    ///   `respond` (200 and an empty body if nothing was): no later `on_request` hook and no
+    ///   route runs, and only the `on_response` hooks of the plugins registered before this one
+    ///   see the answer;
+    /// - `PLUGIN_ERROR` (reason through `error`) or `PLUGIN_PANICKED`: the request fails closed,
+    ///   as a failed handler: 500 naming the plugin, the reason to the log only, and after a
+    ///   panic the plugin is out of service (its hooks and routes answer 503) unless its entry
+    ///   keeps it serving. A hook that returns past its deadline (the plugin's handler
+    ///   deadline) gets its request 504. No other hook runs after a failure.
+    pub on_request: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            request: *const PluginRequest,
+            connection: *const PluginConnection,
+            headers: *const PluginHeaderEditor,
+            respond: *const PluginResponse,
+            error: *const PluginErrorSink,
+        ) -> PluginStatus,
+    >,
+    /// Sees every response on its way to the client (ABI 1.1): the hooks of all plugins run in
+    /// the reverse order of registration (the last registered sees the response first), for
+    /// answers of routes, of `on_request` hooks, and the host's 404 and 405.
+    ///
+    /// `[thread-safe]`, as `on_request`. `request` is the request as the route saw it (the
+    /// header changes of `on_request` hooks applied; `params` empty). `request`, `connection`,
+    /// `response`, `edit` and `error` are borrowed for the call. Returns `PLUGIN_OK` (the
+    /// changes made through `edit` apply), or fails as `on_request` does.
+    pub on_response: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            request: *const PluginRequest,
+            connection: *const PluginConnection,
+            response: *const PluginResponseView,
+            edit: *const PluginResponseEditor,
+            error: *const PluginErrorSink,
+        ) -> PluginStatus,
+    >,
+    /// Sees every new connection before a request is read from it (ABI 1.1), in the order the
+    /// plugins were registered, up to the first that refuses it.
+    ///
+    /// `[thread-safe]`, as `on_request`. `connection` and `error` are borrowed for the call.
+    /// Returns `PLUGIN_OK` to accept the connection, `PLUGIN_REFUSE` to close it (a reason set
+    /// through `error` goes to the log). A failure or panic refuses it too (fail closed).
+    pub on_connect: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            connection: *const PluginConnection,
+            error: *const PluginErrorSink,
+        ) -> PluginStatus,
+    >,
+    /// Told what a connection did once it closed (ABI 1.1), for every connection that was
+    /// accepted (no `on_connect` hook refused it).
+    ///
+    /// `[thread-safe]`, as `on_request`, but called on a host thread apart from the requests:
+    /// it never delays a response. Calls are queued, at most 1024 at a time for all plugins;
+    /// past that they are dropped and counted in the log. `stats` is borrowed for the call.
+    pub on_disconnect: Option<
+        unsafe extern "C" fn(instance: *mut c_void, stats: *const PluginConnectionStats),
     >,
 }
 

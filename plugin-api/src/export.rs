@@ -61,6 +61,10 @@ impl StaticDescriptor {
             stop: Some(stop::<P>),
             destroy: Some(destroy::<P>),
             routes: Some(routes::<P>),
+            on_request: None,
+            on_response: None,
+            on_connect: None,
+            on_disconnect: None,
         })
     }
 
