@@ -41,7 +41,7 @@
 /*
  The ABI minor version: bumped when fields are appended to a struct.
  */
-#define PLUGIN_ABI_MINOR 0
+#define PLUGIN_ABI_MINOR 1
 
 /*
  The result of every fallible call across the boundary. Values other than the ones defined
@@ -372,6 +372,145 @@ typedef struct {
 } PluginRouteSink;
 
 /*
+ A client's connection, as hooks see it (ABI 1.1).
+
+ Host-owned, borrowed for the duration of the hook call. Addresses are written as
+ `IP:PORT` (`127.0.0.1:50412`, `[::1]:50412`); both are empty when the request did not come
+ through a socket (an application that calls the router itself).
+ */
+typedef struct {
+  /*
+   The client's address.
+   */
+  PluginStr client;
+  /*
+   The host's address the client connected to.
+   */
+  PluginStr local;
+} PluginConnection;
+
+/*
+ The host's editor of the request's headers, handed to `on_request` (ABI 1.1). Changes are
+ seen by the hooks after this one and by the route's handler; the request's method, path,
+ query and body cannot be changed.
+
+ `[in-call]`: valid only during the `on_request` call it was passed to, on that thread. Every
+ function copies its arguments before returning. Names follow `PluginResponse::add_header`'s
+ rules (an HTTP token, lower-cased by the host) and values contain no control character other
+ than tab; otherwise the function returns `PLUGIN_INVALID_ARGUMENT` and changes nothing.
+ `content-length`, `transfer-encoding`, `connection`, `upgrade`, `te`, `trailer` and `host`
+ are refused the same way: they describe the message the client sent.
+ */
+typedef struct {
+  /*
+   Host-owned context; pass it back unchanged.
+   */
+  void *ctx;
+  /*
+   Appends a header, after any of the same name.
+   */
+  PluginStatus (*add)(void *ctx, PluginStr name, PluginBytes value);
+  /*
+   Replaces every header called `name` with one header of this value.
+   */
+  PluginStatus (*set)(void *ctx, PluginStr name, PluginBytes value);
+  /*
+   Removes every header called `name` (none is not an error).
+   */
+  PluginStatus (*remove)(void *ctx, PluginStr name);
+} PluginHeaderEditor;
+
+/*
+ A read-only view of the response on its way to the client, handed to `on_response`
+ (ABI 1.1): what the route's handler, an `on_request` hook or the host (a 404, a 405) answered,
+ with the changes of the `on_response` hooks that ran before this one.
+
+ Host-owned, borrowed for the duration of the hook call. It does not change while the hook
+ runs: the hook's changes through `PluginResponseEditor` are applied when it returns.
+ */
+typedef struct {
+  /*
+   The HTTP status.
+   */
+  uint16_t status;
+  /*
+   `header_count` headers; names in lower case.
+   */
+  const PluginHttpHeader *headers;
+  /*
+   The number of entries at `headers`.
+   */
+  size_t header_count;
+  /*
+   The body.
+   */
+  PluginBytes body;
+} PluginResponseView;
+
+/*
+ The host's editor of the response, handed to `on_response` (ABI 1.1). The changes are
+ applied when the hook returns `PLUGIN_OK`, and dropped if it fails.
+
+ `[in-call]`: valid only during the `on_response` call it was passed to, on that thread.
+ Every function copies its arguments before returning. Statuses, names and values follow
+ `PluginResponse`'s rules, and are refused with `PLUGIN_INVALID_ARGUMENT` the same way.
+ */
+typedef struct {
+  /*
+   Host-owned context; pass it back unchanged.
+   */
+  void *ctx;
+  /*
+   Replaces the status (200 to 999).
+   */
+  PluginStatus (*set_status)(void *ctx, uint16_t status);
+  /*
+   Appends a header, after any of the same name.
+   */
+  PluginStatus (*add_header)(void *ctx, PluginStr name, PluginBytes value);
+  /*
+   Replaces every header called `name` with one header of this value.
+   */
+  PluginStatus (*set_header)(void *ctx, PluginStr name, PluginBytes value);
+  /*
+   Removes every header called `name` (none is not an error).
+   */
+  PluginStatus (*remove_header)(void *ctx, PluginStr name);
+  /*
+   Replaces the whole body with `data` (a later call replaces an earlier one).
+   */
+  PluginStatus (*set_body)(void *ctx, PluginBytes data);
+} PluginResponseEditor;
+
+/*
+ What a connection did, given to `on_disconnect` once it closed (ABI 1.1).
+
+ Host-owned, borrowed for the duration of the call.
+ */
+typedef struct {
+  /*
+   The addresses, as in `on_connect`.
+   */
+  PluginConnection connection;
+  /*
+   The number of requests answered on the connection.
+   */
+  uint64_t requests;
+  /*
+   The bytes read from the client.
+   */
+  uint64_t bytes_in;
+  /*
+   The bytes written to the client.
+   */
+  uint64_t bytes_out;
+  /*
+   How long the connection was open, in microseconds.
+   */
+  uint64_t duration_us;
+} PluginConnectionStats;
+
+/*
  What a plugin is: returned by `plugin_factory`, owned by the plugin, and required to stay
  valid and unchanged for as long as the library is loaded (a `static const` object).
 
@@ -445,6 +584,70 @@ typedef struct {
    `PLUGIN_OK`, or `PLUGIN_ERROR` with a reason set through `error`. NULL means no routes.
    */
   PluginStatus (*routes)(void *instance, const PluginRouteSink *sink, const PluginErrorSink *error);
+  /*
+   Sees every request before its route (ABI 1.1): the hooks of all plugins run in the
+   order the plugins were registered, each seeing the header changes of those before it.
+   A plugin's configuration entry may limit its hooks to some paths (`hook_paths`).
+
+   `[thread-safe]`, as a handler: called concurrently from many threads, only after
+   `start` returned `PLUGIN_OK` and never once `stop` has been called. `request` (its
+   `params` are empty: no route has matched yet), `connection`, `headers`, `respond` and
+   `error` are borrowed for the call. Returns:
+
+   - `PLUGIN_OK`: go on, with the header changes made through `headers` (anything written
+     through `respond` is dropped);
+   - `PLUGIN_RESPOND`: answer now with the status, headers and body written through
+     `respond` (200 and an empty body if nothing was): no later `on_request` hook and no
+     route runs, and only the `on_response` hooks of the plugins registered before this one
+     see the answer;
+   - `PLUGIN_ERROR` (reason through `error`) or `PLUGIN_PANICKED`: the request fails closed,
+     as a failed handler: 500 naming the plugin, the reason to the log only, and after a
+     panic the plugin is out of service (its hooks and routes answer 503) unless its entry
+     keeps it serving. A hook that returns past its deadline (the plugin's handler
+     deadline) gets its request 504. No other hook runs after a failure.
+   */
+  PluginStatus (*on_request)(void *instance,
+                             const PluginRequest *request,
+                             const PluginConnection *connection,
+                             const PluginHeaderEditor *headers,
+                             const PluginResponse *respond,
+                             const PluginErrorSink *error);
+  /*
+   Sees every response on its way to the client (ABI 1.1): the hooks of all plugins run in
+   the reverse order of registration (the last registered sees the response first), for
+   answers of routes, of `on_request` hooks, and the host's 404 and 405.
+
+   `[thread-safe]`, as `on_request`. `request` is the request as the route saw it (the
+   header changes of `on_request` hooks applied; `params` empty). `request`, `connection`,
+   `response`, `edit` and `error` are borrowed for the call. Returns `PLUGIN_OK` (the
+   changes made through `edit` apply), or fails as `on_request` does.
+   */
+  PluginStatus (*on_response)(void *instance,
+                              const PluginRequest *request,
+                              const PluginConnection *connection,
+                              const PluginResponseView *response,
+                              const PluginResponseEditor *edit,
+                              const PluginErrorSink *error);
+  /*
+   Sees every new connection before a request is read from it (ABI 1.1), in the order the
+   plugins were registered, up to the first that refuses it.
+
+   `[thread-safe]`, as `on_request`. `connection` and `error` are borrowed for the call.
+   Returns `PLUGIN_OK` to accept the connection, `PLUGIN_REFUSE` to close it (a reason set
+   through `error` goes to the log). A failure or panic refuses it too (fail closed).
+   */
+  PluginStatus (*on_connect)(void *instance,
+                             const PluginConnection *connection,
+                             const PluginErrorSink *error);
+  /*
+   Told what a connection did once it closed (ABI 1.1), for every connection that was
+   accepted (no `on_connect` hook refused it).
+
+   `[thread-safe]`, as `on_request`, but called on a host thread apart from the requests:
+   it never delays a response. Calls are queued, at most 1024 at a time for all plugins;
+   past that they are dropped and counted in the log. `stats` is borrowed for the call.
+   */
+  void (*on_disconnect)(void *instance, const PluginConnectionStats *stats);
 } PluginDescriptor;
 
 /*
@@ -495,6 +698,18 @@ typedef const PluginDescriptor *(*PluginFactoryFn)(const PluginFactoryArgs *args
  non-zero length, a string that is not UTF-8, an invalid HTTP status or header name).
  */
 #define PLUGIN_INVALID_ARGUMENT 3
+
+/*
+ Returned by `on_request` (ABI 1.1): answer the request now with what the hook wrote through
+ its `respond` writer. Neither the later `on_request` hooks nor the route are called.
+ */
+#define PLUGIN_RESPOND 4
+
+/*
+ Returned by `on_connect` (ABI 1.1): refuse the connection. The host closes it before reading
+ a request from it; the reason set through the error sink, if any, goes to the log.
+ */
+#define PLUGIN_REFUSE 5
 
 /*
  Something failed.
