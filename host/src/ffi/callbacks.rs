@@ -2,10 +2,12 @@
 //! bug here can never unwind into plugin code.
 
 use super::crash::{CallDescription, Callee};
+use crate::hook::{EditKind, EditTarget, HeaderEdit, ResponseEdit, checked_edit};
 use crate::message::Response;
 use plugin_api::abi::{
-    PLUGIN_INVALID_ARGUMENT, PLUGIN_OK, PluginBytes, PluginErrorSink, PluginLogLevel,
-    PluginResponse, PluginRoute, PluginRouteSink, PluginStatus, PluginStr,
+    PLUGIN_INVALID_ARGUMENT, PLUGIN_OK, PluginBytes, PluginErrorSink, PluginHeaderEditor,
+    PluginLogLevel, PluginResponse, PluginResponseEditor, PluginRoute, PluginRouteSink,
+    PluginStatus, PluginStr,
 };
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -266,6 +268,145 @@ unsafe extern "C" fn response_write_body(ctx: *mut c_void, data: PluginBytes) ->
             Some(data) => {
                 // SAFETY: called by the plugin with the writer's context during the handler.
                 unsafe { response(ctx) }.body.extend_from_slice(data);
+                PLUGIN_OK
+            }
+            None => PLUGIN_INVALID_ARGUMENT,
+        }
+    })
+}
+
+/// The host-owned state behind a header editor: the changes a hook asked for, in order.
+pub(super) trait Edits {
+    /// Which headers the changes are for.
+    const TARGET: EditTarget;
+    /// Records one checked change.
+    fn record(&mut self, edit: HeaderEdit);
+}
+
+impl Edits for Vec<HeaderEdit> {
+    const TARGET: EditTarget = EditTarget::Request;
+    fn record(&mut self, edit: HeaderEdit) {
+        self.push(edit);
+    }
+}
+
+impl Edits for ResponseEdit {
+    const TARGET: EditTarget = EditTarget::Response;
+    fn record(&mut self, edit: HeaderEdit) {
+        self.headers.push(edit);
+    }
+}
+
+/// An editor of a request's headers (for `on_request`) recording the changes into `edits`;
+/// valid while `edits` is neither moved nor dropped.
+pub(super) fn header_editor(edits: &mut Vec<HeaderEdit>) -> PluginHeaderEditor {
+    PluginHeaderEditor {
+        ctx: (edits as *mut Vec<HeaderEdit>).cast(),
+        add: header_add::<Vec<HeaderEdit>>,
+        set: header_set::<Vec<HeaderEdit>>,
+        remove: header_remove::<Vec<HeaderEdit>>,
+    }
+}
+
+/// An editor of a response (for `on_response`) recording the changes into `changes`; valid
+/// while `changes` is neither moved nor dropped.
+pub(super) fn response_editor(changes: &mut ResponseEdit) -> PluginResponseEditor {
+    PluginResponseEditor {
+        ctx: (changes as *mut ResponseEdit).cast(),
+        set_status: edit_status,
+        add_header: header_add::<ResponseEdit>,
+        set_header: header_set::<ResponseEdit>,
+        remove_header: header_remove::<ResponseEdit>,
+        set_body: edit_body,
+    }
+}
+
+/// Checks a header change a hook passed and records it into the editor's state.
+///
+/// # Safety
+/// `ctx` must be the context of an editor made by [`header_editor`] (for `E = Vec<HeaderEdit>`)
+/// or [`response_editor`] (for `E = ResponseEdit`), during the hook call; the name and value
+/// must be valid (pointer, length) pairs, as the header requires.
+unsafe fn edit<E: Edits>(
+    ctx: *mut c_void,
+    kind: EditKind,
+    name: PluginStr,
+    value: PluginBytes,
+) -> PluginStatus {
+    // SAFETY: forwarded to the caller.
+    let (name, value) = unsafe {
+        (
+            plugin_bytes(name.ptr, name.len),
+            plugin_bytes(value.ptr, value.len),
+        )
+    };
+    match name
+        .zip(value)
+        .and_then(|(name, value)| checked_edit(E::TARGET, kind, name, value))
+    {
+        Some(edit) => {
+            // SAFETY: the editor's context is an `E` owned by the calling frame, neither moved
+            // nor otherwise borrowed during the hook call (caller).
+            unsafe { &mut *ctx.cast::<E>() }.record(edit);
+            PLUGIN_OK
+        }
+        None => PLUGIN_INVALID_ARGUMENT,
+    }
+}
+
+unsafe extern "C" fn header_add<E: Edits>(
+    ctx: *mut c_void,
+    name: PluginStr,
+    value: PluginBytes,
+) -> PluginStatus {
+    // SAFETY: called by the plugin with its editor's context and valid pairs, in the hook.
+    guard(|| unsafe { edit::<E>(ctx, EditKind::Add, name, value) })
+}
+
+unsafe extern "C" fn header_set<E: Edits>(
+    ctx: *mut c_void,
+    name: PluginStr,
+    value: PluginBytes,
+) -> PluginStatus {
+    // SAFETY: as in `header_add`.
+    guard(|| unsafe { edit::<E>(ctx, EditKind::Set, name, value) })
+}
+
+unsafe extern "C" fn header_remove<E: Edits>(ctx: *mut c_void, name: PluginStr) -> PluginStatus {
+    let none = PluginBytes {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
+    // SAFETY: as in `header_add`.
+    guard(|| unsafe { edit::<E>(ctx, EditKind::Remove, name, none) })
+}
+
+/// # Safety
+/// `ctx` must be the context of an editor made by [`response_editor`], during the hook call.
+unsafe fn response_edit<'a>(ctx: *mut c_void) -> &'a mut ResponseEdit {
+    // SAFETY: the editor's context is a `ResponseEdit` owned by the calling frame, neither moved
+    // nor otherwise borrowed during the hook call.
+    unsafe { &mut *ctx.cast::<ResponseEdit>() }
+}
+
+unsafe extern "C" fn edit_status(ctx: *mut c_void, status: u16) -> PluginStatus {
+    guard(|| {
+        if !(200..=999).contains(&status) {
+            return PLUGIN_INVALID_ARGUMENT;
+        }
+        // SAFETY: called by the plugin with the editor's context during the hook call.
+        unsafe { response_edit(ctx) }.status = Some(status);
+        PLUGIN_OK
+    })
+}
+
+unsafe extern "C" fn edit_body(ctx: *mut c_void, data: PluginBytes) -> PluginStatus {
+    guard(|| {
+        // SAFETY: the plugin passes a valid (pointer, length) pair per the header.
+        match unsafe { plugin_bytes(data.ptr, data.len) } {
+            Some(data) => {
+                // SAFETY: called by the plugin with the editor's context during the hook call.
+                unsafe { response_edit(ctx) }.body = Some(data.to_vec());
                 PLUGIN_OK
             }
             None => PLUGIN_INVALID_ARGUMENT,

@@ -2,7 +2,7 @@
 
 use super::callbacks::{self, ErrorSlot, LogContext, plugin_str};
 use super::crash::{self, Callee};
-use super::instance::{CreateFn, DestroyFn, LifecycleFn, RoutesFn};
+use super::instance::{CreateFn, DestroyFn, HookFns, LifecycleFn, RoutesFn};
 use crate::error::{Error, ErrorKind};
 use crate::inspect::check_version;
 use crate::pluginlog::LogLimiter;
@@ -20,7 +20,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The size of `PluginDescriptor` in ABI 1.0: the least a plugin may declare.
-const DESCRIPTOR_SIZE_1_0: usize = size_of::<PluginDescriptor>();
+const DESCRIPTOR_SIZE_1_0: usize = std::mem::offset_of!(PluginDescriptor, on_request);
+
+/// How much of `PluginDescriptor` a plugin built for ABI 1.`minor` has: the fields a later
+/// minor appended are absent from it whatever its `struct_size` says.
+fn descriptor_size(minor: u16) -> usize {
+    match minor {
+        0 => DESCRIPTOR_SIZE_1_0,
+        _ => size_of::<PluginDescriptor>(),
+    }
+}
 /// The longest plugin name accepted, in bytes.
 const MAX_NAME_LEN: usize = 128;
 /// The longest version string accepted, in bytes.
@@ -56,6 +65,8 @@ pub(crate) struct Descriptor {
     pub(super) stop: Option<LifecycleFn>,
     pub(super) destroy: DestroyFn,
     pub(super) routes: Option<RoutesFn>,
+    /// The hooks (ABI 1.1; none for a plugin built against 1.0).
+    pub(super) hooks: HookFns,
     /// The host services handed to every instance created, kept for as long as the library is
     /// loaded: a plugin may keep its `PluginHost` pointer anywhere its code can run.
     services: Mutex<Vec<Services>>,
@@ -213,8 +224,8 @@ unsafe fn validate(
             "struct_size is {size}, less than the {DESCRIPTOR_SIZE_1_0} bytes of ABI 1.0"
         )));
     }
-    // SAFETY: the descriptor is readable for `size` bytes (caller).
-    let d = unsafe { super::read_sized(raw, size) };
+    // SAFETY: the descriptor is readable for `size` bytes (caller), and no more is read.
+    let d = unsafe { super::read_sized(raw, size.min(descriptor_size(header.abi_minor))) };
     if !d.rust_layout.is_null() {
         // SAFETY: the header reserves a non-NULL `rust_layout` to the Rust SDK, which points it
         // to a `RustLayout` static of the plugin, alive as long as the library.
@@ -251,6 +262,12 @@ unsafe fn validate(
         stop: d.stop,
         destroy,
         routes: d.routes,
+        hooks: HookFns {
+            on_request: d.on_request,
+            on_response: d.on_response,
+            on_connect: d.on_connect,
+            on_disconnect: d.on_disconnect,
+        },
         services: Mutex::new(Vec::new()),
         _library: library,
     })
@@ -420,6 +437,10 @@ mod tests {
                 stop: None,
                 destroy: l.has_destroy.then_some(destroy as DestroyFn),
                 routes: None,
+                on_request: None,
+                on_response: None,
+                on_connect: None,
+                on_disconnect: None,
             };
             // SAFETY: the descriptor and its strings live on this frame for the call; a name
             // length beyond the 256-byte buffer is over the limit and refused unread.

@@ -4,15 +4,19 @@
 //! header's threading rules; `crate::plugin` upholds them with its lifecycle lock and leases.
 
 use super::callbacks::{ErrorSlot, RouteCollector};
-use super::crash::{self, Callee};
+use super::crash::{self, CallDescription, Callee};
 use super::descriptor::Descriptor;
 use crate::error::{Error, ErrorKind, PluginText};
+use crate::hook::{
+    ConnectVerdict, Connection, ConnectionStats, HookSet, RequestVerdict, ResponseEdit,
+};
 use crate::message::{Request, Response};
 use crate::pluginlog::LogLimiter;
 use plugin_api::abi::{
-    PLUGIN_ERROR, PLUGIN_OK, PLUGIN_PANICKED, PluginBytes, PluginErrorSink, PluginHost,
-    PluginHttpHeader, PluginParam, PluginRequest, PluginResponse, PluginRouteSink, PluginStatus,
-    PluginStr,
+    PLUGIN_ERROR, PLUGIN_OK, PLUGIN_PANICKED, PLUGIN_REFUSE, PLUGIN_RESPOND, PluginBytes,
+    PluginConnection, PluginConnectionStats, PluginErrorSink, PluginHeaderEditor, PluginHost,
+    PluginHttpHeader, PluginParam, PluginRequest, PluginResponse, PluginResponseEditor,
+    PluginResponseView, PluginRouteSink, PluginStatus, PluginStr,
 };
 use std::borrow::Cow;
 use std::ffi::c_void;
@@ -43,6 +47,58 @@ pub(super) type HandlerFn = unsafe extern "C" fn(
     *const PluginResponse,
     *const PluginErrorSink,
 ) -> PluginStatus;
+
+pub(super) type OnRequestFn = unsafe extern "C" fn(
+    *mut c_void,
+    *const PluginRequest,
+    *const PluginConnection,
+    *const PluginHeaderEditor,
+    *const PluginResponse,
+    *const PluginErrorSink,
+) -> PluginStatus;
+pub(super) type OnResponseFn = unsafe extern "C" fn(
+    *mut c_void,
+    *const PluginRequest,
+    *const PluginConnection,
+    *const PluginResponseView,
+    *const PluginResponseEditor,
+    *const PluginErrorSink,
+) -> PluginStatus;
+pub(super) type OnConnectFn = unsafe extern "C" fn(
+    *mut c_void,
+    *const PluginConnection,
+    *const PluginErrorSink,
+) -> PluginStatus;
+pub(super) type OnDisconnectFn = unsafe extern "C" fn(*mut c_void, *const PluginConnectionStats);
+
+/// A descriptor's hook functions (ABI 1.1), each absent when NULL.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct HookFns {
+    pub(super) on_request: Option<OnRequestFn>,
+    pub(super) on_response: Option<OnResponseFn>,
+    pub(super) on_connect: Option<OnConnectFn>,
+    pub(super) on_disconnect: Option<OnDisconnectFn>,
+}
+
+impl HookFns {
+    /// Which hooks there are.
+    pub(crate) fn set(&self) -> HookSet {
+        HookSet {
+            on_request: self.on_request.is_some(),
+            on_response: self.on_response.is_some(),
+            on_connect: self.on_connect.is_some(),
+            on_disconnect: self.on_disconnect.is_some(),
+        }
+    }
+}
+
+/// What a crash line says of a call to each hook of an instance, made once when it is created.
+struct HookCalls {
+    on_request: CallDescription,
+    on_response: CallDescription,
+    on_connect: CallDescription,
+    on_disconnect: CallDescription,
+}
 
 /// A route's `user_data`: opaque to the host, which only hands it back to the handler.
 #[derive(Clone, Copy)]
@@ -135,6 +191,8 @@ pub(crate) struct RawInstance {
     descriptor: Arc<Descriptor>,
     /// The rate limit of what it logs.
     pub(crate) log: Arc<LogLimiter>,
+    /// The crash descriptions of its hook calls; `None` when it has no hook.
+    hook_calls: Option<Box<HookCalls>>,
 }
 
 // SAFETY: the instance pointer is only passed back to the plugin: handlers are [thread-safe]
@@ -171,12 +229,34 @@ impl RawInstance {
             ErrorKind::CreateFailed { reason }
         })
         .map_err(error)?;
+        let hook_calls = descriptor.hooks.set().any().then(|| {
+            let callee = Callee::instance(name, &descriptor);
+            Box::new(HookCalls {
+                on_request: callee.call("on_request"),
+                on_response: callee.call("on_response"),
+                on_connect: callee.call("on_connect"),
+                on_disconnect: callee.call("on_disconnect"),
+            })
+        });
         Ok(Self {
             ptr,
             name: name.to_owned(),
             descriptor,
             log,
+            hook_calls,
         })
+    }
+
+    /// The hooks the instance's plugin has.
+    pub(crate) fn hooks(&self) -> HookSet {
+        self.descriptor.hooks.set()
+    }
+
+    /// The crash descriptions of the hook calls; only called for a plugin that has hooks.
+    fn hook_calls(&self) -> &HookCalls {
+        self.hook_calls
+            .as_deref()
+            .expect("an instance whose plugin has hooks describes their calls")
     }
 
     /// The descriptor this instance was created from.
@@ -303,17 +383,7 @@ impl RawInstance {
             // The first `count` entries were written just above.
             (inline.as_ptr().cast::<PluginParam>(), count)
         };
-        let headers = request.headers.as_raw();
-        let raw = PluginRequest {
-            method: as_plugin_str(request.method),
-            path: as_plugin_str(request.path),
-            query: as_plugin_str(request.query),
-            headers: headers.as_ptr(),
-            header_count: headers.len(),
-            params: params_ptr,
-            param_count,
-            body: as_plugin_bytes(request.body),
-        };
+        let raw = raw_request(request, params_ptr, param_count);
         let mut response = Response::default();
         let mut slot = ErrorSlot::default();
         let status = crash::during(&route.description, || {
@@ -339,6 +409,181 @@ impl RawInstance {
             reason,
         };
         Err(self.error(failure(status, &mut slot, &call, kind)))
+    }
+}
+
+impl RawInstance {
+    /// Calls the `on_request` hook, if the plugin has one (otherwise: go on, unchanged).
+    ///
+    /// # Safety
+    /// As for [`handle`](Self::handle): the instance is started and not stopped for the whole
+    /// call. Hooks are [thread-safe].
+    pub(crate) unsafe fn on_request(&self, request: &Request<'_>) -> Result<RequestVerdict, Error> {
+        let Some(hook) = self.descriptor.hooks.on_request else {
+            return Ok(RequestVerdict::Continue(Vec::new()));
+        };
+        let raw = raw_request(request, std::ptr::null(), 0);
+        let connection = raw_connection(request.connection);
+        let mut edits = Vec::new();
+        let mut response = Response::default();
+        let mut slot = ErrorSlot::default();
+        let status = crash::during(&self.hook_calls().on_request, || {
+            // SAFETY: the caller's promise; the request view (and what it points to), the
+            // connection, the editor and writer with the state behind them, and the sink all
+            // outlive the call.
+            unsafe {
+                hook(
+                    self.ptr,
+                    &raw,
+                    &connection,
+                    &super::callbacks::header_editor(&mut edits),
+                    &response.writer(),
+                    &slot.sink(),
+                )
+            }
+        });
+        match status {
+            PLUGIN_OK => Ok(RequestVerdict::Continue(edits)),
+            PLUGIN_RESPOND => Ok(RequestVerdict::Respond(response)),
+            other => Err(self.hook_failure("on_request", other, &mut slot)),
+        }
+    }
+
+    /// Calls the `on_response` hook, if the plugin has one (otherwise: no change).
+    ///
+    /// # Safety
+    /// As for [`on_request`](Self::on_request).
+    pub(crate) unsafe fn on_response(
+        &self,
+        request: &Request<'_>,
+        response: &Response,
+    ) -> Result<ResponseEdit, Error> {
+        let Some(hook) = self.descriptor.hooks.on_response else {
+            return Ok(ResponseEdit::default());
+        };
+        let raw = raw_request(request, std::ptr::null(), 0);
+        let connection = raw_connection(request.connection);
+        let headers: Vec<PluginHttpHeader> = response
+            .headers
+            .iter()
+            .map(|(name, value)| PluginHttpHeader {
+                name: as_plugin_str(name.as_str()),
+                value: as_plugin_bytes(value.as_bytes()),
+            })
+            .collect();
+        let view = PluginResponseView {
+            status: response.status,
+            headers: headers.as_ptr(),
+            header_count: headers.len(),
+            body: as_plugin_bytes(&response.body),
+        };
+        let mut edit = ResponseEdit::default();
+        let mut slot = ErrorSlot::default();
+        let status = crash::during(&self.hook_calls().on_response, || {
+            // SAFETY: as in `on_request`; the view's headers and body borrow `headers` and
+            // `response`, which outlive the call.
+            unsafe {
+                hook(
+                    self.ptr,
+                    &raw,
+                    &connection,
+                    &view,
+                    &super::callbacks::response_editor(&mut edit),
+                    &slot.sink(),
+                )
+            }
+        });
+        match status {
+            PLUGIN_OK => Ok(edit),
+            other => Err(self.hook_failure("on_response", other, &mut slot)),
+        }
+    }
+
+    /// Calls the `on_connect` hook, if the plugin has one (otherwise: accept).
+    ///
+    /// # Safety
+    /// As for [`on_request`](Self::on_request).
+    pub(crate) unsafe fn on_connect(
+        &self,
+        connection: &Connection,
+    ) -> Result<ConnectVerdict, Error> {
+        let Some(hook) = self.descriptor.hooks.on_connect else {
+            return Ok(ConnectVerdict::Accept);
+        };
+        let raw = raw_connection(Some(connection));
+        let mut slot = ErrorSlot::default();
+        let status = crash::during(&self.hook_calls().on_connect, || {
+            // SAFETY: as in `on_request`.
+            unsafe { hook(self.ptr, &raw, &slot.sink()) }
+        });
+        match status {
+            PLUGIN_OK => Ok(ConnectVerdict::Accept),
+            PLUGIN_REFUSE => Ok(ConnectVerdict::Refuse(slot.0.take())),
+            other => Err(self.hook_failure("on_connect", other, &mut slot)),
+        }
+    }
+
+    /// Calls the `on_disconnect` hook, if the plugin has one.
+    ///
+    /// # Safety
+    /// As for [`on_request`](Self::on_request).
+    pub(crate) unsafe fn on_disconnect(&self, stats: &ConnectionStats) {
+        let Some(hook) = self.descriptor.hooks.on_disconnect else {
+            return;
+        };
+        let raw = PluginConnectionStats {
+            connection: raw_connection(Some(&stats.connection)),
+            requests: stats.requests,
+            bytes_in: stats.bytes_in,
+            bytes_out: stats.bytes_out,
+            duration_us: u64::try_from(stats.duration.as_micros()).unwrap_or(u64::MAX),
+        };
+        crash::during(&self.hook_calls().on_disconnect, || {
+            // SAFETY: as in `on_request`; the statistics outlive the call.
+            unsafe { hook(self.ptr, &raw) }
+        });
+    }
+
+    /// The error of a hook that returned `status`, other than its successes.
+    fn hook_failure(
+        &self,
+        hook: &'static str,
+        status: PluginStatus,
+        slot: &mut ErrorSlot,
+    ) -> Error {
+        let call = format!("its {hook} hook");
+        self.error(failure(status, slot, &call, |reason| {
+            ErrorKind::HookFailed { hook, reason }
+        }))
+    }
+}
+
+/// The view of `request` a plugin gets, with `param_count` parameters at `params`.
+fn raw_request(
+    request: &Request<'_>,
+    params: *const PluginParam,
+    param_count: usize,
+) -> PluginRequest {
+    let headers = request.headers.as_raw();
+    PluginRequest {
+        method: as_plugin_str(request.method),
+        path: as_plugin_str(request.path),
+        query: as_plugin_str(request.query),
+        headers: headers.as_ptr(),
+        header_count: headers.len(),
+        params,
+        param_count,
+        body: as_plugin_bytes(request.body),
+    }
+}
+
+/// The view of a connection a hook gets: empty addresses when the request came through no
+/// socket.
+fn raw_connection(connection: Option<&Connection>) -> PluginConnection {
+    let (client, local) = connection.map_or(("", ""), |c| (c.client.as_str(), c.local.as_str()));
+    PluginConnection {
+        client: as_plugin_str(client),
+        local: as_plugin_str(local),
     }
 }
 
