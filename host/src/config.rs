@@ -8,6 +8,7 @@
 //! sha256 = "9f86d0…"                       # optional pin: the file must have this SHA-256
 //! keep_serving_after_panic = false        # optional; default false (a panic takes it out)
 //! handler_timeout = 2.5                   # optional; seconds a call may run before 504
+//! hook_paths = ["/api/{*rest}"]           # optional; the paths its request hooks see (all)
 //! log_rate = 100                          # optional; lines/s it may log (default 100)
 //! log_burst = 1000                        # optional; lines it may log at once (default 1000)
 //! [plugin.config]                         # optional; reaches the plugin as JSON
@@ -63,6 +64,9 @@ pub struct PluginEntry {
     pub keep_serving_after_panic: bool,
     /// How long a handler call may run before its client gets 504; `None`: the server's.
     pub handler_timeout: Option<Duration>,
+    /// The paths its `on_request` and `on_response` hooks see, as route patterns; empty: every
+    /// path.
+    pub hook_paths: Vec<String>,
     /// The rate limit of what the instance logs (`log_rate`, `log_burst`). For a plugin in a
     /// child process, it replaces the `log_limit` of its [`ProcessOptions`] when the instance
     /// is created ([`Loader::instantiate`]), so that it holds from the child's first line.
@@ -167,6 +171,7 @@ impl PluginEntry {
             sha256: None,
             keep_serving_after_panic: false,
             handler_timeout: None,
+            hook_paths: Vec::new(),
             log_limit: crate::LogLimit::default(),
             source: None,
         }
@@ -207,6 +212,7 @@ struct RawPlugin {
     #[serde(default)]
     keep_serving_after_panic: bool,
     handler_timeout: Option<Spanned<f64>>,
+    hook_paths: Option<Spanned<Vec<String>>>,
     log_rate: Option<Spanned<u64>>,
     log_burst: Option<Spanned<u64>>,
 }
@@ -395,6 +401,18 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
                 error(Some(seconds.span()), message)
             })?),
         };
+        let hook_paths = match raw.hook_paths {
+            None => Vec::new(),
+            Some(paths) => {
+                if let Err(reason) = crate::hook::HookScope::new(paths.get_ref()) {
+                    let message = format!(
+                        "`hook_paths`: {reason}; give route patterns such as \"/api/{{*rest}}\""
+                    );
+                    return Err(error(Some(paths.span()), message));
+                }
+                paths.into_inner()
+            }
+        };
         entries.push(PluginEntry {
             path,
             run,
@@ -403,6 +421,7 @@ pub fn parse_config(text: &str, file: &Path) -> Result<Vec<PluginEntry>, ConfigE
             sha256: raw.sha256.map(Spanned::into_inner),
             keep_serving_after_panic: raw.keep_serving_after_panic,
             handler_timeout,
+            hook_paths,
             log_limit,
             source,
         });
@@ -667,6 +686,9 @@ impl Loader {
         let instance = created.map_err(|e| entry.locate(e))?;
         instance.keep_serving_after_panic(entry.keep_serving_after_panic);
         instance.set_handler_timeout(entry.handler_timeout);
+        instance
+            .set_hook_paths(&entry.hook_paths)
+            .map_err(|e| entry.locate(e))?;
         Ok(instance)
     }
 }

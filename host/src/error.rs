@@ -211,6 +211,12 @@ pub enum ErrorKind {
         /// The plugin's reason, or what was wrong with its answer.
         reason: PluginText,
     },
+    /// A `hook_paths` entry is not a route pattern.
+    #[error("invalid hook_paths: {reason}; give route patterns such as `/api/{{*rest}}`")]
+    InvalidHookPaths {
+        /// What is wrong.
+        reason: String,
+    },
     /// A hook (`on_request`, `on_response`, `on_connect`) returned an error, or an answer the
     /// host refused.
     #[error("its {hook} hook failed: {reason}")]

@@ -179,3 +179,47 @@ pub struct ConnectionStats {
     /// How long it was open.
     pub duration: Duration,
 }
+
+/// The paths a plugin's request and response hooks see, from its `hook_paths`: route patterns
+/// (`/api/{*rest}`, `/admin`), matched as routes are.
+#[derive(Debug)]
+pub(crate) struct HookScope {
+    matcher: matchit::Router<()>,
+}
+
+impl HookScope {
+    /// A scope of `patterns`, or why one is not a pattern.
+    pub(crate) fn new(patterns: &[String]) -> Result<Self, String> {
+        let mut matcher = matchit::Router::new();
+        for pattern in patterns {
+            if !pattern.starts_with('/') {
+                return Err(format!("the hook path `{pattern}` does not start with `/`"));
+            }
+            matcher
+                .insert(pattern.as_str(), ())
+                .map_err(|e| format!("the hook path `{pattern}` is not a valid pattern: {e}"))?;
+        }
+        Ok(Self { matcher })
+    }
+
+    /// Whether a request for `path` (normalized) is in the scope.
+    pub(crate) fn sees(&self, path: &str) -> bool {
+        self.matcher.at(path).is_ok()
+    }
+}
+
+/// What a client reads about a panic during `call` (a route, `GET /x`, or a hook, as
+/// [`hook_call`] names it).
+pub(crate) fn panicked(call: &str) -> String {
+    match call.strip_suffix(HOOK_SUFFIX) {
+        Some(_) => format!("{call} panicked"),
+        None => format!("the handler panicked during {call}"),
+    }
+}
+
+const HOOK_SUFFIX: &str = " hook";
+
+/// How errors name a call of the hook `name`: `its on_request hook`.
+pub(crate) fn hook_call(name: &str) -> String {
+    format!("its {name}{HOOK_SUFFIX}")
+}

@@ -18,6 +18,7 @@
 //! All unsafe code lives in the private `ffi` module; everything here is safe to call.
 #![deny(missing_docs)]
 
+mod block;
 pub mod config;
 mod error;
 mod ffi;

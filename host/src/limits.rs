@@ -80,3 +80,7 @@ pub const WORKER_THREADS: usize = MAX_CALLS_PAST_DEADLINE;
 /// The most calls a worker holds waiting for one of its threads, bodies included: four rounds of
 /// its threads. Past it, new calls answer 503 at once (`"kind": "busy"`).
 pub const WORKER_QUEUE: usize = 4 * WORKER_THREADS;
+
+/// How many reports of closed connections may wait for the `on_disconnect` hooks; more are
+/// dropped and counted, so that slow hooks never hold memory or a response.
+pub const DISCONNECT_QUEUE: usize = 1024;

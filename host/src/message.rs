@@ -45,6 +45,39 @@ impl<'a> Request<'a> {
         self
     }
 
+    /// This request with other headers.
+    pub(crate) fn with_headers<'b>(&self, headers: &'b http::HeaderMap) -> Request<'b>
+    where
+        'a: 'b,
+    {
+        let mut request = Request {
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            headers: Headers::default(),
+            body: self.body,
+            connection: self.connection,
+        };
+        request.headers.reserve(headers.len());
+        for (name, value) in headers {
+            request.headers.push(name.as_str(), value.as_bytes());
+        }
+        request
+    }
+
+    /// The headers as a map, to change (the ones that are not valid HTTP are left out).
+    pub(crate) fn header_map(&self) -> http::HeaderMap {
+        self.headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    http::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                    http::HeaderValue::from_bytes(value).ok()?,
+                ))
+            })
+            .collect()
+    }
+
     /// The method.
     pub fn method(&self) -> &'a str {
         self.method

@@ -2,6 +2,9 @@
 
 use crate::error::{Error, ErrorKind, PluginText};
 use crate::ffi::{Descriptor, RawInstance, RouteDef};
+use crate::hook::{
+    ConnectVerdict, Connection, ConnectionStats, HookScope, HookSet, RequestVerdict, ResponseEdit,
+};
 use crate::inspect::{self, Inspection};
 use crate::message::{Request, Response};
 use crate::process::{ChildState, Mode, Remote, RouteSpec};
@@ -94,6 +97,11 @@ impl Factory {
     /// The ABI version (major, minor) the plugin was built for.
     pub fn abi_version(&self) -> (u16, u16) {
         self.descriptor.abi
+    }
+
+    /// The hooks the plugin has (none for a plugin built against ABI 1.0).
+    pub fn hooks(&self) -> HookSet {
+        self.descriptor.hooks.set()
     }
 
     /// Creates an instance called `name` with the given JSON configuration (use
@@ -192,6 +200,7 @@ impl Instance {
                 overdue_total: AtomicU64::new(0),
                 overdue_running: AtomicIsize::new(0),
                 handler_timeout_us: AtomicU64::new(0),
+                hook_scope: Mutex::new(None),
             }),
         }
     }
@@ -286,6 +295,8 @@ struct Inner {
     overdue_running: AtomicIsize,
     /// The instance's own deadline for a handler call, in microseconds; 0 for the server's.
     handler_timeout_us: AtomicU64,
+    /// The paths its request and response hooks see; `None`: every path.
+    hook_scope: Mutex<Option<Arc<HookScope>>>,
 }
 
 /// An instance's routes, each with the gate its calls pass.
@@ -294,7 +305,15 @@ struct Routes {
     specs: Arc<[RouteSpec]>,
     /// An in-process instance's routes, as its handlers are called; empty for a process.
     defs: Arc<[RouteDef]>,
+    /// One gate per route, then the gate of the hooks' calls.
     gates: Arc<[Gate]>,
+}
+
+impl Routes {
+    /// The gate every hook call passes.
+    fn hook_gate(&self) -> &Gate {
+        &self.gates[self.specs.len()]
+    }
 }
 
 /// The admission word of one route: how many of its calls are running, and whether the route
@@ -402,6 +421,35 @@ impl Instance {
         )
     }
 
+    /// The hooks the instance has: its plugin's (a library's descriptor, or what a process
+    /// listed).
+    pub fn hooks(&self) -> HookSet {
+        match &self.inner.backend {
+            Backend::InProcess(raw) => raw.hooks(),
+            Backend::Process(remote) => remote.hooks(),
+        }
+    }
+
+    /// Limits the paths the instance's `on_request` and `on_response` hooks see to those that
+    /// match one of `patterns` (route patterns: `/api/{*rest}`, `/admin`); an empty list means
+    /// every path again. Routers built from now on apply it.
+    pub fn set_hook_paths(&self, patterns: &[String]) -> Result<(), Error> {
+        let scope = if patterns.is_empty() {
+            None
+        } else {
+            let scope = HookScope::new(patterns)
+                .map_err(|reason| self.error(ErrorKind::InvalidHookPaths { reason }))?;
+            Some(Arc::new(scope))
+        };
+        *self.inner.hook_scope.lock() = scope;
+        Ok(())
+    }
+
+    /// The paths the instance's request and response hooks see (`None`: every path).
+    pub(crate) fn hook_scope(&self) -> Option<Arc<HookScope>> {
+        self.inner.hook_scope.lock().clone()
+    }
+
     /// Sets how long a handler call of this instance may run before an HTTP server answers its
     /// client 504 (`None`: the server's default).
     pub fn set_handler_timeout(&self, timeout: Option<Duration>) {
@@ -486,7 +534,8 @@ impl Instance {
         // SAFETY: the lifecycle lock is held, so no other call on the instance runs (no handler
         // either: leases require `Started`), and the state was `Created`, so it never started.
         let (specs, defs) = unsafe { self.inner.backend.start() }?;
-        let gates = specs.iter().map(|_| Gate::default()).collect();
+        // One more than the routes: the gate of the hooks.
+        let gates = (0..=specs.len()).map(|_| Gate::default()).collect();
         let routes = Routes {
             specs: specs.into(),
             defs: defs.into(),
@@ -538,8 +587,10 @@ impl Instance {
             let busy: Vec<(String, usize)> = routes
                 .specs
                 .iter()
+                .map(|def| format!("{} {}", def.method, def.path))
+                .chain(["its hooks".to_owned()])
                 .zip(routes.gates.iter())
-                .map(|(def, gate)| (format!("{} {}", def.method, def.path), gate.close()))
+                .map(|(call, gate)| (call, gate.close()))
                 .filter(|(_, running)| *running > 0)
                 .collect();
             if let Backend::Process(remote) = &self.inner.backend {
@@ -589,10 +640,11 @@ impl Instance {
         let routes = self.inner.routes.get().cloned().unwrap_or_else(|| Routes {
             specs: Arc::new([]),
             defs: Arc::new([]),
-            gates: Arc::new([]),
+            gates: Arc::new([Gate::default()]),
         });
         Ok(Lease {
             routes,
+            hooks: self.hooks(),
             instance: self.clone(),
         })
     }
@@ -603,6 +655,40 @@ impl Instance {
 pub(crate) struct Lease {
     instance: Instance,
     routes: Routes,
+    /// The instance's hooks.
+    hooks: HookSet,
+}
+
+/// A call of a hook, with what the hook sees.
+pub(crate) enum HookCall<'a, 'r> {
+    /// `on_request`: the request, with the header changes of the hooks before.
+    Request(&'a Request<'r>),
+    /// `on_response`: the request as the route saw it, and the response so far.
+    Response(&'a Request<'r>, &'a Response),
+    /// `on_connect`: a new connection.
+    Connect(&'a Connection),
+}
+
+impl HookCall<'_, '_> {
+    /// The hook's name.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            HookCall::Request(_) => "on_request",
+            HookCall::Response(..) => "on_response",
+            HookCall::Connect(_) => "on_connect",
+        }
+    }
+}
+
+/// What a hook answered; the variant matches the [`HookCall`].
+#[derive(Debug)]
+pub(crate) enum HookAnswer {
+    /// From `on_request`.
+    Request(RequestVerdict),
+    /// From `on_response`.
+    Response(ResponseEdit),
+    /// From `on_connect`.
+    Connect(ConnectVerdict),
 }
 
 impl Lease {
@@ -692,6 +778,88 @@ impl Lease {
         })
     }
 
+    /// The instance's hooks.
+    pub(crate) fn hooks(&self) -> HookSet {
+        self.hooks
+    }
+
+    /// Calls a hook of the instance and waits for its answer: an in-process hook is a function
+    /// call, a hook in a child process a message whose answer is waited for at most the
+    /// instance's handler timeout (30 s without one). The hook's call passes the instance's
+    /// admission (not poisoned) and hook gate, as a handler's does.
+    pub(crate) fn hook(&self, call: HookCall<'_, '_>) -> Result<HookAnswer, Error> {
+        self.admit()?;
+        let Some(_entered) = self.routes.hook_gate().enter() else {
+            return Err(self.instance.error(ErrorKind::Closed));
+        };
+        let result = match &self.instance.inner.backend {
+            // SAFETY: the lease proves the instance started, and it is not stopped while the
+            // call runs: the call passed the hook gate, which `close_and_stop` closes and waits
+            // empty before it stops the instance (as for a handler).
+            Backend::InProcess(raw) => unsafe { in_process_hook(raw, call) },
+            Backend::Process(remote) => {
+                let timeout = self
+                    .instance
+                    .handler_timeout()
+                    .unwrap_or(crate::limits::DEFAULT_HANDLER_TIMEOUT);
+                let hook = call.name();
+                crate::block::on(remote_hook(remote, call, timeout), Some(timeout)).unwrap_or_else(
+                    || {
+                        Err(self.instance.error(ErrorKind::HookFailed {
+                            hook,
+                            reason: format!("no answer within {timeout:?}").into(),
+                        }))
+                    },
+                )
+            }
+        };
+        self.observe(&result);
+        result
+    }
+
+    /// For an instance in a child process: sends a hook call and returns its answer to await,
+    /// for at most `deadline`, which the call carries. `None` for an in-process instance, whose
+    /// hooks go through [`hook`](Self::hook).
+    pub(crate) fn hook_async<'l>(
+        &'l self,
+        call: HookCall<'_, '_>,
+        deadline: std::time::Duration,
+    ) -> Option<impl Future<Output = Result<HookAnswer, Error>> + Send + 'l> {
+        let Backend::Process(remote) = &self.instance.inner.backend else {
+            return None;
+        };
+        let sent = self.admit().and_then(|()| {
+            let entered = self
+                .routes
+                .hook_gate()
+                .enter()
+                .ok_or_else(|| self.instance.error(ErrorKind::Closed))?;
+            Ok((entered, remote_hook(remote, call, deadline)))
+        });
+        Some(async move {
+            let (_entered, answer) = sent?;
+            let result = answer.await;
+            self.observe(&result);
+            result
+        })
+    }
+
+    /// Tells the instance's `on_disconnect` hook what a connection did (a message to a child
+    /// process is sent without waiting). Skipped when the instance is poisoned or closing.
+    pub(crate) fn on_disconnect(&self, stats: &ConnectionStats) {
+        if self.admit().is_err() {
+            return;
+        }
+        let Some(_entered) = self.routes.hook_gate().enter() else {
+            return;
+        };
+        match &self.instance.inner.backend {
+            // SAFETY: as in `hook`.
+            Backend::InProcess(raw) => unsafe { raw.on_disconnect(stats) },
+            Backend::Process(remote) => remote.on_disconnect(stats),
+        }
+    }
+
     /// Whether the instance's calls are messages to a child process, answered asynchronously
     /// (see [`remote_call`](Self::remote_call)).
     pub(crate) fn is_remote(&self) -> bool {
@@ -708,14 +876,53 @@ impl Lease {
         }
     }
 
-    /// Poisons the instance after a handler panic, unless it keeps serving after panics.
-    fn observe(&self, result: &Result<Response, Error>) {
+    /// Poisons the instance after a handler or hook panic, unless it keeps serving after panics.
+    fn observe<T>(&self, result: &Result<T, Error>) {
         let inner = &self.instance.inner;
         if let Err(error) = result
             && let ErrorKind::Panicked { message, .. } = error.kind()
             && !inner.keep_serving_after_panic.load(Ordering::Relaxed)
         {
             let _ = inner.poisoned.set(message.clone());
+        }
+    }
+}
+
+/// Calls an in-process instance's hook.
+///
+/// # Safety
+/// As for [`RawInstance::on_request`]: the instance is started and not stopped during the call.
+unsafe fn in_process_hook(raw: &RawInstance, call: HookCall<'_, '_>) -> Result<HookAnswer, Error> {
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        match call {
+            HookCall::Request(request) => raw.on_request(request).map(HookAnswer::Request),
+            HookCall::Response(request, response) => {
+                raw.on_response(request, response).map(HookAnswer::Response)
+            }
+            HookCall::Connect(connection) => raw.on_connect(connection).map(HookAnswer::Connect),
+        }
+    }
+}
+
+/// Sends a hook call to a child process; the answer arrives through the returned future.
+fn remote_hook<'s>(
+    remote: &'s Remote,
+    call: HookCall<'_, '_>,
+    deadline: std::time::Duration,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<HookAnswer, Error>> + Send + 's>> {
+    match call {
+        HookCall::Request(request) => {
+            let answer = remote.on_request(request, deadline);
+            Box::pin(async move { answer.await.map(HookAnswer::Request) })
+        }
+        HookCall::Response(request, response) => {
+            let answer = remote.on_response(request, response, deadline);
+            Box::pin(async move { answer.await.map(HookAnswer::Response) })
+        }
+        HookCall::Connect(connection) => {
+            let answer = remote.on_connect(connection, deadline);
+            Box::pin(async move { answer.await.map(HookAnswer::Connect) })
         }
     }
 }

@@ -1,11 +1,13 @@
 //! One router over the routes of many plugins, backed by `matchit`.
 
 use crate::error::{Error, ErrorKind};
+use crate::hook::{HookScope, RequestVerdict};
 use crate::message::{Request, Response};
 use crate::pacing::Pacing;
-use crate::plugin::{Instance, Lease};
+use crate::plugin::{HookAnswer, HookCall, Instance, Lease};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The routes of a set of started plugins, matched by path pattern then by method.
 ///
@@ -16,6 +18,45 @@ pub struct Router {
     matcher: matchit::Router<usize>,
     paths: Vec<PathRoutes>,
     leases: Vec<Lease>,
+    /// The instances with request or response hooks, in registration order.
+    hooks: Vec<HookTarget>,
+}
+
+/// An instance whose `on_request` or `on_response` hook sees requests.
+pub(crate) struct HookTarget {
+    /// An index into `Router::leases`.
+    lease: usize,
+    /// The paths its hooks see; `None`: every path.
+    scope: Option<Arc<HookScope>>,
+    /// Where an HTTP server runs its in-process hook calls (see `crate::pacing`).
+    pub(crate) pacing: Pacing,
+}
+
+impl HookTarget {
+    /// Whether its hooks see a request for `path`.
+    #[inline]
+    fn sees(&self, path: &str) -> bool {
+        self.scope.as_ref().is_none_or(|scope| scope.sees(path))
+    }
+}
+
+/// How the steps of an exchange run (see [`Router::exchange`]): synchronously, for
+/// [`Router::dispatch`], or as an HTTP server runs them (inline, on the blocking pool, or
+/// awaited from a child process, each with its deadline).
+pub(crate) trait Steps {
+    /// What ends an exchange at once, passing no further hook: an error, or a server's answer
+    /// about a failed hook.
+    type Stop;
+
+    /// Calls a hook of the instance of `target`.
+    fn hook(
+        &self,
+        target: &HookTarget,
+        call: HookCall<'_, '_>,
+    ) -> impl Future<Output = Result<HookAnswer, Self::Stop>>;
+
+    /// Answers the request with its route (or, for a server, a 404 or 405).
+    fn route(&self, request: &Request<'_>) -> impl Future<Output = Result<Response, Self::Stop>>;
 }
 
 /// The methods served at one path pattern.
@@ -172,6 +213,7 @@ impl Router {
             matcher: matchit::Router::new(),
             paths: Vec::new(),
             leases: Vec::with_capacity(instances.len()),
+            hooks: Vec::new(),
         };
         let mut by_pattern: HashMap<String, usize> = HashMap::new();
         for instance in instances {
@@ -185,6 +227,14 @@ impl Router {
                     pacing: Pacing::default(),
                 };
                 router.insert(&mut by_pattern, instance, &def.path, target)?;
+            }
+            let hooks = lease.hooks();
+            if hooks.on_request || hooks.on_response {
+                router.hooks.push(HookTarget {
+                    lease: index,
+                    scope: instance.hook_scope(),
+                    pacing: Pacing::default(),
+                });
             }
             router.leases.push(lease);
         }
@@ -256,6 +306,109 @@ impl Router {
             .get(index)
             .map_or(current.name(), |l| l.instance().name())
             .to_owned()
+    }
+
+    /// Whether an instance it serves has hooks of any kind.
+    pub(crate) fn has_hooks(&self) -> bool {
+        !self.hooks.is_empty() || self.connection_hooks().next().is_some()
+    }
+
+    /// Whether a request for `path` (normalized) passes request or response hooks.
+    #[inline]
+    pub(crate) fn hooks_see(&self, path: &str) -> bool {
+        self.hooks.iter().any(|hook| hook.sees(path))
+    }
+
+    /// The lease of a hook target.
+    pub(crate) fn hook_lease(&self, target: &HookTarget) -> &Lease {
+        &self.leases[target.lease]
+    }
+
+    /// The hook target number `index` (see [`hook_index`](Self::hook_index)).
+    pub(crate) fn hook_target(&self, index: usize) -> &HookTarget {
+        &self.hooks[index]
+    }
+
+    /// The number of a hook target of this router, which [`hook_target`](Self::hook_target)
+    /// gives back (for a call that moves to another thread).
+    pub(crate) fn hook_index(&self, target: &HookTarget) -> usize {
+        self.hooks
+            .iter()
+            .position(|t| std::ptr::eq(t, target))
+            .expect("a hook target of this router")
+    }
+
+    /// The leases of instances with `on_connect` or `on_disconnect` hooks, in registration
+    /// order.
+    pub(crate) fn connection_hooks(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.iter().filter(|lease| {
+            let hooks = lease.hooks();
+            hooks.on_connect || hooks.on_disconnect
+        })
+    }
+
+    /// Runs one request through the hooks and its route, with `steps` running each call:
+    ///
+    /// 1. the `on_request` hooks whose scope sees the path, in registration order, each seeing
+    ///    the header changes of those before; the first that answers ends this part;
+    /// 2. the route (unless a hook answered), with the changed headers;
+    /// 3. the `on_response` hooks of the instances the request passed on its way in (all, or
+    ///    those registered before the one that answered), in reverse order: an onion, like
+    ///    tower's layers.
+    ///
+    /// A step that stops (a failed hook) ends the exchange with its `Stop`, which no further
+    /// hook sees.
+    pub(crate) async fn exchange<S: Steps>(
+        &self,
+        steps: &S,
+        request: &Request<'_>,
+    ) -> Result<Response, S::Stop> {
+        let mut edited: Option<http::HeaderMap> = None;
+        let mut passed = self.hooks.len();
+        let mut answered = None;
+        for (index, target) in self.hooks.iter().enumerate() {
+            if !target.sees(request.path) || !self.hook_lease(target).hooks().on_request {
+                continue;
+            }
+            let view = edited.as_ref().map(|headers| request.with_headers(headers));
+            let current = view.as_ref().unwrap_or(request);
+            let HookAnswer::Request(verdict) =
+                steps.hook(target, HookCall::Request(current)).await?
+            else {
+                unreachable!("an on_request call is answered by a request verdict")
+            };
+            match verdict {
+                RequestVerdict::Continue(edits) if edits.is_empty() => {}
+                RequestVerdict::Continue(edits) => {
+                    let headers = edited.get_or_insert_with(|| request.header_map());
+                    for edit in edits {
+                        edit.apply(headers);
+                    }
+                }
+                RequestVerdict::Respond(response) => {
+                    answered = Some(response);
+                    passed = index;
+                    break;
+                }
+            }
+        }
+        let view = edited.as_ref().map(|headers| request.with_headers(headers));
+        let current = view.as_ref().unwrap_or(request);
+        let mut response = match answered {
+            Some(response) => response,
+            None => steps.route(current).await?,
+        };
+        for target in self.hooks[..passed].iter().rev() {
+            if !target.sees(request.path) || !self.hook_lease(target).hooks().on_response {
+                continue;
+            }
+            let call = HookCall::Response(current, &response);
+            let HookAnswer::Response(edit) = steps.hook(target, call).await? else {
+                unreachable!("an on_response call is answered by a response edit")
+            };
+            edit.apply(&mut response);
+        }
+        Ok(response)
     }
 
     /// The names of the instances this router serves, in registration order.
@@ -354,6 +507,18 @@ impl Router {
     /// [`dispatch`](Self::dispatch) for a request whose path has no dot segment.
     #[inline]
     fn dispatch_normalized(&self, request: &Request<'_>) -> Result<Response, Error> {
+        if self.hooks_see(request.path) {
+            // Every step of `Direct` is a call that returns (a plugin in a child process is
+            // waited for within its deadline), so the exchange completes on its first poll.
+            return crate::block::on(self.exchange(&Direct(self), request), None)
+                .expect("an exchange without a deadline completes");
+        }
+        self.route(request)
+    }
+
+    /// Calls the request's route, without hooks.
+    #[inline]
+    fn route(&self, request: &Request<'_>) -> Result<Response, Error> {
         if let Ok(found) = self.matcher.at(request.path)
             && let Some(target) = self.target(*found.value, request.method)
         {
@@ -376,5 +541,21 @@ impl Router {
                 path: request.path.to_owned(),
             }),
         }
+    }
+}
+
+/// The steps of [`Router::dispatch`]: each call returns its answer (see [`Lease::hook`]), and a
+/// failed hook or a request without a route is an error.
+struct Direct<'r>(&'r Router);
+
+impl Steps for Direct<'_> {
+    type Stop = Error;
+
+    async fn hook(&self, target: &HookTarget, call: HookCall<'_, '_>) -> Result<HookAnswer, Error> {
+        self.0.hook_lease(target).hook(call)
+    }
+
+    async fn route(&self, request: &Request<'_>) -> Result<Response, Error> {
+        self.0.route(request)
     }
 }

@@ -5,12 +5,13 @@
 mod connection;
 mod inline;
 
-use crate::error::{Error, ErrorKind};
-use crate::message::Request;
-use crate::pacing::Move;
-use crate::plugin::{Instance, State};
+use crate::error::{Error, ErrorKind, PluginText};
+use crate::hook::{ConnectVerdict, Connection, ConnectionStats};
+use crate::message::{Request, Response};
+use crate::pacing::{Move, Pacing};
+use crate::plugin::{HookAnswer, HookCall, Instance, State};
 use crate::process::ChildState;
-use crate::router::{Lookup, RouteMatch, Router};
+use crate::router::{HookTarget, Lookup, RouteMatch, Router, Steps};
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
 use http::{Method, StatusCode, Version};
@@ -18,7 +19,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -89,6 +90,42 @@ struct Shared {
     grace_over: AtomicBool,
     /// Wakes the requests waiting for a plugin when the grace period ends.
     grace_end: tokio::sync::Notify,
+    /// The queue of the `on_disconnect` thread, started with the first report (`None` if the
+    /// thread could not start).
+    disconnects: OnceLock<Option<std::sync::mpsc::SyncSender<ConnectionStats>>>,
+    /// How many connection reports were dropped with the queue full.
+    disconnects_dropped: AtomicU64,
+}
+
+/// Starts the thread that hands connection reports to the `on_disconnect` hooks; it ends with
+/// the service.
+fn disconnect_thread(
+    shared: std::sync::Weak<Shared>,
+) -> Option<std::sync::mpsc::SyncSender<ConnectionStats>> {
+    let (sender, reports) = std::sync::mpsc::sync_channel(crate::limits::DISCONNECT_QUEUE);
+    let started = std::thread::Builder::new()
+        .name("on-disconnect".into())
+        .spawn(move || {
+            for stats in reports {
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                for lease in shared.router.connection_hooks() {
+                    if lease.hooks().on_disconnect {
+                        lease.on_disconnect(&stats);
+                    }
+                }
+            }
+        });
+    match started {
+        Ok(_) => Some(sender),
+        Err(e) => {
+            tracing::warn!(
+                "cannot start the on_disconnect thread ({e}): no hook is told of closed connections"
+            );
+            None
+        }
+    }
 }
 
 impl PluginService {
@@ -115,6 +152,8 @@ impl PluginService {
                 inline: OnceLock::new(),
                 grace_over: AtomicBool::new(false),
                 grace_end: tokio::sync::Notify::new(),
+                disconnects: OnceLock::new(),
+                disconnects_dropped: AtomicU64::new(0),
             }),
         }
     }
@@ -184,14 +223,82 @@ impl PluginService {
         self.shared.grace_end.notify_waiters();
     }
 
+    /// Runs the `on_connect` hooks of a new connection, in registration order, up to the first
+    /// that refuses it; whether it is accepted. A hook that fails, panics or runs past its
+    /// deadline refuses it (fail closed); an in-process hook runs on this task, so it should be
+    /// quick.
+    pub(crate) async fn admit_connection(&self, connection: &Connection) -> bool {
+        for lease in self.shared.router.connection_hooks() {
+            if !lease.hooks().on_connect {
+                continue;
+            }
+            let instance = lease.instance();
+            let call = Call::Hook(instance.name().to_owned(), "on_connect");
+            let deadline = self.deadline(instance);
+            let answer = match lease.hook_async(HookCall::Connect(connection), deadline) {
+                Some(answer) => self.awaited(instance, &call, deadline, answer).await,
+                None => {
+                    let started = Instant::now();
+                    let result = lease.hook(HookCall::Connect(connection));
+                    if started.elapsed() > deadline {
+                        instance.deadline_missed();
+                        Err(past_deadline(instance, &call, deadline))
+                    } else {
+                        result.map_err(|error| failure(&error))
+                    }
+                }
+            };
+            match answer {
+                Ok(HookAnswer::Connect(ConnectVerdict::Accept)) => {}
+                Ok(HookAnswer::Connect(ConnectVerdict::Refuse(reason))) => {
+                    tracing::debug!(
+                        target: FAILURE,
+                        "plugin `{}` refused the connection from {}{}",
+                        instance.name(),
+                        connection.client,
+                        reason.map_or_else(String::new, |r| format!(": {}", PluginText::from(r))),
+                    );
+                    return false;
+                }
+                Ok(_) => unreachable!("an on_connect call is answered by a connect verdict"),
+                // Logged by `failure` or `past_deadline`; the connection closes unanswered.
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Hands what a closed connection did to the `on_disconnect` hooks, on a thread of their
+    /// own, never waiting: past [`DISCONNECT_QUEUE`](crate::limits::DISCONNECT_QUEUE) waiting
+    /// reports, the report is dropped and counted.
+    pub(crate) fn disconnected(&self, stats: ConnectionStats) {
+        let queue = self
+            .shared
+            .disconnects
+            .get_or_init(|| disconnect_thread(Arc::downgrade(&self.shared)));
+        let Some(queue) = queue else { return };
+        if queue.try_send(stats).is_err() {
+            let dropped = self
+                .shared
+                .disconnects_dropped
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    "{dropped} connection report(s) dropped in all: the on_disconnect hooks take them more slowly than connections close"
+                );
+            }
+        }
+    }
+
     /// Whether the grace period of a shutdown is over (see [`end_grace`](Self::end_grace)).
     fn grace_over(&self) -> bool {
         self.shared.grace_over.load(Ordering::Acquire)
     }
 
-    /// Answers without waiting when nothing needs an `await`: no body to read, and a route that
-    /// runs inline (or no route at all). Otherwise gives the request back, untouched. This keeps
-    /// the common case (a GET) free of a large future and of a heap allocation.
+    /// Answers without waiting when nothing needs an `await`: no body to read, no hook, and a
+    /// route that runs inline (or no route at all). Otherwise gives the request back, untouched.
+    /// This keeps the common case (a GET) free of a large future and of a heap allocation.
     fn answer_now<B: http_body::Body>(&self, request: http::Request<B>) -> Attempt<B> {
         let (parts, body) = request.into_parts();
         let exchange = Exchange::start(&parts);
@@ -213,13 +320,17 @@ impl PluginService {
             };
             return Attempt::Answered(exchange.finish(&parts, response, None));
         }
+        if self.shared.router.hooks_see(path) {
+            return Attempt::Deferred(http::Request::from_parts(parts, body));
+        }
         let (found, method) = self.find(&parts, path);
         let (response, plugin) = match found {
             Lookup::Found(route) if body.is_end_stream() && !route.awaits() => {
-                match self.admit_inline(&route) {
+                match self.admit_inline(route.pacing()) {
                     Some(_slot) => {
-                        let response = self.call_inline(&route, &parts, method, path, &[]);
-                        (response, Some(route.plugin()))
+                        let request =
+                            plugin_request(method, path, query(&parts), &parts.headers, &[]);
+                        (self.call_inline(&route, &request), Some(route.plugin()))
                     }
                     None => return Attempt::Deferred(http::Request::from_parts(parts, body)),
                 }
@@ -228,16 +339,7 @@ impl PluginService {
             Lookup::MethodNotAllowed(allowed) => {
                 (not_allowed(parts.method.as_str(), path, &allowed), None)
             }
-            Lookup::NotFound => {
-                let error = format!("no route matches {}", clip(path));
-                (
-                    json(
-                        StatusCode::NOT_FOUND,
-                        &serde_json::json!({ "error": error }),
-                    ),
-                    None,
-                )
-            }
+            Lookup::NotFound => (not_found(path), None),
         };
         Attempt::Answered(exchange.finish(&parts, response, plugin))
     }
@@ -259,11 +361,11 @@ impl PluginService {
         self.answer_now(request)
     }
 
-    /// Lets a call of `route` run inline, on this worker, if the route has earned it and fewer
+    /// Lets a call paced by `pacing` run inline, on this worker, if it has earned it and fewer
     /// than `workers - 1` calls run inline now; the slot is freed when dropped.
     #[inline]
-    fn admit_inline(&self, route: &RouteMatch<'_, '_>) -> Option<inline::Admitted<'_>> {
-        if !route.pacing().inline() {
+    fn admit_inline(&self, pacing: &Pacing) -> Option<inline::Admitted<'_>> {
+        if !pacing.inline() {
             return None;
         }
         let inline = self.shared.inline.get_or_init(|| {
@@ -292,7 +394,7 @@ impl PluginService {
 
     /// `GET /healthz`: 200 when every plugin serves, 503 when one is out of service (poisoned
     /// by a panic, failed, or refusing calls with too many still running past their deadline).
-    fn health(&self) -> HttpResponse {
+    fn health(&self) -> Response {
         let router = &self.shared.router;
         let names = |keep: fn(&Instance) -> bool| -> Vec<&str> {
             router
@@ -348,54 +450,69 @@ impl PluginService {
         json(status, &body)
     }
 
-    /// Answers a request that has a body to read, or whose route runs on the blocking pool.
+    /// Answers a request that has a body to read, passes hooks, or whose route runs on the
+    /// blocking pool or in a child process.
     async fn answer_later<B>(&self, request: http::Request<B>) -> HttpResponse
     where
         B: http_body::Body + Send + 'static,
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let exchange = Exchange::start(&parts);
-        // `answer_now` answers every request whose path is refused or has no route.
+        // Taken out of `parts`, which the route's match borrows: hooks change them.
+        let headers = std::mem::take(&mut parts.headers);
+        // `answer_now` answers every request whose path is refused.
         let Ok(path) = crate::path::normalize(parts.uri.path()) else {
             unreachable!("answer_now answers a request whose path is refused")
         };
         let path = &*path;
-        let (Lookup::Found(route), method) = self.find(&parts, path) else {
-            unreachable!("answer_now answers every request without a route")
+        let (found, method) = self.find(&parts, path);
+        let plugin = match &found {
+            Lookup::Found(route) => Some(route.plugin()),
+            _ => None,
         };
-        let read = match self.unless_stopping(self.read_body(&parts, body)).await {
-            Some(read) => read,
-            None => Err(stopping(&route, method)),
-        };
-        let response = match read {
-            Err(response) => response,
-            Ok(body) if route.awaits() => {
-                self.call_remote(&route, &parts, method, path, &body).await
+        let body = match self.unless_stopping(self.read_body(&headers, body)).await {
+            Some(Ok(body)) => body,
+            Some(Err(response)) => return exchange.finish(&parts, response, plugin),
+            None => {
+                let response = match &found {
+                    Lookup::Found(route) => stopping(route.instance(), &Call::route(route, method)),
+                    _ => host_stopping(),
+                };
+                return exchange.finish(&parts, response, plugin);
             }
-            Ok(body) => match self.admit_inline(&route) {
-                Some(_slot) => self.call_inline(&route, &parts, method, path, &body),
-                None => self.call_blocking(&route, &parts, method, path, body).await,
-            },
         };
-        exchange.finish(&parts, response, Some(route.plugin()))
+        let mut request = plugin_request(method, path, query(&parts), &headers, &body);
+        request.connection = parts.extensions.get::<Arc<Connection>>().map(Arc::as_ref);
+        let response = if self.shared.router.hooks_see(path) {
+            let steps = Served {
+                service: self,
+                found: &found,
+                client_method: parts.method.as_str(),
+                body: &body,
+            };
+            match self.shared.router.exchange(&steps, &request).await {
+                Ok(response) | Err(response) => response,
+            }
+        } else {
+            let Lookup::Found(route) = &found else {
+                unreachable!("answer_now answers every request without a route or hooks")
+            };
+            self.call_route(route, &request, &body).await
+        };
+        exchange.finish(&parts, response, plugin)
     }
 
     /// Reads the body, refusing one over the limit (announced or actual) with 413.
-    async fn read_body<B>(
-        &self,
-        parts: &http::request::Parts,
-        body: B,
-    ) -> Result<Bytes, HttpResponse>
+    async fn read_body<B>(&self, headers: &http::HeaderMap, body: B) -> Result<Bytes, Response>
     where
         B: http_body::Body + Send + 'static,
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let limit = self.shared.body_limit;
-        let declared = parts
-            .headers
+        let declared = headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
@@ -428,61 +545,136 @@ impl PluginService {
         }
     }
 
-    /// The deadline of a call of `route`.
-    fn deadline(&self, route: &RouteMatch<'_, '_>) -> Duration {
-        route
-            .instance()
+    /// The deadline of a call (a handler or a hook) of `instance`.
+    fn deadline(&self, instance: &Instance) -> Duration {
+        instance
             .handler_timeout()
             .unwrap_or(self.shared.handler_timeout)
     }
 
-    /// Calls the handler on this thread (the caller holds an inline slot).
-    fn call_inline(
+    /// Calls the route: inline when it has earned it and a slot is free, on the blocking pool
+    /// otherwise, or awaited from its child process.
+    async fn call_route(
         &self,
         route: &RouteMatch<'_, '_>,
-        parts: &http::request::Parts,
-        method: &str,
-        path: &str,
-        body: &[u8],
-    ) -> HttpResponse {
-        let request = request(method, path, query(parts), &parts.headers, body);
-        let (result, took) = self.shared.timed_call(route, &request);
-        if took > self.deadline(route) {
-            route.instance().deadline_missed();
-            return past_deadline(route, method, self.deadline(route));
+        request: &Request<'_>,
+        body: &Bytes,
+    ) -> Response {
+        if route.awaits() {
+            return self.call_remote(route, request).await;
         }
-        result.map_or_else(|error| failure(&error), into_http)
+        match self.admit_inline(route.pacing()) {
+            Some(_slot) => self.call_inline(route, request),
+            None => self.call_blocking(route, request, body).await,
+        }
+    }
+
+    /// Calls the handler on this thread (the caller holds an inline slot).
+    fn call_inline(&self, route: &RouteMatch<'_, '_>, request: &Request<'_>) -> Response {
+        let (result, took) =
+            self.shared
+                .timed(route.pacing(), &Call::route(route, request.method), || {
+                    route.call(request)
+                });
+        let deadline = self.deadline(route.instance());
+        if took > deadline {
+            route.instance().deadline_missed();
+            return past_deadline(
+                route.instance(),
+                &Call::route(route, request.method),
+                deadline,
+            );
+        }
+        result.unwrap_or_else(|error| failure(&error))
     }
 
     /// Sends the call to the route's child process and awaits its answer, at most until the
     /// deadline (then 504; the child's late answer is discarded). No thread waits for it.
-    async fn call_remote(
-        &self,
-        route: &RouteMatch<'_, '_>,
-        parts: &http::request::Parts,
-        method: &str,
-        path: &str,
-        body: &[u8],
-    ) -> HttpResponse {
+    async fn call_remote(&self, route: &RouteMatch<'_, '_>, request: &Request<'_>) -> Response {
+        let call = Call::route(route, request.method);
         // Checked last thing before the call is sent: no call starts once the grace period is
         // over (its body may have arrived just as it ended).
         if self.grace_over() {
-            return stopping(route, method);
+            return stopping(route.instance(), &call);
         }
-        let request = request(method, path, query(parts), &parts.headers, body);
-        let deadline = self.deadline(route);
-        let Some(call) = route.call_async(&request, deadline) else {
+        let deadline = self.deadline(route.instance());
+        let Some(answer) = route.call_async(request, deadline) else {
             unreachable!("a route that awaits its calls has an asynchronous call")
         };
-        let answer = self.unless_stopping(tokio::time::timeout(deadline, call));
-        match answer.await {
-            Some(Ok(result)) => result.map_or_else(|error| failure(&error), into_http),
+        self.awaited(route.instance(), &call, deadline, answer)
+            .await
+            .unwrap_or_else(|response| response)
+    }
+
+    /// Calls a hook of `target`'s instance, as a route's handler is called: awaited from its
+    /// child process, inline when it has earned it and a slot is free, or on the blocking pool;
+    /// with the instance's deadline. A failure is the answer the client gets.
+    async fn call_hook(
+        &self,
+        target: &HookTarget,
+        call: HookCall<'_, '_>,
+        body: &Bytes,
+    ) -> Result<HookAnswer, Response> {
+        let router = &self.shared.router;
+        let lease = router.hook_lease(target);
+        let instance = lease.instance();
+        let what = Call::Hook(instance.name().to_owned(), call.name());
+        let deadline = self.deadline(instance);
+        if lease.is_remote() {
+            if self.grace_over() {
+                return Err(stopping(instance, &what));
+            }
+            let Some(answer) = lease.hook_async(call, deadline) else {
+                unreachable!("a hook of a plugin in a child process is awaited")
+            };
+            return self.awaited(instance, &what, deadline, answer).await;
+        }
+        if let Some(_slot) = self.admit_inline(&target.pacing) {
+            let (result, took) = self
+                .shared
+                .timed(&target.pacing, &what, || lease.hook(call));
+            if took > deadline {
+                instance.deadline_missed();
+                return Err(past_deadline(instance, &what, deadline));
+            }
+            return result.map_err(|error| failure(&error));
+        }
+        let index = router.hook_index(target);
+        let owned = OwnedCall::new(call, body);
+        let pooled = what.clone();
+        self.on_pool(instance, &what, move |shared| {
+            let target = shared.router.hook_target(index);
+            let request = owned.request.view();
+            let call = match &owned.response {
+                Some(response) => HookCall::Response(&request, response),
+                None => HookCall::Request(&request),
+            };
+            let lease = shared.router.hook_lease(target);
+            shared.timed(&target.pacing, &pooled, || lease.hook(call)).0
+        })
+        .await
+    }
+
+    /// Awaits the answer of a call to a child process at most `deadline` (then 504, counted),
+    /// or until the grace period of a shutdown ends (then 503).
+    async fn awaited<T>(
+        &self,
+        instance: &Instance,
+        call: &Call,
+        deadline: Duration,
+        answer: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Response> {
+        match self
+            .unless_stopping(tokio::time::timeout(deadline, answer))
+            .await
+        {
+            Some(Ok(result)) => result.map_err(|error| failure(&error)),
             Some(Err(_)) => {
-                route.instance().deadline_missed();
-                past_deadline(route, method, deadline)
+                instance.deadline_missed();
+                Err(past_deadline(instance, call, deadline))
             }
             // Dropping the call forgets it: the child's answer, if it comes, is discarded.
-            None => stopping(route, method),
+            None => Err(stopping(instance, call)),
         }
     }
 
@@ -504,68 +696,78 @@ impl PluginService {
         }
     }
 
-    /// Calls the handler on tokio's blocking pool, and answers 504 if it runs past its
-    /// deadline (the call runs on to its end; see [`Instance::calls_past_deadline`]).
-    ///
-    /// [`Instance::calls_past_deadline`]: crate::Instance::calls_past_deadline
+    /// Calls the handler on tokio's blocking pool (see [`on_pool`](Self::on_pool)).
     async fn call_blocking(
         &self,
         route: &RouteMatch<'_, '_>,
-        parts: &http::request::Parts,
-        method: &str,
-        path: &str,
-        body: Bytes,
-    ) -> HttpResponse {
-        let instance = route.instance();
+        request: &Request<'_>,
+        body: &Bytes,
+    ) -> Response {
+        let call = Call::route(route, request.method);
+        let owned = OwnedRequest::new(request, body);
+        let pooled = call.clone();
+        self.on_pool(route.instance(), &call, move |shared| {
+            let request = owned.view();
+            let Lookup::Found(route) = shared.router.lookup(request.method, request.path) else {
+                unreachable!("the route was found before the call was sent here")
+            };
+            shared
+                .timed(route.pacing(), &pooled, || route.call(&request))
+                .0
+        })
+        .await
+        .unwrap_or_else(|response| response)
+    }
+
+    /// Runs a call of `instance` on tokio's blocking pool, and answers 504 if it runs past its
+    /// deadline (the call runs on to its end; see [`Instance::calls_past_deadline`]).
+    ///
+    /// [`Instance::calls_past_deadline`]: crate::Instance::calls_past_deadline
+    async fn on_pool<T: Send + 'static>(
+        &self,
+        instance: &Instance,
+        call: &Call,
+        job: impl FnOnce(&Shared) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Response> {
         // No call starts once the grace period is over (its body may have arrived just then).
         if self.grace_over() {
-            return stopping(route, method);
+            return Err(stopping(instance, call));
         }
         let (_, running) = instance.calls_past_deadline();
         if running >= MAX_CALLS_PAST_DEADLINE {
             let error = Error::new(ErrorKind::Overloaded { running }).with_plugin(instance.name());
-            return failure(&error);
+            return Err(failure(&error));
         }
         let shared = self.shared.clone();
-        let owned = (
-            method.to_owned(),
-            path.to_owned(),
-            query(parts).to_owned(),
-            parts.headers.clone(),
-        );
         let waiter = Waiter {
             outcome: Arc::new(AtomicU8::new(RUNNING)),
             instance: instance.clone(),
         };
-        let theirs = waiter.outcome.clone();
+        let (theirs, ours, described) = (waiter.outcome.clone(), instance.clone(), call.clone());
         let mut task = tokio::task::spawn_blocking(move || {
-            let (method, path, query, headers) = owned;
-            let request = request(&method, &path, &query, &headers, &body);
-            let Lookup::Found(route) = shared.router.lookup(&method, request.path) else {
-                unreachable!("the route was found before the call was sent here")
-            };
             if theirs.load(Ordering::Acquire) == ABANDONED {
                 // Nobody waits for it any more (it waited for a thread past its deadline, or
                 // its client went away): the plugin is not called.
-                route.instance().abandoned_call_returned();
-                return Err(Error::new(ErrorKind::Closed).with_plugin(route.plugin()));
+                ours.abandoned_call_returned();
+                return Err(Error::new(ErrorKind::Closed).with_plugin(ours.name()));
             }
-            let (result, took) = shared.timed_call(&route, &request);
+            let started = Instant::now();
+            let result = job(&shared);
             if theirs
                 .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
             {
-                route.instance().abandoned_call_returned();
+                ours.abandoned_call_returned();
                 tracing::warn!(
                     target: FAILURE,
-                    "{method} {} of plugin `{}` returned after {took:?}, with nobody waiting for it (past its deadline, or its client went away)",
-                    route.pattern(),
-                    route.plugin(),
+                    "{} returned after {:?}, with nobody waiting for it (past its deadline, or its client went away)",
+                    described.describe(),
+                    started.elapsed(),
                 );
             }
             result
         });
-        let deadline = self.deadline(route);
+        let deadline = self.deadline(instance);
         let waited = self.unless_stopping(tokio::time::timeout(deadline, &mut task));
         let result = match waited.await {
             Some(Ok(joined)) => joined,
@@ -574,31 +776,173 @@ impl PluginService {
             missed => {
                 if waiter.give_up() {
                     if missed.is_none() {
-                        return stopping(route, method);
+                        return Err(stopping(instance, call));
                     }
                     instance.deadline_missed();
-                    return past_deadline(route, method, deadline);
+                    return Err(past_deadline(instance, call, deadline));
                 }
                 task.await
             }
         };
         match result {
-            Ok(result) => result.map_or_else(|error| failure(&error), into_http),
+            Ok(result) => result.map_err(|error| failure(&error)),
             Err(join) => {
                 let plugin = instance.name();
                 tracing::error!(
                     target: FAILURE,
-                    "plugin `{plugin}`: {method} {}: the handler task failed: {join}",
-                    route.pattern(),
+                    "{}: the task of the call failed: {join}",
+                    call.describe(),
                 );
-                let message = format!("the handler for {method} {} failed", route.pattern());
-                plugin_error(
+                Err(plugin_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     plugin,
                     "failed",
-                    &message,
-                )
+                    &call.failed(),
+                ))
             }
+        }
+    }
+}
+
+/// The steps of an exchange served over HTTP (see `Router::exchange`): each hook call as
+/// [`PluginService::call_hook`] runs it, the route as [`PluginService::call_route`] does, and a
+/// request without a route answered 404 or 405, which the response hooks see.
+struct Served<'a, 'r, 'p> {
+    service: &'a PluginService,
+    found: &'a Lookup<'r, 'p>,
+    /// The method the client sent (a `HEAD` reaches a `GET` route as `GET`).
+    client_method: &'a str,
+    body: &'a Bytes,
+}
+
+impl Steps for Served<'_, '_, '_> {
+    type Stop = Response;
+
+    async fn hook(
+        &self,
+        target: &HookTarget,
+        call: HookCall<'_, '_>,
+    ) -> Result<HookAnswer, Response> {
+        self.service.call_hook(target, call, self.body).await
+    }
+
+    async fn route(&self, request: &Request<'_>) -> Result<Response, Response> {
+        Ok(match self.found {
+            Lookup::Found(route) => self.service.call_route(route, request, self.body).await,
+            Lookup::MethodNotAllowed(allowed) => {
+                not_allowed(self.client_method, request.path, allowed)
+            }
+            Lookup::NotFound => not_found(request.path),
+        })
+    }
+}
+
+/// A call the server makes, for its log lines and answers.
+#[derive(Clone)]
+enum Call {
+    /// A route's handler: the plugin, the method and the route's pattern.
+    Route(String, String),
+    /// A hook: the plugin and the hook's name.
+    Hook(String, &'static str),
+}
+
+impl Call {
+    fn route(route: &RouteMatch<'_, '_>, method: &str) -> Self {
+        Call::Route(
+            route.plugin().to_owned(),
+            format!("{method} {}", route.pattern()),
+        )
+    }
+
+    /// The call, for the log: `GET /x of plugin `p``.
+    fn describe(&self) -> String {
+        match self {
+            Call::Route(plugin, route) => format!("{route} of plugin `{plugin}`"),
+            Call::Hook(plugin, hook) => format!("the {hook} hook of plugin `{plugin}`"),
+        }
+    }
+
+    /// What the client reads when the call ran past `deadline`.
+    fn late(&self, deadline: Duration) -> String {
+        match self {
+            Call::Route(_, route) => format!("it did not answer {route} within {deadline:?}"),
+            Call::Hook(_, hook) => format!("its {hook} hook did not answer within {deadline:?}"),
+        }
+    }
+
+    /// What the client reads when the call failed in the host.
+    fn failed(&self) -> String {
+        match self {
+            Call::Route(_, route) => format!("the handler for {route} failed"),
+            Call::Hook(_, hook) => format!("its {hook} hook failed"),
+        }
+    }
+
+    /// The call, as the end of a sentence: `GET /x`, `its on_request hook`.
+    fn subject(&self) -> String {
+        match self {
+            Call::Route(_, route) => route.clone(),
+            Call::Hook(_, hook) => format!("its {hook} hook"),
+        }
+    }
+}
+
+/// A request owned, for a call that runs on another thread.
+struct OwnedRequest {
+    method: String,
+    path: String,
+    query: String,
+    headers: http::HeaderMap,
+    body: Bytes,
+    connection: Option<Connection>,
+}
+
+impl OwnedRequest {
+    /// A copy of `request`, whose body is `body`.
+    fn new(request: &Request<'_>, body: &Bytes) -> Self {
+        Self {
+            method: request.method.to_owned(),
+            path: request.path.to_owned(),
+            query: request.query.to_owned(),
+            headers: request.header_map(),
+            body: body.clone(),
+            connection: request.connection.cloned(),
+        }
+    }
+
+    /// The request, borrowed.
+    fn view(&self) -> Request<'_> {
+        let mut request = plugin_request(
+            &self.method,
+            &self.path,
+            &self.query,
+            &self.headers,
+            &self.body,
+        );
+        request.connection = self.connection.as_ref();
+        request
+    }
+}
+
+/// A hook call owned, for a call that runs on another thread.
+struct OwnedCall {
+    request: OwnedRequest,
+    /// For `on_response`, the response so far.
+    response: Option<Response>,
+}
+
+impl OwnedCall {
+    fn new(call: HookCall<'_, '_>, body: &Bytes) -> Self {
+        match call {
+            HookCall::Request(request) => Self {
+                request: OwnedRequest::new(request, body),
+                response: None,
+            },
+            HookCall::Response(request, response) => Self {
+                request: OwnedRequest::new(request, body),
+                response: Some(response.clone()),
+            },
+            HookCall::Connect(_) => unreachable!("on_connect runs on the connection's task"),
         }
     }
 }
@@ -638,29 +982,20 @@ impl Drop for Waiter {
 }
 
 impl Shared {
-    /// Calls the route's handler, and records how long it took for the route's pacing.
-    fn timed_call(
-        &self,
-        route: &RouteMatch<'_, '_>,
-        request: &Request<'_>,
-    ) -> (Result<crate::Response, Error>, Duration) {
+    /// Makes a call (a handler or a hook), and records how long it took for its pacing.
+    fn timed<T>(&self, pacing: &Pacing, call: &Call, f: impl FnOnce() -> T) -> (T, Duration) {
         let started = Instant::now();
-        let result = route.call(request);
+        let result = f();
         let took = started.elapsed();
-        match route.pacing().record(took >= self.blocking_threshold) {
+        match pacing.record(took >= self.blocking_threshold) {
             Some(Move::Pool) => tracing::warn!(
-                "{} {} of plugin `{}` took {took:?}, its third slow call (over {:?}) of the last 8: it runs on the blocking pool until it is fast again",
-                request.method,
-                route.pattern(),
-                route.plugin(),
+                "{} took {took:?}, its third slow call (over {:?}) of the last 8: it runs on the blocking pool until it is fast again",
+                call.describe(),
                 self.blocking_threshold,
             ),
-            Some(Move::Inline) => tracing::debug!(
-                "{} {} of plugin `{}` is fast: it runs inline",
-                request.method,
-                route.pattern(),
-                route.plugin(),
-            ),
+            Some(Move::Inline) => {
+                tracing::debug!("{} is fast: it runs inline", call.describe())
+            }
             None => {}
         }
         (result, took)
@@ -694,7 +1029,7 @@ impl Exchange {
     fn finish(
         &self,
         request: &http::request::Parts,
-        response: HttpResponse,
+        mut response: Response,
         plugin: Option<&str>,
     ) -> HttpResponse {
         if let Some(started) = self.started {
@@ -702,18 +1037,19 @@ impl Exchange {
                 target: ACCESS,
                 method = request.method.as_str(),
                 path = request.uri.path(),
-                status = response.status().as_u16(),
+                status = response.status,
                 duration_us = started.elapsed().as_micros() as u64,
                 plugin = plugin.unwrap_or("-"),
             );
         }
-        if !self.head {
-            return response;
+        if self.head {
+            let len = response.body.len();
+            response
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(len));
+            response.body = Vec::new();
         }
-        let (mut parts, body) = response.into_parts();
-        let len = http_body::Body::size_hint(&body).exact().unwrap_or(0);
-        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-        http::Response::from_parts(parts, Full::default())
+        into_http(response)
     }
 }
 
@@ -723,7 +1059,7 @@ fn query(parts: &http::request::Parts) -> &str {
 }
 
 /// The host's view of an HTTP request, borrowing everything; `path` is the normalized path.
-fn request<'a>(
+fn plugin_request<'a>(
     method: &'a str,
     path: &'a str,
     query: &'a str,
@@ -744,7 +1080,7 @@ fn request<'a>(
     request
 }
 
-fn not_allowed(method: &str, path: &str, allowed: &[&str]) -> HttpResponse {
+fn not_allowed(method: &str, path: &str, allowed: &[&str]) -> Response {
     let mut allow = allowed.join(", ");
     if allowed.contains(&"GET") && !allowed.contains(&"HEAD") {
         allow.push_str(", HEAD");
@@ -755,9 +1091,18 @@ fn not_allowed(method: &str, path: &str, allowed: &[&str]) -> HttpResponse {
         &serde_json::json!({ "error": error, "allow": allow }),
     );
     if let Ok(value) = HeaderValue::from_str(&allow) {
-        response.headers_mut().insert(ALLOW, value);
+        response.headers.insert(ALLOW, value);
     }
     response
+}
+
+/// The answer for a path that no route matches: 404.
+fn not_found(path: &str) -> Response {
+    let error = format!("no route matches {}", clip(path));
+    json(
+        StatusCode::NOT_FOUND,
+        &serde_json::json!({ "error": error }),
+    )
 }
 
 impl<B> tower_service::Service<http::Request<B>> for PluginService
@@ -780,16 +1125,19 @@ where
     }
 }
 
-fn json(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
-    let mut response = http::Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
+fn json(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut response = Response {
+        status: status.as_u16(),
+        body: body.to_string().into_bytes(),
+        ..Response::default()
+    };
     response
-        .headers_mut()
+        .headers
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
-fn too_large(limit: usize) -> HttpResponse {
+fn too_large(limit: usize) -> Response {
     let error = format!("the request body is larger than the limit of {limit} bytes");
     json(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -803,7 +1151,7 @@ fn too_large(limit: usize) -> HttpResponse {
 /// plugin and the kind of failure, in words of the host's own. What the plugin said (a handler's
 /// reason, a panic message, what a child process answered or wrote) goes to the log line only,
 /// with the file and what an operator can do: it may hold internals a client must not see.
-fn failure(error: &Error) -> HttpResponse {
+fn failure(error: &Error) -> Response {
     let (status, kind, message) = match error.kind() {
         ErrorKind::HandlerFailed { route, .. } => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -813,13 +1161,18 @@ fn failure(error: &Error) -> HttpResponse {
         ErrorKind::Panicked { call, .. } => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "panicked",
-            format!("the handler panicked during {call}"),
+            crate::hook::panicked(call),
+        ),
+        ErrorKind::HookFailed { hook, .. } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failed",
+            format!("its {hook} hook failed"),
         ),
         ErrorKind::BadPath { reason } => (StatusCode::BAD_REQUEST, "bad_path", reason.clone()),
         ErrorKind::Poisoned { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             "poisoned",
-            "out of service after a handler panicked".to_owned(),
+            "out of service after it panicked".to_owned(),
         ),
         ErrorKind::Closed => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -875,7 +1228,7 @@ fn failure(error: &Error) -> HttpResponse {
 /// The body of every answer about a plugin's failure, whatever runs it (in process, a worker,
 /// a program): `{"error": "plugin `NAME`: MESSAGE", "plugin": NAME, "kind": KIND}`. `message` is
 /// the host's own words, never text the plugin supplied (see [`failure`]).
-fn plugin_error(status: StatusCode, plugin: &str, kind: &str, message: &str) -> HttpResponse {
+fn plugin_error(status: StatusCode, plugin: &str, kind: &str, message: &str) -> Response {
     json(
         status,
         &serde_json::json!({ "error": format!("plugin `{plugin}`: {message}"), "plugin": plugin, "kind": kind }),
@@ -883,39 +1236,48 @@ fn plugin_error(status: StatusCode, plugin: &str, kind: &str, message: &str) -> 
 }
 
 /// The response for a call that ran past its deadline: 504, naming the plugin.
-fn past_deadline(route: &RouteMatch<'_, '_>, method: &str, deadline: Duration) -> HttpResponse {
-    let plugin = route.plugin();
+fn past_deadline(instance: &Instance, call: &Call, deadline: Duration) -> Response {
     tracing::error!(
         target: FAILURE,
-        "plugin `{plugin}` ({}): {method} {} ran past its deadline of {deadline:?}: its client gets 504; the call itself cannot be cancelled and runs on",
-        route.instance().file().map_or_else(|| "built-in".into(), |f| f.display().to_string()),
-        route.pattern(),
+        "plugin `{}` ({}): {} ran past its deadline of {deadline:?}: its client gets 504; the call itself cannot be cancelled and runs on",
+        instance.name(),
+        instance.file().map_or_else(|| "built-in".into(), |f| f.display().to_string()),
+        call.subject(),
     );
-    let message = format!(
-        "it did not answer {method} {} within {deadline:?}",
-        route.pattern()
-    );
-    plugin_error(StatusCode::GATEWAY_TIMEOUT, plugin, "timeout", &message)
+    plugin_error(
+        StatusCode::GATEWAY_TIMEOUT,
+        instance.name(),
+        "timeout",
+        &call.late(deadline),
+    )
 }
 
 /// The response for a request still waiting for its plugin when the grace period of a
 /// shutdown ended: 503, naming the plugin.
-fn stopping(route: &RouteMatch<'_, '_>, method: &str) -> HttpResponse {
-    let plugin = route.plugin();
+fn stopping(instance: &Instance, call: &Call) -> Response {
     tracing::debug!(
         target: FAILURE,
-        "plugin `{plugin}`: {method} {} was still waiting at the end of the grace period, or came after it: its client gets 503",
-        route.pattern(),
+        "{} was still waiting at the end of the grace period, or came after it: its client gets 503",
+        call.describe(),
     );
     let message = format!(
-        "the host is stopping, and {method} {} did not finish within its grace period",
-        route.pattern()
+        "the host is stopping, and {} did not finish within its grace period",
+        call.subject()
     );
     plugin_error(
         StatusCode::SERVICE_UNAVAILABLE,
-        plugin,
+        instance.name(),
         "stopping",
         &message,
+    )
+}
+
+/// The response for a request whose body was still arriving at the end of the grace period of
+/// a shutdown, with no route to name a plugin: 503.
+fn host_stopping() -> Response {
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({ "error": "the host is stopping" }),
     )
 }
 

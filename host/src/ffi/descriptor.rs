@@ -66,7 +66,7 @@ pub(crate) struct Descriptor {
     pub(super) destroy: DestroyFn,
     pub(super) routes: Option<RoutesFn>,
     /// The hooks (ABI 1.1; none for a plugin built against 1.0).
-    pub(super) hooks: HookFns,
+    pub(crate) hooks: HookFns,
     /// The host services handed to every instance created, kept for as long as the library is
     /// loaded: a plugin may keep its `PluginHost` pointer anywhere its code can run.
     services: Mutex<Vec<Services>>,

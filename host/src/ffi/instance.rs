@@ -551,7 +551,7 @@ impl RawInstance {
         status: PluginStatus,
         slot: &mut ErrorSlot,
     ) -> Error {
-        let call = format!("its {hook} hook");
+        let call = crate::hook::hook_call(hook);
         self.error(failure(status, slot, &call, |reason| {
             ErrorKind::HookFailed { hook, reason }
         }))

@@ -11,13 +11,14 @@
 //! header timeout runs from the end of the previous response, so it cannot tell the two apart.
 
 use super::{Answer, Attempt, PluginService};
+use crate::hook::{Connection, ConnectionStats};
 use crate::limits::SHUTDOWN_WRITE_TIME;
 use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -94,9 +95,9 @@ pub async fn serve(
     let mut accept_failures = AcceptFailures::default();
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, say: connections already open keep being served
                     // by their own tasks; this loop backs off rather than spin.
@@ -123,13 +124,30 @@ pub async fn serve(
         over_cap_logged = false;
         let _ = stream.set_nodelay(true);
         let state = Arc::new(AtomicU8::new(IDLE));
-        let io = Guarded::new(stream, state.clone(), options);
+        // With hooks, each request carries its connection, and a connection its statistics.
+        let hooked = service.router().has_hooks().then(|| {
+            let connection = Connection {
+                client: client.to_string(),
+                local: stream
+                    .local_addr()
+                    .map_or_else(|_| String::new(), |a| a.to_string()),
+            };
+            (Arc::new(connection), Arc::new(Tally::default()))
+        });
+        let mut io = Guarded::new(stream, state.clone(), options);
+        io.tally = hooked.as_ref().map(|(_, tally)| tally.clone());
+        let opened = std::time::Instant::now();
         // `service_fn` over `answer_wire` rather than the `tower::Service` impl: no boxed future
         // per request. Each connection gets its own `Arc`, so the reference count a request
         // touches is not shared with other threads.
         let service = Arc::new(service.clone());
-        let handler =
-            hyper::service::service_fn(move |request| match service.answer_wire(request) {
+        let (hooks, each) = (service.clone(), hooked.clone());
+        let handler = hyper::service::service_fn(move |mut request: http::Request<_>| {
+            if let Some((connection, tally)) = &each {
+                tally.requests.fetch_add(1, Ordering::Relaxed);
+                request.extensions_mut().insert(connection.clone());
+            }
+            match service.answer_wire(request) {
                 Attempt::Answered(response) => {
                     state.store(WRITING, Ordering::Relaxed);
                     Answer::Now(Some(response))
@@ -143,12 +161,25 @@ pub async fn serve(
                         response
                     }))
                 }
-            });
+            }
+        });
         let phase = io.state.clone();
         let connection = builder.serve_connection(TokioIo::new(io), handler);
         let (mut stopping, alive, count) = (stopping.clone(), alive.clone(), OpenGuard::new(&open));
         tokio::spawn(async move {
             let _alive = (alive, count);
+            if let Some((client, _)) = &hooked
+                && !hooks.admit_connection(client).await
+            {
+                // Refused: the socket closes with `connection`, before a request is read.
+                return;
+            }
+            let _told = hooked.map(|(connection, tally)| Disconnect {
+                service: hooks,
+                connection,
+                tally,
+                opened,
+            });
             tokio::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
@@ -192,6 +223,36 @@ pub async fn serve(
         );
     }
     false
+}
+
+/// What a connection did, counted for `on_disconnect` hooks.
+#[derive(Default)]
+struct Tally {
+    requests: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// Tells the `on_disconnect` hooks what an accepted connection did, when its task ends (it is
+/// dropped last), whatever ended it.
+struct Disconnect {
+    service: Arc<PluginService>,
+    connection: Arc<Connection>,
+    tally: Arc<Tally>,
+    opened: std::time::Instant,
+}
+
+impl Drop for Disconnect {
+    fn drop(&mut self) {
+        let stats = ConnectionStats {
+            connection: (*self.connection).clone(),
+            requests: self.tally.requests.load(Ordering::Relaxed),
+            bytes_in: self.tally.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.tally.bytes_out.load(Ordering::Relaxed),
+            duration: self.opened.elapsed(),
+        };
+        self.service.disconnected(stats);
+    }
 }
 
 /// Counts an open connection until dropped.
@@ -258,6 +319,8 @@ struct Guarded {
     stalled: Option<Instant>,
     header_timeout: Duration,
     keepalive_timeout: Duration,
+    /// Where the bytes read and written are counted, when hooks want them.
+    tally: Option<Arc<Tally>>,
 }
 
 impl Guarded {
@@ -273,6 +336,7 @@ impl Guarded {
             stalled: None,
             header_timeout: options.header_timeout,
             keepalive_timeout: options.keepalive_timeout,
+            tally: None,
         }
     }
 
@@ -316,6 +380,15 @@ impl Guarded {
         Poll::Pending
     }
 
+    /// Counts the bytes a write took, when hooks want them.
+    fn count_written(&self, poll: &Poll<io::Result<usize>>) {
+        if let (Some(tally), Poll::Ready(Ok(written))) = (&self.tally, poll) {
+            tally
+                .bytes_out
+                .fetch_add(*written as u64, Ordering::Relaxed);
+        }
+    }
+
     /// When the current wait times out: for a client to take a response (it has
     /// `keepalive_timeout` to read some of it), or for a request.
     fn deadline(&self) -> Instant {
@@ -340,6 +413,10 @@ impl AsyncRead for Guarded {
         let waiting = this.state.load(Ordering::Relaxed) == IDLE;
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
+                if let Some(tally) = &this.tally {
+                    let read = (buf.filled().len() - before) as u64;
+                    tally.bytes_in.fetch_add(read, Ordering::Relaxed);
+                }
                 if waiting && !this.started && buf.filled().len() > before {
                     this.started = true;
                     // A new connection's first request counts from the accept.
@@ -372,6 +449,7 @@ impl AsyncWrite for Guarded {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.count_written(&poll);
         this.unless_stalled(cx, poll)
     }
 
@@ -382,6 +460,7 @@ impl AsyncWrite for Guarded {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let poll = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.count_written(&poll);
         this.unless_stalled(cx, poll)
     }
 
