@@ -143,6 +143,10 @@ const PluginDescriptor *plugin_factory(const PluginFactoryArgs *) {
       stop,
       destroy,
       routes,
+      nullptr,  // on_request: the hooks (ABI 1.1), none here
+      nullptr,  // on_response
+      nullptr,  // on_connect
+      nullptr,  // on_disconnect
   };
   return &descriptor;
 }

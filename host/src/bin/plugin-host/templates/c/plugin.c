@@ -51,6 +51,8 @@ static const PluginDescriptor DESCRIPTOR = {
     {(const uint8_t *)"0.1.0", 5},
     NULL, /* rust_layout: Rust SDK only */
     create, NULL /* start */, NULL /* stop */, destroy, routes,
+    /* on_request, on_response, on_connect, on_disconnect: the hooks (ABI 1.1), none here */
+    NULL, NULL, NULL, NULL,
 };
 
 PLUGIN_ABI_MARK; /* lets the host check the ABI version before it loads the file */

@@ -75,6 +75,10 @@ const PluginDescriptor DESCRIPTOR = {
     nullptr,  // stop
     destroy,
     routes,
+    nullptr,  // on_request: the hooks (ABI 1.1), none here
+    nullptr,  // on_response
+    nullptr,  // on_connect
+    nullptr,  // on_disconnect
 };
 
 }  // namespace
