@@ -416,6 +416,12 @@ impl Router {
         self.leases.iter().map(|l| l.instance().name()).collect()
     }
 
+    /// The hooks of the instances this router serves, in registration order (the order of
+    /// [`plugins`](Self::plugins)).
+    pub fn hook_sets(&self) -> Vec<crate::HookSet> {
+        self.leases.iter().map(Lease::hooks).collect()
+    }
+
     /// The instances this router serves, in registration order.
     pub(crate) fn instances(&self) -> impl Iterator<Item = &Instance> {
         self.leases.iter().map(Lease::instance)

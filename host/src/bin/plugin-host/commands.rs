@@ -187,6 +187,24 @@ fn write_table(out: &mut impl Write, rows: &[Row<'_>], router: &Router) -> std::
             route.method, route.path, route.plugin
         )?;
     }
+    let hooked: Vec<(&str, String)> = router
+        .plugins()
+        .into_iter()
+        .zip(router.hook_sets())
+        .filter(|(_, hooks)| hooks.any())
+        .map(|(plugin, hooks)| (plugin, hooks.names().join(", ")))
+        .collect();
+    if !hooked.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<20} HOOKS (requests pass them in this order, responses in reverse)",
+            "PLUGIN"
+        )?;
+        for (plugin, hooks) in hooked {
+            writeln!(out, "{plugin:<20} {hooks}")?;
+        }
+    }
     Ok(())
 }
 
@@ -400,8 +418,12 @@ fn check(entries: &[PluginEntry], insecure: bool) -> ExitCode {
                 0 => "no routes".to_owned(),
                 n => format!("{n} route(s): {}", routes.join(", ")),
             };
+            let hooks = match instance.hooks().names().join(", ") {
+                names if names.is_empty() => String::new(),
+                names => format!(", hooks: {names}"),
+            };
             Ok(format!(
-                "{found}plugin `{}` {}{named}, {runs}, {routes}",
+                "{found}plugin `{}` {}{named}, {runs}, {routes}{hooks}",
                 instance.plugin_name(),
                 instance.version(),
             ))
