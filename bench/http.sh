@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Requests per second of `plugin-host serve` on the C greeter's `GET /c/hello`, against a
 # minimal hyper server returning the same bytes (host/examples/baseline_hyper.rs), with the same
-# load generator (wrk) in the same run. Prints the figures and two ratios:
-# - with `--log-level warn` (no access log): goal >= 0.95;
-# - with the default level (`info`: one access line per request): goal >= 0.90. Its stderr goes
-#   to a file, so that every line is really formatted and written (by the log writer thread,
-#   which shares the server's core); /dev/null would hide the write, and a pipe would add its
-#   reader's cost to the server's core. The file is emptied after every run to bound its size.
+# load generator (wrk) in the same run. Prints the figures and three ratios:
+# - with `--log-level warn` (no access log), against hyper: goal >= 0.95;
+# - with the default level (`info`: one access line per request), against hyper: goal >= 0.90.
+#   Its stderr goes to a file, so that every line is really formatted and written (by the log
+#   writer thread, which shares the server's core); /dev/null would hide the write, and a pipe
+#   would add its reader's cost to the server's core. The file is emptied after every run to
+#   bound its size;
+# - with three no-op hook plugins in front of the route (three instances of the `noop` sample,
+#   whose `on_request` and `on_response` do nothing), against none, both at `warn`: the cost of
+#   the hook chain itself; goal >= 0.95.
+# Each server serves the greeter alone, or the greeter behind the three hooks: the staged sample
+# configuration has hook plugins of its own.
 #
 # Usage: bench/http.sh [seconds per run, default 5] [connections, default 64] [rounds, default 6]
 set -euo pipefail
@@ -16,8 +22,20 @@ connections=${2:-64}
 rounds=${3:-6}
 command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 
+target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p pluglet-host --bin plugin-host --example baseline_hyper
-config=$(cargo run --release -q -p sample-plugins --bin stage-samples -- target/bench-samples)
+cargo build --release -q -p noop-plugin
+dir=target/bench-samples
+staged=$(cargo run --release -q -p sample-plugins --bin stage-samples -- "$dir")
+greeter="$PWD/$dir/$(basename "$(grep -o '"lib[^"]*greeter[^"]*"' "$staged" | tr -d '"')")"
+noop=$(ls "$target"/release/libnoop_plugin.{so,dylib} 2>/dev/null | head -n 1)
+[ -n "$noop" ] || { echo "cargo built no libnoop_plugin in $target/release"; exit 1; }
+case $noop in /*) ;; *) noop="$PWD/$noop" ;; esac
+config="$dir/greeter.toml"
+printf '[[plugin]]\npath = "%s"\n' "$greeter" >"$config"
+hooked="$dir/greeter-behind-hooks.toml"
+for i in 1 2 3; do printf '[[plugin]]\npath = "%s"\nname = "noop%s"\n\n' "$noop" "$i"; done >"$hooked"
+cat "$config" >>"$hooked"
 
 # With two or more cores, the servers share core 0 and wrk runs alone on core 1, so that the
 # load generator does not compete with the server it measures.
@@ -29,22 +47,25 @@ fi
 log=target/bench-access.log
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -f "$log"' EXIT
-"${server_cpu[@]}" target/release/plugin-host serve --config "$config" --listen 127.0.0.1:18181 --log-level warn \
+"${server_cpu[@]}" "$target/release/plugin-host" serve --config "$config" --listen 127.0.0.1:18181 --log-level warn \
+  >/dev/null &
+pids+=($!)
+"${server_cpu[@]}" "$target/release/plugin-host" serve --config "$hooked" --listen 127.0.0.1:18184 --log-level warn \
   >/dev/null &
 pids+=($!)
 : >"$log"
-env -u RUST_LOG "${server_cpu[@]}" target/release/plugin-host serve --config "$config" --listen 127.0.0.1:18183 \
+env -u RUST_LOG "${server_cpu[@]}" "$target/release/plugin-host" serve --config "$config" --listen 127.0.0.1:18183 \
   >/dev/null 2>>"$log" &
 pids+=($!)
-"${server_cpu[@]}" target/release/examples/baseline_hyper 127.0.0.1:18182 >/dev/null &
+"${server_cpu[@]}" "$target/release/examples/baseline_hyper" 127.0.0.1:18182 >/dev/null &
 pids+=($!)
-for port in 18181 18183 18182; do
+for port in 18181 18183 18182 18184; do
   for _ in $(seq 50); do
     curl -sf "http://127.0.0.1:$port/c/hello" >/dev/null && break
     sleep 0.1
   done
 done
-for port in 18181 18183; do
+for port in 18181 18183 18184; do
   [ "$(curl -s "http://127.0.0.1:$port/c/hello")" = "hello from C" ] || { echo "plugin-host on $port is not serving"; exit 1; }
 done
 # The log writer thread writes shortly after the request.
@@ -58,35 +79,38 @@ rps() {
   : >"$log"
   echo "$r"
 }
-# The machine is shared and noisy: measure the three servers in alternating rounds (the order
+# The machine is shared and noisy: measure the four servers in alternating rounds (the order
 # reverses every round) and report the median of the per-round ratios, which drift affects least.
-for port in 18181 18183 18182; do
+for port in 18181 18183 18182 18184; do
   wrk -t1 -c"$connections" -d2s "http://127.0.0.1:$port/c/hello" >/dev/null
 done
 : >"$log"
 results=()
 for round in $(seq "$rounds"); do
   if [ $((round % 2)) -eq 1 ]; then
-    h=$(rps 18181); l=$(rps 18183); b=$(rps 18182)
+    h=$(rps 18181); k=$(rps 18184); l=$(rps 18183); b=$(rps 18182)
   else
-    b=$(rps 18182); l=$(rps 18183); h=$(rps 18181)
+    b=$(rps 18182); l=$(rps 18183); k=$(rps 18184); h=$(rps 18181)
   fi
-  echo "round $round: plugin-host $h req/s, plugin-host with access log $l req/s, hyper $b req/s"
-  results+=("$h $l $b")
+  echo "round $round: plugin-host $h req/s, with access log $l req/s, hyper $b req/s, behind three no-op hooks $k req/s"
+  results+=("$h $l $b $k")
 done
-# The median of the per-round ratios of column $1 to hyper's.
+# The median of the per-round ratios of column $1 to column $2.
 median() {
-  printf '%s\n' "${results[@]}" | awk -v c="$1" '{ printf "%.4f\n", $c / $3 }' | sort -n |
+  printf '%s\n' "${results[@]}" | awk -v n="$1" -v d="$2" '{ printf "%.4f\n", $n / $d }' | sort -n |
     awk '{ r[NR] = $1 } END { print (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }'
 }
 printf '%s\n' "${results[@]}" |
-  awk -v seconds="$seconds" -v connections="$connections" -v warn="$(median 1)" -v info="$(median 2)" '
-  { hs += $1; ls += $2; bs += $3 }
+  awk -v seconds="$seconds" -v connections="$connections" -v warn="$(median 1 3)" -v info="$(median 2 3)" \
+  -v hooks="$(median 4 1)" '
+  { hs += $1; ls += $2; bs += $3; ks += $4 }
   END {
     printf "wrk -t1 -c%d, %d x %ds per server\n", connections, NR, seconds
     printf "plugin-host serve --log-level warn (C greeter GET /c/hello): %.0f req/s (mean)\n", hs / NR
     printf "plugin-host serve, default level (access log to a file):     %.0f req/s (mean)\n", ls / NR
     printf "minimal hyper server, same bytes:                            %.0f req/s (mean)\n", bs / NR
+    printf "plugin-host serve --log-level warn, three no-op hooks first: %.0f req/s (mean)\n", ks / NR
     printf "ratio, --log-level warn: %.3f (median of %d rounds; goal >= 0.95)\n", warn, NR
     printf "ratio, default level:    %.3f (median of %d rounds; goal >= 0.90)\n", info, NR
+    printf "ratio, three no-op hooks / none: %.3f (median of %d rounds; goal >= 0.95)\n", hooks, NR
   }'

@@ -1,6 +1,6 @@
 //! Compiles the C fixtures: one library per way a descriptor can be wrong, libraries whose
-//! initialisers leave a mark, and plugins that crash the host; and, when `go` is installed, a
-//! plugin in Go.
+//! initialisers leave a mark, plugins that crash the host, and a plugin with hooks; and, when
+//! `go` is installed, a plugin in Go.
 
 use sample_plugins::compile::{go_shared_library, shared_library};
 use std::path::{Path, PathBuf};
@@ -97,6 +97,36 @@ fn main() {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/output.c");
     let library = shared_library(&source, &out_dir, "fixture_output", &[]);
     println!("cargo:rustc-env=FIXTURE_OUTPUT={}", library.display());
+    // A plugin with all four hooks written against the header alone (ABI 1.1): with routes, and
+    // with hooks only.
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hooks.c");
+    let hooks: &[(&str, &[&str])] = &[
+        ("fixture_hooks", &[]),
+        ("fixture_hooks_only", &["HOOKS_ONLY"]),
+    ];
+    for (name, defines) in hooks {
+        let library = shared_library(&source, &out_dir, name, defines);
+        println!(
+            "cargo:rustc-env={}={}",
+            name.to_uppercase(),
+            library.display()
+        );
+    }
+    // Plugins written for ABI 1.0, in C (with garbage after its descriptor) and C++, compiled
+    // against the frozen 1.0 header next to their sources.
+    for (file, name) in [
+        ("fixtures/abi-1.0/compat.c", "compat_c"),
+        ("fixtures/abi-1.0/compat.cpp", "compat_cpp"),
+    ] {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let library = shared_library(&source, &out_dir, name, &[]);
+        println!(
+            "cargo:rustc-env={}={}",
+            name.to_uppercase(),
+            library.display()
+        );
+    }
+    println!("cargo:rerun-if-changed=fixtures/abi-1.0/plugin_api.h");
     go_fixture(&out_dir);
     println!("cargo:rerun-if-changed=../include/plugin_api.h");
 }

@@ -86,9 +86,9 @@ pub enum ErrorKind {
         /// What is wrong with it.
         reason: String,
     },
-    /// A handler of this instance panicked earlier; its routes no longer reach it.
+    /// A handler or hook of this instance panicked earlier; its calls no longer reach it.
     #[error(
-        "out of service: a handler panicked earlier ({message}); restart the host to serve it again"
+        "out of service: it panicked earlier ({message}); restart the host to serve it again"
     )]
     Poisoned {
         /// The first panic's message.

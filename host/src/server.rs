@@ -226,8 +226,11 @@ impl PluginService {
     /// Runs the `on_connect` hooks of a new connection, in registration order, up to the first
     /// that refuses it; whether it is accepted. A hook that fails, panics or runs past its
     /// deadline refuses it (fail closed); an in-process hook runs on this task, so it should be
-    /// quick.
-    pub(crate) async fn admit_connection(&self, connection: &Connection) -> bool {
+    /// quick. A plugin out of service (poisoned, its process restarting, ...) cannot decide:
+    /// the connection is accepted, closed by it (its requests answer 503 naming the plugin, but
+    /// `/healthz`, which says why), so that one plugin never makes the host unreachable.
+    pub(crate) async fn admit_connection(&self, admitted: &Admitted) -> bool {
+        let connection = &admitted.connection;
         for lease in self.shared.router.connection_hooks() {
             if !lease.hooks().on_connect {
                 continue;
@@ -236,7 +239,7 @@ impl PluginService {
             let call = Call::Hook(instance.name().to_owned(), "on_connect");
             let deadline = self.deadline(instance);
             let answer = match lease.hook_async(HookCall::Connect(connection), deadline) {
-                Some(answer) => self.awaited(instance, &call, deadline, answer).await,
+                Some(answer) => self.waited(instance, &call, deadline, answer).await,
                 None => {
                     let started = Instant::now();
                     let result = lease.hook(HookCall::Connect(connection));
@@ -244,13 +247,13 @@ impl PluginService {
                         instance.deadline_missed();
                         Err(past_deadline(instance, &call, deadline))
                     } else {
-                        result.map_err(|error| failure(&error))
+                        Ok(result)
                     }
                 }
             };
             match answer {
-                Ok(HookAnswer::Connect(ConnectVerdict::Accept)) => {}
-                Ok(HookAnswer::Connect(ConnectVerdict::Refuse(reason))) => {
+                Ok(Ok(HookAnswer::Connect(ConnectVerdict::Accept))) => {}
+                Ok(Ok(HookAnswer::Connect(ConnectVerdict::Refuse(reason)))) => {
                     tracing::debug!(
                         target: FAILURE,
                         "plugin `{}` refused the connection from {}{}",
@@ -260,8 +263,17 @@ impl PluginService {
                     );
                     return false;
                 }
-                Ok(_) => unreachable!("an on_connect call is answered by a connect verdict"),
-                // Logged by `failure` or `past_deadline`; the connection closes unanswered.
+                Ok(Ok(_)) => unreachable!("an on_connect call is answered by a connect verdict"),
+                Ok(Err(error)) if out_of_service(&error) => {
+                    tracing::debug!(target: FAILURE, "{error}: its connections answer 503");
+                    let _ = admitted.closed_by.set(error);
+                    return true;
+                }
+                Ok(Err(error)) => {
+                    failure(&error);
+                    return false;
+                }
+                // Logged by `past_deadline` or `stopping`; the connection closes unanswered.
                 Err(_) => return false,
             }
         }
@@ -319,6 +331,11 @@ impl PluginService {
                 _ => not_allowed(parts.method.as_str(), path, &["GET"]),
             };
             return Attempt::Answered(exchange.finish(&parts, response, None));
+        }
+        if let Some(admitted) = parts.extensions.get::<Arc<Admitted>>()
+            && let Some(error) = admitted.closed_by.get()
+        {
+            return Attempt::Answered(exchange.finish(&parts, failure(error), None));
         }
         if self.shared.router.hooks_see(path) {
             return Attempt::Deferred(http::Request::from_parts(parts, body));
@@ -484,7 +501,10 @@ impl PluginService {
             }
         };
         let mut request = plugin_request(method, path, query(&parts), &headers, &body);
-        request.connection = parts.extensions.get::<Arc<Connection>>().map(Arc::as_ref);
+        request.connection = parts
+            .extensions
+            .get::<Arc<Admitted>>()
+            .map(|admitted| &admitted.connection);
         let response = if self.shared.router.hooks_see(path) {
             let steps = Served {
                 service: self,
@@ -664,11 +684,24 @@ impl PluginService {
         deadline: Duration,
         answer: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Response> {
+        self.waited(instance, call, deadline, answer)
+            .await?
+            .map_err(|error| failure(&error))
+    }
+
+    /// [`awaited`](Self::awaited), with the call's own error left to the caller.
+    async fn waited<T>(
+        &self,
+        instance: &Instance,
+        call: &Call,
+        deadline: Duration,
+        answer: impl Future<Output = Result<T, Error>>,
+    ) -> Result<Result<T, Error>, Response> {
         match self
             .unless_stopping(tokio::time::timeout(deadline, answer))
             .await
         {
-            Some(Ok(result)) => result.map_err(|error| failure(&error)),
+            Some(Ok(result)) => Ok(result),
             Some(Err(_)) => {
                 instance.deadline_missed();
                 Err(past_deadline(instance, call, deadline))
@@ -802,6 +835,29 @@ impl PluginService {
             }
         }
     }
+}
+
+/// A connection the `on_connect` hooks accepted, as each of its requests carries it.
+pub(crate) struct Admitted {
+    /// Its addresses.
+    pub(crate) connection: Connection,
+    /// Why its requests answer 503: a plugin with an `on_connect` hook was out of service when
+    /// it was accepted (`/healthz` still answers).
+    pub(crate) closed_by: OnceLock<Error>,
+}
+
+/// Whether `error` says a plugin is out of service (an HTTP server answers 503), rather than
+/// that its call failed.
+fn out_of_service(error: &Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Poisoned { .. }
+            | ErrorKind::Closed
+            | ErrorKind::Unavailable { .. }
+            | ErrorKind::Overloaded { .. }
+            | ErrorKind::Backlogged { .. }
+            | ErrorKind::ChildBusy { .. }
+    )
 }
 
 /// The steps of an exchange served over HTTP (see `Router::exchange`): each hook call as

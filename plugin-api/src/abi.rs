@@ -547,9 +547,8 @@ pub struct PluginDescriptor {
     /// `[thread-safe]`, as `on_request`, but called on a host thread apart from the requests:
     /// it never delays a response. Calls are queued, at most 1024 at a time for all plugins;
     /// past that they are dropped and counted in the log. `stats` is borrowed for the call.
-    pub on_disconnect: Option<
-        unsafe extern "C" fn(instance: *mut c_void, stats: *const PluginConnectionStats),
-    >,
+    pub on_disconnect:
+        Option<unsafe extern "C" fn(instance: *mut c_void, stats: *const PluginConnectionStats)>,
 }
 
 /// What the host passes to `plugin_factory`.

@@ -4,9 +4,12 @@
 
 use crate::abi::{
     PLUGIN_ABI_MAGIC, PLUGIN_ABI_MAJOR, PLUGIN_ABI_MINOR, PLUGIN_ERROR, PLUGIN_INVALID_ARGUMENT,
-    PLUGIN_OK, PLUGIN_PANICKED, PluginAbiHeader, PluginDescriptor, PluginErrorSink, PluginHost,
-    PluginRequest, PluginResponse, PluginRouteSink, PluginStatus, PluginStr,
+    PLUGIN_OK, PLUGIN_PANICKED, PLUGIN_REFUSE, PLUGIN_RESPOND, PluginAbiHeader, PluginConnection,
+    PluginConnectionStats, PluginDescriptor, PluginErrorSink, PluginHeaderEditor, PluginHost,
+    PluginRequest, PluginResponse, PluginResponseEditor, PluginResponseView, PluginRouteSink,
+    PluginStatus, PluginStr,
 };
+use crate::hooks::{Connection, ConnectionStats, RequestHook, ResponseHook, Verdict};
 use crate::raw;
 use crate::sdk::{Error, Host, Plugin, Request, Response, Result, Routes};
 use abi_stable::StableAbi;
@@ -19,7 +22,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 /// What `PluginDescriptor::rust_layout` points to in a plugin built with this SDK: the
 /// abi_stable version, then the layout abi_stable derived for `PluginDescriptor` (and,
 /// through its fields, for every type of the ABI). The host checks the first, then compares the
-/// second with its own layout.
+/// second with its own layout: equal for a plugin of the host's ABI minor; for an older minor,
+/// the plugin's fields must be the first fields of the host's, each compatible.
 #[repr(C)]
 pub struct RustLayout {
     /// The abi_stable ABI version that produced `descriptor`; checked before it is read.
@@ -43,8 +47,10 @@ pub struct StaticDescriptor(PluginDescriptor);
 unsafe impl Sync for StaticDescriptor {}
 
 impl StaticDescriptor {
-    /// The descriptor of plugin `P`, built at compile time.
+    /// The descriptor of plugin `P`, built at compile time. Only the hooks `P::HOOKS` names
+    /// are set; the others are NULL, so that the host skips them at no cost.
     pub const fn new<P: Plugin>() -> Self {
+        let hooks = P::HOOKS;
         Self(PluginDescriptor {
             header: PluginAbiHeader {
                 magic: PLUGIN_ABI_MAGIC,
@@ -61,10 +67,26 @@ impl StaticDescriptor {
             stop: Some(stop::<P>),
             destroy: Some(destroy::<P>),
             routes: Some(routes::<P>),
-            on_request: None,
-            on_response: None,
-            on_connect: None,
-            on_disconnect: None,
+            on_request: if hooks.on_request {
+                Some(on_request::<P>)
+            } else {
+                None
+            },
+            on_response: if hooks.on_response {
+                Some(on_response::<P>)
+            } else {
+                None
+            },
+            on_connect: if hooks.on_connect {
+                Some(on_connect::<P>)
+            } else {
+                None
+            },
+            on_disconnect: if hooks.on_disconnect {
+                Some(on_disconnect::<P>)
+            } else {
+                None
+            },
         })
     }
 
@@ -77,17 +99,25 @@ impl StaticDescriptor {
 /// Runs `f`, turning an error into `PLUGIN_ERROR` and a panic into `PLUGIN_PANICKED`, each with
 /// its message reported through `error`.
 fn guard(error: *const PluginErrorSink, f: impl FnOnce() -> Result<()>) -> PluginStatus {
+    guard_value(error, f).map_or_else(|status| status, |()| PLUGIN_OK)
+}
+
+/// [`guard`] for a call that answers a value: the value, or the status of the failure.
+fn guard_value<T>(
+    error: *const PluginErrorSink,
+    f: impl FnOnce() -> Result<T>,
+) -> std::result::Result<T, PluginStatus> {
     match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(())) => PLUGIN_OK,
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
             report(error, e.message());
-            PLUGIN_ERROR
+            Err(PLUGIN_ERROR)
         }
         Err(payload) => {
             report(error, panic_message(&payload));
             // Dropping a payload can itself panic, which would abort here: leak it instead.
             std::mem::forget(payload);
-            PLUGIN_PANICKED
+            Err(PLUGIN_PANICKED)
         }
     }
 }
@@ -235,6 +265,106 @@ pub(crate) unsafe extern "C" fn handle<P: Plugin>(
         let plugin = unsafe { instance::<P>(this) };
         handler(plugin, &Request::new(request), &mut Response::new(response))
     })
+}
+
+/// The `on_request` shim: `PLUGIN_RESPOND` when the hook answered the request and succeeded.
+unsafe extern "C" fn on_request<P: Plugin>(
+    this: *mut c_void,
+    request: *const PluginRequest,
+    connection: *const PluginConnection,
+    headers: *const PluginHeaderEditor,
+    respond: *const PluginResponse,
+    error: *const PluginErrorSink,
+) -> PluginStatus {
+    // SAFETY: the host passes these borrowed for the duration of the call.
+    let (Some(request), Some(connection), Some(headers), Some(respond)) = (unsafe {
+        (
+            request.as_ref(),
+            connection.as_ref(),
+            headers.as_ref(),
+            respond.as_ref(),
+        )
+    }) else {
+        return PLUGIN_INVALID_ARGUMENT;
+    };
+    let mut hook = RequestHook::new(headers, respond);
+    let result = guard_value(error, || {
+        // SAFETY: the host passes the instance `create::<P>` produced, started, not stopped.
+        let plugin = unsafe { instance::<P>(this) };
+        plugin.on_request(&Request::with_connection(request, connection), &mut hook)
+    });
+    match result {
+        Ok(()) if hook.responds() => PLUGIN_RESPOND,
+        Ok(()) => PLUGIN_OK,
+        Err(status) => status,
+    }
+}
+
+/// The `on_response` shim.
+unsafe extern "C" fn on_response<P: Plugin>(
+    this: *mut c_void,
+    request: *const PluginRequest,
+    connection: *const PluginConnection,
+    response: *const PluginResponseView,
+    edit: *const PluginResponseEditor,
+    error: *const PluginErrorSink,
+) -> PluginStatus {
+    // SAFETY: the host passes these borrowed for the duration of the call.
+    let (Some(request), Some(connection), Some(response), Some(edit)) = (unsafe {
+        (
+            request.as_ref(),
+            connection.as_ref(),
+            response.as_ref(),
+            edit.as_ref(),
+        )
+    }) else {
+        return PLUGIN_INVALID_ARGUMENT;
+    };
+    guard(error, || {
+        // SAFETY: as in `on_request`.
+        let plugin = unsafe { instance::<P>(this) };
+        plugin.on_response(
+            &Request::with_connection(request, connection),
+            &mut ResponseHook::new(response, edit),
+        )
+    })
+}
+
+/// The `on_connect` shim: `PLUGIN_REFUSE` for [`Verdict::Refuse`].
+unsafe extern "C" fn on_connect<P: Plugin>(
+    this: *mut c_void,
+    connection: *const PluginConnection,
+    error: *const PluginErrorSink,
+) -> PluginStatus {
+    // SAFETY: the host passes the connection borrowed for the duration of the call.
+    let Some(connection) = (unsafe { connection.as_ref() }) else {
+        return PLUGIN_INVALID_ARGUMENT;
+    };
+    let verdict = guard_value(error, || {
+        // SAFETY: as in `on_request`.
+        unsafe { instance::<P>(this) }.on_connect(&Connection::new(connection))
+    });
+    match verdict {
+        Ok(Verdict::Accept) => PLUGIN_OK,
+        Ok(Verdict::Refuse) => PLUGIN_REFUSE,
+        Err(status) => status,
+    }
+}
+
+/// The `on_disconnect` shim. The ABI gives it no way to fail: a panic is caught and dropped.
+unsafe extern "C" fn on_disconnect<P: Plugin>(
+    this: *mut c_void,
+    stats: *const PluginConnectionStats,
+) {
+    // SAFETY: the host passes the statistics borrowed for the duration of the call.
+    let Some(stats) = (unsafe { stats.as_ref() }) else {
+        return;
+    };
+    let _ = guard(std::ptr::null(), || {
+        // SAFETY: as in `on_request`.
+        unsafe { instance::<P>(this) }.on_disconnect(&ConnectionStats::new(stats));
+        Ok(())
+    });
 }
 
 /// Exports a type implementing [`Plugin`](crate::Plugin) as this library's plugin, by

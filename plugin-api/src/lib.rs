@@ -30,9 +30,11 @@
 pub mod abi;
 #[doc(hidden)]
 pub mod export;
+mod hooks;
 mod raw;
 mod sdk;
 
+pub use hooks::{Connection, ConnectionStats, Hooks, RequestHook, ResponseHook, Verdict};
 pub use sdk::{Error, Handler, Host, NoConfig, Plugin, Request, Response, Result, Routes};
 
 /// The version of this crate, the SDK (`pluglet-api`): what `plugin-host new` makes a Rust
@@ -62,6 +64,7 @@ pub const SDK_SOURCE: &[(&str, &str)] = &[
     ("src/lib.rs", include_str!("lib.rs")),
     ("src/abi.rs", include_str!("abi.rs")),
     ("src/export.rs", include_str!("export.rs")),
+    ("src/hooks.rs", include_str!("hooks.rs")),
     ("src/raw.rs", include_str!("raw.rs")),
     ("src/sdk.rs", include_str!("sdk.rs")),
 ];

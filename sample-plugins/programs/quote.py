@@ -9,7 +9,12 @@ of a JSON header and a raw body, on the socket whose descriptor is in PLUGLET_PL
     POST /quote/echo     the request body, with its content-type
     GET  /quote/sleep    answers after ?ms=N milliseconds (calls run concurrently)
 
-Configuration: {"quotes": ["...", ...]} (optional).
+It has one hook (protocol 1.1), when its configuration asks for it: with "served_by", it lists
+on_response in its welcome, and the host then sends it every response on its way out (whichever
+plugin answered, unless its entry's `hook_paths` limits them), to which it adds the header
+`x-quote-served-by` with that value.
+
+Configuration: {"quotes": ["...", ...], "served_by": "..."} (both optional).
 """
 import json
 import os
@@ -94,7 +99,12 @@ class Quotes:
         raise ValueError(f"no route {route}")
 
 
-def serve(connection, quotes):
+def serve(connection, quotes, served_by):
+    def on_response(hook):
+        # Unchanged but for one header; without `"body": true` the host keeps the body as it is.
+        connection.send({"type": "hook_result", "id": hook["id"], "edits": [
+            {"op": "add", "name": "x-quote-served-by", "value": served_by}]})
+
     def handle(call, body):
         try:
             status, headers, answer = quotes.answer(call, body)
@@ -115,6 +125,8 @@ def serve(connection, quotes):
             connection.send({"type": "pong", "id": header["id"]})
         elif kind == "call":
             threading.Thread(target=handle, args=(header, body), daemon=True).start()
+        elif kind == "on_response":  # only sent when the welcome listed it
+            on_response(header)
 
 
 def main():
@@ -129,10 +141,23 @@ def main():
         connection.send({"type": "refuse",
                          "error": "invalid configuration at `quotes`: expected a list of text"})
         return 1
-    connection.send({"type": "welcome", "version": 1, "name": "quote", "plugin_version": "1.0.0",
-                     "routes": ROUTES})
+    served_by = hello["config"].get("served_by")
+    if served_by is not None and not isinstance(served_by, str):
+        connection.send({"type": "refuse",
+                         "error": "invalid configuration at `served_by`: expected text"})
+        return 1
+    welcome = {"type": "welcome", "version": 1, "name": "quote", "plugin_version": "1.0.0",
+               "routes": ROUTES}
+    if served_by is not None:
+        # Hooks came with protocol 1.1: a host that speaks 1.0 would not send them.
+        if hello.get("minor", 0) < 1:
+            connection.send({"type": "refuse",
+                             "error": "`served_by` needs a host that speaks protocol 1.1"})
+            return 1
+        welcome["hooks"] = ["on_response"]
+    connection.send(welcome)
     connection.send({"type": "log", "level": 3, "message": f"serving {len(quotes)} quotes"})
-    return serve(connection, Quotes(quotes))
+    return serve(connection, Quotes(quotes), served_by)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 //!
 //! - The C (`greeter`) and C++ (`wordcount`) samples are compiled by this crate's build script,
 //!   and the Go sample (`shout`) too when `go` is installed.
-//! - Rust plugins (`hello`, `counter`, and any test fixture) are workspace crates built with
-//!   `cargo build -p ...` by [`build_rust_plugins`], in this crate's profile.
+//! - Rust plugins (`hello`, `counter`, the hook plugins `timing`, `ratelimit` and `apikey`, and
+//!   any test fixture) are workspace crates built with `cargo build -p ...` by
+//!   [`build_rust_plugins`], in this crate's profile.
 #![deny(missing_docs)]
 
 pub mod compile;
@@ -22,10 +23,18 @@ pub fn staging_dir() -> PathBuf {
 /// Copies the sample libraries into `dir` and writes `dir/plugins.toml`, a configuration that
 /// serves them all (the counter twice, with two configurations; the Go sample when it was
 /// built). Returns the configuration's path.
+///
+/// The hook plugins come first, each scoped so that the routes of the other samples answer as
+/// the README shows and take any load: `timing` on every path, `ratelimit` on `/likes` only
+/// (3 requests at once, then one every 5 seconds), `apikey` on `/hello` only, with the key
+/// [`DEMO_KEY`] of the owner `demo`.
 pub fn stage(dir: &Path) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let samples = samples();
     for library in [
+        &samples.timing,
+        &samples.ratelimit,
+        &samples.apikey,
         &samples.hello,
         &samples.greeter,
         &samples.wordcount,
@@ -42,7 +51,28 @@ pub fn stage(dir: &Path) -> std::io::Result<PathBuf> {
         format!("\n[[plugin]]\npath = \"{}\"\n", name(shout))
     });
     let config = format!(
-        r#"# The sample plugins: Rust (hello, counter), C (greeter), C++ (wordcount), Go (shout).
+        r#"# The sample plugins: hooks first (timing, ratelimit, apikey: Rust), then routes: Rust
+# (hello, counter), C (greeter), C++ (wordcount), Go (shout).
+
+# server-timing on every answer
+[[plugin]]
+path = "{timing}"
+
+# per client address: 3 requests at once, then one every 5 s; 429 past that
+[[plugin]]
+path = "{ratelimit}"
+hook_paths = ["/likes"]
+[plugin.config]
+rate = 0.2
+burst = 3
+
+# 401 without the key; /hello/{{name}} stays open
+[[plugin]]
+path = "{apikey}"
+hook_paths = ["/hello"]
+[plugin.config]
+keys = {{ demo = "{DEMO_KEY}" }}
+
 [[plugin]]
 path = "{hello}"
 
@@ -67,6 +97,9 @@ enabled = true
 path = "/likes"
 step = 10
 {shout}"#,
+        timing = name(&samples.timing),
+        ratelimit = name(&samples.ratelimit),
+        apikey = name(&samples.apikey),
         hello = name(&samples.hello),
         greeter = name(&samples.greeter),
         wordcount = name(&samples.wordcount),
@@ -77,7 +110,10 @@ step = 10
     Ok(file)
 }
 
-/// The library files of the four samples.
+/// The API key of the staged `apikey` instance: `curl -H 'x-api-key: KEY' .../hello`.
+pub const DEMO_KEY: &str = "pluglet-demo-key";
+
+/// The library files of the samples.
 #[derive(Debug, Clone)]
 pub struct Samples {
     /// `hello` (Rust).
@@ -90,6 +126,12 @@ pub struct Samples {
     pub wordcount: PathBuf,
     /// `shout` (Go), or `None` when `go` was not installed when this crate was built.
     pub shout: Option<PathBuf>,
+    /// `timing` (Rust, hooks only): `server-timing` with the time spent in plugins.
+    pub timing: PathBuf,
+    /// `ratelimit` (Rust, hooks only): a token bucket per client address.
+    pub ratelimit: PathBuf,
+    /// `apikey` (Rust, hooks only): an API-key check.
+    pub apikey: PathBuf,
 }
 
 /// Builds the samples once per process and returns their paths. Panics with cargo's output if
@@ -97,7 +139,13 @@ pub struct Samples {
 pub fn samples() -> &'static Samples {
     static SAMPLES: OnceLock<Samples> = OnceLock::new();
     SAMPLES.get_or_init(|| {
-        let rust = build_rust_plugins(&["hello-plugin", "counter-plugin"]);
+        let rust = build_rust_plugins(&[
+            "hello-plugin",
+            "counter-plugin",
+            "timing-plugin",
+            "ratelimit-plugin",
+            "apikey-plugin",
+        ]);
         Samples {
             hello: rust["hello-plugin"].clone(),
             counter: rust["counter-plugin"].clone(),
@@ -106,6 +154,9 @@ pub fn samples() -> &'static Samples {
             shout: Some(env!("SAMPLE_SHOUT"))
                 .filter(|path| !path.is_empty())
                 .map(PathBuf::from),
+            timing: rust["timing-plugin"].clone(),
+            ratelimit: rust["ratelimit-plugin"].clone(),
+            apikey: rust["apikey-plugin"].clone(),
         }
     })
 }

@@ -2,6 +2,7 @@
 //! (Files that are bad before any code runs are in `hostile`.)
 
 use crate::util::{assert_error, faulty, fixture, samples};
+use plugin_api::abi::PLUGIN_ABI_MINOR;
 use plugin_host::{ErrorKind, Factory};
 use serde_json::json;
 
@@ -63,7 +64,8 @@ fn a_newer_abi_minor_is_refused() {
     let path = fixture!("FIXTURE_MINOR");
     let error = Factory::load(&path).err().expect("refused");
     assert_error(&error, &path, |k| {
-        matches!(k, ErrorKind::AbiMinorTooNew { plugin: 1, host: 0 })
+        matches!(k, ErrorKind::AbiMinorTooNew { plugin, host }
+            if *plugin == PLUGIN_ABI_MINOR + 1 && *host == PLUGIN_ABI_MINOR)
     });
 }
 
@@ -162,15 +164,37 @@ fn a_panic_in_start_is_reported_and_the_instance_is_failed() {
     assert_eq!(instance.state(), plugin_host::State::Failed);
 }
 
+/// Builds `package` of the workspace `tests/fixtures/WORKSPACE` and returns its library.
+fn build_fixture(workspace: &str, package: &str) -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(workspace)
+        .join("Cargo.toml");
+    sample_plugins::build_rust_plugins_in(&manifest, &[package])
+        .remove(package)
+        .expect("built")
+}
+
 #[test]
 fn a_rust_plugin_built_against_an_incompatible_plugin_api_is_refused() {
-    let manifest =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/skewed-api/Cargo.toml");
-    let built = sample_plugins::build_rust_plugins_in(&manifest, &["skewed-hello"]);
-    let path = &built["skewed-hello"];
+    let path = &build_fixture("skewed-api", "skewed-hello");
     let error = Factory::load(path).err().expect("refused");
     assert_error(&error, path, |k| {
         matches!(k, ErrorKind::LayoutMismatch { details }
             if details.contains("0.2.0") && details.contains("0.1.0"))
+    });
+}
+
+#[test]
+fn a_rust_plugin_of_an_older_minor_built_against_an_incompatible_plugin_api_is_refused() {
+    // The 1.0 SDK numbered 0.2.0: the plugin declares ABI 1.0 and its descriptor has the 1.0
+    // fields, a prefix of the host's, but from an incompatible pluglet-api.
+    let path = &build_fixture("skewed-api/minor-0", "skewed-hello-minor-0");
+    let error = Factory::load(path).err().expect("refused");
+    assert_error(&error, path, |k| {
+        matches!(k, ErrorKind::LayoutMismatch { details }
+            if details.starts_with("the plugin declares ABI 1.0, whose descriptor must be the start of the host's")
+                && details.contains("field_name:header")
+                && details.contains("0.2.0") && details.contains("0.1.0"))
     });
 }

@@ -1,6 +1,7 @@
 //! Integration tests: every test loads real shared libraries built from Rust, C and C++.
 
 mod cli;
+mod compat;
 mod connections;
 mod contain_backpressure;
 mod contain_children;
@@ -13,6 +14,8 @@ mod edges;
 mod exec;
 mod failures;
 mod header;
+mod hooks;
+mod hooks_process;
 mod hostile;
 mod http;
 mod isolation;

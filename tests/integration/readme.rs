@@ -1,7 +1,8 @@
 //! The plugins shown in README.md build, load and serve: the C one with the documented command,
-//! the Rust ones as crates of their own, with the SDK where the README's command puts it.
+//! the Rust ones (with routes, and with hooks) as crates of their own, with the SDK where the
+//! README's command puts it.
 
-use crate::util::{Served, build_outside_project, http, path_with_host, run, scratch};
+use crate::util::{Served, build_outside_project, http, http_raw, path_with_host, run, scratch};
 use plugin_host::Factory;
 use std::path::Path;
 use std::process::Command;
@@ -23,8 +24,8 @@ fn the_readme_rust_plugins_build_and_serve() {
     let [manifest] = &blocks("toml", "# Cargo.toml\n")[..] else {
         panic!("README has one Cargo.toml")
     };
-    let [greet, ping] = &blocks("rust", "// src/lib.rs\n")[..] else {
-        panic!("README has two Rust plugins")
+    let [greet, ping, gate] = &blocks("rust", "// src/lib.rs\n")[..] else {
+        panic!("README has three Rust plugins")
     };
     let [config] = &blocks("toml", "# plugin.toml\n")[..] else {
         panic!("README has one plugin.toml")
@@ -34,7 +35,7 @@ fn the_readme_rust_plugins_build_and_serve() {
     };
     let dir = scratch("readme-rust");
     let mut entries = config.clone();
-    for (name, source) in [("greet", greet), ("ping", ping)] {
+    for (name, source) in [("greet", greet), ("ping", ping), ("gate", gate)] {
         let project = dir.join(name);
         std::fs::create_dir_all(project.join("src")).unwrap();
         // A workspace of its own: the scratch folder is inside this repository's.
@@ -50,8 +51,13 @@ fn the_readme_rust_plugins_build_and_serve() {
                 .args(args.split_whitespace()));
         }
         build_outside_project(&project, std::iter::empty::<(&str, &str)>());
-        if name == "ping" {
-            entries.push_str("\n[[plugin]]\npath = \"target/debug/libping.so\"\n");
+        match name {
+            "ping" => entries.push_str("\n[[plugin]]\npath = \"target/debug/libping.so\"\n"),
+            // In front of `/ping` only: `/greet` answers as above.
+            "gate" => entries.push_str(
+                "\n[[plugin]]\npath = \"target/debug/libgate.so\"\nhook_paths = [\"/ping\"]\n",
+            ),
+            _ => {}
         }
     }
     // The README's plugin.toml sits beside the greet project; both builds share one target.
@@ -82,7 +88,23 @@ fn the_readme_rust_plugins_build_and_serve() {
         (response.status, response.text()),
         (422, "too long\n".to_owned())
     );
-    assert_eq!(http(served.addr, "GET", "/ping", b"").text(), "pong");
+    // The gate answers for the route, or lets the request through and marks the answer.
+    let response = http(served.addr, "GET", "/ping", b"");
+    assert_eq!(
+        (response.status, response.text()),
+        (403, "which team?\n".to_owned())
+    );
+    assert_eq!(response.header("x-gate"), None);
+    let response = http_raw(
+        served.addr,
+        "GET",
+        "/ping",
+        &[("x-team", "blue")],
+        b"",
+        None,
+    );
+    assert_eq!((response.status, response.text()), (200, "pong".to_owned()));
+    assert_eq!(response.header("x-gate"), Some("passed"));
 }
 
 #[test]

@@ -16,12 +16,18 @@ pub use sample_plugins::samples;
 /// The Rust fixture plugins, built once.
 fn rust_fixtures() -> &'static HashMap<String, PathBuf> {
     static BUILT: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
-    BUILT.get_or_init(|| sample_plugins::build_rust_plugins(&["faulty-plugin"]))
+    BUILT.get_or_init(|| sample_plugins::build_rust_plugins(&["faulty-plugin", "hooky-plugin"]))
 }
 
 /// `faulty`: a Rust plugin that fails or panics where its configuration says.
 pub fn faulty() -> &'static Path {
     &rust_fixtures()["faulty-plugin"]
+}
+
+/// `hooky`: a Rust plugin with all four hooks, steered by request headers naming an instance's
+/// `tag` (see `tests/fixtures/hooky/src/lib.rs` for the headers and its routes).
+pub fn hooky() -> &'static Path {
+    &rust_fixtures()["hooky-plugin"]
 }
 
 /// How `faulty`'s handlers fail, each as `(target, kind, what the client is told, the reason
@@ -171,9 +177,48 @@ impl HttpResponse {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of the headers called `name` (case-insensitive), in the order received.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// The body as text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; fails the test, with the body, if it is not.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+}
+
+/// Where the head of a response in `raw` ends: the index of its blank line's `\r\n\r\n`.
+fn head_end(raw: &[u8]) -> Option<usize> {
+    raw.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+/// The response whose head is `raw[..split]`, followed by `\r\n\r\n` and its body.
+fn parse_response(raw: &[u8], split: usize) -> HttpResponse {
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok());
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status: status.unwrap_or_else(|| panic!("no status in {head:?}")),
+        headers,
+        body: raw[split + 4..].to_vec(),
     }
 }
 
@@ -202,24 +247,83 @@ pub fn http_raw(
     stream.write_all(body).expect("send the body");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).expect("read the response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
+    let split = head_end(&raw)
         .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(&raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok());
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    HttpResponse {
-        status: status.unwrap_or_else(|| panic!("no status in {head:?}")),
-        headers,
-        body: raw[split + 4..].to_vec(),
+    parse_response(&raw, split)
+}
+
+/// One client connection to a server, kept open for several requests, counting the bytes it
+/// sends and receives.
+pub struct KeepAlive {
+    stream: std::net::TcpStream,
+    /// The bytes sent to the server so far.
+    pub sent: u64,
+    /// The bytes received from the server so far.
+    pub received: u64,
+}
+
+impl KeepAlive {
+    /// Connects to `addr`.
+    pub fn connect(addr: std::net::SocketAddr) -> Self {
+        let stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        Self {
+            stream,
+            sent: 0,
+            received: 0,
+        }
+    }
+
+    /// The client's address of the connection, as the server sees it.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.stream.local_addr().unwrap()
+    }
+
+    /// Sends `GET target` with `headers` and reads its response, which must have a
+    /// `content-length`; the connection stays open.
+    pub fn get(&mut self, target: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        use std::io::{Read, Write};
+        let peer = self.stream.peer_addr().unwrap();
+        let mut head = format!("GET {target} HTTP/1.1\r\nhost: {peer}\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        self.stream
+            .write_all(head.as_bytes())
+            .expect("send the head");
+        self.sent += head.len() as u64;
+        let mut raw = Vec::new();
+        let mut chunk = [0; 4096];
+        let (split, length) = loop {
+            if let Some(split) = head_end(&raw) {
+                let response = parse_response(&raw, split);
+                let length = response
+                    .header("content-length")
+                    .and_then(|l| l.parse::<usize>().ok())
+                    .unwrap_or_else(|| panic!("no content-length in {response:?}"));
+                if raw.len() >= split + 4 + length {
+                    break (split, length);
+                }
+            }
+            let read = self.stream.read(&mut chunk).expect("read the response");
+            assert!(
+                read > 0,
+                "the connection closed after {:?}",
+                String::from_utf8_lossy(&raw)
+            );
+            raw.extend_from_slice(&chunk[..read]);
+        };
+        assert_eq!(
+            raw.len(),
+            split + 4 + length,
+            "more than one response: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+        self.received += raw.len() as u64;
+        parse_response(&raw, split)
     }
 }
 

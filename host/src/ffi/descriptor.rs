@@ -8,8 +8,9 @@ use crate::inspect::check_version;
 use crate::pluginlog::LogLimiter;
 use abi_stable::StableAbi;
 use abi_stable::abi_stability::abi_checking::{
-    CheckingGlobals, check_layout_compatibility_with_globals,
+    AbiInstability, AbiInstabilityError, CheckingGlobals, check_layout_compatibility_with_globals,
 };
+use abi_stable::type_layout::TypeLayout;
 use parking_lot::Mutex;
 use plugin_api::abi::{
     PLUGIN_ABI_MAGIC, PLUGIN_ABI_MAJOR, PLUGIN_ABI_MINOR, PLUGIN_FACTORY_SYMBOL, PluginAbiHeader,
@@ -229,7 +230,8 @@ unsafe fn validate(
     if !d.rust_layout.is_null() {
         // SAFETY: the header reserves a non-NULL `rust_layout` to the Rust SDK, which points it
         // to a `RustLayout` static of the plugin, alive as long as the library.
-        unsafe { check_rust_layout(&*d.rust_layout.cast::<RustLayout>()) }.map_err(fail)?;
+        unsafe { check_rust_layout(&*d.rust_layout.cast::<RustLayout>(), header.abi_minor) }
+            .map_err(fail)?;
     }
     let create = d.create.ok_or_else(|| invalid("`create` is NULL"))?;
     let destroy = d.destroy.ok_or_else(|| invalid("`destroy` is NULL"))?;
@@ -294,39 +296,93 @@ unsafe fn read_str(s: PluginStr, max: usize) -> Result<String, String> {
         .ok_or_else(|| "it is not valid UTF-8".to_owned())
 }
 
-/// Compares the layout a Rust plugin was compiled with against the host's.
-fn check_rust_layout(plugin: &RustLayout) -> Result<(), ErrorKind> {
-    let mismatch = |details| ErrorKind::LayoutMismatch { details };
+/// Compares the layout a Rust plugin was compiled with against the host's. A plugin that
+/// declares the host's ABI minor must have the host's layout of `PluginDescriptor`, down to
+/// every type it reaches. One that declares an older minor (`minor`, from its header) was built
+/// before the fields of the later minors were appended: its descriptor's layout must be a
+/// prefix of the host's (the same struct, whose fields are the first fields of the host's, each
+/// with the same name and a compatible layout and signature), and nothing else may differ.
+fn check_rust_layout(plugin: &RustLayout, minor: u16) -> Result<(), ErrorKind> {
     if !plugin.abi_stable.is_valid() {
-        return Err(mismatch(format!(
-            "the plugin uses abi_stable ABI {}.{}, the host {}.{}",
-            plugin.abi_stable.abi_major,
-            plugin.abi_stable.abi_minor,
-            abi_stable::library::AbiHeader::VALUE.abi_major,
-            abi_stable::library::AbiHeader::VALUE.abi_minor,
-        )));
+        return Err(ErrorKind::LayoutMismatch {
+            details: format!(
+                "the plugin uses abi_stable ABI {}.{}, the host {}.{}",
+                plugin.abi_stable.abi_major,
+                plugin.abi_stable.abi_minor,
+                abi_stable::library::AbiHeader::VALUE.abi_major,
+                abi_stable::library::AbiHeader::VALUE.abi_minor,
+            ),
+        });
     }
-    // A fresh set of globals per check, so that nothing from the plugin is remembered after it
-    // is unloaded.
-    check_layout_compatibility_with_globals(
+    let older = minor < PLUGIN_ABI_MINOR;
+    check_layout(
         <PluginDescriptor as StableAbi>::LAYOUT,
         plugin.descriptor,
-        &CheckingGlobals::new(),
+        older,
     )
-    .map_err(|errors| {
-        // The full report starts with both complete layouts (thousands of lines); the
-        // per-error part names what differs, which is what the user needs.
-        tracing::debug!("abi_stable layout report:\n{errors}");
-        let summary: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
-        let summary = summary.join("\n");
-        mismatch(
-            summary
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
+    .map_err(|details| {
+        let details = if older {
+            format!(
+                "the plugin declares ABI {PLUGIN_ABI_MAJOR}.{minor}, whose descriptor must be \
+                 the start of the host's ({PLUGIN_ABI_MAJOR}.{PLUGIN_ABI_MINOR}), and it is \
+                 not:\n{details}"
+            )
+        } else {
+            details
+        };
+        ErrorKind::LayoutMismatch { details }
     })
+}
+
+/// Checks the plugin's layout `plugin` against the host's `host` with abi_stable's checker,
+/// which compares everything, also the signature of every function pointer (a field's own
+/// layout does not hold it). With `prefix`, the plugin's struct may end early: the checker then
+/// reports, at the top level only, fewer fields and a smaller size, which are accepted, while
+/// a field that differs is still reported. (Once the checker found an error it skips its final
+/// checks of prefix types, non-exhaustive enums and extra checks; the ABI uses none of them.)
+/// Returns what differs, naming the field, as the checker words it.
+fn check_layout(
+    host: &'static TypeLayout,
+    plugin: &'static TypeLayout,
+    prefix: bool,
+) -> Result<(), String> {
+    // A fresh set of globals per check, so that nothing from the plugin is remembered after it
+    // is unloaded.
+    let Err(errors) =
+        check_layout_compatibility_with_globals(host, plugin, &CheckingGlobals::new())
+    else {
+        return Ok(());
+    };
+    // The full report starts with both complete layouts (thousands of lines); the per-error
+    // part names what differs, which is what the user needs.
+    tracing::debug!("abi_stable layout report:\n{errors}");
+    let differences: Vec<String> = errors
+        .errors
+        .iter()
+        .filter(|error| !(prefix && ends_early(error)))
+        .map(ToString::to_string)
+        .collect();
+    if differences.is_empty() {
+        return Ok(());
+    }
+    let differences = differences.join("\n");
+    Err(differences
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// Whether `error` says no more than that the plugin's struct ends before the host's: it is
+/// about the struct itself (not one of its fields, whose errors carry the field in their stack
+/// trace) and reports only fewer fields and a smaller size than the host's.
+fn ends_early(error: &AbiInstabilityError) -> bool {
+    error.stack_trace.is_empty()
+        && error.errs.iter().all(|e| match e {
+            AbiInstability::FieldCountMismatch(count) => count.expected > count.found,
+            AbiInstability::Size(size) => size.expected > size.found,
+            _ => false,
+        })
 }
 
 #[cfg(test)]
@@ -447,5 +503,165 @@ mod tests {
             let result = unsafe { validate(&descriptor, None, None) };
             prop_assert_eq!(result.is_ok(), acceptable(&l), "{:?}", result.err().map(|e| e.to_string()));
         }
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    //! The Rust layout check: a plugin of an older minor whose descriptor is a prefix of the
+    //! host's is accepted; any other difference is refused, naming the field.
+
+    use super::*;
+    use plugin_api::export::RUST_LAYOUT;
+
+    /// Versions of one descriptor, all called `Descriptor` as builds of one SDK would be.
+    mod versions {
+        use abi_stable::StableAbi;
+        use plugin_api::abi::{PluginBytes, PluginStr};
+
+        /// The host's: `added` came with its newest minor.
+        pub mod host {
+            use super::*;
+            #[repr(C)]
+            #[derive(StableAbi)]
+            pub struct Descriptor {
+                pub size: u32,
+                pub name: PluginStr,
+                pub create: Option<unsafe extern "C" fn(config: PluginStr) -> i32>,
+                pub added: Option<unsafe extern "C" fn(count: u64)>,
+            }
+        }
+
+        /// An older minor's: the host's without `added`.
+        pub mod prefix {
+            use super::*;
+            #[repr(C)]
+            #[derive(StableAbi)]
+            pub struct Descriptor {
+                pub size: u32,
+                pub name: PluginStr,
+                pub create: Option<unsafe extern "C" fn(config: PluginStr) -> i32>,
+            }
+        }
+
+        /// A field the host does not know, after the host's.
+        pub mod longer {
+            use super::*;
+            #[repr(C)]
+            #[derive(StableAbi)]
+            pub struct Descriptor {
+                pub size: u32,
+                pub name: PluginStr,
+                pub create: Option<unsafe extern "C" fn(config: PluginStr) -> i32>,
+                pub added: Option<unsafe extern "C" fn(count: u64)>,
+                pub unknown: u64,
+            }
+        }
+
+        /// The prefix with `name` of another type.
+        pub mod retyped {
+            use super::*;
+            #[repr(C)]
+            #[derive(StableAbi)]
+            pub struct Descriptor {
+                pub size: u32,
+                pub name: PluginBytes,
+                pub create: Option<unsafe extern "C" fn(config: PluginStr) -> i32>,
+            }
+        }
+
+        /// The prefix with `name` called otherwise.
+        pub mod renamed {
+            use super::*;
+            #[repr(C)]
+            #[derive(StableAbi)]
+            pub struct Descriptor {
+                pub size: u32,
+                pub title: PluginStr,
+                pub create: Option<unsafe extern "C" fn(config: PluginStr) -> i32>,
+            }
+        }
+
+        /// The prefix with `create` taking another parameter type: the field's own layout is
+        /// the same (a function pointer), only its signature differs.
+        pub mod resigned {
+            use super::*;
+            #[repr(C)]
+            #[derive(StableAbi)]
+            pub struct Descriptor {
+                pub size: u32,
+                pub name: PluginStr,
+                pub create: Option<unsafe extern "C" fn(config: PluginBytes) -> i32>,
+            }
+        }
+    }
+
+    use versions::*;
+
+    fn check<T: StableAbi>(prefix: bool) -> Result<(), String> {
+        check_layout(<host::Descriptor as StableAbi>::LAYOUT, T::LAYOUT, prefix)
+    }
+
+    #[test]
+    fn a_prefix_of_the_hosts_layout_is_accepted_from_an_older_minor_only() {
+        assert_eq!(check::<prefix::Descriptor>(true), Ok(()));
+        let error = check::<prefix::Descriptor>(false).expect_err("refused");
+        assert!(error.contains("too many fields"), "{error}");
+        assert_eq!(check::<host::Descriptor>(false), Ok(()));
+        assert_eq!(check::<host::Descriptor>(true), Ok(()));
+    }
+
+    #[test]
+    fn a_field_the_host_does_not_know_is_refused() {
+        let error = check::<longer::Descriptor>(true).expect_err("refused");
+        assert!(error.contains("too many fields"), "{error}");
+    }
+
+    #[test]
+    fn a_retyped_field_in_the_prefix_is_refused_naming_it() {
+        let error = check::<retyped::Descriptor>(true).expect_err("refused");
+        assert!(
+            error.contains("field_name:name") && error.contains("PluginBytes"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_renamed_field_in_the_prefix_is_refused_naming_it() {
+        let error = check::<renamed::Descriptor>(true).expect_err("refused");
+        assert!(error.contains("title"), "{error}");
+    }
+
+    #[test]
+    fn a_changed_signature_in_the_prefix_is_refused_naming_the_field() {
+        let error = check::<resigned::Descriptor>(true).expect_err("refused");
+        assert!(
+            error.contains("field_name:create") && error.contains("PluginBytes"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_hosts_own_layout_is_accepted_at_every_minor() {
+        for minor in 0..=PLUGIN_ABI_MINOR {
+            assert!(check_rust_layout(&RUST_LAYOUT, minor).is_ok(), "1.{minor}");
+        }
+    }
+
+    #[test]
+    fn a_mismatch_from_an_older_minor_says_what_is_expected_of_it() {
+        let plugin = RustLayout {
+            abi_stable: RUST_LAYOUT.abi_stable,
+            descriptor: <prefix::Descriptor as StableAbi>::LAYOUT,
+        };
+        let Err(ErrorKind::LayoutMismatch { details }) = check_rust_layout(&plugin, 0) else {
+            panic!("accepted");
+        };
+        assert!(
+            details.starts_with("the plugin declares ABI 1.0, whose descriptor must be the start")
+                && details.contains("Descriptor")
+                && details.contains("PluginDescriptor"),
+            "{details}"
+        );
     }
 }

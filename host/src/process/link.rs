@@ -6,6 +6,7 @@
 use super::child::{self, Started};
 use super::output::Output;
 use super::wire::{self, Frame, Header, ReadError, RouteSpec, SendError};
+use crate::hook::HookSet;
 use crate::pluginlog::{self, LogLimiter};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -21,6 +22,8 @@ pub(crate) struct Welcome {
     pub(crate) name: String,
     pub(crate) version: String,
     pub(crate) routes: Vec<RouteSpec>,
+    /// The hooks it has (protocol 1.1; none for a 1.0 child).
+    pub(crate) hooks: HookSet,
 }
 
 /// Why a call got no answer.
@@ -103,8 +106,8 @@ pub(crate) struct LinkOptions {
     pub(crate) frame_limit: u64,
     /// How long the child has to answer `hello`.
     pub(crate) handshake_timeout: Duration,
-    /// The most bytes of calls queued towards the child, not yet written (see
-    /// [`wire::Outbox`]): past it, calls are refused.
+    /// The most bytes of calls and hooks queued towards the child, not yet written (see
+    /// [`wire::Outbox`]): past it, calls and hooks are refused.
     pub(crate) queue_limit: usize,
 }
 
@@ -218,6 +221,7 @@ impl Link {
     ) -> Result<Welcome, String> {
         let hello = Header::Hello {
             versions: wire::VERSIONS.to_vec(),
+            minor: wire::MINOR,
             instance: instance.to_owned(),
             config: config.clone(),
         };
@@ -284,6 +288,7 @@ impl Link {
                         name,
                         plugin_version,
                         routes,
+                        hooks,
                     },
                 ..
             }) => {
@@ -303,11 +308,13 @@ impl Link {
                          it {said:?}"
                     ));
                 }
+                let hooks = wire::hook_set(&hooks)?;
                 self.log.rename(&name, or_plugin(instance, &name));
                 Ok(Welcome {
                     name,
                     version: plugin_version,
                     routes,
+                    hooks,
                 })
             }
             Ok(Frame {
@@ -380,11 +387,17 @@ impl Link {
         self.shared.pending.lock().as_ref().err().cloned()
     }
 
-    /// Sends a message that expects an answer; `make` builds it with its id. A call is
-    /// refused (its waiter told at once, nothing sent) while the bytes queued towards the child
-    /// are past their limit; the lifecycle and liveness messages never are. On a link that is
-    /// down, every message fails at once with the reason it went down.
-    fn send(&self, make: impl FnOnce(u64) -> Header, body: &[u8], waiter: Waiter) -> Option<u64> {
+    /// Sends a message that expects an answer; `make` builds it with its id, and its body is
+    /// the `body` parts one after the other. A call or a hook is refused (its waiter told at
+    /// once, nothing sent) while the bytes queued towards the child are past their limit; the
+    /// lifecycle and liveness messages never are. On a link that is down, every message fails
+    /// at once with the reason it went down.
+    fn send(
+        &self,
+        make: impl FnOnce(u64) -> Header,
+        body: &[&[u8]],
+        waiter: Waiter,
+    ) -> Option<u64> {
         // A dead link first: its queue, full or not, is gone with it.
         if let Err(reason) = &*self.shared.pending.lock() {
             waiter.send(Err(Lost::Child(reason.clone())));
@@ -392,26 +405,19 @@ impl Link {
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let header = make(id);
-        let capped = matches!(header, Header::Call { .. });
+        let capped = matches!(
+            header,
+            Header::Call { .. }
+                | Header::OnRequest { .. }
+                | Header::OnResponse { .. }
+                | Header::OnConnect { .. }
+        );
         // Checked before the body is copied into a frame: a refused call costs nothing.
-        if capped && let Some(outbox) = &self.outbox {
-            match outbox.admit() {
-                Ok(()) => {}
-                Err(SendError::Backlog(backlog)) => {
-                    waiter.send(Err(Lost::Backlogged(backlog)));
-                    return None;
-                }
-                Err(SendError::Io(e)) => {
-                    let reason = format!("writing to the plugin process failed: {e}");
-                    self.shared.fail_all(&reason);
-                    self.close();
-                    waiter.send(Err(Lost::Child(self.down_reason().unwrap_or(reason))));
-                    return None;
-                }
-            }
+        if capped && let Err(lost) = self.admit() {
+            waiter.send(Err(lost));
+            return None;
         }
-        let mut frame = Vec::with_capacity(256 + body.len());
-        wire::encode(&header, body, &mut frame);
+        let frame = frame(&header, body);
         drop(header);
         // With no other call in flight, the frame is written at once (the lowest latency);
         // under load it is queued, and goes out with others.
@@ -448,19 +454,61 @@ impl Link {
                 return None;
             }
             Err(SendError::Io(e)) => {
-                self.shared
-                    .fail_all(&format!("writing to the plugin process failed: {e}"));
-                self.close();
+                // The waiter, registered above, is told with every other.
+                self.write_failed(&e);
             }
         }
         Some(id)
+    }
+
+    /// Whether a capped message would be taken now (see [`wire::Outbox::admit`]); on a link
+    /// whose socket failed, takes it down.
+    fn admit(&self) -> Result<(), Lost> {
+        let Some(outbox) = &self.outbox else {
+            return Ok(());
+        };
+        match outbox.admit() {
+            Ok(()) => Ok(()),
+            Err(SendError::Backlog(backlog)) => Err(Lost::Backlogged(backlog)),
+            Err(SendError::Io(e)) => Err(self.write_failed(&e)),
+        }
+    }
+
+    /// Takes the link down after a write to the child failed with `e`: what every waiting
+    /// message, and the one that found it, gets.
+    fn write_failed(&self, e: &std::io::Error) -> Lost {
+        let reason = format!("writing to the plugin process failed: {e}");
+        self.shared.fail_all(&reason);
+        self.close();
+        Lost::Child(self.down_reason().unwrap_or(reason))
+    }
+
+    /// Sends a message that expects no answer (`on_disconnect`), unless the bytes queued
+    /// towards the child are past their limit: then it is dropped, and that is the error. It
+    /// never blocks, and never queues past the limit.
+    pub(crate) fn notify(&self, header: &Header) -> Result<(), Lost> {
+        // Written at once when nothing waits for an answer, as a lone call is.
+        let alone = match &*self.shared.pending.lock() {
+            Ok(waiting) => waiting.is_empty(),
+            Err(reason) => return Err(Lost::Child(reason.clone())),
+        };
+        self.admit()?;
+        let sent = match &self.outbox {
+            Some(outbox) => outbox.send_capped(frame(header, &[]), alone),
+            None => Err(SendError::Io(std::io::ErrorKind::NotConnected.into())),
+        };
+        match sent {
+            Ok(()) => Ok(()),
+            Err(SendError::Backlog(backlog)) => Err(Lost::Backlogged(backlog)),
+            Err(SendError::Io(e)) => Err(self.write_failed(&e)),
+        }
     }
 
     /// Sends a message and waits at most `timeout` for its answer.
     pub(crate) fn request(
         &self,
         make: impl FnOnce(u64) -> Header,
-        body: &[u8],
+        body: &[&[u8]],
         timeout: Duration,
     ) -> Result<Frame, Lost> {
         let (sender, receiver) = mpsc::sync_channel(1);
@@ -482,7 +530,7 @@ impl Link {
     pub(crate) fn request_async(
         &self,
         make: impl FnOnce(u64) -> Header,
-        body: &[u8],
+        body: &[&[u8]],
     ) -> PendingAnswer {
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let id = self.send(make, body, Waiter::Async(sender));
@@ -566,6 +614,14 @@ impl Drop for Link {
     }
 }
 
+/// `header` and the `body` parts, encoded as one frame.
+fn frame(header: &Header, body: &[&[u8]]) -> Vec<u8> {
+    let size: usize = body.iter().map(|part| part.len()).sum();
+    let mut frame = Vec::with_capacity(256 + size);
+    wire::encode(header, body, &mut frame);
+    frame
+}
+
 /// Reads from a socket until a point in time: a read after it fails with `TimedOut`.
 struct Deadline<'s> {
     socket: &'s UnixStream,
@@ -631,7 +687,10 @@ fn read_loop(
             Err(e) => return format!("the plugin process broke the protocol: it sent {e}"),
         };
         let id = match &frame.header {
-            Header::Response { id, .. } | Header::Result { id, .. } | Header::Pong { id } => *id,
+            Header::Response { id, .. }
+            | Header::Result { id, .. }
+            | Header::HookResult(wire::HookResult { id, .. })
+            | Header::Pong { id } => *id,
             Header::Log { level, message, .. } => {
                 pluginlog::message(log, *level, plugin, instance, message.as_bytes());
                 continue;

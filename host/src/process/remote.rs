@@ -5,8 +5,14 @@
 use super::ProcessOptions;
 use super::child::Spec;
 use super::link::{KILL_WAIT, Link, LinkOptions, Lost, Welcome};
-use super::wire::{Frame, Header, RouteSpec};
+use super::wire::{
+    Edit, Frame, Header, HookRequest, HookResult, RouteSpec, map_headers, text_headers,
+};
 use crate::error::{Error, ErrorKind};
+use crate::hook::{
+    ConnectVerdict, Connection, ConnectionStats, EditKind, EditTarget, HeaderEdit, HookSet,
+    RequestVerdict, ResponseEdit,
+};
 use crate::limits::{LOG_REPORT_INTERVAL, SIGTERM_GRACE};
 use crate::message::{Request, Response};
 use crate::pluginlog::LogLimiter;
@@ -104,6 +110,11 @@ pub(crate) struct Remote {
     generation: AtomicU64,
     supervision: Mutex<Supervision>,
     routes: RwLock<Vec<RouteSpec>>,
+    /// The hooks its process listed in `welcome`: every process of the instance lists these.
+    hooks: HookSet,
+    /// `on_disconnect` messages dropped: the queue towards the process was past its limit, or
+    /// no process served.
+    disconnects_dropped: AtomicU64,
     events: Mutex<mpsc::Sender<Event>>,
     /// The instance's log, shared by all its children: its rate limit.
     pub(crate) log: Arc<LogLimiter>,
@@ -164,6 +175,7 @@ impl Remote {
             name: plugin,
             version,
             routes,
+            hooks,
         } = welcome;
         let remote = Arc::new(Remote {
             instance: name.unwrap_or(&plugin).to_owned(),
@@ -186,6 +198,8 @@ impl Remote {
                 quarantined_file: None,
             }),
             routes: RwLock::new(routes),
+            hooks,
+            disconnects_dropped: AtomicU64::new(0),
             events: Mutex::new(events),
             log,
             busy: Mutex::new((0, None)),
@@ -267,7 +281,7 @@ impl Remote {
              within {grace:?}"
         );
         let begun = Instant::now();
-        let answer = link.request(|id| Header::Stop { id }, b"", grace);
+        let answer = link.request(|id| Header::Stop { id }, &[], grace);
         link.close();
         let left = grace.saturating_sub(begun.elapsed());
         let mut signalled = None;
@@ -357,7 +371,7 @@ impl Remote {
         let pending = self.serving().map(|link| {
             link.request_async(
                 |id| call_header(id, route, request, params, deadline),
-                request.body,
+                &[request.body],
             )
         });
         async move { self.response(route, pending?.await) }
@@ -374,7 +388,7 @@ impl Remote {
         let link = self.serving()?;
         let answer = link.request(
             |id| call_header(id, route, request, params, timeout),
-            request.body,
+            &[request.body],
             timeout,
         );
         self.response(route, answer)
@@ -382,19 +396,38 @@ impl Remote {
 
     /// Turns the answer to a call into a response, or the error the client gets.
     fn response(&self, route: usize, answer: Result<Frame, Lost>) -> Result<Response, Error> {
-        let call = self
-            .routes
-            .read()
-            .get(route)
-            .map_or_else(String::new, |r| format!("{} {}", r.method, r.path));
-        let frame = answer.map_err(|lost| match lost {
+        let asked = Asked::Call(
+            self.routes
+                .read()
+                .get(route)
+                .map_or_else(String::new, |r| format!("{} {}", r.method, r.path)),
+        );
+        let frame = self.answered(&asked, answer)?;
+        let Header::Response {
+            status,
+            headers,
+            error,
+            panicked,
+            busy,
+            ..
+        } = frame.header
+        else {
+            return Err(
+                self.error(asked.failed(format!("it answered the call with {:?}", frame.header)))
+            );
+        };
+        self.failure(&asked, error, panicked, busy)?;
+        self.built(&asked, status, headers, frame.body)
+    }
+
+    /// The answer to a message, or the error of one that got none: the process ended, the
+    /// queue towards it was full, or (waited for synchronously) the time ran out.
+    fn answered(&self, asked: &Asked, answer: Result<Frame, Lost>) -> Result<Frame, Error> {
+        answer.map_err(|lost| match lost {
             Lost::Child(reason) => self.error(ErrorKind::ChildLost {
                 reason: reason.into(),
             }),
-            Lost::Timeout(after) => self.error(ErrorKind::HandlerFailed {
-                route: call.clone(),
-                reason: format!("no answer within {after:?}").into(),
-            }),
+            Lost::Timeout(after) => self.error(asked.failed(format!("no answer within {after:?}"))),
             Lost::Backlogged(backlog) => {
                 let error = self.error(ErrorKind::Backlogged {
                     queued: backlog.queued,
@@ -406,61 +439,262 @@ impl Remote {
                 }
                 error
             }
-        })?;
-        let Header::Response {
-            status,
-            headers,
-            error,
-            panicked,
-            busy,
-            ..
-        } = frame.header
-        else {
-            return Err(self.error(ErrorKind::HandlerFailed {
-                route: call,
-                reason: format!("it answered the call with {:?}", frame.header).into(),
-            }));
-        };
+        })
+    }
+
+    /// The error of an answer that says the call or hook was not run (`busy`), failed
+    /// (`error`) or panicked (`error` and `panicked`), if it says so.
+    fn failure(
+        &self,
+        asked: &Asked,
+        error: Option<String>,
+        panicked: bool,
+        busy: bool,
+    ) -> Result<(), Error> {
         if busy {
             let reason = error.unwrap_or_else(|| "it gave no reason".into());
             return Err(self.busy(reason));
         }
-        if let Some(reason) = error {
-            return Err(self.error(if panicked {
-                ErrorKind::Panicked {
-                    call,
-                    message: reason.into(),
-                }
-            } else {
-                ErrorKind::HandlerFailed {
-                    route: call,
-                    reason: reason.into(),
-                }
-            }));
+        match error {
+            Some(reason) if panicked => Err(self.error(asked.panicked(reason))),
+            Some(reason) => Err(self.error(asked.failed(reason))),
+            None => Ok(()),
         }
+    }
+
+    /// The response a call or an `on_request` hook answered, once its status and headers
+    /// passed the checks a library's response passes.
+    fn built(
+        &self,
+        asked: &Asked,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<Response, Error> {
+        let status = self.checked_status(asked, status)?;
         let mut response = Response {
             status,
             headers: http::HeaderMap::with_capacity(headers.len()),
-            body: frame.body,
+            body,
         };
-        if !(200..=999).contains(&status) {
-            return Err(self.error(ErrorKind::HandlerFailed {
-                route: call,
-                reason: format!("it answered with HTTP status {status}, outside 200 to 999").into(),
-            }));
-        }
         for (name, value) in headers {
             let Some((name, value)) =
                 crate::message::checked_header(name.as_bytes(), value.as_bytes())
             else {
-                return Err(self.error(ErrorKind::HandlerFailed {
-                    route: call,
-                    reason: format!("it answered with the refused header `{name}`").into(),
-                }));
+                return Err(self
+                    .error(asked.failed(format!("it answered with the refused header `{name}`"))));
             };
             response.headers.append(name, value);
         }
         Ok(response)
+    }
+
+    /// `status`, unless it is outside what a response may have.
+    fn checked_status(&self, asked: &Asked, status: u16) -> Result<u16, Error> {
+        if (200..=999).contains(&status) {
+            return Ok(status);
+        }
+        Err(self.error(asked.failed(format!(
+            "it answered with HTTP status {status}, outside 200 to 999"
+        ))))
+    }
+
+    /// The hooks the process listed in `welcome` (every process of the instance lists the
+    /// same).
+    pub(crate) fn hooks(&self) -> HookSet {
+        self.hooks
+    }
+
+    /// Sends the `on_request` hook now, which its caller awaits for at most `deadline` (the
+    /// message carries it); its verdict arrives through the returned future. A process that
+    /// did not list the hook is not asked: the request goes on, unchanged.
+    pub(crate) fn on_request<'s>(
+        &'s self,
+        request: &Request<'_>,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<RequestVerdict, Error>> + Send + use<'s> {
+        const HOOK: &str = "on_request";
+        let pending = self.hooks.on_request.then(|| {
+            self.serving().map(|link| {
+                link.request_async(
+                    |id| Header::OnRequest {
+                        id,
+                        request: hook_request(request, deadline),
+                    },
+                    &[request.body],
+                )
+            })
+        });
+        async move {
+            let Some(pending) = pending else {
+                return Ok(RequestVerdict::Continue(Vec::new()));
+            };
+            let asked = Asked::Hook(HOOK);
+            let (answer, body) = self.hook_answer(&asked, pending?.await)?;
+            if answer.respond {
+                let status = answer.status.unwrap_or(200);
+                let response = self.built(&asked, status, answer.headers, body)?;
+                return Ok(RequestVerdict::Respond(response));
+            }
+            let edits = self.edits(&asked, EditTarget::Request, answer.edits)?;
+            Ok(RequestVerdict::Continue(edits))
+        }
+    }
+
+    /// Sends the `on_response` hook now, as [`on_request`](Self::on_request) does; a process
+    /// that did not list it is not asked: the response goes out unchanged.
+    pub(crate) fn on_response<'s>(
+        &'s self,
+        request: &Request<'_>,
+        response: &Response,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<ResponseEdit, Error>> + Send + use<'s> {
+        const HOOK: &str = "on_response";
+        let pending = self.hooks.on_response.then(|| {
+            self.serving().map(|link| {
+                link.request_async(
+                    |id| Header::OnResponse {
+                        id,
+                        request: hook_request(request, deadline),
+                        request_body_len: request.body.len(),
+                        status: response.status,
+                        response_headers: map_headers(&response.headers),
+                    },
+                    &[request.body, &response.body],
+                )
+            })
+        });
+        async move {
+            let Some(pending) = pending else {
+                return Ok(ResponseEdit::default());
+            };
+            let asked = Asked::Hook(HOOK);
+            let (answer, body) = self.hook_answer(&asked, pending?.await)?;
+            let status = match answer.status {
+                Some(status) => Some(self.checked_status(&asked, status)?),
+                None => None,
+            };
+            Ok(ResponseEdit {
+                status,
+                headers: self.edits(&asked, EditTarget::Response, answer.edits)?,
+                body: answer.body.then_some(body),
+            })
+        }
+    }
+
+    /// Sends the `on_connect` hook now, as [`on_request`](Self::on_request) does; a process
+    /// that did not list it is not asked: the connection is accepted.
+    pub(crate) fn on_connect<'s>(
+        &'s self,
+        connection: &Connection,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<ConnectVerdict, Error>> + Send + use<'s> {
+        const HOOK: &str = "on_connect";
+        let pending = self.hooks.on_connect.then(|| {
+            self.serving().map(|link| {
+                link.request_async(
+                    |id| Header::OnConnect {
+                        id,
+                        client: connection.client.clone(),
+                        local: connection.local.clone(),
+                        deadline_ms: Some(millis(deadline)),
+                    },
+                    &[],
+                )
+            })
+        });
+        async move {
+            let Some(pending) = pending else {
+                return Ok(ConnectVerdict::Accept);
+            };
+            let (answer, _) = self.hook_answer(&Asked::Hook(HOOK), pending?.await)?;
+            Ok(if answer.refuse {
+                ConnectVerdict::Refuse(answer.error)
+            } else {
+                ConnectVerdict::Accept
+            })
+        }
+    }
+
+    /// Tells the process that a connection closed (`on_disconnect`), if it listed the hook:
+    /// sent only if the queue towards it takes it at once, otherwise dropped and counted (at
+    /// debug level in the log). Never blocks, never waits for an answer.
+    pub(crate) fn on_disconnect(&self, stats: &ConnectionStats) {
+        if !self.hooks.on_disconnect {
+            return;
+        }
+        let header = Header::OnDisconnect {
+            client: stats.connection.client.clone(),
+            local: stats.connection.local.clone(),
+            requests: stats.requests,
+            bytes_in: stats.bytes_in,
+            bytes_out: stats.bytes_out,
+            duration_us: u64::try_from(stats.duration.as_micros()).unwrap_or(u64::MAX),
+        };
+        let sent = match self.serving() {
+            Ok(link) => link.notify(&header).map_err(|lost| describe(&lost)),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(why) = sent {
+            let dropped = self.disconnects_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::debug!(
+                plugin = self.instance.as_str(),
+                "an on_disconnect message was dropped ({dropped} so far): {why}"
+            );
+        }
+    }
+
+    /// A hook's answer and its frame's body, unless it says the hook failed (its `error` is
+    /// then left only beside an `on_connect` refusal, as its reason).
+    fn hook_answer(
+        &self,
+        asked: &Asked,
+        answer: Result<Frame, Lost>,
+    ) -> Result<(HookResult, Vec<u8>), Error> {
+        let frame = self.answered(asked, answer)?;
+        let Header::HookResult(mut result) = frame.header else {
+            return Err(self.error(asked.failed(format!(
+                "it answered with {:?} instead of hook_result",
+                frame.header
+            ))));
+        };
+        // Beside `refuse`, `error` is why `on_connect` refused, not a failure.
+        result.refuse &= matches!(asked, Asked::Hook("on_connect"));
+        if !result.refuse {
+            self.failure(asked, result.error.take(), result.panicked, result.busy)?;
+        }
+        Ok((result, frame.body))
+    }
+
+    /// The header changes a hook asked for, each checked as a library's are.
+    fn edits(
+        &self,
+        asked: &Asked,
+        target: EditTarget,
+        edits: Vec<Edit>,
+    ) -> Result<Vec<HeaderEdit>, Error> {
+        let which = match target {
+            EditTarget::Request => "request",
+            EditTarget::Response => "response",
+        };
+        edits
+            .into_iter()
+            .map(|edit| {
+                let (kind, op, name, value) = match edit {
+                    Edit::Add { name, value } => (EditKind::Add, "add", name, value),
+                    Edit::Set { name, value } => (EditKind::Set, "set", name, value),
+                    Edit::Remove { name } => (EditKind::Remove, "remove", name, String::new()),
+                };
+                crate::hook::checked_edit(target, kind, name.as_bytes(), value.as_bytes())
+                    .ok_or_else(|| {
+                        self.error(asked.failed(format!(
+                            "it asked to {op} the {which} header `{name}`, which a hook may not \
+                             (an invalid name or value, a header that frames the message, or \
+                             the request's host)"
+                        )))
+                    })
+            })
+            .collect()
     }
 
     /// The error of a call the child answered `busy`, with a warning in the log at most once
@@ -512,6 +746,21 @@ impl Remote {
             link.kill();
             return Ok(());
         }
+        // The host's hook chains were built with the hooks of the first process: a new one must
+        // list the same, or a hook would go missing (or be sent to a process without it).
+        if welcome.hooks != self.hooks {
+            link.kill();
+            let names = |hooks: HookSet| match hooks.names() {
+                names if names.is_empty() => "none".to_owned(),
+                names => names.join(", "),
+            };
+            return Err(format!(
+                "the new process lists other hooks ({}) than the one it replaces ({}); to serve \
+                 other hooks, restart the host",
+                names(welcome.hooks),
+                names(self.hooks)
+            ));
+        }
         // Calls name a route by its index in `self.routes`: a new process must list the same
         // routes in the same order (by `start`'s result if the plugin started, which may
         // replace `welcome`'s), or its calls would reach the wrong handlers.
@@ -561,7 +810,7 @@ fn start_link(
     routes: &RwLock<Vec<RouteSpec>>,
     timeout: Duration,
 ) -> Result<(), String> {
-    match link.request(|id| Header::Start { id }, b"", timeout) {
+    match link.request(|id| Header::Start { id }, &[], timeout) {
         Ok(Frame {
             header:
                 Header::Result {
@@ -604,6 +853,63 @@ fn link_options(options: &ProcessOptions) -> LinkOptions {
     }
 }
 
+/// What a message to the process asked for, for the errors of its answer.
+enum Asked {
+    /// A call of the route `METHOD /pattern`.
+    Call(String),
+    /// The hook of this name.
+    Hook(&'static str),
+}
+
+impl Asked {
+    /// The kind of error of a call or hook that failed for `reason`.
+    fn failed(&self, reason: String) -> ErrorKind {
+        match self {
+            Asked::Call(route) => ErrorKind::HandlerFailed {
+                route: route.clone(),
+                reason: reason.into(),
+            },
+            Asked::Hook(hook) => ErrorKind::HookFailed {
+                hook,
+                reason: reason.into(),
+            },
+        }
+    }
+
+    /// The kind of error of a call or hook that panicked with `message`.
+    fn panicked(&self, message: String) -> ErrorKind {
+        let call = match self {
+            Asked::Call(route) => route.clone(),
+            Asked::Hook(hook) => format!("its {hook} hook"),
+        };
+        ErrorKind::Panicked {
+            call,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a hook message carries of `request`.
+fn hook_request(request: &Request<'_>, deadline: Duration) -> HookRequest {
+    let (client, local) = request
+        .connection
+        .map_or_else(Default::default, |c| (c.client.clone(), c.local.clone()));
+    HookRequest {
+        method: request.method.to_owned(),
+        path: request.path.to_owned(),
+        query: request.query.to_owned(),
+        headers: text_headers(request.headers.iter()),
+        client,
+        local,
+        deadline_ms: Some(millis(deadline)),
+    }
+}
+
+/// A deadline in whole milliseconds, as `deadline_ms` gives it.
+fn millis(deadline: Duration) -> u64 {
+    u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn call_header(
     id: u64,
     route: usize,
@@ -617,13 +923,9 @@ fn call_header(
         method: request.method.to_owned(),
         path: request.path.to_owned(),
         query: request.query.to_owned(),
-        headers: request
-            .headers
-            .iter()
-            .map(|(name, value)| (name.to_owned(), String::from_utf8_lossy(value).into_owned()))
-            .collect(),
+        headers: text_headers(request.headers.iter()),
         params: params.to_vec(),
-        deadline_ms: Some(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX)),
+        deadline_ms: Some(millis(deadline)),
     }
 }
 
@@ -668,7 +970,7 @@ fn ping(remote: &Remote) {
         return;
     };
     let timeout = remote.options.ping_timeout;
-    if let Err(Lost::Timeout(_)) = link.request(|id| Header::Ping { id }, b"", timeout) {
+    if let Err(Lost::Timeout(_)) = link.request(|id| Header::Ping { id }, &[], timeout) {
         if remote.state() == ChildState::Stopped {
             // The host is stopping it meanwhile: `stop` ends it, in order.
             return;
@@ -877,7 +1179,7 @@ mod tests {
                 size(o.frame_limit),
             ),
             (
-                "queue limit, of calls not yet read by the program",
+                "queue limit, of calls and hooks not yet read by the program",
                 size(o.queue_limit as u64),
             ),
             ("write stall time", time(CHILD_WRITE_STALL)),

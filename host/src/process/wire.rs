@@ -1,10 +1,15 @@
 //! Frames of the process protocol (see `PROTOCOL.md`): a length, a JSON header and a raw body.
 
+use crate::hook::HookSet;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 
 /// The protocol versions this host speaks, in order of preference.
 pub(crate) const VERSIONS: &[u32] = &[1];
+
+/// The minor version of protocol 1 this host speaks: 1 added hooks. A minor version only adds
+/// messages and fields that a child of an earlier one never sees unless it asks for them.
+pub(crate) const MINOR: u32 = 1;
 
 /// The environment variable naming the child's end of the socket pair.
 pub const FD_VARIABLE: &str = "PLUGLET_PLUGIN_FD";
@@ -26,16 +31,22 @@ pub(crate) enum Header {
     /// Host to child, first: the versions the host speaks and the instance's configuration.
     Hello {
         versions: Vec<u32>,
+        /// The minor version of the protocol the host speaks ([`MINOR`]).
+        #[serde(default)]
+        minor: u32,
         instance: String,
         config: serde_json::Value,
     },
-    /// Child to host, first: the chosen version, the plugin's name and version, its routes.
+    /// Child to host, first: the chosen version, the plugin's name and version, its routes,
+    /// and the hooks it has (protocol 1.1; none when absent).
     Welcome {
         version: u32,
         name: String,
         plugin_version: String,
         #[serde(default)]
         routes: Vec<RouteSpec>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        hooks: Vec<String>,
     },
     /// Child to host, first, instead of `welcome`: the plugin refuses to run.
     Refuse { error: String },
@@ -82,6 +93,41 @@ pub(crate) enum Header {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         busy: bool,
     },
+    /// Host to child (1.1): the `on_request` hook; the body is the request body.
+    OnRequest {
+        id: u64,
+        #[serde(flatten)]
+        request: HookRequest,
+    },
+    /// Host to child (1.1): the `on_response` hook; the body is the request body
+    /// (`request_body_len` bytes), then the response body.
+    OnResponse {
+        id: u64,
+        #[serde(flatten)]
+        request: HookRequest,
+        request_body_len: usize,
+        status: u16,
+        response_headers: Vec<(String, String)>,
+    },
+    /// Host to child (1.1): the `on_connect` hook.
+    OnConnect {
+        id: u64,
+        client: String,
+        local: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
+    },
+    /// Host to child (1.1): the `on_disconnect` hook, told and not answered.
+    OnDisconnect {
+        client: String,
+        local: String,
+        requests: u64,
+        bytes_in: u64,
+        bytes_out: u64,
+        duration_us: u64,
+    },
+    /// Child to host (1.1): the answer to a hook.
+    HookResult(HookResult),
     /// Host to child: answer `pong` promptly.
     Ping { id: u64 },
     /// Child to host: the answer to `ping`.
@@ -99,6 +145,115 @@ pub(crate) enum Header {
 
 fn ok_status() -> u16 {
     200
+}
+
+/// What `on_request` and `on_response` carry of the request (its body is the frame's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HookRequest {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) query: String,
+    pub(crate) headers: Vec<(String, String)>,
+    /// The client's address, `IP:PORT`; empty when the request came through no socket.
+    pub(crate) client: String,
+    /// The host's address the client connected to; empty as `client`.
+    pub(crate) local: String,
+    /// How long, from when the hook is sent, the host waits for its answer, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deadline_ms: Option<u64>,
+}
+
+/// The answer to a hook, `hook_result`. Every field but `id` is optional: an answer without
+/// any goes on, unchanged (and accepts a connection).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HookResult {
+    pub(crate) id: u64,
+    /// `on_request`, `on_response`: changes to the request's or the response's headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) edits: Vec<Edit>,
+    /// `on_request`: answer now, with `status`, `headers` and the frame's body.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) respond: bool,
+    /// `on_request` with `respond`: the status (default 200); `on_response`: the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) status: Option<u16>,
+    /// `on_request` with `respond`: the response's headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) headers: Vec<(String, String)>,
+    /// `on_response`: the frame's body replaces the response's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) body: bool,
+    /// `on_connect`: close the connection (`error` beside it says why, for the log).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) refuse: bool,
+    /// The hook failed, for this reason (or, beside `refuse`, why it refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+    /// The hook panicked (or threw).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) panicked: bool,
+    /// The hook was not run: the child has as many calls waiting as it takes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) busy: bool,
+}
+
+/// A change to a list of headers that a hook asks for, in `hook_result`'s `edits`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum Edit {
+    /// Append a header.
+    Add { name: String, value: String },
+    /// Replace every header of the name with this one.
+    Set { name: String, value: String },
+    /// Remove every header of the name.
+    Remove { name: String },
+}
+
+/// Every hook of protocol 1.1.
+const ALL_HOOKS: HookSet = HookSet {
+    on_request: true,
+    on_response: true,
+    on_connect: true,
+    on_disconnect: true,
+};
+
+/// The hooks a child lists in `welcome`, by their names; an error naming one that protocol
+/// 1.1 does not have.
+pub(crate) fn hook_set(names: &[String]) -> Result<HookSet, String> {
+    let mut hooks = HookSet::default();
+    for name in names {
+        let has = match name.as_str() {
+            "on_request" => &mut hooks.on_request,
+            "on_response" => &mut hooks.on_response,
+            "on_connect" => &mut hooks.on_connect,
+            "on_disconnect" => &mut hooks.on_disconnect,
+            _ => {
+                return Err(format!(
+                    "its welcome lists the hook {name:?}, which protocol {}.{MINOR} does not \
+                     have: the hooks are {}",
+                    VERSIONS[0],
+                    ALL_HOOKS.names().join(", ")
+                ));
+            }
+        };
+        *has = true;
+    }
+    Ok(hooks)
+}
+
+/// Headers as the protocol carries them: values as text, bytes that are not UTF-8 replaced
+/// with U+FFFD.
+pub(crate) fn text_headers<'h>(
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+) -> Vec<(String, String)> {
+    headers
+        .map(|(name, value)| (name.to_owned(), String::from_utf8_lossy(value).into_owned()))
+        .collect()
+}
+
+/// A response's headers as the protocol carries them (see [`text_headers`]).
+pub(crate) fn map_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    text_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
 }
 
 /// A route as the protocol carries it.
@@ -168,13 +323,16 @@ pub(crate) fn read_frame(reader: &mut impl Read, limit: u64) -> Result<Frame, Re
     Ok(Frame { header, body })
 }
 
-/// Encodes a frame into `out`, ready for one write.
-pub(crate) fn encode(header: &Header, body: &[u8], out: &mut Vec<u8>) {
+/// Encodes a frame into `out`, ready for one write; its body is the `body` parts, one after
+/// the other.
+pub(crate) fn encode(header: &Header, body: &[&[u8]], out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; 8]);
     serde_json::to_writer(&mut *out, header).expect("a header always serializes");
     let header_len = out.len() - start - 8;
-    out.extend_from_slice(body);
+    for part in body {
+        out.extend_from_slice(part);
+    }
     let size = out.len() - start - 4;
     let size = u32::try_from(size).expect("a frame under 4 GiB");
     out[start..start + 4].copy_from_slice(&size.to_be_bytes());
@@ -184,7 +342,7 @@ pub(crate) fn encode(header: &Header, body: &[u8], out: &mut Vec<u8>) {
 /// Writes one frame.
 pub(crate) fn write_frame(writer: &mut impl Write, header: &Header, body: &[u8]) -> io::Result<()> {
     let mut out = Vec::with_capacity(128 + body.len());
-    encode(header, body, &mut out);
+    encode(header, &[body], &mut out);
     writer.write_all(&out)
 }
 
@@ -520,9 +678,167 @@ mod tests {
         };
         let body = [0u8, 255, 10, 13];
         let mut out = Vec::new();
-        encode(&header, &body, &mut out);
+        encode(&header, &[&body], &mut out);
         let read = read_frame(&mut out.as_slice(), 1 << 20).unwrap();
         assert_eq!((read.header, read.body.as_slice()), (header, &body[..]));
+    }
+
+    /// `header` as the JSON object a frame carries.
+    fn json(header: &Header) -> serde_json::Value {
+        let mut out = Vec::new();
+        encode(header, &[], &mut out);
+        serde_json::from_slice(&out[8..]).unwrap()
+    }
+
+    /// The header of a frame whose JSON header is `text`.
+    fn parsed(text: &str) -> Result<Header, ReadError> {
+        let bytes = frame(text.as_bytes(), b"");
+        read_frame(&mut bytes.as_slice(), 1 << 20).map(|frame| frame.header)
+    }
+
+    #[test]
+    fn hello_says_minor_1_and_a_welcome_without_hooks_has_none() {
+        let hello = Header::Hello {
+            versions: VERSIONS.to_vec(),
+            minor: MINOR,
+            instance: "i".into(),
+            config: serde_json::json!({}),
+        };
+        assert_eq!(
+            json(&hello),
+            serde_json::json!({"type": "hello", "versions": [1], "minor": 1, "instance": "i",
+                               "config": {}})
+        );
+        // A 1.0 program's welcome.
+        let Header::Welcome { hooks, .. } =
+            parsed(r#"{"type":"welcome","version":1,"name":"p","plugin_version":"1"}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(hook_set(&hooks), Ok(HookSet::default()));
+        let Header::Welcome { hooks, .. } = parsed(
+            r#"{"type":"welcome","version":1,"name":"p","plugin_version":"1",
+                "hooks":["on_response","on_connect"]}"#,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        let expected = HookSet {
+            on_response: true,
+            on_connect: true,
+            ..HookSet::default()
+        };
+        assert_eq!(hook_set(&hooks), Ok(expected));
+    }
+
+    #[test]
+    fn a_welcome_listing_a_hook_protocol_1_1_does_not_have_is_refused() {
+        let error = hook_set(&["on_request".into(), "on_requests".into()]).unwrap_err();
+        assert_eq!(
+            error,
+            "its welcome lists the hook \"on_requests\", which protocol 1.1 does not have: the \
+             hooks are on_request, on_response, on_connect, on_disconnect"
+        );
+    }
+
+    #[test]
+    fn hook_messages_have_the_fields_protocol_md_documents() {
+        let request = HookRequest {
+            method: "GET".into(),
+            path: "/a".into(),
+            query: "q=1".into(),
+            headers: vec![("x-a".into(), "1".into())],
+            client: "127.0.0.1:5".into(),
+            local: "127.0.0.1:80".into(),
+            deadline_ms: Some(30),
+        };
+        let fields = serde_json::json!({"method": "GET", "path": "/a", "query": "q=1",
+            "headers": [["x-a", "1"]], "client": "127.0.0.1:5", "local": "127.0.0.1:80",
+            "deadline_ms": 30});
+        let with = |mut object: serde_json::Value, more: serde_json::Value| {
+            object
+                .as_object_mut()
+                .unwrap()
+                .extend(more.as_object().unwrap().clone());
+            object
+        };
+        let on_request = Header::OnRequest {
+            id: 4,
+            request: request.clone(),
+        };
+        assert_eq!(
+            json(&on_request),
+            with(
+                fields.clone(),
+                serde_json::json!({"type": "on_request", "id": 4})
+            )
+        );
+        let on_response = Header::OnResponse {
+            id: 5,
+            request,
+            request_body_len: 2,
+            status: 201,
+            response_headers: vec![("x-b".into(), "2".into())],
+        };
+        assert_eq!(
+            json(&on_response),
+            with(
+                fields,
+                serde_json::json!({"type": "on_response", "id": 5, "request_body_len": 2,
+                                   "status": 201, "response_headers": [["x-b", "2"]]})
+            )
+        );
+        let on_disconnect = Header::OnDisconnect {
+            client: "c".into(),
+            local: "l".into(),
+            requests: 1,
+            bytes_in: 2,
+            bytes_out: 3,
+            duration_us: 4,
+        };
+        assert_eq!(
+            json(&on_disconnect),
+            serde_json::json!({"type": "on_disconnect", "client": "c", "local": "l",
+                               "requests": 1, "bytes_in": 2, "bytes_out": 3, "duration_us": 4})
+        );
+        // Each read back as it was written, as the worker reads them.
+        for header in [on_request, on_response, on_disconnect] {
+            let mut out = Vec::new();
+            encode(&header, &[b"ab", b"cd"], &mut out);
+            let read = read_frame(&mut out.as_slice(), 1 << 20).unwrap();
+            assert_eq!((read.header, read.body.as_slice()), (header, &b"abcd"[..]));
+        }
+    }
+
+    #[test]
+    fn a_hook_result_reads_with_its_defaults_and_its_edits_in_order() {
+        let header = parsed(
+            r#"{"type":"hook_result","id":9,"edits":[{"op":"set","name":"a","value":"1"},
+                {"op":"remove","name":"b"},{"op":"add","name":"c","value":"3"}],"later":true}"#,
+        )
+        .unwrap();
+        let expected = HookResult {
+            id: 9,
+            edits: vec![
+                Edit::Set {
+                    name: "a".into(),
+                    value: "1".into(),
+                },
+                Edit::Remove { name: "b".into() },
+                Edit::Add {
+                    name: "c".into(),
+                    value: "3".into(),
+                },
+            ],
+            ..HookResult::default()
+        };
+        assert_eq!(header, Header::HookResult(expected));
+        let error = parsed(r#"{"type":"hook_result","id":9,"edits":[{"op":"rename","name":"a"}]}"#)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("unknown variant `rename`"),
+            "{error}"
+        );
     }
 
     #[test]

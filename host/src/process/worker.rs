@@ -5,16 +5,22 @@
 //! [`WORKER_QUEUE`](crate::limits::WORKER_QUEUE) calls waiting for them (more are answered
 //! `busy`, and the host answers 503), and calls whose host deadline passed while they waited are
 //! dropped; the calls of routes with a record of fast calls run on the thread that reads the
-//! socket, which a watchdog relieves of the reading when one turns slow (see [`Reading`]). Any
+//! socket, which a watchdog relieves of the reading when one turns slow (see [`Reading`]). Hook
+//! messages (protocol 1.1) run on the same pool, under the same bounds, through the library's
+//! hook functions; it lists the hooks its library has in `welcome`. Any
 //! fatal signal it gets, even one sent with `kill`, ends it with a crash line naming its plugin
 //! (see `crate::ffi::crash`), written bare for the host to log at ERROR. It says its plugin's
 //! name to the host in a first `log` message, as soon as it has loaded the library: the host
 //! tags everything it logs, from `create` on, with the plugin's and the instance's names.
 
-use super::wire::{self, CHILD_FD, FD_VARIABLE, Frame, Header, Outbox, ReadError, RouteSpec};
+use super::wire::{
+    self, CHILD_FD, Edit, FD_VARIABLE, Frame, Header, HookRequest, HookResult, Outbox, ReadError,
+    RouteSpec,
+};
+use crate::hook::{ConnectVerdict, Connection, ConnectionStats, HeaderEdit, RequestVerdict};
 use crate::limits::{WORKER_QUEUE, WORKER_THREADS};
-use crate::plugin::{Factory, Instance, LoadOptions};
-use crate::{Lookup, Registry, Request, Router};
+use crate::plugin::{Factory, HookAnswer, HookCall, Instance, Lease, LoadOptions};
+use crate::{Lookup, Registry, Request, Response, Router};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -103,7 +109,7 @@ impl Writer {
     /// Sends a frame, at once when `now` and the socket takes it (see [`Outbox::send`]).
     fn send_now(&self, header: &Header, body: &[u8], now: bool) -> std::io::Result<()> {
         let mut frame = Vec::with_capacity(128 + body.len());
-        wire::encode(header, body, &mut frame);
+        wire::encode(header, &[body], &mut frame);
         self.0.send(frame, now)
     }
 
@@ -184,6 +190,12 @@ fn serve(
                 name: factory.name().to_owned(),
                 plugin_version: factory.version().to_owned(),
                 routes: Vec::new(),
+                hooks: instance
+                    .hooks()
+                    .names()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
             },
             b"",
         )
@@ -195,6 +207,7 @@ fn serve(
                 instance,
                 registry: Registry::new(),
                 router: None,
+                hooks: None,
             },
         }),
         writer,
@@ -355,20 +368,71 @@ impl Reading {
                         state = self.state.lock();
                         Ok(())
                     } else {
-                        let deadline = deadline_ms
-                            .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
-                        if self.calls.run(Job { deadline, call }) {
+                        let job = Job {
+                            deadline: deadline(deadline_ms),
+                            task: Task::Call(call),
+                        };
+                        if self.calls.run(job) {
                             Ok(())
                         } else {
                             self.writer.send(&busy(id), b"")
                         }
                     }
                 }
+                header @ (Header::OnRequest { .. }
+                | Header::OnResponse { .. }
+                | Header::OnConnect { .. }
+                | Header::OnDisconnect { .. }) => self.hook(&state.serving, header, frame.body),
                 other => return Turn::Ended(Err(format!("unexpected {other:?}"))),
             };
             if let Err(e) = sent {
                 return Turn::Ended(Err(e.to_string()));
             }
+        }
+    }
+
+    /// Runs a hook message on the pool, as a call that does not run inline; `on_disconnect`,
+    /// which has no answer, is dropped when the pool's queue is full.
+    fn hook(&self, serving: &Serving, header: Header, body: Vec<u8>) -> std::io::Result<()> {
+        let (id, deadline_ms) = match &header {
+            Header::OnRequest { id, request, .. } | Header::OnResponse { id, request, .. } => {
+                (Some(*id), request.deadline_ms)
+            }
+            Header::OnConnect {
+                id, deadline_ms, ..
+            } => (Some(*id), *deadline_ms),
+            _ => (None, None),
+        };
+        let Some(lease) = serving.hooks.clone() else {
+            return match id {
+                Some(id) => {
+                    let answer = hook_failed(id, "called before start".to_owned());
+                    self.writer.send(&answer, b"")
+                }
+                None => Ok(()),
+            };
+        };
+        let hook = Hook {
+            header,
+            body,
+            lease,
+            writer: self.writer.clone(),
+        };
+        let job = Job {
+            deadline: deadline(deadline_ms),
+            task: Task::Hook(hook),
+        };
+        match (self.calls.run(job), id) {
+            (false, Some(id)) => {
+                let refused = HookResult {
+                    id,
+                    error: Some(busy_reason()),
+                    busy: true,
+                    ..HookResult::default()
+                };
+                self.writer.send(&Header::HookResult(refused), b"")
+            }
+            _ => Ok(()),
         }
     }
 
@@ -456,11 +520,215 @@ impl Call {
     }
 }
 
-/// A call waiting for a thread of the pool.
+/// When the host stops waiting for a message that says it does so `deadline_ms` from now.
+fn deadline(deadline_ms: Option<u64>) -> Option<Instant> {
+    deadline_ms.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)))
+}
+
+/// A hook message read from the socket, with what it needs to run and be answered.
+struct Hook {
+    header: Header,
+    /// The frame's body.
+    body: Vec<u8>,
+    /// The instance, kept started while its hooks run.
+    lease: Arc<Lease>,
+    writer: Writer,
+}
+
+impl Hook {
+    /// Runs the hook and sends its answer (`on_disconnect` has none).
+    fn run(self) {
+        let Hook {
+            header,
+            body,
+            lease,
+            writer,
+        } = self;
+        if let Some((header, body)) = answer_hook(&lease, header, body) {
+            // A failed write means the host is gone: the reader sees it too.
+            let _ = writer.send(&header, &body);
+        }
+    }
+}
+
+/// Runs the hook of a hook message, through `lease`: its `hook_result` (none for
+/// `on_disconnect`).
+fn answer_hook(lease: &Lease, header: Header, body: Vec<u8>) -> Option<(Header, Vec<u8>)> {
+    Some(match header {
+        Header::OnRequest { id, request } => {
+            let connection = connection(&request.client, &request.local);
+            let answer = with_request(&request, &body, connection.as_ref(), |request| {
+                lease.hook(HookCall::Request(request))
+            });
+            hook_result(id, answer)
+        }
+        Header::OnResponse {
+            id,
+            request,
+            request_body_len,
+            status,
+            response_headers,
+        } => {
+            let Some((request_body, response_body)) = body.split_at_checked(request_body_len)
+            else {
+                let error = format!(
+                    "request_body_len is {request_body_len}, the frame's body {} bytes",
+                    body.len()
+                );
+                return Some((hook_failed(id, error), Vec::new()));
+            };
+            let mut response = Response {
+                status,
+                body: response_body.to_vec(),
+                ..Response::default()
+            };
+            for (name, value) in &response_headers {
+                let (Ok(name), Ok(value)) = (
+                    http::HeaderName::from_bytes(name.as_bytes()),
+                    http::HeaderValue::from_str(value),
+                ) else {
+                    let error = format!("an invalid response header `{name}`");
+                    return Some((hook_failed(id, error), Vec::new()));
+                };
+                response.headers.append(name, value);
+            }
+            let connection = connection(&request.client, &request.local);
+            let answer = with_request(&request, request_body, connection.as_ref(), |request| {
+                lease.hook(HookCall::Response(request, &response))
+            });
+            hook_result(id, answer)
+        }
+        Header::OnConnect {
+            id, client, local, ..
+        } => {
+            let connection = Connection { client, local };
+            hook_result(id, lease.hook(HookCall::Connect(&connection)))
+        }
+        Header::OnDisconnect {
+            client,
+            local,
+            requests,
+            bytes_in,
+            bytes_out,
+            duration_us,
+        } => {
+            lease.on_disconnect(&ConnectionStats {
+                connection: Connection { client, local },
+                requests,
+                bytes_in,
+                bytes_out,
+                duration: Duration::from_micros(duration_us),
+            });
+            return None;
+        }
+        other => unreachable!("only hook messages become hooks, not {other:?}"),
+    })
+}
+
+/// The connection a hook message names: none when both addresses are empty (the request came
+/// through no socket).
+fn connection(client: &str, local: &str) -> Option<Connection> {
+    (!client.is_empty() || !local.is_empty()).then(|| Connection {
+        client: client.to_owned(),
+        local: local.to_owned(),
+    })
+}
+
+/// Runs `hook` with the request a hook message carries, with `body` and `connection`.
+fn with_request<T>(
+    request: &HookRequest,
+    body: &[u8],
+    connection: Option<&Connection>,
+    hook: impl FnOnce(&Request<'_>) -> T,
+) -> T {
+    let mut built = Request::new(&request.method, &request.path).body(body);
+    built.query = &request.query;
+    for (name, value) in &request.headers {
+        built = built.header(name, value.as_bytes());
+    }
+    if let Some(connection) = connection {
+        built = built.connection(connection);
+    }
+    hook(&built)
+}
+
+/// The `hook_result` frame of a hook's answer, or of its failure.
+fn hook_result(id: u64, answer: Result<HookAnswer, crate::Error>) -> (Header, Vec<u8>) {
+    let mut result = HookResult {
+        id,
+        ..HookResult::default()
+    };
+    let mut body = Vec::new();
+    match answer {
+        Ok(HookAnswer::Request(RequestVerdict::Continue(edits))) => {
+            result.edits = edits.into_iter().map(wire_edit).collect();
+        }
+        Ok(HookAnswer::Request(RequestVerdict::Respond(response))) => {
+            result.respond = true;
+            result.status = Some(response.status);
+            result.headers = wire::map_headers(&response.headers);
+            body = response.body;
+        }
+        Ok(HookAnswer::Response(edit)) => {
+            result.status = edit.status;
+            result.edits = edit.headers.into_iter().map(wire_edit).collect();
+            if let Some(replaced) = edit.body {
+                result.body = true;
+                body = replaced;
+            }
+        }
+        Ok(HookAnswer::Connect(ConnectVerdict::Accept)) => {}
+        Ok(HookAnswer::Connect(ConnectVerdict::Refuse(reason))) => {
+            result.refuse = true;
+            result.error = reason;
+        }
+        Err(error) => {
+            result.panicked = matches!(error.kind(), crate::ErrorKind::Panicked { .. });
+            result.error = Some(reason(&error));
+        }
+    }
+    (Header::HookResult(result), body)
+}
+
+/// The `hook_result` of a hook that could not run, for `error`.
+fn hook_failed(id: u64, error: String) -> Header {
+    Header::HookResult(HookResult {
+        id,
+        error: Some(error),
+        ..HookResult::default()
+    })
+}
+
+/// A header change as the protocol carries it (values as text: bytes that are not UTF-8
+/// replaced).
+fn wire_edit(edit: HeaderEdit) -> Edit {
+    let text = |value: &http::HeaderValue| String::from_utf8_lossy(value.as_bytes()).into_owned();
+    match edit {
+        HeaderEdit::Add(name, value) => Edit::Add {
+            name: name.to_string(),
+            value: text(&value),
+        },
+        HeaderEdit::Set(name, value) => Edit::Set {
+            name: name.to_string(),
+            value: text(&value),
+        },
+        HeaderEdit::Remove(name) => Edit::Remove {
+            name: name.to_string(),
+        },
+    }
+}
+
+/// What a thread of the pool runs.
+enum Task {
+    Call(Call),
+    Hook(Hook),
+}
+
+/// A call or a hook waiting for a thread of the pool.
 struct Job {
     /// When its host stops waiting for it, if the host said.
     deadline: Option<Instant>,
-    call: Call,
+    task: Task,
 }
 
 impl Job {
@@ -468,12 +736,16 @@ impl Job {
         self.deadline.is_some_and(|deadline| deadline <= now)
     }
 
-    /// Runs the call, unless its host has stopped waiting for it: then it is dropped without
-    /// an answer. The host answered its client 504 and forgot it already (an answer could
-    /// even overtake the host's own timer, which may fire late under load).
+    /// Runs the call or hook, unless its host has stopped waiting for it: then it is dropped
+    /// without an answer. The host answered its client 504 and forgot it already (an answer
+    /// could even overtake the host's own timer, which may fire late under load).
     fn run(self) {
-        if !self.expired(Instant::now()) {
-            self.call.run();
+        if self.expired(Instant::now()) {
+            return;
+        }
+        match self.task {
+            Task::Call(call) => call.run(),
+            Task::Hook(hook) => hook.run(),
         }
     }
 }
@@ -604,14 +876,7 @@ fn answer(router: &Router, id: u64, request: &Request<'_>) -> (Header, Vec<u8>) 
             Header::Response {
                 id,
                 status: answer.status,
-                headers: answer
-                    .headers
-                    .iter()
-                    .map(|(n, v)| {
-                        let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                        (n.to_string(), value)
-                    })
-                    .collect(),
+                headers: wire::map_headers(&answer.headers),
                 error: None,
                 panicked: false,
                 busy: false,
@@ -637,6 +902,8 @@ struct Serving {
     instance: Instance,
     registry: Registry,
     router: Option<Arc<Router>>,
+    /// The lease its hooks are called through, once started.
+    hooks: Option<Arc<Lease>>,
 }
 
 impl Serving {
@@ -655,12 +922,15 @@ impl Serving {
             })
             .collect();
         self.router = Some(Arc::new(router));
+        self.hooks = Some(Arc::new(self.instance.lease().map_err(|e| e.to_string())?));
         Ok(routes)
     }
 
     fn stop(&mut self) -> Result<(), String> {
-        // Calls still running keep their router; `close_and_stop` never stops under them.
+        // Calls and hooks still running keep their router or lease; `close_and_stop` never
+        // stops under them.
         self.router = None;
+        self.hooks = None;
         self.instance.close_and_stop().map_err(|e| reason(&e))
     }
 }
@@ -671,7 +941,8 @@ fn reason(error: &crate::Error) -> String {
         crate::ErrorKind::HandlerFailed { reason, .. }
         | crate::ErrorKind::StartFailed { reason }
         | crate::ErrorKind::StopFailed { reason }
-        | crate::ErrorKind::RoutesFailed { reason } => reason.as_str().to_owned(),
+        | crate::ErrorKind::RoutesFailed { reason }
+        | crate::ErrorKind::HookFailed { reason, .. } => reason.as_str().to_owned(),
         crate::ErrorKind::Panicked { message, .. } => message.as_str().to_owned(),
         other => other.to_string(),
     }
@@ -711,12 +982,15 @@ fn busy(id: u64) -> Header {
         id,
         status: 503,
         headers: Vec::new(),
-        error: Some(format!(
-            "{WORKER_QUEUE} calls wait for its {WORKER_THREADS} threads already"
-        )),
+        error: Some(busy_reason()),
         panicked: false,
         busy: true,
     }
+}
+
+/// Why a call or hook is refused when [`WORKER_QUEUE`] of them wait for a thread already.
+fn busy_reason() -> String {
+    format!("{WORKER_QUEUE} calls wait for its {WORKER_THREADS} threads already")
 }
 
 /// Sends the events the plugin logs through its `PluginHost` (target `plugin`) to the host as

@@ -10,7 +10,7 @@
 //! `send_timeout`). hyper's own
 //! header timeout runs from the end of the previous response, so it cannot tell the two apart.
 
-use super::{Answer, Attempt, PluginService};
+use super::{Admitted, Answer, Attempt, PluginService};
 use crate::hook::{Connection, ConnectionStats};
 use crate::limits::SHUTDOWN_WRITE_TIME;
 use hyper_util::rt::TokioIo;
@@ -132,7 +132,11 @@ pub async fn serve(
                     .local_addr()
                     .map_or_else(|_| String::new(), |a| a.to_string()),
             };
-            (Arc::new(connection), Arc::new(Tally::default()))
+            let admitted = Admitted {
+                connection,
+                closed_by: std::sync::OnceLock::new(),
+            };
+            (Arc::new(admitted), Arc::new(Tally::default()))
         });
         let mut io = Guarded::new(stream, state.clone(), options);
         io.tally = hooked.as_ref().map(|(_, tally)| tally.clone());
@@ -143,9 +147,9 @@ pub async fn serve(
         let service = Arc::new(service.clone());
         let (hooks, each) = (service.clone(), hooked.clone());
         let handler = hyper::service::service_fn(move |mut request: http::Request<_>| {
-            if let Some((connection, tally)) = &each {
+            if let Some((admitted, tally)) = &each {
                 tally.requests.fetch_add(1, Ordering::Relaxed);
-                request.extensions_mut().insert(connection.clone());
+                request.extensions_mut().insert(admitted.clone());
             }
             match service.answer_wire(request) {
                 Attempt::Answered(response) => {
@@ -168,15 +172,15 @@ pub async fn serve(
         let (mut stopping, alive, count) = (stopping.clone(), alive.clone(), OpenGuard::new(&open));
         tokio::spawn(async move {
             let _alive = (alive, count);
-            if let Some((client, _)) = &hooked
-                && !hooks.admit_connection(client).await
+            if let Some((admitted, _)) = &hooked
+                && !hooks.admit_connection(admitted).await
             {
                 // Refused: the socket closes with `connection`, before a request is read.
                 return;
             }
-            let _told = hooked.map(|(connection, tally)| Disconnect {
+            let _told = hooked.map(|(admitted, tally)| Disconnect {
                 service: hooks,
-                connection,
+                admitted,
                 tally,
                 opened,
             });
@@ -237,7 +241,7 @@ struct Tally {
 /// dropped last), whatever ended it.
 struct Disconnect {
     service: Arc<PluginService>,
-    connection: Arc<Connection>,
+    admitted: Arc<Admitted>,
     tally: Arc<Tally>,
     opened: std::time::Instant,
 }
@@ -245,7 +249,7 @@ struct Disconnect {
 impl Drop for Disconnect {
     fn drop(&mut self) {
         let stats = ConnectionStats {
-            connection: (*self.connection).clone(),
+            connection: self.admitted.connection.clone(),
             requests: self.tally.requests.load(Ordering::Relaxed),
             bytes_in: self.tally.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.tally.bytes_out.load(Ordering::Relaxed),
