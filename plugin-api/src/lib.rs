@@ -4,6 +4,8 @@
 //!   generated from it; C and C++ plugins use that header.
 //! - The SDK: implement [`Plugin`] for a type and export it with [`export_plugin!`]. The
 //!   macro generates `plugin_factory` and every `extern "C"` shim; each shim catches panics.
+//!   Besides routes, a plugin may have hooks on every request, response and connection
+//!   ([`Plugin::HOOKS`], [`RequestHook`], [`ResponseHook`]): see [`Plugin`]'s docs.
 //!
 //! ```ignore
 //! use plugin_api::{Host, NoConfig, Plugin, Request, Response, Result, Routes};

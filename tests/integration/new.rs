@@ -61,7 +61,8 @@ fn check_and_serve(dir: &Path, name: &str, expected: &str) {
     assert!(output.status.success(), "{stdout}");
     assert!(
         stdout.contains(&format!(
-            "plugin `{name}` 0.1.0, ABI 1.0, 1 route(s): GET /{name}"
+            "plugin `{name}` 0.1.0, ABI 1.{}, 1 route(s): GET /{name}",
+            plugin_api::abi::PLUGIN_ABI_MINOR
         )),
         "{stdout}"
     );

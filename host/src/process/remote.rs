@@ -550,7 +550,18 @@ impl Remote {
         deadline: Duration,
     ) -> impl Future<Output = Result<ResponseEdit, Error>> + Send + use<'s> {
         const HOOK: &str = "on_response";
+        // A response of an in-process plugin has no size limit, a frame has one: the same
+        // bound as the frames the host takes from a process.
+        let size = request.body.len() + response.body.len();
+        let too_large = size as u64 > self.options.frame_limit;
         let pending = self.hooks.on_response.then(|| {
+            if too_large {
+                return Err(self.error(Asked::Hook(HOOK).failed(format!(
+                    "the request and response bodies are {size} bytes, more than the {} a \
+                     frame to the plugin process may carry",
+                    self.options.frame_limit
+                ))));
+            }
             self.serving().map(|link| {
                 link.request_async(
                     |id| Header::OnResponse {
