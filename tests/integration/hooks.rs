@@ -5,12 +5,11 @@
 //! what `on_disconnect` is told.
 
 use crate::util::{
-    HttpResponse, KeepAlive, Served, entry, fixture, hooky, host, http, http_raw, samples, scratch,
-    serve,
+    KeepAlive, assert_closed_without_answer, assert_failure, entry, fixture, get, hooky, host,
+    http, http_raw, samples, scratch, serve, serve_logging,
 };
 use plugin_host::{Connection, ErrorKind, Factory, HookSet, Request, Router};
 use serde_json::json;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -41,28 +40,6 @@ fn c_entry(library: &Path, name: &str, config: &str) -> String {
 /// `hooks.c` with its routes, `/c-hooks/headers` and `/c-hooks/disconnects`.
 fn c_hooks() -> std::path::PathBuf {
     fixture!("FIXTURE_HOOKS")
-}
-
-/// `GET target` with `headers`, over a fresh connection.
-fn get(served: &Served, target: &str, headers: &[(&str, &str)]) -> HttpResponse {
-    http_raw(served.addr, "GET", target, headers, b"", None)
-}
-
-/// Asserts that `response` is the JSON error answer `status` of the plugin `plugin`, of `kind`,
-/// whose error says `says` after "plugin `PLUGIN`: ".
-#[track_caller]
-fn assert_failure(response: &HttpResponse, status: u16, plugin: &str, kind: &str, says: &str) {
-    let body = response.json();
-    assert_eq!(
-        (response.status, &body["plugin"], &body["kind"]),
-        (status, &json!(plugin), &json!(kind)),
-        "{body}"
-    );
-    assert_eq!(
-        body["error"],
-        format!("plugin `{plugin}`: {says}"),
-        "{body}"
-    );
 }
 
 #[test]
@@ -346,31 +323,6 @@ fn a_request_hook_past_its_plugins_deadline_is_504_and_serving_goes_on() {
     assert_eq!(response.json()["x-hook-trail"], "a,b,c");
 }
 
-/// Asserts that a connection to `addr` is closed without an answer to the request sent on it.
-#[track_caller]
-fn assert_closed_without_answer(addr: std::net::SocketAddr) {
-    // The system accepts the connection before the server sees it.
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    // Sending may fail already, when the server closed it first.
-    let _ = stream.write_all(b"GET /hooky/a/echo HTTP/1.1\r\nhost: test\r\n\r\n");
-    let mut raw = Vec::new();
-    match stream.read_to_end(&mut raw) {
-        Ok(_) => assert!(
-            raw.is_empty(),
-            "answered: {:?}",
-            String::from_utf8_lossy(&raw)
-        ),
-        Err(e) => assert_eq!(
-            e.kind(),
-            std::io::ErrorKind::ConnectionReset,
-            "the connection was neither closed nor reset: {e}"
-        ),
-    }
-}
-
 #[test]
 fn a_connection_a_hook_refuses_is_closed_before_any_answer() {
     let cases = [
@@ -382,16 +334,8 @@ fn a_connection_a_hook_refuses_is_closed_before_any_answer() {
         ),
     ];
     for (text, reason) in cases {
-        let config = scratch("hooks-refuse").join("plugins.toml");
-        std::fs::write(&config, text).unwrap();
         // Refusals are logged at debug level: a client may open any number of connections.
-        let args = [
-            "--config".as_ref(),
-            config.as_os_str(),
-            "--log-level".as_ref(),
-            "info,plugin_host::failure=debug".as_ref(),
-        ];
-        let served = Served::start(&args, None);
+        let served = serve_logging("hooks-refuse", &text, "info,plugin_host::failure=debug");
         // Each new connection is refused, not only the first.
         assert_closed_without_answer(served.addr);
         assert_closed_without_answer(served.addr);

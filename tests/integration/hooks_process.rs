@@ -7,14 +7,14 @@
 //! and a program of protocol 1.0, which gets no hook message.
 
 use crate::util::{
-    HttpResponse, KeepAlive, Served, assert_error, hooky, http_raw, line_with, process_options,
-    program, sample_program, scratch, serve,
+    HttpResponse, KeepAlive, assert_closed_without_answer, assert_error, assert_failure, get,
+    hooky, http_raw, line_with, process_options, program, sample_program, scratch, serve,
+    serve_logging,
 };
 use plugin_host::config::{PluginEntry, Run};
 use plugin_host::process::ProcessPlugin;
 use plugin_host::{ErrorKind, HookSet, LoadOptions, Request, Router};
 use serde_json::json;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 /// Where a plugin with hooky's hooks runs.
@@ -58,42 +58,6 @@ fn tagged(source: &str, tag: &str, extra: &str, config: &str) -> String {
 /// An entry of `kind` tagged `tag` (see [`tagged`]).
 fn entry(kind: Kind, tag: &str, extra: &str, config: &str) -> String {
     tagged(&source(kind), tag, extra, config)
-}
-
-/// Serves the configuration `text` as [`serve`] does, with the log filter `filter` (to see
-/// debug lines).
-fn serve_logging(test: &str, text: &str, filter: &str) -> Served {
-    let config = scratch(test).join("plugins.toml");
-    std::fs::write(&config, text).unwrap();
-    let args = [
-        "--log-level".as_ref(),
-        filter.as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-    ];
-    Served::start(&args, None)
-}
-
-/// `GET target` with `headers`, over a fresh connection.
-fn get(served: &Served, target: &str, headers: &[(&str, &str)]) -> HttpResponse {
-    http_raw(served.addr, "GET", target, headers, b"", None)
-}
-
-/// Asserts that `response` is the JSON error answer `status` of the plugin `plugin`, of `kind`,
-/// whose error says `says` after "plugin `PLUGIN`: ".
-#[track_caller]
-fn assert_failure(response: &HttpResponse, status: u16, plugin: &str, kind: &str, says: &str) {
-    let body = response.json();
-    assert_eq!(
-        (response.status, &body["plugin"], &body["kind"]),
-        (status, &json!(plugin), &json!(kind)),
-        "{body}"
-    );
-    assert_eq!(
-        body["error"],
-        format!("plugin `{plugin}`: {says}"),
-        "{body}"
-    );
 }
 
 #[test]
@@ -283,30 +247,6 @@ fn a_process_hook_past_its_plugins_deadline_is_504_and_serving_goes_on() {
         let response = get(&served, "/hooky/a/echo", &[]);
         assert_eq!(response.status, 200, "{kind:?}: {}", response.text());
         assert_eq!(response.json()["x-hook-trail"], "a,b,c", "{kind:?}");
-    }
-}
-
-/// Asserts that a connection to `addr` is closed without an answer to the request sent on it.
-#[track_caller]
-fn assert_closed_without_answer(addr: std::net::SocketAddr) {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    // Sending may fail already, when the server closed it first.
-    let _ = stream.write_all(b"GET /hooky/a/echo HTTP/1.1\r\nhost: test\r\n\r\n");
-    let mut raw = Vec::new();
-    match stream.read_to_end(&mut raw) {
-        Ok(_) => assert!(
-            raw.is_empty(),
-            "answered: {:?}",
-            String::from_utf8_lossy(&raw)
-        ),
-        Err(e) => assert_eq!(
-            e.kind(),
-            std::io::ErrorKind::ConnectionReset,
-            "the connection was neither closed nor reset: {e}"
-        ),
     }
 }
 

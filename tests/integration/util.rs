@@ -775,3 +775,66 @@ pub fn host() -> Command {
     command.env_remove("RUST_LOG");
     command
 }
+
+/// Serves the configuration `text` as [`serve`] does, with the log filter `filter` (to see
+/// debug lines).
+pub fn serve_logging(test: &str, text: &str, filter: &str) -> Served {
+    let config = scratch(test).join("plugins.toml");
+    std::fs::write(&config, text).unwrap();
+    let args = [
+        "--log-level".as_ref(),
+        filter.as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ];
+    Served::start(&args, None)
+}
+
+/// `GET target` with `headers`, over a fresh connection.
+pub fn get(served: &Served, target: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    http_raw(served.addr, "GET", target, headers, b"", None)
+}
+
+/// Asserts that `response` is the JSON error answer `status` of the plugin `plugin`, of `kind`,
+/// whose error says `says` after "plugin `PLUGIN`: ".
+#[track_caller]
+pub fn assert_failure(response: &HttpResponse, status: u16, plugin: &str, kind: &str, says: &str) {
+    let body = response.json();
+    assert_eq!(
+        (response.status, &body["plugin"], &body["kind"]),
+        (status, &serde_json::json!(plugin), &serde_json::json!(kind)),
+        "{body}"
+    );
+    assert_eq!(
+        body["error"],
+        format!("plugin `{plugin}`: {says}"),
+        "{body}"
+    );
+}
+
+/// Asserts that a connection to `addr` is closed without an answer to the request sent on it.
+#[track_caller]
+pub fn assert_closed_without_answer(addr: std::net::SocketAddr) {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    // Sending may fail already, when the server closed it first.
+    let _ = std::io::Write::write_all(
+        &mut stream,
+        b"GET /hooky/a/echo HTTP/1.1\r\nhost: test\r\n\r\n",
+    );
+    let mut raw = Vec::new();
+    match std::io::Read::read_to_end(&mut stream, &mut raw) {
+        Ok(_) => assert!(
+            raw.is_empty(),
+            "answered: {:?}",
+            String::from_utf8_lossy(&raw)
+        ),
+        Err(e) => assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "the connection was neither closed nor reset: {e}"
+        ),
+    }
+}
