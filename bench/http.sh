@@ -28,8 +28,8 @@ cargo build --release -q -p noop-plugin
 dir=target/bench-samples
 staged=$(cargo run --release -q -p sample-plugins --bin stage-samples -- "$dir")
 greeter="$PWD/$dir/$(basename "$(grep -o '"lib[^"]*greeter[^"]*"' "$staged" | tr -d '"')")"
-noop=$(ls "$target"/release/libnoop_plugin.{so,dylib} 2>/dev/null | head -n 1)
-[ -n "$noop" ] || { echo "cargo built no libnoop_plugin in $target/release"; exit 1; }
+noop="$target/release/libnoop_plugin.$([ "$(uname)" = Darwin ] && echo dylib || echo so)"
+[ -f "$noop" ] || { echo "cargo built no $noop"; exit 1; }
 case $noop in /*) ;; *) noop="$PWD/$noop" ;; esac
 config="$dir/greeter.toml"
 printf '[[plugin]]\npath = "%s"\n' "$greeter" >"$config"

@@ -13,14 +13,30 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// One request for each sample instance the staged configuration serves: instance, method,
-/// target, body.
-const REQUESTS: [(&str, &str, &str, &[u8]); 6] = [
-    ("hello", "GET", "/hello/world?punctuation=!", b""),
-    ("greeter", "GET", "/greet/ada?greeting=Hi", b""),
-    ("wordcount", "POST", "/words", b"plugins in four languages"),
-    ("visits", "POST", "/visits", b""),
-    ("likes", "POST", "/likes", b""),
-    ("shout", "GET", "/shout/hey", b""),
+/// target, headers, body. The hook plugins have no routes of their own: theirs goes to a route
+/// they stand in front of (`ratelimit` does not limit a request without a connection).
+const REQUESTS: [(&str, &str, &str, &[(&str, &str)], &[u8]); 9] = [
+    ("timing", "GET", "/ping", &[], b""),
+    ("ratelimit", "GET", "/likes", &[], b""),
+    (
+        "apikey",
+        "GET",
+        "/hello",
+        &[("x-api-key", sample_plugins::DEMO_KEY)],
+        b"",
+    ),
+    ("hello", "GET", "/hello/world?punctuation=!", &[], b""),
+    ("greeter", "GET", "/greet/ada?greeting=Hi", &[], b""),
+    (
+        "wordcount",
+        "POST",
+        "/words",
+        &[],
+        b"plugins in four languages",
+    ),
+    ("visits", "POST", "/visits", &[], b""),
+    ("likes", "POST", "/likes", &[], b""),
+    ("shout", "GET", "/shout/hey", &[], b""),
 ];
 
 fn main() -> ExitCode {
@@ -70,14 +86,22 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!("requests:");
-    for (instance, method, target, body) in REQUESTS {
+    for (instance, method, target, headers, body) in REQUESTS {
         if registry.get(instance).is_none() {
             continue;
         }
-        let request = Request::new(method, target).body(body);
+        let mut request = Request::new(method, target).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value.as_bytes());
+        }
         let response = router.dispatch(&request)?;
+        let timing = response
+            .headers
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(String::new, |v| format!(" (server-timing: {v})"));
         println!(
-            "  {} {} -> {} {}",
+            "  {} {} -> {} {}{timing}",
             request.method(),
             request.path(),
             response.status,
