@@ -117,8 +117,9 @@ pub(crate) enum EditKind {
 pub(crate) enum RequestVerdict {
     /// Go on to the next hook and the route, with these changes to the request's headers.
     Continue(Vec<HeaderEdit>),
-    /// Answer now with this response: no later `on_request` hook, and no route.
-    Respond(Response),
+    /// Answer now with this response: no later `on_request` hook, and no route. (Boxed: the
+    /// rare case should not make every verdict the size of a response.)
+    Respond(Box<Response>),
 }
 
 /// What an `on_response` hook changes in the response.

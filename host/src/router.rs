@@ -319,6 +319,15 @@ impl Router {
         self.hooks.iter().any(|hook| hook.sees(path))
     }
 
+    /// Whether every hook a request for `path` passes has earned to run inline: it is in this
+    /// process, and its calls are fast (see `crate::pacing`).
+    pub(crate) fn hooks_inline(&self, path: &str) -> bool {
+        self.hooks
+            .iter()
+            .filter(|hook| hook.sees(path))
+            .all(|hook| !self.hook_lease(hook).is_remote() && hook.pacing.inline())
+    }
+
     /// The lease of a hook target.
     pub(crate) fn hook_lease(&self, target: &HookTarget) -> &Lease {
         &self.leases[target.lease]
@@ -386,7 +395,7 @@ impl Router {
                     }
                 }
                 RequestVerdict::Respond(response) => {
-                    answered = Some(response);
+                    answered = Some(*response);
                     passed = index;
                     break;
                 }
@@ -516,7 +525,9 @@ impl Router {
         if self.hooks_see(request.path) {
             // Every step of `Direct` is a call that returns (a plugin in a child process is
             // waited for within its deadline), so the exchange completes on its first poll.
-            return crate::block::on(self.exchange(&Direct(self), request), None)
+            let steps = Direct(self);
+            let exchange = std::pin::pin!(self.exchange(&steps, request));
+            return crate::block::on(exchange, None)
                 .expect("an exchange without a deadline completes");
         }
         self.route(request)

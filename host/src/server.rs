@@ -338,6 +338,11 @@ impl PluginService {
             return Attempt::Answered(exchange.finish(&parts, failure(error), None));
         }
         if self.shared.router.hooks_see(path) {
+            if body.is_end_stream()
+                && let Some((response, plugin)) = self.exchange_inline(&parts, path)
+            {
+                return Attempt::Answered(exchange.finish(&parts, response, plugin));
+            }
             return Attempt::Deferred(http::Request::from_parts(parts, body));
         }
         let (found, method) = self.find(&parts, path);
@@ -385,12 +390,59 @@ impl PluginService {
         if !pacing.inline() {
             return None;
         }
+        self.admit_slot()
+    }
+
+    /// An inline slot, if fewer than `workers - 1` calls run inline now.
+    #[inline]
+    fn admit_slot(&self) -> Option<inline::Admitted<'_>> {
         let inline = self.shared.inline.get_or_init(|| {
             let runtime = tokio::runtime::Handle::try_current().ok();
             let workers = runtime.as_ref().map_or(1, |h| h.metrics().num_workers());
             inline::Inline::new(workers.saturating_sub(1), runtime)
         });
         inline.admit()
+    }
+
+    /// Runs a request without a body through its hooks and route on this thread, holding one
+    /// inline slot for the whole exchange, when every call of it has earned to run inline (its
+    /// hooks' and its route's, all in this process); `None` otherwise, and then nothing ran.
+    /// Taking one slot per exchange rather than one per call keeps a chain of fast hooks off the
+    /// blocking pool when other workers run calls too.
+    fn exchange_inline<'r>(
+        &'r self,
+        parts: &http::request::Parts,
+        path: &str,
+    ) -> Option<(Response, Option<&'r str>)> {
+        let router = &self.shared.router;
+        let (found, method) = self.find(parts, path);
+        let (route_inline, plugin) = match &found {
+            Lookup::Found(route) => (
+                !route.awaits() && route.pacing().inline(),
+                Some(route.plugin()),
+            ),
+            _ => (true, None),
+        };
+        if !route_inline || !router.hooks_inline(path) {
+            return None;
+        }
+        let _slot = self.admit_slot()?;
+        let mut request = plugin_request(method, path, query(parts), &parts.headers, &[]);
+        request.connection = parts
+            .extensions
+            .get::<Arc<Admitted>>()
+            .map(|admitted| &admitted.connection);
+        let steps = Served {
+            service: self,
+            found: &found,
+            client_method: parts.method.as_str(),
+            body: &Bytes::new(),
+            inline: true,
+        };
+        let exchange = std::pin::pin!(router.exchange(&steps, &request));
+        // Every step is a call on this thread: the exchange completes on its first poll.
+        let response = crate::block::on(exchange, None).expect("an inline exchange completes");
+        Some((response.unwrap_or_else(|response| response), plugin))
     }
 
     /// Finds the request's route. `HEAD` uses the path's `GET` route when it has no `HEAD` route
@@ -511,6 +563,7 @@ impl PluginService {
                 found: &found,
                 client_method: parts.method.as_str(),
                 body: &body,
+                inline: false,
             };
             match self.shared.router.exchange(&steps, &request).await {
                 Ok(response) | Err(response) => response,
@@ -650,14 +703,7 @@ impl PluginService {
             return self.awaited(instance, &what, deadline, answer).await;
         }
         if let Some(_slot) = self.admit_inline(&target.pacing) {
-            let (result, took) = self
-                .shared
-                .timed(&target.pacing, &what, || lease.hook(call));
-            if took > deadline {
-                instance.deadline_missed();
-                return Err(past_deadline(instance, &what, deadline));
-            }
-            return result.map_err(|error| failure(&error));
+            return self.hook_inline(target, call);
         }
         let index = router.hook_index(target);
         let owned = OwnedCall::new(call, body);
@@ -673,6 +719,27 @@ impl PluginService {
             shared.timed(&target.pacing, &pooled, || lease.hook(call)).0
         })
         .await
+    }
+
+    /// Calls an in-process hook on this thread (the caller holds an inline slot): 504 when it
+    /// returns past its deadline.
+    fn hook_inline(
+        &self,
+        target: &HookTarget,
+        call: HookCall<'_, '_>,
+    ) -> Result<HookAnswer, Response> {
+        let lease = self.shared.router.hook_lease(target);
+        let instance = lease.instance();
+        let what = Call::Hook(instance.name().to_owned(), call.name());
+        let (result, took) = self
+            .shared
+            .timed(&target.pacing, &what, || lease.hook(call));
+        let deadline = self.deadline(instance);
+        if took > deadline {
+            instance.deadline_missed();
+            return Err(past_deadline(instance, &what, deadline));
+        }
+        result.map_err(|error| failure(&error))
     }
 
     /// Awaits the answer of a call to a child process at most `deadline` (then 504, counted),
@@ -869,6 +936,9 @@ struct Served<'a, 'r, 'p> {
     /// The method the client sent (a `HEAD` reaches a `GET` route as `GET`).
     client_method: &'a str,
     body: &'a Bytes,
+    /// Whether the caller holds an inline slot for the whole exchange (see
+    /// [`PluginService::exchange_inline`]): then every call runs on this thread.
+    inline: bool,
 }
 
 impl Steps for Served<'_, '_, '_> {
@@ -879,11 +949,15 @@ impl Steps for Served<'_, '_, '_> {
         target: &HookTarget,
         call: HookCall<'_, '_>,
     ) -> Result<HookAnswer, Response> {
+        if self.inline {
+            return self.service.hook_inline(target, call);
+        }
         self.service.call_hook(target, call, self.body).await
     }
 
     async fn route(&self, request: &Request<'_>) -> Result<Response, Response> {
         Ok(match self.found {
+            Lookup::Found(route) if self.inline => self.service.call_inline(route, request),
             Lookup::Found(route) => self.service.call_route(route, request, self.body).await,
             Lookup::MethodNotAllowed(allowed) => {
                 not_allowed(self.client_method, request.path, allowed)

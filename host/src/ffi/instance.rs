@@ -444,7 +444,7 @@ impl RawInstance {
         });
         match status {
             PLUGIN_OK => Ok(RequestVerdict::Continue(edits)),
-            PLUGIN_RESPOND => Ok(RequestVerdict::Respond(response)),
+            PLUGIN_RESPOND => Ok(RequestVerdict::Respond(Box::new(response))),
             other => Err(self.hook_failure("on_request", other, &mut slot)),
         }
     }

@@ -534,7 +534,7 @@ impl Remote {
             if answer.respond {
                 let status = answer.status.unwrap_or(200);
                 let response = self.built(&asked, status, answer.headers, body)?;
-                return Ok(RequestVerdict::Respond(response));
+                return Ok(RequestVerdict::Respond(Box::new(response)));
             }
             let edits = self.edits(&asked, EditTarget::Request, answer.edits)?;
             Ok(RequestVerdict::Continue(edits))
