@@ -634,7 +634,11 @@ typedef struct {
 
    `[thread-safe]`, as `on_request`. `connection` and `error` are borrowed for the call.
    Returns `PLUGIN_OK` to accept the connection, `PLUGIN_REFUSE` to close it (a reason set
-   through `error` goes to the log). A failure or panic refuses it too (fail closed).
+   through `error` goes to the log). A failure, a panic or a call past the deadline refuses
+   it too (fail closed). While the plugin is out of service (after a panic, or while its
+   process restarts) the hook is not called: the connection is accepted, and its requests
+   answer 503 naming the plugin (and close it), except `/healthz`, so that the host stays
+   reachable to say why.
    */
   PluginStatus (*on_connect)(void *instance,
                              const PluginConnection *connection,

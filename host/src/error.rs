@@ -87,9 +87,7 @@ pub enum ErrorKind {
         reason: String,
     },
     /// A handler or hook of this instance panicked earlier; its calls no longer reach it.
-    #[error(
-        "out of service: it panicked earlier ({message}); restart the host to serve it again"
-    )]
+    #[error("out of service: it panicked earlier ({message}); restart the host to serve it again")]
     Poisoned {
         /// The first panic's message.
         message: PluginText,

@@ -53,19 +53,28 @@ pub(crate) enum HeaderEdit {
 }
 
 impl HeaderEdit {
-    /// Applies the change to `headers`.
-    pub(crate) fn apply(self, headers: &mut HeaderMap) {
+    /// Applies the change to `headers`; an error when they would be more than a header map
+    /// holds (32768).
+    pub(crate) fn apply(self, headers: &mut HeaderMap) -> Result<(), TooManyHeaders> {
         match self {
-            HeaderEdit::Add(name, value) => {
-                headers.append(name, value);
-            }
-            HeaderEdit::Set(name, value) => {
-                headers.insert(name, value);
-            }
+            HeaderEdit::Add(name, value) => headers.try_append(name, value).map(drop),
+            HeaderEdit::Set(name, value) => headers.try_insert(name, value).map(drop),
             HeaderEdit::Remove(name) => {
                 headers.remove(name);
+                Ok(())
             }
         }
+        .map_err(|_| TooManyHeaders)
+    }
+}
+
+/// Header changes that would make more headers than a message may have.
+#[derive(Debug)]
+pub(crate) struct TooManyHeaders;
+
+impl std::fmt::Display for TooManyHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("its header changes make more headers than a message may have (32768)")
     }
 }
 
@@ -135,16 +144,17 @@ pub(crate) struct ResponseEdit {
 
 impl ResponseEdit {
     /// Applies the changes to `response`.
-    pub(crate) fn apply(self, response: &mut Response) {
+    pub(crate) fn apply(self, response: &mut Response) -> Result<(), TooManyHeaders> {
         if let Some(status) = self.status {
             response.status = status;
         }
         for edit in self.headers {
-            edit.apply(&mut response.headers);
+            edit.apply(&mut response.headers)?;
         }
         if let Some(body) = self.body {
             response.body = body;
         }
+        Ok(())
     }
 }
 

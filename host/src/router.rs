@@ -57,6 +57,9 @@ pub(crate) trait Steps {
 
     /// Answers the request with its route (or, for a server, a 404 or 405).
     fn route(&self, request: &Request<'_>) -> impl Future<Output = Result<Response, Self::Stop>>;
+
+    /// The stop of a hook whose answer the host cannot apply.
+    fn stop(&self, error: Error) -> Self::Stop;
 }
 
 /// The methods served at one path pattern.
@@ -322,10 +325,26 @@ impl Router {
     /// Whether every hook a request for `path` passes has earned to run inline: it is in this
     /// process, and its calls are fast (see `crate::pacing`).
     pub(crate) fn hooks_inline(&self, path: &str) -> bool {
+        self.hooks_local(path)
+            && self
+                .hooks
+                .iter()
+                .filter(|hook| hook.sees(path))
+                .all(|hook| hook.pacing.inline())
+    }
+
+    /// Whether every hook a request for `path` passes is in this process.
+    pub(crate) fn hooks_local(&self, path: &str) -> bool {
         self.hooks
             .iter()
             .filter(|hook| hook.sees(path))
-            .all(|hook| !self.hook_lease(hook).is_remote() && hook.pacing.inline())
+            .all(|hook| !self.hook_lease(hook).is_remote())
+    }
+
+    /// The instance of the first hook a request for `path` passes.
+    pub(crate) fn first_hook(&self, path: &str) -> Option<&Instance> {
+        let hook = self.hooks.iter().find(|hook| hook.sees(path))?;
+        Some(self.hook_lease(hook).instance())
     }
 
     /// The lease of a hook target.
@@ -349,11 +368,16 @@ impl Router {
 
     /// The leases of instances with `on_connect` or `on_disconnect` hooks, in registration
     /// order.
-    pub(crate) fn connection_hooks(&self) -> impl Iterator<Item = &Lease> {
-        self.leases.iter().filter(|lease| {
+    pub(crate) fn connection_hooks(&self) -> impl Iterator<Item = (usize, &Lease)> {
+        self.leases.iter().enumerate().filter(|(_, lease)| {
             let hooks = lease.hooks();
             hooks.on_connect || hooks.on_disconnect
         })
+    }
+
+    /// The lease number `index` (as [`connection_hooks`](Self::connection_hooks) numbers them).
+    pub(crate) fn lease(&self, index: usize) -> &Lease {
+        &self.leases[index]
     }
 
     /// Runs one request through the hooks and its route, with `steps` running each call:
@@ -391,7 +415,8 @@ impl Router {
                 RequestVerdict::Continue(edits) => {
                     let headers = edited.get_or_insert_with(|| request.header_map());
                     for edit in edits {
-                        edit.apply(headers);
+                        edit.apply(headers)
+                            .map_err(|e| steps.stop(self.hook_error(target, "on_request", e)))?;
                     }
                 }
                 RequestVerdict::Respond(response) => {
@@ -415,9 +440,21 @@ impl Router {
             let HookAnswer::Response(edit) = steps.hook(target, call).await? else {
                 unreachable!("an on_response call is answered by a response edit")
             };
-            edit.apply(&mut response);
+            edit.apply(&mut response)
+                .map_err(|e| steps.stop(self.hook_error(target, "on_response", e)))?;
         }
         Ok(response)
+    }
+
+    /// The error of a hook of `target` whose answer cannot be applied.
+    fn hook_error(&self, target: &HookTarget, hook: &'static str, reason: impl ToString) -> Error {
+        let instance = self.hook_lease(target).instance();
+        Error::new(ErrorKind::HookFailed {
+            hook,
+            reason: reason.to_string().into(),
+        })
+        .with_file(instance.file())
+        .with_plugin(instance.name())
     }
 
     /// The names of the instances this router serves, in registration order.
@@ -574,5 +611,9 @@ impl Steps for Direct<'_> {
 
     async fn route(&self, request: &Request<'_>) -> Result<Response, Error> {
         self.0.route(request)
+    }
+
+    fn stop(&self, error: Error) -> Error {
+        error
     }
 }

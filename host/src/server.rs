@@ -110,7 +110,7 @@ fn disconnect_thread(
                 let Some(shared) = shared.upgrade() else {
                     return;
                 };
-                for lease in shared.router.connection_hooks() {
+                for (_, lease) in shared.router.connection_hooks() {
                     if lease.hooks().on_disconnect {
                         lease.on_disconnect(&stats);
                     }
@@ -227,11 +227,12 @@ impl PluginService {
     /// that refuses it; whether it is accepted. A hook that fails, panics or runs past its
     /// deadline refuses it (fail closed); an in-process hook runs on this task, so it should be
     /// quick. A plugin out of service (poisoned, its process restarting, ...) cannot decide:
-    /// the connection is accepted, closed by it (its requests answer 503 naming the plugin, but
-    /// `/healthz`, which says why), so that one plugin never makes the host unreachable.
+    /// the connection is accepted, closed by it (its first request answers 503 naming the
+    /// plugin and closes it, but `/healthz`, which says why), so that one plugin never makes
+    /// the host unreachable, and a client that connects again is asked about again.
     pub(crate) async fn admit_connection(&self, admitted: &Admitted) -> bool {
         let connection = &admitted.connection;
-        for lease in self.shared.router.connection_hooks() {
+        for (index, lease) in self.shared.router.connection_hooks() {
             if !lease.hooks().on_connect {
                 continue;
             }
@@ -240,15 +241,17 @@ impl PluginService {
             let deadline = self.deadline(instance);
             let answer = match lease.hook_async(HookCall::Connect(connection), deadline) {
                 Some(answer) => self.waited(instance, &call, deadline, answer).await,
+                // On the blocking pool, with its deadline: never on a worker, which a hung hook
+                // would hold without an inline slot's watchdog.
                 None => {
-                    let started = Instant::now();
-                    let result = lease.hook(HookCall::Connect(connection));
-                    if started.elapsed() > deadline {
-                        instance.deadline_missed();
-                        Err(past_deadline(instance, &call, deadline))
-                    } else {
-                        Ok(result)
-                    }
+                    let connection = connection.clone();
+                    let job = move |shared: &Shared| {
+                        Ok(shared
+                            .router
+                            .lease(index)
+                            .hook(HookCall::Connect(&connection)))
+                    };
+                    self.on_pool(instance, &call, job).await
                 }
             };
             match answer {
@@ -335,7 +338,12 @@ impl PluginService {
         if let Some(admitted) = parts.extensions.get::<Arc<Admitted>>()
             && let Some(error) = admitted.closed_by.get()
         {
-            return Attempt::Answered(exchange.finish(&parts, failure(error), None));
+            // Closed after the answer: a new connection asks the `on_connect` hooks again.
+            let mut response = failure(error);
+            response
+                .headers
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            return Attempt::Answered(exchange.finish(&parts, response, None));
         }
         if self.shared.router.hooks_see(path) {
             if body.is_end_stream()
@@ -438,11 +446,67 @@ impl PluginService {
             client_method: parts.method.as_str(),
             body: &Bytes::new(),
             inline: true,
+            progress: None,
         };
         let exchange = std::pin::pin!(router.exchange(&steps, &request));
         // Every step is a call on this thread: the exchange completes on its first poll.
         let response = crate::block::on(exchange, None).expect("an inline exchange completes");
         Some((response.unwrap_or_else(|response| response), plugin))
+    }
+
+    /// Runs a request through its hooks and route as one job on the blocking pool, when every
+    /// call of it is in this process (a call to a child process is awaited, step by step,
+    /// instead); `None` otherwise. One job rather than one per call: a hop to the pool costs
+    /// microseconds, a plugin call nanoseconds. Each call reports its own lateness when it
+    /// returns (504, as inline); the job as a whole is waited for as a call of the route's
+    /// plugin (or, without a route, of the first hook's) is.
+    fn exchange_pooled(
+        &self,
+        found: &Lookup<'_, '_>,
+        request: &Request<'_>,
+        body: &Bytes,
+        client_method: &str,
+    ) -> Option<impl Future<Output = Response> + Send + use<>> {
+        let router = &self.shared.router;
+        if !router.hooks_local(request.path) {
+            return None;
+        }
+        if let Lookup::Found(route) = found
+            && route.awaits()
+        {
+            return None;
+        }
+        let first = router.first_hook(request.path)?;
+        let progress = Arc::new(Progress::new(
+            first.clone(),
+            Call::Hook(first.name().to_owned(), "on_request"),
+        ));
+        let owned = OwnedRequest::new(request, body);
+        let client_method = client_method.to_owned();
+        let service = self.clone();
+        Some(async move {
+            let pooled = service.clone();
+            let job = move |shared: &Shared, progress: &Progress| {
+                let request = owned.view();
+                let found = shared.router.lookup(request.method, request.path);
+                let steps = Served {
+                    service: &pooled,
+                    found: &found,
+                    client_method: &client_method,
+                    body: &owned.body,
+                    inline: true,
+                    progress: Some(progress),
+                };
+                let exchange = std::pin::pin!(shared.router.exchange(&steps, &request));
+                // Every step is a call on this thread: the exchange completes on its first poll.
+                let answer = crate::block::on(exchange, None).expect("a pooled exchange completes");
+                Ok(answer.unwrap_or_else(|response| response))
+            };
+            service
+                .on_pool_tracked(progress, job)
+                .await
+                .unwrap_or_else(|response| response)
+        })
     }
 
     /// Finds the request's route. `HEAD` uses the path's `GET` route when it has no `HEAD` route
@@ -558,15 +622,22 @@ impl PluginService {
             .get::<Arc<Admitted>>()
             .map(|admitted| &admitted.connection);
         let response = if self.shared.router.hooks_see(path) {
-            let steps = Served {
-                service: self,
-                found: &found,
-                client_method: parts.method.as_str(),
-                body: &body,
-                inline: false,
-            };
-            match self.shared.router.exchange(&steps, &request).await {
-                Ok(response) | Err(response) => response,
+            let client_method = parts.method.as_str();
+            match self.exchange_pooled(&found, &request, &body, client_method) {
+                Some(pooled) => pooled.await,
+                None => {
+                    let steps = Served {
+                        service: self,
+                        found: &found,
+                        client_method,
+                        body: &body,
+                        inline: false,
+                        progress: None,
+                    };
+                    match self.shared.router.exchange(&steps, &request).await {
+                        Ok(response) | Err(response) => response,
+                    }
+                }
             }
         } else {
             let Lookup::Found(route) = &found else {
@@ -644,19 +715,14 @@ impl PluginService {
 
     /// Calls the handler on this thread (the caller holds an inline slot).
     fn call_inline(&self, route: &RouteMatch<'_, '_>, request: &Request<'_>) -> Response {
-        let (result, took) =
-            self.shared
-                .timed(route.pacing(), &Call::route(route, request.method), || {
-                    route.call(request)
-                });
+        let call = || Call::route(route, request.method);
+        let (result, took) = self
+            .shared
+            .timed(route.pacing(), call, || route.call(request));
         let deadline = self.deadline(route.instance());
         if took > deadline {
             route.instance().deadline_missed();
-            return past_deadline(
-                route.instance(),
-                &Call::route(route, request.method),
-                deadline,
-            );
+            return past_deadline(route.instance(), &call(), deadline);
         }
         result.unwrap_or_else(|error| failure(&error))
     }
@@ -716,7 +782,9 @@ impl PluginService {
                 None => HookCall::Request(&request),
             };
             let lease = shared.router.hook_lease(target);
-            shared.timed(&target.pacing, &pooled, || lease.hook(call)).0
+            shared
+                .timed(&target.pacing, || pooled.clone(), || lease.hook(call))
+                .0
         })
         .await
     }
@@ -730,14 +798,13 @@ impl PluginService {
     ) -> Result<HookAnswer, Response> {
         let lease = self.shared.router.hook_lease(target);
         let instance = lease.instance();
-        let what = Call::Hook(instance.name().to_owned(), call.name());
-        let (result, took) = self
-            .shared
-            .timed(&target.pacing, &what, || lease.hook(call));
+        let hook = call.name();
+        let what = || Call::Hook(instance.name().to_owned(), hook);
+        let (result, took) = self.shared.timed(&target.pacing, what, || lease.hook(call));
         let deadline = self.deadline(instance);
         if took > deadline {
             instance.deadline_missed();
-            return Err(past_deadline(instance, &what, deadline));
+            return Err(past_deadline(instance, &what(), deadline));
         }
         result.map_err(|error| failure(&error))
     }
@@ -812,7 +879,7 @@ impl PluginService {
                 unreachable!("the route was found before the call was sent here")
             };
             shared
-                .timed(route.pacing(), &pooled, || route.call(&request))
+                .timed(route.pacing(), || pooled.clone(), || route.call(&request))
                 .0
         })
         .await
@@ -829,65 +896,99 @@ impl PluginService {
         call: &Call,
         job: impl FnOnce(&Shared) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Response> {
+        let progress = Arc::new(Progress::new(instance.clone(), call.clone()));
+        self.on_pool_tracked(progress, move |shared, _| job(shared))
+            .await
+    }
+
+    /// Runs a job of one or more calls on tokio's blocking pool. The job says which call it
+    /// runs through `progress` (which starts at the first); each is waited for at most its own
+    /// instance's deadline from its start, and the one past it is answered 504 and counted
+    /// (the job runs on to its end: a call cannot be cancelled).
+    async fn on_pool_tracked<T: Send + 'static>(
+        &self,
+        progress: Arc<Progress>,
+        job: impl FnOnce(&Shared, &Progress) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Response> {
+        let (first, call) = progress.current();
         // No call starts once the grace period is over (its body may have arrived just then).
         if self.grace_over() {
-            return Err(stopping(instance, call));
+            return Err(stopping(&first, &call));
         }
-        let (_, running) = instance.calls_past_deadline();
+        let (_, running) = first.calls_past_deadline();
         if running >= MAX_CALLS_PAST_DEADLINE {
-            let error = Error::new(ErrorKind::Overloaded { running }).with_plugin(instance.name());
+            let error = Error::new(ErrorKind::Overloaded { running }).with_plugin(first.name());
             return Err(failure(&error));
         }
         let shared = self.shared.clone();
         let waiter = Waiter {
             outcome: Arc::new(AtomicU8::new(RUNNING)),
-            instance: instance.clone(),
+            progress: progress.clone(),
         };
-        let (theirs, ours, described) = (waiter.outcome.clone(), instance.clone(), call.clone());
+        let (theirs, progress) = (waiter.outcome.clone(), progress);
         let mut task = tokio::task::spawn_blocking(move || {
             if theirs.load(Ordering::Acquire) == ABANDONED {
                 // Nobody waits for it any more (it waited for a thread past its deadline, or
                 // its client went away): the plugin is not called.
-                ours.abandoned_call_returned();
-                return Err(Error::new(ErrorKind::Closed).with_plugin(ours.name()));
+                let blamed = progress.returned();
+                return Err(Error::new(ErrorKind::Closed).with_plugin(blamed.name()));
             }
             let started = Instant::now();
-            let result = job(&shared);
+            let result = job(&shared, &progress);
             if theirs
                 .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
             {
-                ours.abandoned_call_returned();
+                progress.returned();
                 tracing::warn!(
                     target: FAILURE,
                     "{} returned after {:?}, with nobody waiting for it (past its deadline, or its client went away)",
-                    described.describe(),
+                    progress.current().1.describe(),
                     started.elapsed(),
                 );
             }
             result
         });
-        let deadline = self.deadline(instance);
-        let waited = self.unless_stopping(tokio::time::timeout(deadline, &mut task));
-        let result = match waited.await {
-            Some(Ok(joined)) => joined,
-            // Past the deadline, or at the end of a shutdown's grace period: nobody waits for
-            // the call any more (it runs on), unless it returned just then.
-            missed => {
-                if waiter.give_up() {
-                    if missed.is_none() {
-                        return Err(stopping(instance, call));
-                    }
-                    instance.deadline_missed();
-                    return Err(past_deadline(instance, call, deadline));
+        let progress = &waiter.progress;
+        let result = loop {
+            let (instance, since) = progress.since();
+            let deadline = self.deadline(&instance);
+            let until = tokio::time::Instant::from_std(since + deadline);
+            let waited = self.unless_stopping(async {
+                tokio::select! {
+                    biased;
+                    joined = tokio::time::timeout_at(until, &mut task) => Some(joined),
+                    () = progress.moved.notified() => None,
                 }
-                task.await
+            });
+            let waited = match waited.await {
+                // The job moved on to another call, which has a deadline of its own.
+                Some(None) => continue,
+                Some(Some(joined)) => Some(joined),
+                None => None,
+            };
+            match waited {
+                Some(Ok(joined)) => break joined,
+                Some(Err(_)) if progress.since().1 != since => {}
+                // Past the deadline, or at the end of a shutdown's grace period: nobody waits
+                // for the call any more (it runs on), unless it returned just then.
+                missed => {
+                    let (instance, call) = progress.current();
+                    if waiter.give_up() {
+                        if missed.is_none() {
+                            return Err(stopping(&instance, &call));
+                        }
+                        instance.deadline_missed();
+                        return Err(past_deadline(&instance, &call, deadline));
+                    }
+                    break task.await;
+                }
             }
         };
         match result {
             Ok(result) => result.map_err(|error| failure(&error)),
             Err(join) => {
-                let plugin = instance.name();
+                let (instance, call) = waiter.progress.current();
                 tracing::error!(
                     target: FAILURE,
                     "{}: the task of the call failed: {join}",
@@ -895,12 +996,92 @@ impl PluginService {
                 );
                 Err(plugin_error(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    plugin,
+                    instance.name(),
                     "failed",
                     &call.failed(),
                 ))
             }
         }
+    }
+}
+
+/// Which call a job on the blocking pool runs, and since when (see
+/// [`PluginService::on_pool_tracked`]), and which instance was blamed when the server stopped
+/// waiting for it.
+struct Progress {
+    running: parking_lot::Mutex<Running>,
+    /// Wakes the server when the job starts another call.
+    moved: tokio::sync::Notify,
+}
+
+struct Running {
+    instance: Instance,
+    call: Call,
+    since: Instant,
+    /// The instance counted as having a call nobody waits for (see [`Waiter`]).
+    blamed: Option<Instance>,
+}
+
+impl Progress {
+    /// A job whose first call is `call` of `instance`, starting now.
+    fn new(instance: Instance, call: Call) -> Self {
+        Self {
+            running: parking_lot::Mutex::new(Running {
+                instance,
+                call,
+                since: Instant::now(),
+                blamed: None,
+            }),
+            moved: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Says that the job starts `call` of `instance` now, unless the instance has too many
+    /// calls running past their deadline already (then the answer is 503, as for one call).
+    fn enter(&self, instance: &Instance, call: Call) -> Result<(), Response> {
+        let (_, running) = instance.calls_past_deadline();
+        if running >= MAX_CALLS_PAST_DEADLINE {
+            let error = Error::new(ErrorKind::Overloaded { running }).with_plugin(instance.name());
+            return Err(failure(&error));
+        }
+        let mut running = self.running.lock();
+        running.instance = instance.clone();
+        running.call = call;
+        running.since = Instant::now();
+        drop(running);
+        // A permit, if the server is not waiting right now: it then sees the move at once.
+        self.moved.notify_one();
+        Ok(())
+    }
+
+    /// The call running now.
+    fn current(&self) -> (Instance, Call) {
+        let running = self.running.lock();
+        (running.instance.clone(), running.call.clone())
+    }
+
+    /// The instance of the call running now, and since when it runs.
+    fn since(&self) -> (Instance, Instant) {
+        let running = self.running.lock();
+        (running.instance.clone(), running.since)
+    }
+
+    /// Counts the call the server stopped waiting for as running with nobody waiting for it.
+    fn abandon(&self) {
+        let mut running = self.running.lock();
+        running.instance.call_abandoned();
+        running.blamed = Some(running.instance.clone());
+    }
+
+    /// Counts the abandoned call as returned; the instance it was counted against.
+    fn returned(&self) -> Instance {
+        let mut running = self.running.lock();
+        let blamed = running
+            .blamed
+            .take()
+            .unwrap_or_else(|| running.instance.clone());
+        blamed.abandoned_call_returned();
+        blamed
     }
 }
 
@@ -936,9 +1117,12 @@ struct Served<'a, 'r, 'p> {
     /// The method the client sent (a `HEAD` reaches a `GET` route as `GET`).
     client_method: &'a str,
     body: &'a Bytes,
-    /// Whether the caller holds an inline slot for the whole exchange (see
-    /// [`PluginService::exchange_inline`]): then every call runs on this thread.
+    /// Whether every call runs on this thread: the caller holds an inline slot for the whole
+    /// exchange (see [`PluginService::exchange_inline`]), or runs it on the blocking pool (see
+    /// [`PluginService::exchange_pooled`]).
     inline: bool,
+    /// On the blocking pool: where the job says which call it runs.
+    progress: Option<&'a Progress>,
 }
 
 impl Steps for Served<'_, '_, '_> {
@@ -950,14 +1134,33 @@ impl Steps for Served<'_, '_, '_> {
         call: HookCall<'_, '_>,
     ) -> Result<HookAnswer, Response> {
         if self.inline {
+            if let Some(progress) = self.progress {
+                let instance = self.service.shared.router.hook_lease(target).instance();
+                progress.enter(
+                    instance,
+                    Call::Hook(instance.name().to_owned(), call.name()),
+                )?;
+            }
             return self.service.hook_inline(target, call);
         }
         self.service.call_hook(target, call, self.body).await
     }
 
+    fn stop(&self, error: Error) -> Response {
+        failure(&error)
+    }
+
     async fn route(&self, request: &Request<'_>) -> Result<Response, Response> {
         Ok(match self.found {
-            Lookup::Found(route) if self.inline => self.service.call_inline(route, request),
+            Lookup::Found(route) if self.inline => {
+                if let Some(progress) = self.progress
+                    && let Err(refused) =
+                        progress.enter(route.instance(), Call::route(route, request.method))
+                {
+                    return Ok(refused);
+                }
+                self.service.call_inline(route, request)
+            }
             Lookup::Found(route) => self.service.call_route(route, request, self.body).await,
             Lookup::MethodNotAllowed(allowed) => {
                 not_allowed(self.client_method, request.path, allowed)
@@ -1088,7 +1291,7 @@ const ABANDONED: u8 = 2;
 /// `MAX_CALLS_PAST_DEADLINE` bounds the pool threads one plugin can hold.
 struct Waiter {
     outcome: Arc<AtomicU8>,
-    instance: Instance,
+    progress: Arc<Progress>,
 }
 
 impl Waiter {
@@ -1099,7 +1302,7 @@ impl Waiter {
             .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if gave_up {
-            self.instance.call_abandoned();
+            self.progress.abandon();
         }
         gave_up
     }
@@ -1113,18 +1316,24 @@ impl Drop for Waiter {
 
 impl Shared {
     /// Makes a call (a handler or a hook), and records how long it took for its pacing.
-    fn timed<T>(&self, pacing: &Pacing, call: &Call, f: impl FnOnce() -> T) -> (T, Duration) {
+    /// `call` names the call for the log, made only when a line is written.
+    fn timed<T>(
+        &self,
+        pacing: &Pacing,
+        call: impl Fn() -> Call,
+        f: impl FnOnce() -> T,
+    ) -> (T, Duration) {
         let started = Instant::now();
         let result = f();
         let took = started.elapsed();
         match pacing.record(took >= self.blocking_threshold) {
             Some(Move::Pool) => tracing::warn!(
                 "{} took {took:?}, its third slow call (over {:?}) of the last 8: it runs on the blocking pool until it is fast again",
-                call.describe(),
+                call().describe(),
                 self.blocking_threshold,
             ),
             Some(Move::Inline) => {
-                tracing::debug!("{} is fast: it runs inline", call.describe())
+                tracing::debug!("{} is fast: it runs inline", call().describe())
             }
             None => {}
         }

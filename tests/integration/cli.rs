@@ -12,6 +12,8 @@ fn run(command: &mut Command) -> (Output, String, String) {
     (output, stdout, stderr)
 }
 
+/// The ABI minor of this build, which the samples are built for.
+const ABI_MINOR: u16 = plugin_api::abi::PLUGIN_ABI_MINOR;
 #[test]
 fn check_passes_good_files() {
     let s = samples();
@@ -22,10 +24,10 @@ fn check_passes_good_files() {
         .find(|l| l.starts_with(&format!("ok    {}: ELF ", s.hello.display())))
         .unwrap_or_else(|| panic!("no verdict for hello in\n{stdout}"));
     assert!(
-        hello.ends_with(
-            "exports plugin_factory, ABI mark 1.0; plugin `hello` 0.1.0, ABI 1.0, \
-             3 route(s): GET /hello, GET /hello/{name}, GET /ping"
-        ),
+        hello.ends_with(&format!(
+            "exports plugin_factory, ABI mark 1.{ABI_MINOR}; plugin `hello` 0.1.0, ABI 1.{ABI_MINOR}, \
+             3 route(s): GET /hello, GET /hello/{{name}}, GET /ping"
+        )),
         "{hello}"
     );
     assert!(stdout.contains("plugin `greeter` 1.0.0"), "{stdout}");
@@ -53,11 +55,15 @@ fn check_config_checks_every_entry_with_its_own_configuration() {
     // Two instances of one file: two checks, each with its own routes.
     assert!(
         lines[0].starts_with(&format!("ok    {}: ", s.counter.display()))
-            && lines[0].ends_with("as `visits`, ABI 1.0, 2 route(s): GET /visits, POST /visits"),
+            && lines[0].ends_with(&format!(
+                "as `visits`, ABI 1.{ABI_MINOR}, 2 route(s): GET /visits, POST /visits"
+            )),
         "{stdout}"
     );
     assert!(
-        lines[1].ends_with("as `likes`, ABI 1.0, 2 route(s): GET /likes, POST /likes"),
+        lines[1].ends_with(&format!(
+            "as `likes`, ABI 1.{ABI_MINOR}, 2 route(s): GET /likes, POST /likes"
+        )),
         "{stdout}"
     );
     // A plugin that needs its configuration passes with it.

@@ -472,19 +472,28 @@ impl Remote {
         body: Vec<u8>,
     ) -> Result<Response, Error> {
         let status = self.checked_status(asked, status)?;
+        let too_many = || {
+            self.error(asked.failed(format!(
+                "it answered with {} headers, more than a message may have (32768)",
+                headers.len()
+            )))
+        };
         let mut response = Response {
             status,
-            headers: http::HeaderMap::with_capacity(headers.len()),
+            headers: http::HeaderMap::try_with_capacity(headers.len()).map_err(|_| too_many())?,
             body,
         };
-        for (name, value) in headers {
+        for (name, value) in &headers {
             let Some((name, value)) =
                 crate::message::checked_header(name.as_bytes(), value.as_bytes())
             else {
                 return Err(self
                     .error(asked.failed(format!("it answered with the refused header `{name}`"))));
             };
-            response.headers.append(name, value);
+            response
+                .headers
+                .try_append(name, value)
+                .map_err(|_| too_many())?;
         }
         Ok(response)
     }
