@@ -343,8 +343,15 @@ impl Router {
 
     /// The instance of the first hook a request for `path` passes.
     pub(crate) fn first_hook(&self, path: &str) -> Option<&Instance> {
-        let hook = self.hooks.iter().find(|hook| hook.sees(path))?;
-        Some(self.hook_lease(hook).instance())
+        self.hook_instances(path).next()
+    }
+
+    /// The instances of the hooks a request for `path` passes, in registration order.
+    pub(crate) fn hook_instances(&self, path: &str) -> impl Iterator<Item = &Instance> {
+        self.hooks
+            .iter()
+            .filter(move |hook| hook.sees(path))
+            .map(|hook| self.hook_lease(hook).instance())
     }
 
     /// The lease of a hook target.

@@ -203,9 +203,9 @@ impl PluginService {
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        match self.answer_now(request) {
+        match self.answer_now(request, None) {
             Attempt::Answered(response) => response,
-            Attempt::Deferred(request) => self.answer_later(request).await,
+            Attempt::Deferred(request) => self.answer_later(request, None).await,
         }
     }
 
@@ -314,7 +314,13 @@ impl PluginService {
     /// Answers without waiting when nothing needs an `await`: no body to read, no hook, and a
     /// route that runs inline (or no route at all). Otherwise gives the request back, untouched.
     /// This keeps the common case (a GET) free of a large future and of a heap allocation.
-    fn answer_now<B: http_body::Body>(&self, request: http::Request<B>) -> Attempt<B> {
+    ///
+    /// `admitted` is the connection the request came on, when [`serve`] accepted it with hooks.
+    fn answer_now<B: http_body::Body>(
+        &self,
+        request: http::Request<B>,
+        admitted: Option<&Admitted>,
+    ) -> Attempt<B> {
         let (parts, body) = request.into_parts();
         let exchange = Exchange::start(&parts);
         let path = match crate::path::normalize(parts.uri.path()) {
@@ -335,7 +341,7 @@ impl PluginService {
             };
             return Attempt::Answered(exchange.finish(&parts, response, None));
         }
-        if let Some(admitted) = parts.extensions.get::<Arc<Admitted>>()
+        if let Some(admitted) = admitted
             && let Some(error) = admitted.closed_by.get()
         {
             // Closed after the answer: a new connection asks the `on_connect` hooks again.
@@ -347,7 +353,7 @@ impl PluginService {
         }
         if self.shared.router.hooks_see(path) {
             if body.is_end_stream()
-                && let Some((response, plugin)) = self.exchange_inline(&parts, path)
+                && let Some((response, plugin)) = self.exchange_inline(&parts, path, admitted)
             {
                 return Attempt::Answered(exchange.finish(&parts, response, plugin));
             }
@@ -378,7 +384,11 @@ impl PluginService {
     /// HTTP/1.1 request without `Host` is 400 (RFC 9112, section 3.2). The `tower::Service`
     /// leaves that rule to the server it is mounted in, since its callers may build requests
     /// themselves.
-    fn answer_wire<B: http_body::Body>(&self, request: http::Request<B>) -> Attempt<B> {
+    fn answer_wire<B: http_body::Body>(
+        &self,
+        request: http::Request<B>,
+        admitted: Option<&Admitted>,
+    ) -> Attempt<B> {
         if request.version() == Version::HTTP_11 && !request.headers().contains_key(HOST) {
             let (parts, _) = request.into_parts();
             let error = "an HTTP/1.1 request must have a Host header (RFC 9112, section 3.2)";
@@ -388,7 +398,7 @@ impl PluginService {
             );
             return Attempt::Answered(Exchange::start(&parts).finish(&parts, response, None));
         }
-        self.answer_now(request)
+        self.answer_now(request, admitted)
     }
 
     /// Lets a call paced by `pacing` run inline, on this worker, if it has earned it and fewer
@@ -421,6 +431,7 @@ impl PluginService {
         &'r self,
         parts: &http::request::Parts,
         path: &str,
+        admitted: Option<&Admitted>,
     ) -> Option<(Response, Option<&'r str>)> {
         let router = &self.shared.router;
         let (found, method) = self.find(parts, path);
@@ -436,10 +447,7 @@ impl PluginService {
         }
         let _slot = self.admit_slot()?;
         let mut request = plugin_request(method, path, query(parts), &parts.headers, &[]);
-        request.connection = parts
-            .extensions
-            .get::<Arc<Admitted>>()
-            .map(|admitted| &admitted.connection);
+        request.connection = admitted.map(|admitted| &admitted.connection);
         let steps = Served {
             service: self,
             found: &found,
@@ -477,9 +485,20 @@ impl PluginService {
             return None;
         }
         let first = router.first_hook(request.path)?;
+        let route = match found {
+            Lookup::Found(route) => Some(route.instance()),
+            _ => None,
+        };
+        let shortest = router
+            .hook_instances(request.path)
+            .chain(route)
+            .map(|instance| self.deadline(instance))
+            .min()
+            .unwrap_or(self.shared.handler_timeout);
         let progress = Arc::new(Progress::new(
             first.clone(),
             Call::Hook(first.name().to_owned(), "on_request"),
+            shortest,
         ));
         let owned = OwnedRequest::new(request, body);
         let client_method = client_method.to_owned();
@@ -585,7 +604,11 @@ impl PluginService {
 
     /// Answers a request that has a body to read, passes hooks, or whose route runs on the
     /// blocking pool or in a child process.
-    async fn answer_later<B>(&self, request: http::Request<B>) -> HttpResponse
+    async fn answer_later<B>(
+        &self,
+        request: http::Request<B>,
+        admitted: Option<Arc<Admitted>>,
+    ) -> HttpResponse
     where
         B: http_body::Body + Send + 'static,
         B::Data: Send,
@@ -617,10 +640,7 @@ impl PluginService {
             }
         };
         let mut request = plugin_request(method, path, query(&parts), &headers, &body);
-        request.connection = parts
-            .extensions
-            .get::<Arc<Admitted>>()
-            .map(|admitted| &admitted.connection);
+        request.connection = admitted.as_deref().map(|admitted| &admitted.connection);
         let response = if self.shared.router.hooks_see(path) {
             let client_method = parts.method.as_str();
             match self.exchange_pooled(&found, &request, &body, client_method) {
@@ -896,7 +916,11 @@ impl PluginService {
         call: &Call,
         job: impl FnOnce(&Shared) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Response> {
-        let progress = Arc::new(Progress::new(instance.clone(), call.clone()));
+        let progress = Arc::new(Progress::new(
+            instance.clone(),
+            call.clone(),
+            self.deadline(instance),
+        ));
         self.on_pool_tracked(progress, move |shared, _| job(shared))
             .await
     }
@@ -953,23 +977,15 @@ impl PluginService {
         let result = loop {
             let (instance, since) = progress.since();
             let deadline = self.deadline(&instance);
-            let until = tokio::time::Instant::from_std(since + deadline);
-            let waited = self.unless_stopping(async {
-                tokio::select! {
-                    biased;
-                    joined = tokio::time::timeout_at(until, &mut task) => Some(joined),
-                    () = progress.moved.notified() => None,
-                }
-            });
-            let waited = match waited.await {
-                // The job moved on to another call, which has a deadline of its own.
-                Some(None) => continue,
-                Some(Some(joined)) => Some(joined),
-                None => None,
-            };
-            match waited {
+            // Looked at again at least every `shortest`, the shortest deadline of the calls the
+            // job may make: a later call may have a shorter deadline than this one.
+            let until = (since + deadline).min(Instant::now() + progress.shortest);
+            let until = tokio::time::Instant::from_std(until);
+            let waited = self.unless_stopping(tokio::time::timeout_at(until, &mut task));
+            match waited.await {
                 Some(Ok(joined)) => break joined,
-                Some(Err(_)) if progress.since().1 != since => {}
+                // Not past the deadline of the call that runs now.
+                Some(Err(_)) if progress.since().1 != since || since.elapsed() < deadline => {}
                 // Past the deadline, or at the end of a shutdown's grace period: nobody waits
                 // for the call any more (it runs on), unless it returned just then.
                 missed => {
@@ -1010,8 +1026,8 @@ impl PluginService {
 /// waiting for it.
 struct Progress {
     running: parking_lot::Mutex<Running>,
-    /// Wakes the server when the job starts another call.
-    moved: tokio::sync::Notify,
+    /// The shortest deadline of the calls the job may make.
+    shortest: Duration,
 }
 
 struct Running {
@@ -1023,8 +1039,9 @@ struct Running {
 }
 
 impl Progress {
-    /// A job whose first call is `call` of `instance`, starting now.
-    fn new(instance: Instance, call: Call) -> Self {
+    /// A job whose first call is `call` of `instance`, starting now; none of its calls has a
+    /// deadline shorter than `shortest`.
+    fn new(instance: Instance, call: Call, shortest: Duration) -> Self {
         Self {
             running: parking_lot::Mutex::new(Running {
                 instance,
@@ -1032,7 +1049,7 @@ impl Progress {
                 since: Instant::now(),
                 blamed: None,
             }),
-            moved: tokio::sync::Notify::new(),
+            shortest,
         }
     }
 
@@ -1048,9 +1065,6 @@ impl Progress {
         running.instance = instance.clone();
         running.call = call;
         running.since = Instant::now();
-        drop(running);
-        // A permit, if the server is not waiting right now: it then sees the move at once.
-        self.moved.notify_one();
         Ok(())
     }
 

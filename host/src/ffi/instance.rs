@@ -463,25 +463,40 @@ impl RawInstance {
         };
         let raw = raw_request(request, std::ptr::null(), 0);
         let connection = raw_connection(request.connection);
-        let headers: Vec<PluginHttpHeader> = response
+        // Up to eight headers live on the stack, unset until written; more go to the heap.
+        const INLINE: usize = 8;
+        let mut inline = [MaybeUninit::<PluginHttpHeader>::uninit(); INLINE];
+        let mut heap = Vec::new();
+        let views = response
             .headers
             .iter()
             .map(|(name, value)| PluginHttpHeader {
                 name: as_plugin_str(name.as_str()),
                 value: as_plugin_bytes(value.as_bytes()),
-            })
-            .collect();
+            });
+        let count = response.headers.len();
+        let headers = if count > INLINE {
+            heap.extend(views);
+            heap.as_ptr()
+        } else {
+            for (slot, header) in inline.iter_mut().zip(views) {
+                slot.write(header);
+            }
+            // The first `count` entries were written just above.
+            inline.as_ptr().cast::<PluginHttpHeader>()
+        };
         let view = PluginResponseView {
             status: response.status,
-            headers: headers.as_ptr(),
-            header_count: headers.len(),
+            headers,
+            header_count: count,
             body: as_plugin_bytes(&response.body),
         };
         let mut edit = ResponseEdit::default();
         let mut slot = ErrorSlot::default();
         let status = crash::during(&self.hook_calls().on_response, || {
-            // SAFETY: as in `on_request`; the view's headers and body borrow `headers` and
-            // `response`, which outlive the call.
+            // SAFETY: as in `on_request`; the view's headers (the first `count` entries of
+            // `inline` or `heap`, written above) and body borrow `response`, and all outlive the
+            // call.
             unsafe {
                 hook(
                     self.ptr,

@@ -146,12 +146,12 @@ pub async fn serve(
         // touches is not shared with other threads.
         let service = Arc::new(service.clone());
         let (hooks, each) = (service.clone(), hooked.clone());
-        let handler = hyper::service::service_fn(move |mut request: http::Request<_>| {
-            if let Some((admitted, tally)) = &each {
+        let handler = hyper::service::service_fn(move |request: http::Request<_>| {
+            let admitted = each.as_ref().map(|(admitted, tally)| {
                 tally.requests.fetch_add(1, Ordering::Relaxed);
-                request.extensions_mut().insert(admitted.clone());
-            }
-            match service.answer_wire(request) {
+                admitted
+            });
+            match service.answer_wire(request, admitted.map(|a| &**a)) {
                 Attempt::Answered(response) => {
                     state.store(WRITING, Ordering::Relaxed);
                     Answer::Now(Some(response))
@@ -159,8 +159,9 @@ pub async fn serve(
                 Attempt::Deferred(request) => {
                     state.store(BUSY, Ordering::Relaxed);
                     let (service, state) = (service.clone(), state.clone());
+                    let admitted = admitted.cloned();
                     Answer::Later(Box::pin(async move {
-                        let response = service.answer_later(request).await;
+                        let response = service.answer_later(request, admitted).await;
                         state.store(WRITING, Ordering::Relaxed);
                         response
                     }))
