@@ -78,18 +78,24 @@ fn dispatch(c: &mut Criterion) {
             assert_eq!(response.status, 200);
         })
     });
-    group.bench_function("hook: the same with one no-op on_request hook in front", |b| {
-        b.iter(|| {
-            let response = hooked_once.dispatch(black_box(&request)).unwrap();
-            assert_eq!(response.status, 200);
-        })
-    });
-    group.bench_function("hooks: the same with no-op on_request and on_response hooks", |b| {
-        b.iter(|| {
-            let response = hooked.dispatch(black_box(&request)).unwrap();
-            assert_eq!(response.status, 200);
-        })
-    });
+    group.bench_function(
+        "hook: the same with one no-op on_request hook in front",
+        |b| {
+            b.iter(|| {
+                let response = hooked_once.dispatch(black_box(&request)).unwrap();
+                assert_eq!(response.status, 200);
+            })
+        },
+    );
+    group.bench_function(
+        "hooks: the same with no-op on_request and on_response hooks",
+        |b| {
+            b.iter(|| {
+                let response = hooked.dispatch(black_box(&request)).unwrap();
+                assert_eq!(response.status, 200);
+            })
+        },
+    );
     group.bench_function("baseline: Router::lookup + plain Rust call", |b| {
         b.iter(|| {
             let request = black_box(&request);

@@ -12,10 +12,19 @@ use plugin_host::{Request, config};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// One request for each sample instance the staged configuration serves: instance, method,
-/// target, headers, body. The hook plugins have no routes of their own: theirs goes to a route
-/// they stand in front of (`ratelimit` does not limit a request without a connection).
-const REQUESTS: [(&str, &str, &str, &[(&str, &str)], &[u8]); 9] = [
+/// A demo request: the instance it shows, method, target, headers, body.
+type DemoRequest = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static [u8],
+);
+
+/// One request for each sample instance the staged configuration serves. The hook plugins have
+/// no routes of their own: theirs goes to a route they stand in front of (`ratelimit` does not
+/// limit a request without a connection).
+const REQUESTS: [DemoRequest; 9] = [
     ("timing", "GET", "/ping", &[], b""),
     ("ratelimit", "GET", "/likes", &[], b""),
     (

@@ -811,6 +811,10 @@ impl PluginService {
 
     /// Calls an in-process hook on this thread (the caller holds an inline slot): 504 when it
     /// returns past its deadline.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error is the client's answer, moved to it once; as the async steps' errors"
+    )]
     fn hook_inline(
         &self,
         target: &HookTarget,
@@ -1055,6 +1059,10 @@ impl Progress {
 
     /// Says that the job starts `call` of `instance` now, unless the instance has too many
     /// calls running past their deadline already (then the answer is 503, as for one call).
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error is the client's answer, moved to it once; as the async steps' errors"
+    )]
     fn enter(&self, instance: &Instance, call: Call) -> Result<(), Response> {
         let (_, running) = instance.calls_past_deadline();
         if running >= MAX_CALLS_PAST_DEADLINE {
