@@ -42,9 +42,8 @@ fn escaped_and_bounded(log: &str, reasons: &[&str]) {
 fn poisoned_quoting(log: &str, panic: &str) {
     let quoted = format!("{panic}\\n{FORGED}); restart the host to serve it again");
     assert!(
-        log.lines().any(
-            |l| l.contains("out of service: it panicked earlier (") && l.contains(&quoted)
-        ),
+        log.lines()
+            .any(|l| l.contains("out of service: it panicked earlier (") && l.contains(&quoted)),
         "no poisoned refusal quoting `{quoted}` in:\n{log}"
     );
 }
