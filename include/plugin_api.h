@@ -280,7 +280,8 @@ typedef struct {
   PluginStatus (*set_status)(void *ctx, uint16_t status);
   /*
    Appends a header. The name must be an HTTP token (letters, digits and ``!#$%&'*+-.^_`|~``;
-   the host lower-cases it) and the value must contain no control character other than tab;
+   the host lower-cases it) and the value must contain no control character other than tab,
+   and the response may not hold more headers than an HTTP message may (thousands);
    otherwise `PLUGIN_INVALID_ARGUMENT`. Headers that frame the message (`content-length`,
    `transfer-encoding`, `connection`, `upgrade`, `te`, `trailer`) are refused the same way:
    the server sets them from the body.

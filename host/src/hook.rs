@@ -54,7 +54,7 @@ pub(crate) enum HeaderEdit {
 
 impl HeaderEdit {
     /// Applies the change to `headers`; an error when they would be more than a header map
-    /// holds (32768).
+    /// holds.
     pub(crate) fn apply(self, headers: &mut HeaderMap) -> Result<(), TooManyHeaders> {
         match self {
             HeaderEdit::Add(name, value) => headers.try_append(name, value).map(drop),
@@ -74,7 +74,7 @@ pub(crate) struct TooManyHeaders;
 
 impl std::fmt::Display for TooManyHeaders {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("its header changes make more headers than a message may have (32768)")
+        f.write_str("its header changes make more headers than a message may have")
     }
 }
 

@@ -366,7 +366,10 @@ impl PluginService {
                     Some(_slot) => {
                         let request =
                             plugin_request(method, path, query(&parts), &parts.headers, &[]);
-                        (self.call_inline(&route, &request), Some(route.plugin()))
+                        (
+                            self.call_inline(&route, &request, None),
+                            Some(route.plugin()),
+                        )
                     }
                     None => return Attempt::Deferred(http::Request::from_parts(parts, body)),
                 }
@@ -728,21 +731,26 @@ impl PluginService {
             return self.call_remote(route, request).await;
         }
         match self.admit_inline(route.pacing()) {
-            Some(_slot) => self.call_inline(route, request),
+            Some(_slot) => self.call_inline(route, request, None),
             None => self.call_blocking(route, request, body).await,
         }
     }
 
-    /// Calls the handler on this thread (the caller holds an inline slot).
-    fn call_inline(&self, route: &RouteMatch<'_, '_>, request: &Request<'_>) -> Response {
+    /// Calls the handler on this thread (the caller holds an inline slot, or runs a pooled job
+    /// whose `progress` it is).
+    fn call_inline(
+        &self,
+        route: &RouteMatch<'_, '_>,
+        request: &Request<'_>,
+        progress: Option<&Progress>,
+    ) -> Response {
         let call = || Call::route(route, request.method);
         let (result, took) = self
             .shared
             .timed(route.pacing(), call, || route.call(request));
         let deadline = self.deadline(route.instance());
         if took > deadline {
-            route.instance().deadline_missed();
-            return past_deadline(route.instance(), &call(), deadline);
+            return late(route.instance(), &call(), deadline, progress);
         }
         result.unwrap_or_else(|error| failure(&error))
     }
@@ -789,7 +797,7 @@ impl PluginService {
             return self.awaited(instance, &what, deadline, answer).await;
         }
         if let Some(_slot) = self.admit_inline(&target.pacing) {
-            return self.hook_inline(target, call);
+            return self.hook_inline(target, call, None);
         }
         let index = router.hook_index(target);
         let owned = OwnedCall::new(call, body);
@@ -819,6 +827,7 @@ impl PluginService {
         &self,
         target: &HookTarget,
         call: HookCall<'_, '_>,
+        progress: Option<&Progress>,
     ) -> Result<HookAnswer, Response> {
         let lease = self.shared.router.hook_lease(target);
         let instance = lease.instance();
@@ -827,8 +836,7 @@ impl PluginService {
         let (result, took) = self.shared.timed(&target.pacing, what, || lease.hook(call));
         let deadline = self.deadline(instance);
         if took > deadline {
-            instance.deadline_missed();
-            return Err(past_deadline(instance, &what(), deadline));
+            return Err(late(instance, &what(), deadline, progress));
         }
         result.map_err(|error| failure(&error))
     }
@@ -958,7 +966,7 @@ impl PluginService {
             if theirs.load(Ordering::Acquire) == ABANDONED {
                 // Nobody waits for it any more (it waited for a thread past its deadline, or
                 // its client went away): the plugin is not called.
-                let blamed = progress.returned();
+                let (blamed, _) = progress.returned();
                 return Err(Error::new(ErrorKind::Closed).with_plugin(blamed.name()));
             }
             let started = Instant::now();
@@ -967,11 +975,11 @@ impl PluginService {
                 .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
             {
-                progress.returned();
+                let (_, blamed) = progress.returned();
                 tracing::warn!(
                     target: FAILURE,
                     "{} returned after {:?}, with nobody waiting for it (past its deadline, or its client went away)",
-                    progress.current().1.describe(),
+                    blamed.describe(),
                     started.elapsed(),
                 );
             }
@@ -1038,8 +1046,8 @@ struct Running {
     instance: Instance,
     call: Call,
     since: Instant,
-    /// The instance counted as having a call nobody waits for (see [`Waiter`]).
-    blamed: Option<Instance>,
+    /// The call counted as one nobody waits for, and its instance (see [`Waiter`]).
+    blamed: Option<(Instance, Call)>,
 }
 
 impl Progress {
@@ -1092,17 +1100,23 @@ impl Progress {
     fn abandon(&self) {
         let mut running = self.running.lock();
         running.instance.call_abandoned();
-        running.blamed = Some(running.instance.clone());
+        running.blamed = Some((running.instance.clone(), running.call.clone()));
     }
 
-    /// Counts the abandoned call as returned; the instance it was counted against.
-    fn returned(&self) -> Instance {
+    /// Whether the server stopped waiting for the job: a call of it that returns late is
+    /// counted and answered already.
+    fn abandoned(&self) -> bool {
+        self.running.lock().blamed.is_some()
+    }
+
+    /// Counts the abandoned call as returned; the call and the instance it was counted against.
+    fn returned(&self) -> (Instance, Call) {
         let mut running = self.running.lock();
         let blamed = running
             .blamed
             .take()
-            .unwrap_or_else(|| running.instance.clone());
-        blamed.abandoned_call_returned();
+            .unwrap_or_else(|| (running.instance.clone(), running.call.clone()));
+        blamed.0.abandoned_call_returned();
         blamed
     }
 }
@@ -1163,7 +1177,7 @@ impl Steps for Served<'_, '_, '_> {
                     Call::Hook(instance.name().to_owned(), call.name()),
                 )?;
             }
-            return self.service.hook_inline(target, call);
+            return self.service.hook_inline(target, call, self.progress);
         }
         self.service.call_hook(target, call, self.body).await
     }
@@ -1181,7 +1195,7 @@ impl Steps for Served<'_, '_, '_> {
                 {
                     return Ok(refused);
                 }
-                self.service.call_inline(route, request)
+                self.service.call_inline(route, request, self.progress)
             }
             Lookup::Found(route) => self.service.call_route(route, request, self.body).await,
             Lookup::MethodNotAllowed(allowed) => {
@@ -1594,6 +1608,27 @@ fn plugin_error(status: StatusCode, plugin: &str, kind: &str, message: &str) -> 
         status,
         &serde_json::json!({ "error": format!("plugin `{plugin}`: {message}"), "plugin": plugin, "kind": kind }),
     )
+}
+
+/// The response for a call that returned past its deadline, run inline or in a pooled job
+/// (`progress`): [`past_deadline`]'s, unless the server stopped waiting for the job already,
+/// and then counted and logged the call: then one that nobody reads.
+fn late(
+    instance: &Instance,
+    call: &Call,
+    deadline: Duration,
+    progress: Option<&Progress>,
+) -> Response {
+    if progress.is_some_and(Progress::abandoned) {
+        return plugin_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            instance.name(),
+            "timeout",
+            &call.late(deadline),
+        );
+    }
+    instance.deadline_missed();
+    past_deadline(instance, call, deadline)
 }
 
 /// The response for a call that ran past its deadline: 504, naming the plugin.

@@ -1,12 +1,13 @@
 //! Hooks of plugins in the host's process, Rust (`hooky`, through the SDK) and C (`hooks.c`,
 //! against the header alone), over real HTTP on 127.0.0.1 with `plugin-host serve`, and through
 //! `Router::dispatch`: the order of request and response hooks, a hook that answers, header and
-//! response changes, path scopes, failing, panicking and slow hooks, refused connections and
-//! what `on_disconnect` is told.
+//! response changes, path scopes, failing, panicking and slow hooks, header changes past what a
+//! message may have, refused, slow and out-of-service `on_connect` hooks, and what
+//! `on_disconnect` is told.
 
 use crate::util::{
     KeepAlive, assert_closed_without_answer, assert_failure, entry, fixture, get, hooky, host,
-    http, http_raw, samples, scratch, serve, serve_logging,
+    http, http_raw, line_with, samples, scratch, serve, serve_logging,
 };
 use plugin_host::{Connection, ErrorKind, Factory, HookSet, Request, Router};
 use serde_json::json;
@@ -295,32 +296,65 @@ fn a_panicking_hook_is_500_then_its_plugin_is_out_of_service_and_health_degraded
 
 #[test]
 fn a_request_hook_past_its_plugins_deadline_is_504_and_serving_goes_on() {
-    let text = hooky_entry("a", "", "")
-        + &hooky_entry("b", "handler_timeout = 0.3", "")
-        + &hooky_entry("c", "", "");
-    let served = serve("hooks-slow", &text);
-    let sent = Instant::now();
-    let response = get(
-        &served,
-        "/hooky/a/echo",
-        &[("x-hook-slow", "b"), ("x-hook-sleep-ms", "1500")],
-    );
-    let took = sent.elapsed();
-    assert_eq!(response.status, 504, "{}", response.text());
-    let body = response.json();
-    assert_eq!(
-        (&body["plugin"], &body["kind"]),
-        (&json!("b"), &json!("timeout")),
-        "{body}"
-    );
-    // A new hook runs off the server's workers, so its client is answered at the deadline.
-    assert!(
-        took < Duration::from_millis(1200),
-        "answered after {took:?}"
-    );
-    let response = get(&served, "/hooky/a/echo", &[]);
-    assert_eq!(response.status, 200, "{}", response.text());
-    assert_eq!(response.json()["x-hook-trail"], "a,b,c");
+    // `b`'s on_request hook, then `b`'s route, each past `b`'s deadline in an exchange that
+    // runs as one job on the blocking pool, from `a`'s hooks to `c`'s: `a` and `c` have the
+    // default deadline, 30 s.
+    let cases = [
+        ("/hooky/a/echo", "x-hook-slow"),
+        ("/hooky/b/echo", "x-hook-slow-route"),
+    ];
+    for (target, slow) in cases {
+        let text = hooky_entry("a", "", "")
+            + &hooky_entry("b", "handler_timeout = 0.3", "")
+            + &hooky_entry("c", "", "");
+        let served = serve("hooks-slow", &text);
+        let sent = Instant::now();
+        let response = get(&served, target, &[(slow, "b"), ("x-hook-sleep-ms", "1500")]);
+        let took = sent.elapsed();
+        assert_eq!(response.status, 504, "{slow}: {}", response.text());
+        let body = response.json();
+        assert_eq!(
+            (&body["plugin"], &body["kind"]),
+            (&json!("b"), &json!("timeout")),
+            "{slow}: {body}"
+        );
+        // A new hook runs off the server's workers, so its client is answered at the deadline.
+        assert!(
+            took < Duration::from_millis(1200),
+            "{slow}: answered after {took:?}"
+        );
+        let response = get(&served, "/hooky/a/echo", &[]);
+        assert_eq!(response.status, 200, "{slow}: {}", response.text());
+        assert_eq!(response.json()["x-hook-trail"], "a,b,c", "{slow}");
+        // The call past its deadline is counted once, against `b` alone, and so is its return
+        // (after a slow route, the job goes on to the on_response hooks of `c`, `b` and `a`).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let health = get(&served, "/healthz", &[]).json();
+            let counted = &health["calls_past_deadline"];
+            assert_eq!(
+                (counted.as_object().map(|c| c.len()), &counted["b"]["total"]),
+                (Some(1), &json!(1)),
+                "{slow}: {health}"
+            );
+            if counted["b"]["running"] == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{slow}: b's call still counted as running 5 s later: {health}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The log says so once, and names `b`'s call when it returns.
+        let (_, log) = served.terminate_within(Duration::from_secs(10));
+        let late = log.matches("ran past its deadline").count();
+        assert_eq!(late, 1, "{slow}: {log}");
+        line_with(
+            &log,
+            &["plugin `b`", "returned after", "with nobody waiting for it"],
+        );
+    }
 }
 
 #[test]
@@ -567,4 +601,122 @@ fn router_dispatch_reports_a_failing_or_panicking_hook_as_an_error_naming_the_pl
         "{error:?}"
     );
     assert_eq!(error.plugin(), Some("b"));
+}
+
+#[test]
+fn a_slow_on_connect_hook_runs_off_the_servers_workers_and_fails_closed_at_its_deadline() {
+    // `counter`, registered first, has no on_connect hook: the one called is hooky's.
+    let text = format!(
+        "[[plugin]]\npath = {:?}\nname = \"counter\"\n\n",
+        samples().counter.display().to_string()
+    ) + &hooky_entry("a", "handler_timeout = 0.3", "connect_sleep_ms = 2000");
+    let served = serve("hooks-slow-connect", &text);
+    // More connections at once than the server has workers (2), each sending a request.
+    let began = Instant::now();
+    let took: Vec<Duration> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let opened = Instant::now();
+                    assert_closed_without_answer(served.addr);
+                    opened.elapsed()
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let all = began.elapsed();
+    // Each is closed at its hook's deadline, none waits for another's hook: on a worker, the
+    // hooks of two connections would run at a time, for 2 s each.
+    for each in &took {
+        assert!(
+            (Duration::from_millis(300)..Duration::from_millis(1200)).contains(each),
+            "closed after {took:?}"
+        );
+    }
+    assert!(
+        all < Duration::from_millis(1500),
+        "all closed after {all:?}"
+    );
+    let (_, log) = served.terminate_within(Duration::from_secs(10));
+    let late: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("its on_connect hook ran past its deadline"))
+        .collect();
+    assert_eq!(late.len(), 4, "{log}");
+    for line in late {
+        assert!(line.contains("plugin `a`"), "{line}");
+    }
+}
+
+#[test]
+fn a_hook_whose_header_changes_make_too_many_headers_is_500_and_serving_goes_on() {
+    let served = serve(
+        "hooks-many",
+        &(hooky_entry("a", "", "") + &hooky_entry("b", "", "")),
+    );
+    let cases = [
+        ("x-hook-many", "on_request"),
+        ("x-hook-many-response", "on_response"),
+    ];
+    // First on the blocking pool, where new hooks run; then inline, where they run once they
+    // have earned it.
+    for _ in 0..2 {
+        for (header, hook) in cases {
+            let response = get(&served, "/hooky/a/echo", &[(header, "b")]);
+            assert_failure(
+                &response,
+                500,
+                "b",
+                "failed",
+                &format!("its {hook} hook failed"),
+            );
+            assert!(!response.text().contains("headers"), "{}", response.text());
+        }
+        for _ in 0..10 {
+            let response = get(&served, "/hooky/a/echo", &[]);
+            assert_eq!(response.status, 200, "{}", response.text());
+            assert_eq!(response.json()["x-hook-trail"], "a,b");
+        }
+    }
+    let (_, log) = served.terminate_within(Duration::from_secs(10));
+    for (_, hook) in cases {
+        let reason = format!(
+            "its {hook} hook failed: its header changes make more headers than a message may have"
+        );
+        line_with(&log, &["plugin `b`", &reason]);
+    }
+}
+
+#[test]
+fn a_connection_accepted_while_its_on_connect_plugin_is_out_of_service_answers_503_and_closes() {
+    let served = serve("hooks-connect-poisoned", &abc());
+    let response = get(&served, "/hooky/a/echo", &[("x-hook-panic", "b")]);
+    assert_failure(
+        &response,
+        500,
+        "b",
+        "panicked",
+        "its on_request hook panicked",
+    );
+    // `b`'s on_connect hook cannot decide: the connection is accepted, and closed by `b`.
+    let mut client = KeepAlive::connect(served.addr);
+    let response = client.get("/hooky/a/echo", &[]);
+    assert_failure(
+        &response,
+        503,
+        "b",
+        "poisoned",
+        "out of service after it panicked",
+    );
+    assert_eq!(response.header("connection"), Some("close"), "{response:?}");
+    client.assert_closed(Duration::from_secs(2));
+    // A fresh connection is accepted all the same, and the health check says why.
+    let health = get(&served, "/healthz", &[]);
+    let body = health.json();
+    assert_eq!(
+        (health.status, &body["status"], &body["poisoned"]),
+        (503, &json!("degraded"), &json!(["b"])),
+        "{body}"
+    );
 }

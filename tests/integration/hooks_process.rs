@@ -3,8 +3,8 @@
 //! same behaviours keyed on the same headers, beside `hooky` in the host's process: the order of
 //! request and response hooks across the three kinds, a hook that answers, header and response
 //! changes, failing, panicking and slow hooks, refused connections, what `on_disconnect` is
-//! told, the queue limit, answers the host refuses, a restarted process that lists other hooks,
-//! and a program of protocol 1.0, which gets no hook message.
+//! told, the queue limit, answers the host refuses (too many headers among them), a restarted
+//! process that lists other hooks, and a program of protocol 1.0, which gets no hook message.
 
 use crate::util::{
     HttpResponse, KeepAlive, assert_closed_without_answer, assert_error, assert_failure, get,
@@ -612,4 +612,46 @@ fn the_sample_program_quote_refuses_a_served_by_that_is_not_text() {
             if reason.as_str()
                 == "it refused to run: invalid configuration at `served_by`: expected text")
     });
+}
+
+#[test]
+fn a_process_hook_whose_answer_makes_too_many_headers_is_500_and_serving_goes_on() {
+    let changes = "its header changes make more headers than a message may have";
+    for kind in PROCESS_KINDS {
+        let text = entry(Kind::InProcess, "a", "", "") + &entry(kind, "b", "", "");
+        let served = serve("hooks-process-many", &text);
+        let mut cases = vec![
+            ("x-hook-many", "on_request", changes),
+            ("x-hook-many-response", "on_response", changes),
+        ];
+        if let Kind::Program = kind {
+            cases.push((
+                "x-hook-many-respond",
+                "on_request",
+                "it answered with 33000 headers, more than a message may have",
+            ));
+        }
+        for &(header, hook, _) in &cases {
+            let response = get(&served, "/hooky/a/echo", &[(header, "b")]);
+            assert_failure(
+                &response,
+                500,
+                "b",
+                "failed",
+                &format!("its {hook} hook failed"),
+            );
+            assert!(!response.text().contains("headers"), "{}", response.text());
+            // The host, and the plugin, serve on.
+            let response = get(&served, "/hooky/a/echo", &[]);
+            assert_eq!(response.status, 200, "{kind:?}: {}", response.text());
+            assert_eq!(response.json()["x-hook-trail"], "a,b", "{kind:?}");
+        }
+        let (_, log) = served.terminate_within(Duration::from_secs(10));
+        for (_, hook, reason) in cases {
+            line_with(
+                &log,
+                &["plugin `b`", &format!("its {hook} hook failed: {reason}")],
+            );
+        }
+    }
 }

@@ -325,6 +325,23 @@ impl KeepAlive {
         self.received += raw.len() as u64;
         parse_response(&raw, split)
     }
+
+    /// Asserts that the server closes the connection within `within`: the next read ends the
+    /// stream without a byte.
+    #[track_caller]
+    pub fn assert_closed(&mut self, within: std::time::Duration) {
+        use std::io::Read;
+        self.stream.set_read_timeout(Some(within)).unwrap();
+        let mut more = [0; 4096];
+        match self.stream.read(&mut more) {
+            Ok(0) => {}
+            Ok(read) => panic!(
+                "the server sent more: {:?}",
+                String::from_utf8_lossy(&more[..read])
+            ),
+            Err(e) => panic!("the connection is still open {within:?} later ({e})"),
+        }
+    }
 }
 
 /// Sends a request with a body and reads the response.

@@ -251,11 +251,12 @@ unsafe extern "C" fn response_add_header(
             .zip(value)
             .and_then(|(n, v)| crate::message::checked_header(n, v))
         {
-            Some((name, value)) => {
-                // SAFETY: called by the plugin with the writer's context during the handler.
-                unsafe { response(ctx) }.headers.append(name, value);
-                PLUGIN_OK
-            }
+            // SAFETY: called by the plugin with the writer's context during the handler.
+            Some((name, value)) => match unsafe { response(ctx) }.headers.try_append(name, value) {
+                Ok(_) => PLUGIN_OK,
+                // More headers than a message may have.
+                Err(_) => PLUGIN_INVALID_ARGUMENT,
+            },
             None => PLUGIN_INVALID_ARGUMENT,
         }
     })

@@ -474,7 +474,7 @@ impl Remote {
         let status = self.checked_status(asked, status)?;
         let too_many = || {
             self.error(asked.failed(format!(
-                "it answered with {} headers, more than a message may have (32768)",
+                "it answered with {} headers, more than a message may have",
                 headers.len()
             )))
         };
