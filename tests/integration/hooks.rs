@@ -6,8 +6,8 @@
 //! `on_disconnect` is told.
 
 use crate::util::{
-    KeepAlive, assert_closed_without_answer, assert_failure, entry, fixture, get, hooky, host,
-    http, http_raw, line_with, samples, scratch, serve, serve_logging,
+    KeepAlive, assert_closed_without_answer, assert_failure, assert_told, entry, fixture, get,
+    hooky, host, http, http_raw, line_with, samples, scratch, serve, serve_logging,
 };
 use plugin_host::{Connection, ErrorKind, Factory, HookSet, Request, Router};
 use serde_json::json;
@@ -408,26 +408,14 @@ fn on_disconnect_is_told_what_each_connection_did() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let lifetime = opened.elapsed();
-    let last = &stats["last"];
-    assert_eq!(
-        (&last["client"], &last["local"], &last["requests"]),
-        (
-            &json!(address.to_string()),
-            &json!(served.addr.to_string()),
-            &json!(2)
-        ),
-        "{stats}"
-    );
-    // Every byte of the two requests and the two answers, no more.
-    assert_eq!(
-        (&last["bytes_in"], &last["bytes_out"]),
-        (&json!(sent), &json!(received)),
-        "{stats}"
-    );
-    let duration = Duration::from_micros(last["duration_us"].as_u64().unwrap());
-    assert!(
-        duration >= Duration::from_millis(100) && duration <= lifetime,
-        "open for {duration:?}, within {lifetime:?}: {stats}"
+    let (client, server) = (address, served.addr);
+    assert_told(
+        &stats["last"],
+        client,
+        server,
+        (sent, received),
+        lifetime,
+        "in process",
     );
 }
 

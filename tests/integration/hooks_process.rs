@@ -7,9 +7,9 @@
 //! process that lists other hooks, and a program of protocol 1.0, which gets no hook message.
 
 use crate::util::{
-    HttpResponse, KeepAlive, assert_closed_without_answer, assert_error, assert_failure, get,
-    hooky, http_raw, line_with, process_options, program, sample_program, scratch, serve,
-    serve_logging,
+    HttpResponse, KeepAlive, assert_closed_without_answer, assert_error, assert_failure,
+    assert_told, get, hooky, http_raw, line_with, process_options, program, sample_program,
+    scratch, serve, serve_logging,
 };
 use plugin_host::config::{PluginEntry, Run};
 use plugin_host::process::ProcessPlugin;
@@ -297,25 +297,14 @@ fn on_disconnect_tells_a_process_what_each_connection_did() {
             std::thread::sleep(Duration::from_millis(50));
         };
         let lifetime = opened.elapsed();
-        let last = &stats["last"];
-        assert_eq!(
-            (&last["client"], &last["local"], &last["requests"]),
-            (
-                &json!(address.to_string()),
-                &json!(served.addr.to_string()),
-                &json!(2)
-            ),
-            "{kind:?}: {stats}"
-        );
-        assert_eq!(
-            (&last["bytes_in"], &last["bytes_out"]),
-            (&json!(sent), &json!(received)),
-            "{kind:?}: {stats}"
-        );
-        let duration = Duration::from_micros(last["duration_us"].as_u64().unwrap());
-        assert!(
-            duration >= Duration::from_millis(100) && duration <= lifetime,
-            "{kind:?}: open for {duration:?}, within {lifetime:?}: {stats}"
+        let (client, server, context) = (address, served.addr, format!("{kind:?}"));
+        assert_told(
+            &stats["last"],
+            client,
+            server,
+            (sent, received),
+            lifetime,
+            &context,
         );
     }
 }

@@ -855,3 +855,39 @@ pub fn assert_closed_without_answer(addr: std::net::SocketAddr) {
         ),
     }
 }
+
+/// Asserts that what an `on_disconnect` hook was told of a closed connection (`last`, as the
+/// `hooky` fixture's stats route reports it) is what its client saw: its addresses, two
+/// requests, every byte sent (`sent`) and received (`received`), and a duration of at least
+/// 100 ms and at most `lifetime`. `context` starts the failure message.
+#[track_caller]
+pub fn assert_told(
+    last: &serde_json::Value,
+    client: std::net::SocketAddr,
+    server: std::net::SocketAddr,
+    (sent, received): (u64, u64),
+    lifetime: std::time::Duration,
+    context: &str,
+) {
+    use serde_json::json;
+    assert_eq!(
+        (&last["client"], &last["local"], &last["requests"]),
+        (
+            &json!(client.to_string()),
+            &json!(server.to_string()),
+            &json!(2)
+        ),
+        "{context}: {last}"
+    );
+    // Every byte of the two requests and the two answers, no more.
+    assert_eq!(
+        (&last["bytes_in"], &last["bytes_out"]),
+        (&json!(sent), &json!(received)),
+        "{context}: {last}"
+    );
+    let duration = std::time::Duration::from_micros(last["duration_us"].as_u64().unwrap());
+    assert!(
+        duration >= std::time::Duration::from_millis(100) && duration <= lifetime,
+        "{context}: open for {duration:?}, within {lifetime:?}: {last}"
+    );
+}
