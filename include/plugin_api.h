@@ -618,8 +618,9 @@ typedef struct {
    the reverse order of registration (the last registered sees the response first), for
    answers of routes, of `on_request` hooks, and the host's 404 and 405.
 
-   `[thread-safe]`, as `on_request`. `request` is the request as the route saw it (the
-   header changes of `on_request` hooks applied; `params` empty). `request`, `connection`,
+   `[thread-safe]`, as `on_request`. `request` is the request as the route saw it, or as it
+   stood when an `on_request` hook answered or the host found no route (the header changes
+   of the `on_request` hooks that ran applied; `params` empty). `request`, `connection`,
    `response`, `edit` and `error` are borrowed for the call. Returns `PLUGIN_OK` (the
    changes made through `edit` apply), or fails as `on_request` does.
    */

@@ -47,6 +47,10 @@ impl Plugin for Plug {
         routes.get("/{{name}}", Self::hello)?;
         Ok(())
     }
+
+    // Hooks that see every request (`on_request`, `on_response`, `on_connect`,
+    // `on_disconnect`) are trait methods too: name them in `const HOOKS` and implement them
+    // (see "Hooks" in the host's README).
 }
 
 plugin_api::export_plugin!(Plug);
