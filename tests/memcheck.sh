@@ -17,7 +17,8 @@ cargo test -q -p plugin-tests --test integration -- --list >/dev/null
 binary=$(cargo test -q -p plugin-tests --test integration --no-run --message-format=json |
   awk -F'"executable":"' 'NF > 1 { split($2, a, "\""); print a[1] }' | tail -n 1)
 filters=("$@")
-[ ${#filters[@]} -gt 0 ] || filters=(loading:: hostile:: registry:: router:: service:: http::)
+[ ${#filters[@]} -gt 0 ] || filters=(loading:: hostile:: registry:: router:: service:: http::
+  hooks::router_dispatch compat::plugins_built_for_abi_1_0_load)
 
 log=$(mktemp)
 status=0
