@@ -352,9 +352,15 @@ impl PluginService {
             return Attempt::Answered(exchange.finish(&parts, response, None));
         }
         if self.shared.router.hooks_see(path) {
-            if body.is_end_stream()
-                && let Some((response, plugin)) = self.exchange_inline(&parts, path, admitted)
-            {
+            let inline = body.is_end_stream().then(|| {
+                let (found, method) = self.find(&parts, path);
+                let mut request = plugin_request(method, path, query(&parts), &parts.headers, &[]);
+                request.connection = admitted.map(|admitted| &admitted.connection);
+                let client_method = parts.method.as_str();
+                let response = self.exchange_inline(&found, &request, &Bytes::new(), client_method);
+                response.map(|response| (response, found_plugin(&found)))
+            });
+            if let Some(Some((response, plugin))) = inline {
                 return Attempt::Answered(exchange.finish(&parts, response, plugin));
             }
             return Attempt::Deferred(http::Request::from_parts(parts, body));
@@ -425,52 +431,48 @@ impl PluginService {
         inline.admit()
     }
 
-    /// Runs a request without a body through its hooks and route on this thread, holding one
-    /// inline slot for the whole exchange, when every call of it has earned to run inline (its
-    /// hooks' and its route's, all in this process); `None` otherwise, and then nothing ran.
+    /// Runs a request through its hooks and route on this thread, holding one inline slot for
+    /// the whole exchange, when every call of it has earned to run inline (its hooks' and its
+    /// route's, all in this process) and a slot is free; `None` otherwise, and then nothing
+    /// ran.
     /// Taking one slot per exchange rather than one per call keeps a chain of fast hooks off the
     /// blocking pool when other workers run calls too.
-    fn exchange_inline<'r>(
-        &'r self,
-        parts: &http::request::Parts,
-        path: &str,
-        admitted: Option<&Admitted>,
-    ) -> Option<(Response, Option<&'r str>)> {
+    fn exchange_inline(
+        &self,
+        found: &Lookup<'_, '_>,
+        request: &Request<'_>,
+        body: &Bytes,
+        client_method: &str,
+    ) -> Option<Response> {
         let router = &self.shared.router;
-        let (found, method) = self.find(parts, path);
-        let (route_inline, plugin) = match &found {
-            Lookup::Found(route) => (
-                !route.awaits() && route.pacing().inline(),
-                Some(route.plugin()),
-            ),
-            _ => (true, None),
+        let route_inline = match found {
+            Lookup::Found(route) => !route.awaits() && route.pacing().inline(),
+            _ => true,
         };
-        if !route_inline || !router.hooks_inline(path) {
+        if !route_inline || !router.hooks_inline(request.path) {
             return None;
         }
         let _slot = self.admit_slot()?;
-        let mut request = plugin_request(method, path, query(parts), &parts.headers, &[]);
-        request.connection = admitted.map(|admitted| &admitted.connection);
         let steps = Served {
             service: self,
-            found: &found,
-            client_method: parts.method.as_str(),
-            body: &Bytes::new(),
+            found,
+            client_method,
+            body,
             inline: true,
             progress: None,
         };
-        let exchange = std::pin::pin!(router.exchange(&steps, &request));
+        let exchange = std::pin::pin!(router.exchange(&steps, request));
         // Every step is a call on this thread: the exchange completes on its first poll.
         let response = crate::block::on(exchange, None).expect("an inline exchange completes");
-        Some((response.unwrap_or_else(|response| response), plugin))
+        Some(response.unwrap_or_else(|response| response))
     }
 
     /// Runs a request through its hooks and route as one job on the blocking pool, when every
     /// call of it is in this process (a call to a child process is awaited, step by step,
     /// instead); `None` otherwise. One job rather than one per call: a hop to the pool costs
-    /// microseconds, a plugin call nanoseconds. Each call reports its own lateness when it
-    /// returns (504, as inline); the job as a whole is waited for as a call of the route's
-    /// plugin (or, without a route, of the first hook's) is.
+    /// microseconds, a plugin call nanoseconds. The job says which call it runs, so that the
+    /// server answers 504 at that call's deadline and blames its plugin (see
+    /// [`on_pool_tracked`](Self::on_pool_tracked)).
     fn exchange_pooled(
         &self,
         found: &Lookup<'_, '_>,
@@ -627,10 +629,7 @@ impl PluginService {
         };
         let path = &*path;
         let (found, method) = self.find(&parts, path);
-        let plugin = match &found {
-            Lookup::Found(route) => Some(route.plugin()),
-            _ => None,
-        };
+        let plugin = found_plugin(&found);
         let body = match self.unless_stopping(self.read_body(&headers, body)).await {
             Some(Ok(body)) => body,
             Some(Err(response)) => return exchange.finish(&parts, response, plugin),
@@ -646,20 +645,24 @@ impl PluginService {
         request.connection = admitted.as_deref().map(|admitted| &admitted.connection);
         let response = if self.shared.router.hooks_see(path) {
             let client_method = parts.method.as_str();
-            match self.exchange_pooled(&found, &request, &body, client_method) {
-                Some(pooled) => pooled.await,
-                None => {
-                    let steps = Served {
-                        service: self,
-                        found: &found,
-                        client_method,
-                        body: &body,
-                        inline: false,
-                        progress: None,
-                    };
-                    match self.shared.router.exchange(&steps, &request).await {
-                        Ok(response) | Err(response) => response,
-                    }
+            // A slot may have come free since `answer_now` found none: then no hop to the pool.
+            if let Some(response) = self.exchange_inline(&found, &request, &body, client_method) {
+                response
+            } else if let Some(pooled) =
+                self.exchange_pooled(&found, &request, &body, client_method)
+            {
+                pooled.await
+            } else {
+                let steps = Served {
+                    service: self,
+                    found: &found,
+                    client_method,
+                    body: &body,
+                    inline: false,
+                    progress: None,
+                };
+                match self.shared.router.exchange(&steps, &request).await {
+                    Ok(response) | Err(response) => response,
                 }
             }
         } else {
@@ -1118,6 +1121,14 @@ impl Progress {
             .unwrap_or_else(|| (running.instance.clone(), running.call.clone()));
         blamed.0.abandoned_call_returned();
         blamed
+    }
+}
+
+/// The plugin whose route a request found, for the access log.
+fn found_plugin<'r>(found: &Lookup<'r, '_>) -> Option<&'r str> {
+    match found {
+        Lookup::Found(route) => Some(route.plugin()),
+        _ => None,
     }
 }
 
