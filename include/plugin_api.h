@@ -494,7 +494,8 @@ typedef struct {
    */
   PluginConnection connection;
   /*
-   The number of requests answered on the connection.
+   The number of requests received on the connection (each one is answered, unless the
+   connection broke first).
    */
   uint64_t requests;
   /*

@@ -181,7 +181,7 @@ pub struct Connection {
 pub struct ConnectionStats {
     /// Its addresses.
     pub connection: Connection,
-    /// The requests answered on it.
+    /// The requests received on it.
     pub requests: u64,
     /// The bytes read from the client.
     pub bytes_in: u64,

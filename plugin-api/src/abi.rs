@@ -261,7 +261,8 @@ pub struct PluginConnection {
 pub struct PluginConnectionStats {
     /// The addresses, as in `on_connect`.
     pub connection: PluginConnection,
-    /// The number of requests answered on the connection.
+    /// The number of requests received on the connection (each one is answered, unless the
+    /// connection broke first).
     pub requests: u64,
     /// The bytes read from the client.
     pub bytes_in: u64,

@@ -252,7 +252,8 @@ impl<'a> ConnectionStats<'a> {
         Connection::new(&self.raw.connection).local()
     }
 
-    /// The number of requests answered on the connection.
+    /// The number of requests received on the connection (each one is answered, unless the
+    /// connection broke first).
     pub fn requests(&self) -> u64 {
         self.raw.requests
     }
