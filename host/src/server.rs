@@ -6,7 +6,7 @@ mod connection;
 mod inline;
 
 use crate::error::{Error, ErrorKind, PluginText};
-use crate::hook::{ConnectVerdict, Connection, ConnectionStats};
+use crate::hook::{ConnectVerdict, Connection, ConnectionStats, RequestVerdict};
 use crate::message::{Request, Response};
 use crate::pacing::{Move, Pacing};
 use crate::plugin::{HookAnswer, HookCall, Instance, State};
@@ -358,7 +358,7 @@ impl PluginService {
                 request.connection = admitted.map(|admitted| &admitted.connection);
                 let client_method = parts.method.as_str();
                 let response = self.exchange_inline(&found, &request, &Bytes::new(), client_method);
-                response.map(|response| (response, found_plugin(&found)))
+                response.map(|(response, by)| (response, self.answerer(by, &found)))
             });
             if let Some(Some((response, plugin))) = inline {
                 return Attempt::Answered(exchange.finish(&parts, response, plugin));
@@ -437,13 +437,14 @@ impl PluginService {
     /// ran.
     /// Taking one slot per exchange rather than one per call keeps a chain of fast hooks off the
     /// blocking pool when other workers run calls too.
+    /// Also says which hook target answered instead of the route, if one did.
     fn exchange_inline(
         &self,
         found: &Lookup<'_, '_>,
         request: &Request<'_>,
         body: &Bytes,
         client_method: &str,
-    ) -> Option<Response> {
+    ) -> Option<(Response, Option<usize>)> {
         let router = &self.shared.router;
         let route_inline = match found {
             Lookup::Found(route) => !route.awaits() && route.pacing().inline(),
@@ -460,11 +461,15 @@ impl PluginService {
             body,
             inline: true,
             progress: None,
+            answered_by: Answerer::default(),
         };
         let exchange = std::pin::pin!(router.exchange(&steps, request));
         // Every step is a call on this thread: the exchange completes on its first poll.
         let response = crate::block::on(exchange, None).expect("an inline exchange completes");
-        Some(response.unwrap_or_else(|response| response))
+        Some((
+            response.unwrap_or_else(|response| response),
+            steps.answered_by.get(),
+        ))
     }
 
     /// Runs a request through its hooks and route as one job on the blocking pool, when every
@@ -479,7 +484,7 @@ impl PluginService {
         request: &Request<'_>,
         body: &Bytes,
         client_method: &str,
-    ) -> Option<impl Future<Output = Response> + Send + use<>> {
+    ) -> Option<impl Future<Output = (Response, Option<usize>)> + Send + use<>> {
         let router = &self.shared.router;
         if !router.hooks_local(request.path) {
             return None;
@@ -520,16 +525,20 @@ impl PluginService {
                     body: &owned.body,
                     inline: true,
                     progress: Some(progress),
+                    answered_by: Answerer::default(),
                 };
                 let exchange = std::pin::pin!(shared.router.exchange(&steps, &request));
                 // Every step is a call on this thread: the exchange completes on its first poll.
                 let answer = crate::block::on(exchange, None).expect("a pooled exchange completes");
-                Ok(answer.unwrap_or_else(|response| response))
+                Ok((
+                    answer.unwrap_or_else(|response| response),
+                    steps.answered_by.get(),
+                ))
             };
             service
                 .on_pool_tracked(progress, job)
                 .await
-                .unwrap_or_else(|response| response)
+                .unwrap_or_else(|response| (response, None))
         })
     }
 
@@ -646,8 +655,10 @@ impl PluginService {
         let response = if self.shared.router.hooks_see(path) {
             let client_method = parts.method.as_str();
             // A slot may have come free since `answer_now` found none: then no hop to the pool.
-            if let Some(response) = self.exchange_inline(&found, &request, &body, client_method) {
-                response
+            let (response, by) = if let Some(answered) =
+                self.exchange_inline(&found, &request, &body, client_method)
+            {
+                answered
             } else if let Some(pooled) =
                 self.exchange_pooled(&found, &request, &body, client_method)
             {
@@ -660,11 +671,13 @@ impl PluginService {
                     body: &body,
                     inline: false,
                     progress: None,
+                    answered_by: Answerer::default(),
                 };
                 match self.shared.router.exchange(&steps, &request).await {
-                    Ok(response) | Err(response) => response,
+                    Ok(response) | Err(response) => (response, steps.answered_by.get()),
                 }
-            }
+            };
+            return exchange.finish(&parts, response, self.answerer(by, &found));
         } else {
             let Lookup::Found(route) = &found else {
                 unreachable!("answer_now answers every request without a route or hooks")
@@ -1124,6 +1137,23 @@ impl Progress {
     }
 }
 
+impl PluginService {
+    /// The plugin the access log names: the one whose hook answered (hook target `by`), or
+    /// else the one whose route the request found.
+    fn answerer<'r>(&'r self, by: Option<usize>, found: &Lookup<'r, '_>) -> Option<&'r str> {
+        let router = &self.shared.router;
+        match by {
+            Some(index) => Some(
+                router
+                    .hook_lease(router.hook_target(index))
+                    .instance()
+                    .name(),
+            ),
+            None => found_plugin(found),
+        }
+    }
+}
+
 /// The plugin whose route a request found, for the access log.
 fn found_plugin<'r>(found: &Lookup<'r, '_>) -> Option<&'r str> {
     match found {
@@ -1170,6 +1200,32 @@ struct Served<'a, 'r, 'p> {
     inline: bool,
     /// On the blocking pool: where the job says which call it runs.
     progress: Option<&'a Progress>,
+    /// The hook target whose plugin answered the request (it responded, or failed), if one
+    /// did: the access log names it rather than the route's.
+    answered_by: Answerer,
+}
+
+/// The hook target that answered an exchange, if one did (`usize::MAX`: none): an atomic, as
+/// the steps are shared across the exchange's awaits.
+struct Answerer(std::sync::atomic::AtomicUsize);
+
+impl Default for Answerer {
+    fn default() -> Self {
+        Self(std::sync::atomic::AtomicUsize::new(usize::MAX))
+    }
+}
+
+impl Answerer {
+    fn set(&self, index: usize) {
+        self.0.store(index, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<usize> {
+        match self.0.load(Ordering::Relaxed) {
+            usize::MAX => None,
+            index => Some(index),
+        }
+    }
 }
 
 impl Steps for Served<'_, '_, '_> {
@@ -1180,7 +1236,7 @@ impl Steps for Served<'_, '_, '_> {
         target: &HookTarget,
         call: HookCall<'_, '_>,
     ) -> Result<HookAnswer, Response> {
-        if self.inline {
+        let result = if self.inline {
             if let Some(progress) = self.progress {
                 let instance = self.service.shared.router.hook_lease(target).instance();
                 progress.enter(
@@ -1188,9 +1244,15 @@ impl Steps for Served<'_, '_, '_> {
                     Call::Hook(instance.name().to_owned(), call.name()),
                 )?;
             }
-            return self.service.hook_inline(target, call, self.progress);
+            self.service.hook_inline(target, call, self.progress)
+        } else {
+            self.service.call_hook(target, call, self.body).await
+        };
+        if let Err(_) | Ok(HookAnswer::Request(RequestVerdict::Respond(_))) = &result {
+            let index = self.service.shared.router.hook_index(target);
+            self.answered_by.set(index);
         }
-        self.service.call_hook(target, call, self.body).await
+        result
     }
 
     fn stop(&self, error: Error) -> Response {

@@ -91,6 +91,9 @@ fn a_request_hook_that_answers_ends_the_chain_and_only_earlier_response_hooks_se
         json!([]),
         "c's on_request ran: {health}"
     );
+    // The access log names the plugin that answered, not the route's.
+    let (_, log) = served.terminate_within(Duration::from_secs(10));
+    line_with(&log, &["plugin_host::access", "status=401", "plugin=b"]);
 }
 
 #[test]
