@@ -891,3 +891,35 @@ pub fn assert_told(
         "{context}: open for {duration:?}, within {lifetime:?}: {last}"
     );
 }
+
+/// Sends `GET target` with `headers` to hooky instances `a`, `b`, `c` whose `b` has a deadline
+/// of 0.3 s, and which make `b` run 1.5 s: asserts that the client gets 504 naming `b` within
+/// 1.2 s (a late call does not hold up its client), and that the next request passes all three
+/// again. `context` starts the failure messages.
+#[track_caller]
+pub fn assert_b_late_then_serving(
+    served: &Served,
+    target: &str,
+    headers: &[(&str, &str)],
+    context: &str,
+) {
+    use serde_json::json;
+    use std::time::{Duration, Instant};
+    let sent = Instant::now();
+    let response = get(served, target, headers);
+    let took = sent.elapsed();
+    assert_eq!(response.status, 504, "{context}: {}", response.text());
+    let body = response.json();
+    assert_eq!(
+        (&body["plugin"], &body["kind"]),
+        (&json!("b"), &json!("timeout")),
+        "{context}: {body}"
+    );
+    assert!(
+        took < Duration::from_millis(1200),
+        "{context}: answered after {took:?}"
+    );
+    let response = get(served, "/hooky/a/echo", &[]);
+    assert_eq!(response.status, 200, "{context}: {}", response.text());
+    assert_eq!(response.json()["x-hook-trail"], "a,b,c", "{context}");
+}
