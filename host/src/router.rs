@@ -48,10 +48,11 @@ pub(crate) trait Steps {
     /// about a failed hook.
     type Stop;
 
-    /// Calls a hook of the instance of `target`.
+    /// Calls a hook of the instance of hook target number `index` (see
+    /// [`Router::hook_target`]).
     fn hook(
         &self,
-        target: &HookTarget,
+        index: usize,
         call: HookCall<'_, '_>,
     ) -> impl Future<Output = Result<HookAnswer, Self::Stop>>;
 
@@ -316,6 +317,12 @@ impl Router {
         !self.hooks.is_empty() || self.connection_hooks().next().is_some()
     }
 
+    /// Whether an instance it serves has an `on_disconnect` hook.
+    pub(crate) fn has_disconnect_hooks(&self) -> bool {
+        self.connection_hooks()
+            .any(|(_, lease)| lease.hooks().on_disconnect)
+    }
+
     /// Whether a request for `path` (normalized) passes request or response hooks.
     #[inline]
     pub(crate) fn hooks_see(&self, path: &str) -> bool {
@@ -359,18 +366,9 @@ impl Router {
         &self.leases[target.lease]
     }
 
-    /// The hook target number `index` (see [`hook_index`](Self::hook_index)).
+    /// The hook target number `index`, in registration order.
     pub(crate) fn hook_target(&self, index: usize) -> &HookTarget {
         &self.hooks[index]
-    }
-
-    /// The number of a hook target of this router, which [`hook_target`](Self::hook_target)
-    /// gives back (for a call that moves to another thread).
-    pub(crate) fn hook_index(&self, target: &HookTarget) -> usize {
-        self.hooks
-            .iter()
-            .position(|t| std::ptr::eq(t, target))
-            .expect("a hook target of this router")
     }
 
     /// The leases of instances with `on_connect` or `on_disconnect` hooks, in registration
@@ -413,7 +411,7 @@ impl Router {
             let view = edited.as_ref().map(|headers| request.with_headers(headers));
             let current = view.as_ref().unwrap_or(request);
             let HookAnswer::Request(verdict) =
-                steps.hook(target, HookCall::Request(current)).await?
+                steps.hook(index, HookCall::Request(current)).await?
             else {
                 unreachable!("an on_request call is answered by a request verdict")
             };
@@ -439,12 +437,12 @@ impl Router {
             Some(response) => response,
             None => steps.route(current).await?,
         };
-        for target in self.hooks[..passed].iter().rev() {
+        for (index, target) in self.hooks[..passed].iter().enumerate().rev() {
             if !target.sees(request.path) || !self.hook_lease(target).hooks().on_response {
                 continue;
             }
             let call = HookCall::Response(current, &response);
-            let HookAnswer::Response(edit) = steps.hook(target, call).await? else {
+            let HookAnswer::Response(edit) = steps.hook(index, call).await? else {
                 unreachable!("an on_response call is answered by a response edit")
             };
             edit.apply(&mut response)
@@ -612,8 +610,8 @@ struct Direct<'r>(&'r Router);
 impl Steps for Direct<'_> {
     type Stop = Error;
 
-    async fn hook(&self, target: &HookTarget, call: HookCall<'_, '_>) -> Result<HookAnswer, Error> {
-        self.0.hook_lease(target).hook(call)
+    async fn hook(&self, index: usize, call: HookCall<'_, '_>) -> Result<HookAnswer, Error> {
+        self.0.hook_lease(self.0.hook_target(index)).hook(call)
     }
 
     async fn route(&self, request: &Request<'_>) -> Result<Response, Error> {

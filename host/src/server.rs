@@ -225,8 +225,8 @@ impl PluginService {
 
     /// Runs the `on_connect` hooks of a new connection, in registration order, up to the first
     /// that refuses it; whether it is accepted. A hook that fails, panics or runs past its
-    /// deadline refuses it (fail closed); an in-process hook runs on this task, so it should be
-    /// quick. A plugin out of service (poisoned, its process restarting, ...) cannot decide:
+    /// deadline refuses it (fail closed); an in-process hook runs on the blocking pool, a
+    /// process's is awaited, each with its deadline. A plugin out of service (poisoned, its process restarting, ...) cannot decide:
     /// the connection is accepted, closed by it (its first request answers 503 naming the
     /// plugin and closes it, but `/healthz`, which says why), so that one plugin never makes
     /// the host unreachable, and a client that connects again is asked about again.
@@ -454,22 +454,35 @@ impl PluginService {
             return None;
         }
         let _slot = self.admit_slot()?;
+        Some(self.exchange_here(found, request, body, client_method, None))
+    }
+
+    /// Runs an exchange whose every call is made on this thread, inline or in a job on the
+    /// blocking pool (`progress`); also says which hook target answered instead of the route.
+    fn exchange_here(
+        &self,
+        found: &Lookup<'_, '_>,
+        request: &Request<'_>,
+        body: &Bytes,
+        client_method: &str,
+        progress: Option<&Progress>,
+    ) -> (Response, Option<usize>) {
         let steps = Served {
             service: self,
             found,
             client_method,
             body,
             inline: true,
-            progress: None,
+            progress,
             answered_by: Answerer::default(),
         };
-        let exchange = std::pin::pin!(router.exchange(&steps, request));
+        let exchange = std::pin::pin!(self.shared.router.exchange(&steps, request));
         // Every step is a call on this thread: the exchange completes on its first poll.
-        let response = crate::block::on(exchange, None).expect("an inline exchange completes");
-        Some((
-            response.unwrap_or_else(|response| response),
+        let answer = crate::block::on(exchange, None).expect("an exchange here completes");
+        (
+            answer.unwrap_or_else(|response| response),
             steps.answered_by.get(),
-        ))
+        )
     }
 
     /// Runs a request through its hooks and route as one job on the blocking pool, when every
@@ -518,22 +531,8 @@ impl PluginService {
             let job = move |shared: &Shared, progress: &Progress| {
                 let request = owned.view();
                 let found = shared.router.lookup(request.method, request.path);
-                let steps = Served {
-                    service: &pooled,
-                    found: &found,
-                    client_method: &client_method,
-                    body: &owned.body,
-                    inline: true,
-                    progress: Some(progress),
-                    answered_by: Answerer::default(),
-                };
-                let exchange = std::pin::pin!(shared.router.exchange(&steps, &request));
-                // Every step is a call on this thread: the exchange completes on its first poll.
-                let answer = crate::block::on(exchange, None).expect("a pooled exchange completes");
-                Ok((
-                    answer.unwrap_or_else(|response| response),
-                    steps.answered_by.get(),
-                ))
+                let body = &owned.body;
+                Ok(pooled.exchange_here(&found, &request, body, &client_method, Some(progress)))
             };
             service
                 .on_pool_tracked(progress, job)
@@ -789,16 +788,18 @@ impl PluginService {
             .unwrap_or_else(|response| response)
     }
 
-    /// Calls a hook of `target`'s instance, as a route's handler is called: awaited from its
-    /// child process, inline when it has earned it and a slot is free, or on the blocking pool;
-    /// with the instance's deadline. A failure is the answer the client gets.
+    /// Calls a hook of the instance of hook target number `index`, as a route's handler is
+    /// called: awaited from its child process, inline when it has earned it and a slot is free,
+    /// or on the blocking pool; with the instance's deadline. A failure is the answer the client
+    /// gets.
     async fn call_hook(
         &self,
-        target: &HookTarget,
+        index: usize,
         call: HookCall<'_, '_>,
         body: &Bytes,
     ) -> Result<HookAnswer, Response> {
         let router = &self.shared.router;
+        let target = router.hook_target(index);
         let lease = router.hook_lease(target);
         let instance = lease.instance();
         let what = Call::Hook(instance.name().to_owned(), call.name());
@@ -815,7 +816,6 @@ impl PluginService {
         if let Some(_slot) = self.admit_inline(&target.pacing) {
             return self.hook_inline(target, call, None);
         }
-        let index = router.hook_index(target);
         let owned = OwnedCall::new(call, body);
         let pooled = what.clone();
         self.on_pool(instance, &what, move |shared| {
@@ -1231,14 +1231,12 @@ impl Answerer {
 impl Steps for Served<'_, '_, '_> {
     type Stop = Response;
 
-    async fn hook(
-        &self,
-        target: &HookTarget,
-        call: HookCall<'_, '_>,
-    ) -> Result<HookAnswer, Response> {
+    async fn hook(&self, index: usize, call: HookCall<'_, '_>) -> Result<HookAnswer, Response> {
+        let router = &self.service.shared.router;
+        let target = router.hook_target(index);
         let result = if self.inline {
             if let Some(progress) = self.progress {
-                let instance = self.service.shared.router.hook_lease(target).instance();
+                let instance = router.hook_lease(target).instance();
                 progress.enter(
                     instance,
                     Call::Hook(instance.name().to_owned(), call.name()),
@@ -1246,10 +1244,9 @@ impl Steps for Served<'_, '_, '_> {
             }
             self.service.hook_inline(target, call, self.progress)
         } else {
-            self.service.call_hook(target, call, self.body).await
+            self.service.call_hook(index, call, self.body).await
         };
         if let Err(_) | Ok(HookAnswer::Request(RequestVerdict::Respond(_))) = &result {
-            let index = self.service.shared.router.hook_index(target);
             self.answered_by.set(index);
         }
         result

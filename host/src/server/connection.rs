@@ -124,7 +124,9 @@ pub async fn serve(
         over_cap_logged = false;
         let _ = stream.set_nodelay(true);
         let state = Arc::new(AtomicU8::new(IDLE));
-        // With hooks, each request carries its connection, and a connection its statistics.
+        // With hooks, each request carries its connection; with `on_disconnect` hooks, the
+        // connection counts what it does.
+        let told = service.router().has_disconnect_hooks();
         let hooked = service.router().has_hooks().then(|| {
             let connection = Connection {
                 client: client.to_string(),
@@ -136,10 +138,10 @@ pub async fn serve(
                 connection,
                 closed_by: std::sync::OnceLock::new(),
             };
-            (Arc::new(admitted), Arc::new(Tally::default()))
+            (Arc::new(admitted), told.then(Arc::<Tally>::default))
         });
         let mut io = Guarded::new(stream, state.clone(), options);
-        io.tally = hooked.as_ref().map(|(_, tally)| tally.clone());
+        io.tally = hooked.as_ref().and_then(|(_, tally)| tally.clone());
         let opened = std::time::Instant::now();
         // `service_fn` over `answer_wire` rather than the `tower::Service` impl: no boxed future
         // per request. Each connection gets its own `Arc`, so the reference count a request
@@ -148,7 +150,9 @@ pub async fn serve(
         let (hooks, each) = (service.clone(), hooked.clone());
         let handler = hyper::service::service_fn(move |request: http::Request<_>| {
             let admitted = each.as_ref().map(|(admitted, tally)| {
-                tally.requests.fetch_add(1, Ordering::Relaxed);
+                if let Some(tally) = tally {
+                    tally.requests.fetch_add(1, Ordering::Relaxed);
+                }
                 admitted
             });
             match service.answer_wire(request, admitted.map(|a| &**a)) {
@@ -179,11 +183,13 @@ pub async fn serve(
                 // Refused: the socket closes with `connection`, before a request is read.
                 return;
             }
-            let _told = hooked.map(|(admitted, tally)| Disconnect {
-                service: hooks,
-                admitted,
-                tally,
-                opened,
+            let _told = hooked.and_then(|(admitted, tally)| {
+                Some(Disconnect {
+                    service: hooks,
+                    admitted,
+                    tally: tally?,
+                    opened,
+                })
             });
             tokio::pin!(connection);
             let result = tokio::select! {
