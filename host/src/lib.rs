@@ -12,6 +12,7 @@
 //! - [`process`]: plugins in supervised child processes: the very same library files run
 //!   isolated ([`process::ProcessPlugin::isolated`]), and plugin programs in any language, over
 //!   one documented protocol.
+//! - [`metrics`]: Prometheus metrics of a serving host (per route, per plugin, reloads).
 //! - [`install_crash_report`]: when plugin code crashes the process (a segfault, an abort), one
 //!   line on standard error names the plugin instance, its file and the call.
 //!
@@ -26,6 +27,7 @@ mod hook;
 mod inspect;
 pub mod limits;
 mod message;
+pub mod metrics;
 mod pacing;
 mod path;
 mod plugin;

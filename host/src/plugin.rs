@@ -258,7 +258,7 @@ pub enum State {
 }
 
 impl State {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Created => "created",
             State::Started => "started",
@@ -478,6 +478,20 @@ impl Instance {
     /// The rate limit of what the instance logs.
     pub fn log_limit(&self) -> crate::LogLimit {
         self.log_limiter().limit()
+    }
+
+    /// How many lines the instance logged that its rate limit dropped, since it was created.
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.log_limiter().dropped_total()
+    }
+
+    /// For a plugin in a child process: how many times a new child replaced one that ended
+    /// (after a crash, or when a quarantined plugin's file changed). `None` in process.
+    pub fn restarts(&self) -> Option<u64> {
+        match &self.inner.backend {
+            Backend::InProcess(_) => None,
+            Backend::Process(remote) => Some(remote.restarts()),
+        }
     }
 
     fn log_limiter(&self) -> &crate::pluginlog::LogLimiter {

@@ -94,6 +94,8 @@ pub(crate) struct LogLimiter {
     arrival: AtomicU64,
     /// Lines dropped since the last report.
     dropped: AtomicU64,
+    /// Lines dropped in all (the metrics read it; `dropped` is reset by each report).
+    dropped_total: AtomicU64,
     /// Whether a report is scheduled (so a flood schedules one, not one per line).
     reporting: AtomicBool,
     /// When the lines counted in `dropped` began to be counted, since [`epoch`].
@@ -164,6 +166,7 @@ impl LogLimiter {
             tolerance: AtomicU64::new(0),
             arrival: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            dropped_total: AtomicU64::new(0),
             reporting: AtomicBool::new(false),
             counting_since: AtomicU64::new(0),
         };
@@ -285,6 +288,7 @@ impl LogLimiter {
         // values (a store buffer), leaving the drop unreported and no report scheduled; with all
         // four in one total order, at least one side sees the other's write.
         self.dropped.fetch_add(1, Ordering::SeqCst);
+        self.dropped_total.fetch_add(1, Ordering::Relaxed);
         if !self.reporting.load(Ordering::SeqCst) && !self.reporting.swap(true, Ordering::AcqRel) {
             self.counting_since.store(now, Ordering::Relaxed);
             schedule_report(Arc::downgrade(self));
@@ -307,6 +311,11 @@ impl LogLimiter {
     /// something else (its library's log context) still holds its limiter.
     pub(crate) fn report_now(&self) {
         self.report_dropped();
+    }
+
+    /// The lines dropped since the limiter was made, reported or not.
+    pub(crate) fn dropped_total(&self) -> u64 {
+        self.dropped_total.load(Ordering::Relaxed)
     }
 
     /// The lines dropped and not reported yet.

@@ -74,6 +74,8 @@ struct Target {
     method: String,
     lease: usize,
     route: usize,
+    /// The route's number, in the order of [`Router::routes`] (see [`RouteMatch::id`]).
+    id: usize,
     /// Where an HTTP server runs the route's calls, and the evidence for it.
     pacing: Pacing,
 }
@@ -127,6 +129,12 @@ impl<'r, 'p> RouteMatch<'r, 'p> {
     /// The instance that serves the route.
     pub(crate) fn instance(&self) -> &'r Instance {
         self.lease.instance()
+    }
+
+    /// The route's number: its index in [`Router::routes`], for tables kept beside the router
+    /// (the metrics' handles).
+    pub(crate) fn id(&self) -> usize {
+        self.target.id
     }
 
     /// Where the route's calls run (see `crate::pacing`).
@@ -220,6 +228,7 @@ impl Router {
             hooks: Vec::new(),
         };
         let mut by_pattern: HashMap<String, usize> = HashMap::new();
+        let mut id = 0;
         for instance in instances {
             let lease = instance.lease()?;
             let index = router.leases.len();
@@ -228,8 +237,10 @@ impl Router {
                     method: def.method.clone(),
                     lease: index,
                     route,
+                    id,
                     pacing: Pacing::default(),
                 };
+                id += 1;
                 router.insert(&mut by_pattern, instance, &def.path, target)?;
             }
             let hooks = lease.hooks();
@@ -371,6 +382,13 @@ impl Router {
         &self.hooks[index]
     }
 
+    /// The instance name of every hook target, by number.
+    pub(crate) fn hook_plugins(&self) -> impl Iterator<Item = &str> {
+        self.hooks
+            .iter()
+            .map(|hook| self.hook_lease(hook).instance().name())
+    }
+
     /// The leases of instances with `on_connect` or `on_disconnect` hooks, in registration
     /// order.
     pub(crate) fn connection_hooks(&self) -> impl Iterator<Item = (usize, &Lease)> {
@@ -488,7 +506,8 @@ impl Router {
             .collect()
     }
 
-    /// Every route, in the order it was collected.
+    /// Every route, in the order it was collected (a route's index here is its number, see
+    /// [`RouteMatch::id`]).
     pub fn routes(&self) -> Vec<RouteInfo> {
         let mut routes: Vec<(usize, usize, RouteInfo)> = self
             .paths

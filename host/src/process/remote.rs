@@ -120,6 +120,8 @@ pub(crate) struct Remote {
     pub(crate) log: Arc<LogLimiter>,
     /// Calls its process answered `busy` since the last warning saying so, and when that was.
     busy: Mutex<(u64, Option<Instant>)>,
+    /// How many times a new child replaced one that ended.
+    restarts: AtomicU64,
 }
 
 impl Remote {
@@ -203,6 +205,7 @@ impl Remote {
             events: Mutex::new(events),
             log,
             busy: Mutex::new((0, None)),
+            restarts: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&remote);
         std::thread::Builder::new()
@@ -810,7 +813,14 @@ impl Remote {
             ChildState::Starting
         };
         supervision.serving_since = Some(Instant::now());
+        self.restarts.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How many times a new child replaced one that ended (after a crash, or a quarantined
+    /// plugin's file changed).
+    pub(crate) fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
     }
 }
 
