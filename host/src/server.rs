@@ -328,7 +328,6 @@ impl PluginService {
             }
         }
     }
-
 }
 
 impl Serving {
