@@ -84,3 +84,8 @@ pub const WORKER_QUEUE: usize = 4 * WORKER_THREADS;
 /// How many reports of closed connections may wait for the `on_disconnect` hooks; more are
 /// dropped and counted, so that slow hooks never hold memory or a response.
 pub const DISCONNECT_QUEUE: usize = 1024;
+
+/// How often a retired router is looked at while it drains (see
+/// [`Retired::drain`](crate::server::Retired::drain)): 5 ms, a small delay added to a reload,
+/// against a check that costs a load.
+pub const DRAIN_STEP: Duration = Duration::from_millis(5);
