@@ -89,3 +89,7 @@ pub const DISCONNECT_QUEUE: usize = 1024;
 /// [`Retired::drain`](crate::server::Retired::drain)): 5 ms, a small delay added to a reload,
 /// against a check that costs a load.
 pub const DRAIN_STEP: Duration = Duration::from_millis(5);
+
+/// The most connections the metrics listener of `serve --metrics ADDR:PORT` serves at once: 16,
+/// plenty for a few scrapers; one more is closed unanswered.
+pub const METRICS_CONNECTIONS: usize = 16;

@@ -343,11 +343,6 @@ impl Metrics {
         }
     }
 
-    /// The handles of requests no route answered.
-    pub(crate) fn unrouted(&self) -> &Handles {
-        &self.inner.unrouted
-    }
-
     /// Counts a reload: `ok`, with the instance names it added or replaced, or failed, with
     /// the plugin its failure names, if any.
     pub fn reloaded(&self, ok: bool, plugins: &[&str]) {
@@ -524,7 +519,7 @@ mod tests {
     #[test]
     fn a_request_counts_in_its_class_latency_and_failure() {
         let metrics = Metrics::new();
-        let unrouted = metrics.unrouted();
+        let unrouted = &metrics.inner.unrouted;
         unrouted.record(404, None, Duration::from_micros(30));
         unrouted.record(200, None, Duration::from_millis(2));
         unrouted.record(500, Some(Failure::Panic), Duration::from_millis(2));

@@ -4,10 +4,12 @@
 
 mod connection;
 mod inline;
+mod scrape;
 
 use crate::error::{Error, ErrorKind, PluginText};
 use crate::hook::{ConnectVerdict, Connection, ConnectionStats, RequestVerdict};
-use crate::message::{Request, Response};
+use crate::message::{FAILURE_MARK, Request, Response};
+use crate::metrics::{Failure, METRICS_PATH, Metrics, RouteTable, Series};
 use crate::pacing::{Move, Pacing};
 use crate::plugin::{HookAnswer, HookCall, Instance, State};
 use crate::process::ChildState;
@@ -25,6 +27,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 pub use connection::{ServeOptions, serve};
+pub use scrape::serve_metrics;
 
 pub use crate::limits::{
     DEFAULT_BLOCKING_THRESHOLD, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_HANDLER_TIMEOUT,
@@ -91,11 +94,15 @@ pub(crate) struct Serving {
 /// [`PluginService::replace_router`] swaps.
 pub(crate) struct Generation {
     router: Router,
+    /// The handles of the router's request series, when the service keeps metrics.
+    metrics: Option<RouteTable>,
 }
 
 impl Generation {
-    fn new(router: Router) -> Arc<Self> {
-        Arc::new(Self { router })
+    /// `router`, with the handles of its request series if the service keeps `metrics`.
+    fn new(router: Router, metrics: Option<&Metrics>) -> Arc<Self> {
+        let metrics = metrics.map(|metrics| RouteTable::new(metrics, &router));
+        Arc::new(Self { router, metrics })
     }
 }
 
@@ -160,6 +167,38 @@ struct Shared {
     disconnects: OnceLock<Option<std::sync::mpsc::SyncSender<ConnectionStats>>>,
     /// How many connection reports were dropped with the queue full.
     disconnects_dropped: AtomicU64,
+    /// The metrics, if kept ([`PluginService::with_metrics`]).
+    metrics: Option<Metrics>,
+    /// Whether `GET /metrics` is answered here, before the plugin routes.
+    metrics_here: bool,
+}
+
+impl Shared {
+    /// Warns when `router` routes the path of the metrics this service answers itself.
+    fn warn_metrics_routed(&self, router: &Router) {
+        if !(self.metrics.is_some() && self.metrics_here) {
+            return;
+        }
+        if let Lookup::Found(route) = router.lookup("GET", METRICS_PATH) {
+            tracing::warn!(
+                "plugin `{}` routes GET {METRICS_PATH}, which the server answers itself (`serve --metrics off` or an address of their own leave it to the plugin)",
+                route.plugin()
+            );
+        }
+    }
+}
+
+/// The metrics' answer: 200, in the Prometheus text format.
+fn scrape(metrics: &Metrics, router: &Router) -> Response {
+    let mut response = Response {
+        body: metrics.render(router).into_bytes(),
+        ..Response::default()
+    };
+    response.headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    response
 }
 
 /// Starts the thread that hands connection reports to the `on_disconnect` hooks; it ends with
@@ -210,7 +249,7 @@ impl PluginService {
         }
         Self {
             shared: Arc::new(Shared {
-                current: arc_swap::ArcSwap::new(Generation::new(router)),
+                current: arc_swap::ArcSwap::new(Generation::new(router, None)),
                 body_limit: DEFAULT_BODY_LIMIT,
                 blocking_threshold: DEFAULT_BLOCKING_THRESHOLD,
                 handler_timeout: DEFAULT_HANDLER_TIMEOUT,
@@ -220,6 +259,8 @@ impl PluginService {
                 grace_end: tokio::sync::Notify::new(),
                 disconnects: OnceLock::new(),
                 disconnects_dropped: AtomicU64::new(0),
+                metrics: None,
+                metrics_here: false,
             }),
         }
     }
@@ -248,7 +289,42 @@ impl PluginService {
     /// them. Building `router`, and starting its plugins, is the caller's; the swap itself is one
     /// atomic store.
     pub fn replace_router(&self, router: Router) -> Retired {
-        Retired(self.shared.current.swap(Generation::new(router)))
+        self.shared.warn_metrics_routed(&router);
+        let next = Generation::new(router, self.shared.metrics.as_ref());
+        Retired(self.shared.current.swap(next))
+    }
+
+    /// Keeps `metrics` of the requests this service answers, and answers `GET /metrics` with
+    /// them (Prometheus text format), before the plugin routes, as `/healthz`; see
+    /// [`metrics`](crate::metrics) for what they count.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        let settings = self.settings();
+        settings.metrics_here = true;
+        settings.metrics = Some(metrics);
+        // Made before any request: the generation is not shared yet.
+        let empty = Generation::new(Router::build(&[]).expect("an empty router builds"), None);
+        let now = Arc::try_unwrap(settings.current.swap(empty))
+            .unwrap_or_else(|_| unreachable!("a service being configured serves no request"));
+        settings.warn_metrics_routed(&now.router);
+        let now = Generation::new(now.router, settings.metrics.as_ref());
+        settings.current.store(now);
+        self
+    }
+
+    /// Keeps the metrics ([`with_metrics`](Self::with_metrics)) without answering `/metrics`
+    /// here: the path reaches the plugin routes, and [`serve_metrics`] serves the metrics on an
+    /// address of their own.
+    pub fn with_metrics_elsewhere(mut self, metrics: Metrics) -> Self {
+        self = self.with_metrics(metrics);
+        self.settings().metrics_here = false;
+        self
+    }
+
+    /// The metrics as a response: the counters, and the figures of the current router's
+    /// plugins. `None` if the service keeps no metrics.
+    pub(crate) fn metrics_response(&self) -> Option<Response> {
+        let metrics = self.shared.metrics.as_ref()?;
+        Some(scrape(metrics, &self.shared.current.load().router))
     }
 
     /// This service, serving the current generation: what a request is answered by.
@@ -408,7 +484,7 @@ impl Serving {
         admitted: Option<&Admitted>,
     ) -> Attempt<B> {
         let (parts, body) = request.into_parts();
-        let exchange = Exchange::start(&parts);
+        let exchange = self.exchange(&parts);
         let path = match crate::path::normalize(parts.uri.path()) {
             Ok(path) => path,
             Err(e) => {
@@ -416,7 +492,7 @@ impl Serving {
                     StatusCode::BAD_REQUEST,
                     &serde_json::json!({ "error": e.to_string() }),
                 );
-                return Attempt::Answered(exchange.finish(&parts, response, None));
+                return Attempt::Answered(exchange.finish(&parts, response, By::NONE));
             }
         };
         let path = &*path;
@@ -425,7 +501,17 @@ impl Serving {
                 Method::GET | Method::HEAD => self.health(),
                 _ => not_allowed(parts.method.as_str(), path, &["GET"]),
             };
-            return Attempt::Answered(exchange.finish(&parts, response, None));
+            return Attempt::Answered(exchange.finish(&parts, response, By::NONE));
+        }
+        if path == METRICS_PATH
+            && self.shared.metrics_here
+            && let Some(metrics) = &self.shared.metrics
+        {
+            let response = match parts.method {
+                Method::GET | Method::HEAD => scrape(metrics, &self.now.router),
+                _ => not_allowed(parts.method.as_str(), path, &["GET"]),
+            };
+            return Attempt::Answered(exchange.finish(&parts, response, By::NONE));
         }
         if let Some(admitted) = admitted
             && let Some(error) = admitted.closed_by.get()
@@ -435,7 +521,7 @@ impl Serving {
             response
                 .headers
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-            return Attempt::Answered(exchange.finish(&parts, response, None));
+            return Attempt::Answered(exchange.finish(&parts, response, By::NONE));
         }
         if self.now.router.hooks_see(path) {
             let inline = body.is_end_stream().then(|| {
@@ -458,19 +544,16 @@ impl Serving {
                     Some(_slot) => {
                         let request =
                             plugin_request(method, path, query(&parts), &parts.headers, &[]);
-                        (
-                            self.call_inline(&route, &request, None),
-                            Some(route.plugin()),
-                        )
+                        (self.call_inline(&route, &request, None), By::route(&route))
                     }
                     None => return Attempt::Deferred(http::Request::from_parts(parts, body)),
                 }
             }
             Lookup::Found(_) => return Attempt::Deferred(http::Request::from_parts(parts, body)),
             Lookup::MethodNotAllowed(allowed) => {
-                (not_allowed(parts.method.as_str(), path, &allowed), None)
+                (not_allowed(parts.method.as_str(), path, &allowed), By::NONE)
             }
-            Lookup::NotFound => (not_found(path), None),
+            Lookup::NotFound => (not_found(path), By::NONE),
         };
         Attempt::Answered(exchange.finish(&parts, response, plugin))
     }
@@ -491,7 +574,7 @@ impl Serving {
                 StatusCode::BAD_REQUEST,
                 &serde_json::json!({ "error": error }),
             );
-            return Attempt::Answered(Exchange::start(&parts).finish(&parts, response, None));
+            return Attempt::Answered(self.exchange(&parts).finish(&parts, response, By::NONE));
         }
         self.answer_now(request, admitted)
     }
@@ -714,7 +797,7 @@ impl Serving {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let (mut parts, body) = request.into_parts();
-        let exchange = Exchange::start(&parts);
+        let exchange = self.exchange(&parts);
         // Taken out of `parts`, which the route's match borrows: hooks change them.
         let headers = std::mem::take(&mut parts.headers);
         // `answer_now` answers every request whose path is refused.
@@ -1227,27 +1310,54 @@ impl Progress {
 }
 
 impl Serving {
-    /// The plugin the access log names: the one whose hook answered (hook target `by`), or
-    /// else the one whose route the request found.
-    fn answerer<'r>(&'r self, by: Option<usize>, found: &Lookup<'r, '_>) -> Option<&'r str> {
+    /// Who answered, for the access log and the metrics: the plugin whose hook answered (hook
+    /// target `by`), or else the one whose route the request found.
+    fn answerer<'r>(&'r self, by: Option<usize>, found: &Lookup<'r, '_>) -> By<'r> {
         let router = &self.now.router;
         match by {
-            Some(index) => Some(
-                router
-                    .hook_lease(router.hook_target(index))
-                    .instance()
-                    .name(),
-            ),
+            Some(index) => By {
+                plugin: Some(
+                    router
+                        .hook_lease(router.hook_target(index))
+                        .instance()
+                        .name(),
+                ),
+                series: Series::Hook(index),
+            },
             None => found_plugin(found),
         }
     }
 }
 
-/// The plugin whose route a request found, for the access log.
-fn found_plugin<'r>(found: &Lookup<'r, '_>) -> Option<&'r str> {
+/// The route a request found as who answered it, for the access log and the metrics.
+fn found_plugin<'r>(found: &Lookup<'r, '_>) -> By<'r> {
     match found {
-        Lookup::Found(route) => Some(route.plugin()),
-        _ => None,
+        Lookup::Found(route) => By::route(route),
+        _ => By::NONE,
+    }
+}
+
+/// Who answered a request: the plugin the access log names, and the request series the
+/// metrics count it in.
+#[derive(Clone, Copy)]
+struct By<'r> {
+    plugin: Option<&'r str>,
+    series: Series,
+}
+
+impl<'r> By<'r> {
+    /// No plugin: the server answered (no route, `/healthz`, a refused request).
+    const NONE: By<'static> = By {
+        plugin: None,
+        series: Series::Unrouted,
+    };
+
+    /// The route's plugin.
+    fn route(route: &RouteMatch<'r, '_>) -> Self {
+        By {
+            plugin: Some(route.plugin()),
+            series: Series::Route(route.id()),
+        }
     }
 }
 
@@ -1544,37 +1654,64 @@ enum Attempt<B> {
     Deferred(http::Request<B>),
 }
 
-/// What every answer shares: the access log line and `HEAD`'s empty body.
-struct Exchange {
-    /// When the request arrived, if the access log is on.
+/// What every answer shares: the access log line, the metrics and `HEAD`'s empty body.
+struct Exchange<'a> {
+    /// When the request arrived, if the access log is on or metrics are kept: read once.
     started: Option<Instant>,
+    /// Whether the access log is on.
+    logged: bool,
+    /// The handles of the request series, if metrics are kept.
+    metrics: Option<&'a RouteTable>,
     head: bool,
 }
 
-impl Exchange {
-    fn start(request: &http::request::Parts) -> Self {
+impl Serving {
+    /// Starts the answer to `request`.
+    fn exchange(&self, request: &http::request::Parts) -> Exchange<'_> {
         let logged = tracing::enabled!(target: ACCESS, tracing::Level::INFO);
-        Self {
-            started: logged.then(Instant::now),
+        let metrics = self.now.metrics.as_ref();
+        Exchange {
+            started: (logged || metrics.is_some()).then(Instant::now),
+            logged,
+            metrics,
             head: request.method == Method::HEAD,
         }
     }
+}
 
+impl Exchange<'_> {
+    /// Writes the access log line and counts the request in the series of `by`; strips the
+    /// mark of a host failure answer (see [`plugin_error`]), which the client never sees.
     fn finish(
         &self,
         request: &http::request::Parts,
         mut response: Response,
-        plugin: Option<&str>,
+        by: By<'_>,
     ) -> HttpResponse {
+        let failure = match response.headers.is_empty() {
+            true => None,
+            false => response
+                .headers
+                .remove(&FAILURE_MARK)
+                .map(|kind| Failure::of_kind(kind.as_bytes())),
+        };
         if let Some(started) = self.started {
-            tracing::info!(
-                target: ACCESS,
-                method = request.method.as_str(),
-                path = request.uri.path(),
-                status = response.status,
-                duration_us = started.elapsed().as_micros() as u64,
-                plugin = plugin.unwrap_or("-"),
-            );
+            let took = started.elapsed();
+            if self.logged {
+                tracing::info!(
+                    target: ACCESS,
+                    method = request.method.as_str(),
+                    path = request.uri.path(),
+                    status = response.status,
+                    duration_us = took.as_micros() as u64,
+                    plugin = by.plugin.unwrap_or("-"),
+                );
+            }
+            if let Some(metrics) = self.metrics {
+                metrics
+                    .handles(by.series)
+                    .record(response.status, failure, took);
+            }
         }
         if self.head {
             let len = response.body.len();
@@ -1762,11 +1899,18 @@ fn failure(error: &Error) -> Response {
 /// The body of every answer about a plugin's failure, whatever runs it (in process, a worker,
 /// a program): `{"error": "plugin `NAME`: MESSAGE", "plugin": NAME, "kind": KIND}`. `message` is
 /// the host's own words, never text the plugin supplied (see [`failure`]).
+///
+/// It carries its kind in a header of the host's own ([`FAILURE_MARK`], which no plugin can
+/// set), read and removed where the access log line is written, for the metrics.
 fn plugin_error(status: StatusCode, plugin: &str, kind: &str, message: &str) -> Response {
-    json(
+    let mut response = json(
         status,
         &serde_json::json!({ "error": format!("plugin `{plugin}`: {message}"), "plugin": plugin, "kind": kind }),
-    )
+    );
+    if let Ok(kind) = HeaderValue::from_str(kind) {
+        response.headers.insert(FAILURE_MARK, kind);
+    }
+    response
 }
 
 /// The response for a call that returned past its deadline, run inline or in a pooled job

@@ -1,10 +1,11 @@
 //! What each command does: `serve`, `list` and `check` here; `new`, `include-dir` and `sdk-dir`
 //! through `scaffold`, which writes their files.
 
-use crate::{Cli, Command, Source, scaffold};
+use crate::{Cli, Command, MetricsAt, Source, scaffold};
 use plugin_host::config::{self, PluginEntry, Run};
+use plugin_host::metrics::{METRICS_PATH, Metrics};
 use plugin_host::process::Mode;
-use plugin_host::server::{PluginService, ServeOptions, serve};
+use plugin_host::server::{PluginService, ServeOptions, serve, serve_metrics};
 use plugin_host::{Error, ErrorKind, Factory, Instance, Registry, Router, State};
 use std::io::Write;
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             header_timeout,
             keepalive_timeout,
             max_connections,
+            metrics,
         } => {
             let defaults = ServeOptions::default();
             let options = ServeOptions {
@@ -38,6 +40,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 body_limit,
                 handler_timeout: handler_timeout.0,
                 options,
+                metrics,
             };
             serve_command(&source, insecure, &settings)
         }
@@ -214,6 +217,7 @@ struct Settings {
     body_limit: usize,
     handler_timeout: Duration,
     options: ServeOptions,
+    metrics: MetricsAt,
 }
 
 /// The exit status of `serve` when a plugin did not stop cleanly: its `stop` failed or got no
@@ -236,6 +240,15 @@ fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result
         .block_on(tokio::net::TcpListener::bind(listen))
         .map_err(|e| format!("cannot listen on {listen}: {}", io_reason(&e)))?;
     let address = listener.local_addr()?;
+    let scrapes = match settings.metrics {
+        MetricsAt::Apart(at) => {
+            let scrapes = runtime
+                .block_on(tokio::net::TcpListener::bind(at))
+                .map_err(|e| format!("cannot listen on {at} (--metrics): {}", io_reason(&e)))?;
+            Some(scrapes)
+        }
+        MetricsAt::On | MetricsAt::Off => None,
+    };
     let (registry, router) = start(&entries(source)?, insecure)?;
     let shutdown = {
         let _entered = runtime.enter();
@@ -245,11 +258,30 @@ fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result
     // Standard output may be closed or a broken pipe: serving goes on regardless.
     let _ = write_table(&mut std::io::stdout(), &rows, &router)
         .and_then(|()| writeln!(std::io::stdout(), "\nlistening on http://{address}"))
+        .and_then(
+            |()| match scrapes.as_ref().map(tokio::net::TcpListener::local_addr) {
+                Some(Ok(at)) => writeln!(std::io::stdout(), "metrics on http://{at}{METRICS_PATH}"),
+                _ => Ok(()),
+            },
+        )
         .and_then(|()| std::io::stdout().flush());
     let service = PluginService::new(router)
         .with_body_limit(settings.body_limit)
         .with_handler_timeout(settings.handler_timeout);
     let options = &settings.options;
+    let service = match (settings.metrics, scrapes) {
+        (MetricsAt::On, _) => service.with_metrics(Metrics::new()),
+        (MetricsAt::Apart(_), Some(scrapes)) => {
+            let service = service.with_metrics_elsewhere(Metrics::new());
+            let (served, options) = (service.clone(), options.clone());
+            // Ends with the runtime, after `serve`.
+            runtime.spawn(async move {
+                serve_metrics(scrapes, served, std::future::pending(), &options).await;
+            });
+            service
+        }
+        _ => service,
+    };
     // `serve` answered the requests still in flight at the end of the grace period (503).
     let drained = runtime.block_on(serve(listener, service, shutdown, options));
     // No new call can start once the runtime is down. A call still running in-process keeps

@@ -108,6 +108,11 @@ enum Command {
         /// [default: 10000, or 3/4 of the open-file limit if lower].
         #[arg(long)]
         max_connections: Option<usize>,
+        /// Where the Prometheus metrics are served: `on` (`GET /metrics` on the listen address,
+        /// answered before the plugin routes), `off` (`/metrics` reaches the plugins), or
+        /// ADDR:PORT (there only, never on the listen address).
+        #[arg(long, default_value = "on", value_parser = metrics_at)]
+        metrics: MetricsAt,
     },
     /// Print the plugins and their routes without serving, in the configuration's order.
     /// Plugins that run in this process are loaded and started, as `serve` does, for their
@@ -157,6 +162,28 @@ enum Command {
         /// ~/.local/share].
         dir: Option<PathBuf>,
     },
+}
+
+/// Where `serve` answers `GET /metrics` (`--metrics`).
+#[derive(Clone, Copy, Debug)]
+enum MetricsAt {
+    /// On the listen address.
+    On,
+    /// Nowhere: no metrics are kept.
+    Off,
+    /// On this address only.
+    Apart(SocketAddr),
+}
+
+/// Parses `--metrics`: `on`, `off` or ADDR:PORT.
+fn metrics_at(text: &str) -> Result<MetricsAt, String> {
+    match text {
+        "on" => Ok(MetricsAt::On),
+        "off" => Ok(MetricsAt::Off),
+        address => address.parse().map(MetricsAt::Apart).map_err(|_| {
+            format!("`{address}` is neither `on`, `off` nor an address such as 127.0.0.1:9090")
+        }),
+    }
 }
 
 /// Where the plugins come from.
