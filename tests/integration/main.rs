@@ -20,6 +20,7 @@ mod hostile;
 mod http;
 mod isolation;
 mod loading;
+mod metrics;
 mod logforge;
 mod lognames;
 mod logsink;
