@@ -10,7 +10,9 @@
 #   bound its size;
 # - with three no-op hook plugins in front of the route (three instances of the `noop` sample,
 #   whose `on_request` and `on_response` do nothing), against none, both at `warn`: the cost of
-#   the hook chain itself; goal >= 0.95.
+#   the hook chain itself; goal >= 0.95;
+# - with metrics (the default: `GET /metrics`, every request counted) against `--metrics off`,
+#   both at `warn`: the cost of the metrics; goal >= 0.97.
 # Each server serves the greeter alone, or the greeter behind the three hooks: the staged sample
 # configuration has hook plugins of its own.
 #
@@ -53,19 +55,22 @@ pids+=($!)
 "${server_cpu[@]}" "$target/release/plugin-host" serve --config "$hooked" --listen 127.0.0.1:18184 --log-level warn \
   >/dev/null &
 pids+=($!)
+"${server_cpu[@]}" "$target/release/plugin-host" serve --config "$config" --listen 127.0.0.1:18185 --log-level warn \
+  --metrics off >/dev/null &
+pids+=($!)
 : >"$log"
 env -u RUST_LOG "${server_cpu[@]}" "$target/release/plugin-host" serve --config "$config" --listen 127.0.0.1:18183 \
   >/dev/null 2>>"$log" &
 pids+=($!)
 "${server_cpu[@]}" "$target/release/examples/baseline_hyper" 127.0.0.1:18182 >/dev/null &
 pids+=($!)
-for port in 18181 18183 18182 18184; do
+for port in 18181 18183 18182 18184 18185; do
   for _ in $(seq 50); do
     curl -sf "http://127.0.0.1:$port/c/hello" >/dev/null && break
     sleep 0.1
   done
 done
-for port in 18181 18183 18184; do
+for port in 18181 18183 18184 18185; do
   [ "$(curl -s "http://127.0.0.1:$port/c/hello")" = "hello from C" ] || { echo "plugin-host on $port is not serving"; exit 1; }
 done
 # The log writer thread writes shortly after the request.
@@ -79,21 +84,21 @@ rps() {
   : >"$log"
   echo "$r"
 }
-# The machine is shared and noisy: measure the four servers in alternating rounds (the order
+# The machine is shared and noisy: measure the five servers in alternating rounds (the order
 # reverses every round) and report the median of the per-round ratios, which drift affects least.
-for port in 18181 18183 18182 18184; do
+for port in 18181 18183 18182 18184 18185; do
   wrk -t1 -c"$connections" -d2s "http://127.0.0.1:$port/c/hello" >/dev/null
 done
 : >"$log"
 results=()
 for round in $(seq "$rounds"); do
   if [ $((round % 2)) -eq 1 ]; then
-    h=$(rps 18181); k=$(rps 18184); l=$(rps 18183); b=$(rps 18182)
+    h=$(rps 18181); m=$(rps 18185); k=$(rps 18184); l=$(rps 18183); b=$(rps 18182)
   else
-    b=$(rps 18182); l=$(rps 18183); k=$(rps 18184); h=$(rps 18181)
+    b=$(rps 18182); l=$(rps 18183); k=$(rps 18184); m=$(rps 18185); h=$(rps 18181)
   fi
-  echo "round $round: plugin-host $h req/s, with access log $l req/s, hyper $b req/s, behind three no-op hooks $k req/s"
-  results+=("$h $l $b $k")
+  echo "round $round: plugin-host $h req/s, with access log $l req/s, hyper $b req/s, behind three no-op hooks $k req/s, metrics off $m req/s"
+  results+=("$h $l $b $k $m")
 done
 # The median of the per-round ratios of column $1 to column $2.
 median() {
@@ -102,15 +107,17 @@ median() {
 }
 printf '%s\n' "${results[@]}" |
   awk -v seconds="$seconds" -v connections="$connections" -v warn="$(median 1 3)" -v info="$(median 2 3)" \
-  -v hooks="$(median 4 1)" '
-  { hs += $1; ls += $2; bs += $3; ks += $4 }
+  -v hooks="$(median 4 1)" -v metrics="$(median 1 5)" '
+  { hs += $1; ls += $2; bs += $3; ks += $4; ms += $5 }
   END {
     printf "wrk -t1 -c%d, %d x %ds per server\n", connections, NR, seconds
     printf "plugin-host serve --log-level warn (C greeter GET /c/hello): %.0f req/s (mean)\n", hs / NR
     printf "plugin-host serve, default level (access log to a file):     %.0f req/s (mean)\n", ls / NR
     printf "minimal hyper server, same bytes:                            %.0f req/s (mean)\n", bs / NR
     printf "plugin-host serve --log-level warn, three no-op hooks first: %.0f req/s (mean)\n", ks / NR
+    printf "plugin-host serve --log-level warn --metrics off:            %.0f req/s (mean)\n", ms / NR
     printf "ratio, --log-level warn: %.3f (median of %d rounds; goal >= 0.95)\n", warn, NR
     printf "ratio, default level:    %.3f (median of %d rounds; goal >= 0.90)\n", info, NR
     printf "ratio, three no-op hooks / none: %.3f (median of %d rounds; goal >= 0.95)\n", hooks, NR
+    printf "ratio, metrics on / off: %.3f (median of %d rounds; goal >= 0.97)\n", metrics, NR
   }'
