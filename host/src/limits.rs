@@ -84,3 +84,10 @@ pub const WORKER_QUEUE: usize = 4 * WORKER_THREADS;
 /// How many reports of closed connections may wait for the `on_disconnect` hooks; more are
 /// dropped and counted, so that slow hooks never hold memory or a response.
 pub const DISCONNECT_QUEUE: usize = 1024;
+
+/// How many versions of in-process plugin libraries that no running plugin uses any more a
+/// [`Deployment`](crate::Deployment) keeps loaded: 64. Unloading a Rust, Go or C++ library has
+/// no sound form, so each reload that replaces one leaves its old version mapped; a reload that
+/// would keep more fails (restart the host to free them, or run the plugin isolated, whose
+/// child process takes its code with it when it ends).
+pub const RETAINED_LIBRARIES: usize = 64;
