@@ -91,3 +91,8 @@ pub const DISCONNECT_QUEUE: usize = 1024;
 /// would keep more fails (restart the host to free them, or run the plugin isolated, whose
 /// child process takes its code with it when it ends).
 pub const RETAINED_LIBRARIES: usize = 64;
+
+/// How often a retired router is looked at while it drains (see
+/// [`Retired::drain`](crate::server::Retired::drain)): 5 ms, a small delay added to a reload,
+/// against a check that costs a load.
+pub const DRAIN_STEP: Duration = Duration::from_millis(5);

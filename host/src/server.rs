@@ -70,14 +70,79 @@ pub type HttpResponse = http::Response<Full<Bytes>>;
 ///
 /// It needs a tokio runtime (multi-thread for inline calls: on a current-thread runtime every
 /// call goes to the blocking pool).
+///
+/// The router can be replaced while the service runs ([`replace_router`](Self::replace_router)):
+/// each request is served from start to end by the router that was current when it arrived.
 #[derive(Clone)]
 pub struct PluginService {
     shared: Arc<Shared>,
 }
 
+/// The service as one request sees it: with the generation that was current when the request
+/// arrived ([`PluginService::now`]). Every step of that request, on any thread, uses it, and
+/// the generation drains ([`Retired::drain`]) when the last one is dropped.
+#[derive(Clone)]
+pub(crate) struct Serving {
+    shared: Arc<Shared>,
+    now: Arc<Generation>,
+}
+
+/// A router and what is made for it when the service adopts it: the unit
+/// [`PluginService::replace_router`] swaps.
+pub(crate) struct Generation {
+    router: Router,
+}
+
+impl Generation {
+    fn new(router: Router) -> Arc<Self> {
+        Arc::new(Self { router })
+    }
+}
+
+/// A router taken out of service by [`PluginService::replace_router`], which requests that
+/// arrived before the swap may still be using.
+#[must_use = "drain a retired router before stopping its plugins"]
+pub struct Retired(Arc<Generation>);
+
+impl Retired {
+    /// Whether a request still uses the router.
+    pub fn in_use(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+
+    /// Waits until no request uses the router any more, or until `limit` has passed, then drops
+    /// it (its plugins can be stopped from then on: a router's leases keep them from stopping);
+    /// whether every request using it had finished. It blocks, sleeping in steps of
+    /// [`DRAIN_STEP`](crate::limits::DRAIN_STEP): call it on a thread of its own or on tokio's
+    /// blocking pool, never on an async worker.
+    pub fn drain(self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while self.in_use() {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(crate::limits::DRAIN_STEP);
+        }
+        true
+    }
+}
+
+/// The router of a [`PluginService`], as [`PluginService::router`] found it: it stays the same
+/// while this guard lives, whatever replaces it in the service meanwhile.
+pub struct RouterGuard(Arc<Generation>);
+
+impl std::ops::Deref for RouterGuard {
+    type Target = Router;
+
+    fn deref(&self) -> &Router {
+        &self.0.router
+    }
+}
+
 /// What every clone of a [`PluginService`] shares.
 struct Shared {
-    router: Router,
+    /// The generation that new requests are served by.
+    current: arc_swap::ArcSwap<Generation>,
     body_limit: usize,
     blocking_threshold: Duration,
     handler_timeout: Duration,
@@ -110,7 +175,8 @@ fn disconnect_thread(
                 let Some(shared) = shared.upgrade() else {
                     return;
                 };
-                for (_, lease) in shared.router.connection_hooks() {
+                let now = shared.current.load();
+                for (_, lease) in now.router.connection_hooks() {
                     if lease.hooks().on_disconnect {
                         lease.on_disconnect(&stats);
                     }
@@ -144,7 +210,7 @@ impl PluginService {
         }
         Self {
             shared: Arc::new(Shared {
-                router,
+                current: arc_swap::ArcSwap::new(Generation::new(router)),
                 body_limit: DEFAULT_BODY_LIMIT,
                 blocking_threshold: DEFAULT_BLOCKING_THRESHOLD,
                 handler_timeout: DEFAULT_HANDLER_TIMEOUT,
@@ -172,9 +238,25 @@ impl PluginService {
         self
     }
 
-    /// The router.
-    pub fn router(&self) -> &Router {
-        &self.shared.router
+    /// The router serving new requests.
+    pub fn router(&self) -> RouterGuard {
+        RouterGuard(self.shared.current.load_full())
+    }
+
+    /// Serves new requests with `router` from now on, and gives back the one it replaces, which
+    /// the requests already running go on using to their end: [`Retired::drain`] waits for
+    /// them. Building `router`, and starting its plugins, is the caller's; the swap itself is one
+    /// atomic store.
+    pub fn replace_router(&self, router: Router) -> Retired {
+        Retired(self.shared.current.swap(Generation::new(router)))
+    }
+
+    /// This service, serving the current generation: what a request is answered by.
+    pub(crate) fn now(&self) -> Serving {
+        Serving {
+            shared: self.shared.clone(),
+            now: self.shared.current.load_full(),
+        }
     }
 
     /// Sets how long a handler call must take to count as slow (see `PluginService`).
@@ -203,9 +285,10 @@ impl PluginService {
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        match self.answer_now(request, None) {
+        let this = self.now();
+        match this.answer_now(request, None) {
             Attempt::Answered(response) => response,
-            Attempt::Deferred(request) => self.answer_later(request, None).await,
+            Attempt::Deferred(request) => this.answer_later(request, None).await,
         }
     }
 
@@ -223,6 +306,31 @@ impl PluginService {
         self.shared.grace_end.notify_waiters();
     }
 
+    /// Hands what a closed connection did to the `on_disconnect` hooks, on a thread of their
+    /// own, never waiting: past [`DISCONNECT_QUEUE`](crate::limits::DISCONNECT_QUEUE) waiting
+    /// reports, the report is dropped and counted.
+    pub(crate) fn disconnected(&self, stats: ConnectionStats) {
+        let queue = self
+            .shared
+            .disconnects
+            .get_or_init(|| disconnect_thread(Arc::downgrade(&self.shared)));
+        let Some(queue) = queue else { return };
+        if queue.try_send(stats).is_err() {
+            let dropped = self
+                .shared
+                .disconnects_dropped
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(
+                    "{dropped} connection report(s) dropped in all: the on_disconnect hooks take them more slowly than connections close"
+                );
+            }
+        }
+    }
+}
+
+impl Serving {
     /// Runs the `on_connect` hooks of a new connection, in registration order, up to the first
     /// that refuses it; whether it is accepted. A hook that fails, panics or runs past its
     /// deadline refuses it (fail closed); an in-process hook runs on the blocking pool, a
@@ -232,7 +340,7 @@ impl PluginService {
     /// the host unreachable, and a client that connects again is asked about again.
     pub(crate) async fn admit_connection(&self, admitted: &Admitted) -> bool {
         let connection = &admitted.connection;
-        for (index, lease) in self.shared.router.connection_hooks() {
+        for (index, lease) in self.now.router.connection_hooks() {
             if !lease.hooks().on_connect {
                 continue;
             }
@@ -245,8 +353,9 @@ impl PluginService {
                 // would hold without an inline slot's watchdog.
                 None => {
                     let connection = connection.clone();
-                    let job = move |shared: &Shared| {
-                        Ok(shared
+                    let job = move |service: &Serving| {
+                        Ok(service
+                            .now
                             .router
                             .lease(index)
                             .hook(HookCall::Connect(&connection)))
@@ -281,29 +390,6 @@ impl PluginService {
             }
         }
         true
-    }
-
-    /// Hands what a closed connection did to the `on_disconnect` hooks, on a thread of their
-    /// own, never waiting: past [`DISCONNECT_QUEUE`](crate::limits::DISCONNECT_QUEUE) waiting
-    /// reports, the report is dropped and counted.
-    pub(crate) fn disconnected(&self, stats: ConnectionStats) {
-        let queue = self
-            .shared
-            .disconnects
-            .get_or_init(|| disconnect_thread(Arc::downgrade(&self.shared)));
-        let Some(queue) = queue else { return };
-        if queue.try_send(stats).is_err() {
-            let dropped = self
-                .shared
-                .disconnects_dropped
-                .fetch_add(1, Ordering::Relaxed)
-                + 1;
-            if dropped.is_power_of_two() {
-                tracing::warn!(
-                    "{dropped} connection report(s) dropped in all: the on_disconnect hooks take them more slowly than connections close"
-                );
-            }
-        }
     }
 
     /// Whether the grace period of a shutdown is over (see [`end_grace`](Self::end_grace)).
@@ -351,7 +437,7 @@ impl PluginService {
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             return Attempt::Answered(exchange.finish(&parts, response, None));
         }
-        if self.shared.router.hooks_see(path) {
+        if self.now.router.hooks_see(path) {
             let inline = body.is_end_stream().then(|| {
                 let (found, method) = self.find(&parts, path);
                 let mut request = plugin_request(method, path, query(&parts), &parts.headers, &[]);
@@ -445,7 +531,7 @@ impl PluginService {
         body: &Bytes,
         client_method: &str,
     ) -> Option<(Response, Option<usize>)> {
-        let router = &self.shared.router;
+        let router = &self.now.router;
         let route_inline = match found {
             Lookup::Found(route) => !route.awaits() && route.pacing().inline(),
             _ => true,
@@ -476,7 +562,7 @@ impl PluginService {
             progress,
             answered_by: Answerer::default(),
         };
-        let exchange = std::pin::pin!(self.shared.router.exchange(&steps, request));
+        let exchange = std::pin::pin!(self.now.router.exchange(&steps, request));
         // Every step is a call on this thread: the exchange completes on its first poll.
         let answer = crate::block::on(exchange, None).expect("an exchange here completes");
         (
@@ -498,7 +584,7 @@ impl PluginService {
         body: &Bytes,
         client_method: &str,
     ) -> Option<impl Future<Output = (Response, Option<usize>)> + Send + use<>> {
-        let router = &self.shared.router;
+        let router = &self.now.router;
         if !router.hooks_local(request.path) {
             return None;
         }
@@ -528,9 +614,9 @@ impl PluginService {
         let service = self.clone();
         Some(async move {
             let pooled = service.clone();
-            let job = move |shared: &Shared, progress: &Progress| {
+            let job = move |service: &Serving, progress: &Progress| {
                 let request = owned.view();
-                let found = shared.router.lookup(request.method, request.path);
+                let found = service.now.router.lookup(request.method, request.path);
                 let body = &owned.body;
                 Ok(pooled.exchange_here(&found, &request, body, &client_method, Some(progress)))
             };
@@ -549,7 +635,7 @@ impl PluginService {
         path: &'p str,
     ) -> (Lookup<'r, 'p>, &'p str) {
         let method = parts.method.as_str();
-        let router = &self.shared.router;
+        let router = &self.now.router;
         match router.lookup(method, path) {
             Lookup::Found(route) => (Lookup::Found(route), method),
             _ if parts.method == Method::HEAD => (router.lookup("GET", path), "GET"),
@@ -560,7 +646,7 @@ impl PluginService {
     /// `GET /healthz`: 200 when every plugin serves, 503 when one is out of service (poisoned
     /// by a panic, failed, or refusing calls with too many still running past their deadline).
     fn health(&self) -> Response {
-        let router = &self.shared.router;
+        let router = &self.now.router;
         let names = |keep: fn(&Instance) -> bool| -> Vec<&str> {
             router
                 .instances()
@@ -651,7 +737,7 @@ impl PluginService {
         };
         let mut request = plugin_request(method, path, query(&parts), &headers, &body);
         request.connection = admitted.as_deref().map(|admitted| &admitted.connection);
-        let response = if self.shared.router.hooks_see(path) {
+        let response = if self.now.router.hooks_see(path) {
             let client_method = parts.method.as_str();
             // A slot may have come free since `answer_now` found none: then no hop to the pool.
             let (response, by) = if let Some(answered) =
@@ -672,7 +758,7 @@ impl PluginService {
                     progress: None,
                     answered_by: Answerer::default(),
                 };
-                match self.shared.router.exchange(&steps, &request).await {
+                match self.now.router.exchange(&steps, &request).await {
                     Ok(response) | Err(response) => (response, steps.answered_by.get()),
                 }
             };
@@ -798,7 +884,7 @@ impl PluginService {
         call: HookCall<'_, '_>,
         body: &Bytes,
     ) -> Result<HookAnswer, Response> {
-        let router = &self.shared.router;
+        let router = &self.now.router;
         let target = router.hook_target(index);
         let lease = router.hook_lease(target);
         let instance = lease.instance();
@@ -818,15 +904,16 @@ impl PluginService {
         }
         let owned = OwnedCall::new(call, body);
         let pooled = what.clone();
-        self.on_pool(instance, &what, move |shared| {
-            let target = shared.router.hook_target(index);
+        self.on_pool(instance, &what, move |service| {
+            let target = service.now.router.hook_target(index);
             let request = owned.request.view();
             let call = match &owned.response {
                 Some(response) => HookCall::Response(&request, response),
                 None => HookCall::Request(&request),
             };
-            let lease = shared.router.hook_lease(target);
-            shared
+            let lease = service.now.router.hook_lease(target);
+            service
+                .shared
                 .timed(&target.pacing, || pooled.clone(), || lease.hook(call))
                 .0
         })
@@ -845,7 +932,7 @@ impl PluginService {
         call: HookCall<'_, '_>,
         progress: Option<&Progress>,
     ) -> Result<HookAnswer, Response> {
-        let lease = self.shared.router.hook_lease(target);
+        let lease = self.now.router.hook_lease(target);
         let instance = lease.instance();
         let hook = call.name();
         let what = || Call::Hook(instance.name().to_owned(), hook);
@@ -921,12 +1008,14 @@ impl PluginService {
         let call = Call::route(route, request.method);
         let owned = OwnedRequest::new(request, body);
         let pooled = call.clone();
-        self.on_pool(route.instance(), &call, move |shared| {
+        self.on_pool(route.instance(), &call, move |service| {
             let request = owned.view();
-            let Lookup::Found(route) = shared.router.lookup(request.method, request.path) else {
+            let Lookup::Found(route) = service.now.router.lookup(request.method, request.path)
+            else {
                 unreachable!("the route was found before the call was sent here")
             };
-            shared
+            service
+                .shared
                 .timed(route.pacing(), || pooled.clone(), || route.call(&request))
                 .0
         })
@@ -942,14 +1031,14 @@ impl PluginService {
         &self,
         instance: &Instance,
         call: &Call,
-        job: impl FnOnce(&Shared) -> Result<T, Error> + Send + 'static,
+        job: impl FnOnce(&Serving) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Response> {
         let progress = Arc::new(Progress::new(
             instance.clone(),
             call.clone(),
             self.deadline(instance),
         ));
-        self.on_pool_tracked(progress, move |shared, _| job(shared))
+        self.on_pool_tracked(progress, move |service, _| job(service))
             .await
     }
 
@@ -960,7 +1049,7 @@ impl PluginService {
     async fn on_pool_tracked<T: Send + 'static>(
         &self,
         progress: Arc<Progress>,
-        job: impl FnOnce(&Shared, &Progress) -> Result<T, Error> + Send + 'static,
+        job: impl FnOnce(&Serving, &Progress) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Response> {
         let (first, call) = progress.current();
         // No call starts once the grace period is over (its body may have arrived just then).
@@ -972,7 +1061,7 @@ impl PluginService {
             let error = Error::new(ErrorKind::Overloaded { running }).with_plugin(first.name());
             return Err(failure(&error));
         }
-        let shared = self.shared.clone();
+        let service = self.clone();
         let waiter = Waiter {
             outcome: Arc::new(AtomicU8::new(RUNNING)),
             progress: progress.clone(),
@@ -986,7 +1075,7 @@ impl PluginService {
                 return Err(Error::new(ErrorKind::Closed).with_plugin(blamed.name()));
             }
             let started = Instant::now();
-            let result = job(&shared, &progress);
+            let result = job(&service, &progress);
             if theirs
                 .compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
@@ -1137,11 +1226,11 @@ impl Progress {
     }
 }
 
-impl PluginService {
+impl Serving {
     /// The plugin the access log names: the one whose hook answered (hook target `by`), or
     /// else the one whose route the request found.
     fn answerer<'r>(&'r self, by: Option<usize>, found: &Lookup<'r, '_>) -> Option<&'r str> {
-        let router = &self.shared.router;
+        let router = &self.now.router;
         match by {
             Some(index) => Some(
                 router
@@ -1189,7 +1278,7 @@ fn out_of_service(error: &Error) -> bool {
 /// [`PluginService::call_hook`] runs it, the route as [`PluginService::call_route`] does, and a
 /// request without a route answered 404 or 405, which the response hooks see.
 struct Served<'a, 'r, 'p> {
-    service: &'a PluginService,
+    service: &'a Serving,
     found: &'a Lookup<'r, 'p>,
     /// The method the client sent (a `HEAD` reaches a `GET` route as `GET`).
     client_method: &'a str,
@@ -1232,7 +1321,7 @@ impl Steps for Served<'_, '_, '_> {
     type Stop = Response;
 
     async fn hook(&self, index: usize, call: HookCall<'_, '_>) -> Result<HookAnswer, Response> {
-        let router = &self.service.shared.router;
+        let router = &self.service.now.router;
         let target = router.hook_target(index);
         let result = if self.inline {
             if let Some(progress) = self.progress {

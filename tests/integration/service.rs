@@ -65,3 +65,94 @@ fn an_axum_application_mounts_the_plugin_routes_under_a_prefix() {
     runtime.block_on(server).unwrap().unwrap();
     registry.stop_all().unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// A router replaced while a request runs on it: new requests get the new router at once, the
+/// running one finishes on the old, and the old router drains only then; its plugins stop once
+/// it is dropped.
+#[test]
+fn a_replaced_router_serves_new_requests_and_drains_the_running_ones() {
+    let s = samples();
+    let old = plugin_host::config::deploy(
+        &[entry(
+            crate::util::faulty(),
+            "sleepy",
+            json!({"path": "/x"}),
+        )],
+        false,
+    )
+    .unwrap();
+    old.start_all().unwrap_or_else(|e| panic!("{e}"));
+    let new = plugin_host::config::deploy(&[entry(&s.hello, "hello", json!({}))], false).unwrap();
+    new.start_all().unwrap_or_else(|e| panic!("{e}"));
+    let service = PluginService::new(old.router().unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let get = |target: &str| {
+        let request = http::Request::get(target).body(String::new()).unwrap();
+        service.clone().oneshot(request)
+    };
+    let running = runtime.spawn(get("/x/sleep?ms=400"));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let retired = service.replace_router(new.router().unwrap());
+    assert!(
+        retired.in_use(),
+        "the sleeping request holds the old router"
+    );
+    let status =
+        |response: Result<plugin_host::server::HttpResponse, _>| response.unwrap().status();
+    assert_eq!(
+        runtime
+            .block_on(get("/hello/ada"))
+            .map(|r| r.status())
+            .unwrap(),
+        200
+    );
+    assert_eq!(
+        status(runtime.block_on(get("/x/ok"))),
+        404,
+        "the old routes are gone"
+    );
+    assert_eq!(service.router().plugins(), ["hello"]);
+    let started = std::time::Instant::now();
+    assert!(retired.drain(std::time::Duration::from_secs(10)));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(200),
+        "drained before the running request ended"
+    );
+    let answered = runtime.block_on(running).unwrap();
+    assert_eq!(
+        status(answered),
+        200,
+        "the running request finished on the old router"
+    );
+    old.stop_all().unwrap_or_else(|e| panic!("{e}"));
+    drop(service);
+    new.stop_all().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A retired router that a request holds past the drain's limit: `drain` says so, and lets go.
+#[test]
+fn a_drain_gives_up_at_its_limit() {
+    let old = plugin_host::config::deploy(
+        &[entry(
+            crate::util::faulty(),
+            "sleepy",
+            json!({"path": "/x"}),
+        )],
+        false,
+    )
+    .unwrap();
+    old.start_all().unwrap_or_else(|e| panic!("{e}"));
+    let service = PluginService::new(old.router().unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let request = http::Request::get("/x/sleep?ms=600")
+        .body(String::new())
+        .unwrap();
+    let running = runtime.spawn(service.clone().oneshot(request));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let retired = service.replace_router(plugin_host::Registry::new().router().unwrap());
+    let started = std::time::Instant::now();
+    assert!(!retired.drain(std::time::Duration::from_millis(100)));
+    assert!(started.elapsed() < std::time::Duration::from_millis(400));
+    assert_eq!(runtime.block_on(running).unwrap().unwrap().status(), 200);
+    old.stop_all().unwrap_or_else(|e| panic!("{e}"));
+}

@@ -126,8 +126,11 @@ pub async fn serve(
         let state = Arc::new(AtomicU8::new(IDLE));
         // With hooks, each request carries its connection; with `on_disconnect` hooks, the
         // connection counts what it does.
-        let told = service.router().has_disconnect_hooks();
-        let hooked = service.router().has_hooks().then(|| {
+        // The connection's own hooks (`on_connect`, `on_disconnect`) are those of the router
+        // current when it opened; each request is served by the router current when it came.
+        let current = service.router();
+        let told = current.has_disconnect_hooks();
+        let hooked = current.has_hooks().then(|| {
             let connection = Connection {
                 client: client.to_string(),
                 local: stream
@@ -143,12 +146,13 @@ pub async fn serve(
         let mut io = Guarded::new(stream, state.clone(), options);
         io.tally = hooked.as_ref().and_then(|(_, tally)| tally.clone());
         let opened = std::time::Instant::now();
+        drop(current);
         // `service_fn` over `answer_wire` rather than the `tower::Service` impl: no boxed future
-        // per request. Each connection gets its own `Arc`, so the reference count a request
-        // touches is not shared with other threads.
-        let service = Arc::new(service.clone());
+        // per request.
         let (hooks, each) = (service.clone(), hooked.clone());
+        let service = service.clone();
         let handler = hyper::service::service_fn(move |request: http::Request<_>| {
+            let service = service.now();
             let admitted = each.as_ref().map(|(admitted, tally)| {
                 if let Some(tally) = tally {
                     tally.requests.fetch_add(1, Ordering::Relaxed);
@@ -162,7 +166,7 @@ pub async fn serve(
                 }
                 Attempt::Deferred(request) => {
                     state.store(BUSY, Ordering::Relaxed);
-                    let (service, state) = (service.clone(), state.clone());
+                    let state = state.clone();
                     let admitted = admitted.cloned();
                     Answer::Later(Box::pin(async move {
                         let response = service.answer_later(request, admitted).await;
@@ -178,7 +182,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let _alive = (alive, count);
             if let Some((admitted, _)) = &hooked
-                && !hooks.admit_connection(admitted).await
+                && !hooks.now().admit_connection(admitted).await
             {
                 // Refused: the socket closes with `connection`, before a request is read.
                 return;
@@ -247,7 +251,7 @@ struct Tally {
 /// Tells the `on_disconnect` hooks what an accepted connection did, when its task ends (it is
 /// dropped last), whatever ended it.
 struct Disconnect {
-    service: Arc<PluginService>,
+    service: PluginService,
     admitted: Arc<Admitted>,
     tally: Arc<Tally>,
     opened: std::time::Instant,
