@@ -722,8 +722,8 @@ impl Loader {
         self.instantiate_version(entry, None)
     }
 
-    /// [`instantiate`](Self::instantiate), with the version of an in-process entry's library
-    /// already read (`None`: read it now).
+    /// [`instantiate`](Self::instantiate), with the version of the entry's library (in this
+    /// process or isolated) already read (`None`: read it now).
     pub(crate) fn instantiate_version(
         &mut self,
         entry: &PluginEntry,
@@ -747,8 +747,14 @@ impl Loader {
                     .inspect(|instance| instance.set_log_limit(entry.log_limit))
             }
             Run::Isolated(options) => {
+                // The worker loads the content that was read here, from a private copy.
+                let sha256 = match (&entry.sha256, version) {
+                    (Some(pin), _) => pin.clone(),
+                    (None, Some((_, sha256))) => sha256,
+                    (None, None) => entry.file_version()?.1,
+                };
                 let load = LoadOptions {
-                    sha256: entry.sha256.clone(),
+                    sha256: Some(sha256),
                     allow_insecure_permissions: self.allow_insecure_permissions,
                 };
                 ProcessPlugin::isolated(&entry.path, &load, in_child(options))

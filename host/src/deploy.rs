@@ -76,6 +76,17 @@ impl Reload {
     }
 }
 
+impl fmt::Debug for Reload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reload")
+            .field("added", &self.added)
+            .field("replaced", &self.replaced)
+            .field("removed", &self.removed)
+            .field("kept", &self.kept)
+            .finish_non_exhaustive()
+    }
+}
+
 /// `added a, b; replaced c; removed d; kept e`, leaving out what is empty, or `nothing
 /// changed (kept ...)`.
 impl fmt::Display for Reload {

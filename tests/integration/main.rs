@@ -28,6 +28,7 @@ mod protocol;
 mod readme;
 mod readme_agrees;
 mod registry;
+mod reload;
 mod router;
 mod service;
 mod shutdown;
