@@ -54,7 +54,7 @@ impl Host {
         let log = dir.join("host.log");
         let stderr = std::fs::File::create(&log).unwrap();
         let mut args: Vec<&std::ffi::OsStr> = vec!["--config".as_ref(), config.as_os_str()];
-        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(a)));
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
         let served = Served::start_with(&args, None, stderr.into());
         Self {
             served,

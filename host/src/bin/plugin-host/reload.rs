@@ -21,10 +21,13 @@ use std::time::Duration;
 /// writes a file in several steps.
 const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
 
+/// Reads the configuration: its entries, or why they cannot be read (naming FILE:LINE).
+pub type Read = Box<dyn Fn() -> Result<Vec<PluginEntry>, Box<dyn std::error::Error>> + Send>;
+
 /// What to read again at each reload, and where it lives.
 pub struct Source {
     /// Reads the configuration.
-    pub read: Box<dyn Fn() -> Result<Vec<PluginEntry>, Box<dyn std::error::Error>> + Send>,
+    pub read: Read,
     /// The configuration file, or the plugin folder.
     pub path: PathBuf,
     /// Whether `path` is a plugin folder (any library added to it counts).
