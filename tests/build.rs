@@ -126,6 +126,17 @@ fn main() {
             library.display()
         );
     }
+    // Two builds of one plugin that answer differently, for the reload tests.
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/version.c");
+    for (name, mark) in [("fixture_version_a", "a"), ("fixture_version_b", "b")] {
+        let define = format!("VERSION_MARK='{mark}'");
+        let library = shared_library(&source, &out_dir, name, &[define.as_str()]);
+        println!(
+            "cargo:rustc-env={}={}",
+            name.to_uppercase(),
+            library.display()
+        );
+    }
     println!("cargo:rerun-if-changed=fixtures/abi-1.0/plugin_api.h");
     go_fixture(&out_dir);
     println!("cargo:rerun-if-changed=../include/plugin_api.h");

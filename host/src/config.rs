@@ -45,8 +45,10 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// One plugin instance to load.
-#[derive(Debug, Clone)]
+/// One plugin instance to load. Two entries are equal when they say the same thing (their
+/// [`source`](Self::source) included: compare clones without it to ignore where they were
+/// written).
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginEntry {
     /// The library file, or the program of a plugin program. From a configuration file, a
     /// `path` or `exec` is resolved against the file's folder (and made absolute), and a
@@ -131,7 +133,7 @@ impl EntrySource {
 }
 
 /// Where a configured plugin runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum Run {
     /// The library is loaded into the host's process (the default).
     #[default]
@@ -621,11 +623,41 @@ pub fn deploy(
     Ok(registry)
 }
 
-/// Creates the instances of configuration entries, loading each library file (with its pin)
+/// Creates the instances of configuration entries, loading each version of a library file
 /// once, however many entries name it.
+///
+/// A library is loaded from a private copy of the bytes that were hashed and inspected (see
+/// [`LoadOptions::sha256`]), never from its own path: a file written over in place cannot
+/// change code that runs, and a new version of a file loads as new code (`dlopen` of a path
+/// already open would return the library loaded before). Every version loaded stays loaded
+/// while the loader lives (see [`Deployment`](crate::Deployment) for why and how that is
+/// bounded).
 pub struct Loader {
-    factories: HashMap<(PathBuf, Option<String>), Factory>,
+    factories: HashMap<LibraryVersion, Factory>,
     allow_insecure_permissions: bool,
+}
+
+/// One version of a plugin's file: its resolved path and the SHA-256 of its content, in hex.
+pub type LibraryVersion = (PathBuf, String);
+
+impl PluginEntry {
+    /// The file this entry runs and the SHA-256 of its content: the library (in this process
+    /// or isolated), or a program's `exec` file; `None` for a program named by `command`,
+    /// which is looked up on PATH when it starts. An error names the entry's line.
+    pub fn content(&self) -> Result<Option<LibraryVersion>, Error> {
+        match self.run {
+            Run::Program { .. } if self.path.components().count() < 2 => Ok(None),
+            _ => self.file_version().map(Some),
+        }
+    }
+
+    /// The resolved path of the entry's file and the SHA-256 of its content.
+    fn file_version(&self) -> Result<LibraryVersion, Error> {
+        let fail = |kind| self.locate(Error::new(kind).with_file(Some(&self.path)));
+        let resolved = crate::trust::resolve(&self.path).map_err(fail)?;
+        let bytes = crate::trust::read(&resolved).map_err(fail)?;
+        Ok((resolved, crate::trust::sha256_hex(&bytes)))
+    }
 }
 
 impl Loader {
@@ -637,25 +669,66 @@ impl Loader {
         }
     }
 
-    /// The factory of `entry`'s library, loaded with its pin on first use.
+    /// The factory of `entry`'s library, loaded on first use of its present content; the
+    /// entry's pin, if it has one, must match it.
     pub fn factory(&mut self, entry: &PluginEntry) -> Result<Factory, Error> {
-        let key = (entry.path.clone(), entry.sha256.clone());
-        if let Some(factory) = self.factories.get(&key) {
-            return Ok(factory.clone());
+        let version = entry.file_version()?;
+        self.factory_of(entry, version)
+    }
+
+    /// The factory of `version`, the content of `entry`'s library.
+    pub(crate) fn factory_of(
+        &mut self,
+        entry: &PluginEntry,
+        version: LibraryVersion,
+    ) -> Result<Factory, Error> {
+        let pin = entry.sha256.as_ref();
+        if let Some(factory) = self.factories.get(&version) {
+            return match pin {
+                Some(pin) if !pin.eq_ignore_ascii_case(&version.1) => {
+                    let kind = crate::ErrorKind::ChecksumMismatch {
+                        expected: pin.to_ascii_lowercase(),
+                        actual: version.1,
+                    };
+                    Err(entry.locate(Error::new(kind).with_file(Some(&entry.path))))
+                }
+                _ => Ok(factory.clone()),
+            };
         }
+        // The pin, when there is one, is checked in its turn among the checks of the file.
         let options = LoadOptions {
-            sha256: entry.sha256.clone(),
+            sha256: Some(pin.unwrap_or(&version.1).clone()),
             allow_insecure_permissions: self.allow_insecure_permissions,
         };
         let factory = Factory::load_with(&entry.path, &options).map_err(|e| entry.locate(e))?;
-        self.factories.insert(key, factory.clone());
+        self.factories.insert(version, factory.clone());
         Ok(factory)
+    }
+
+    /// Whether `version` is loaded.
+    pub(crate) fn has(&self, version: &LibraryVersion) -> bool {
+        self.factories.contains_key(version)
+    }
+
+    /// The library versions loaded.
+    pub(crate) fn versions(&self) -> impl Iterator<Item = &LibraryVersion> {
+        self.factories.keys()
     }
 
     /// Creates `entry`'s instance, named and configured as the entry says (not started): in
     /// this process, or in a child process it starts. An error points at the entry's line, or
     /// at the value a plugin called invalid.
     pub fn instantiate(&mut self, entry: &PluginEntry) -> Result<Instance, Error> {
+        self.instantiate_version(entry, None)
+    }
+
+    /// [`instantiate`](Self::instantiate), with the version of the entry's library (in this
+    /// process or isolated) already read (`None`: read it now).
+    pub(crate) fn instantiate_version(
+        &mut self,
+        entry: &PluginEntry,
+        version: Option<LibraryVersion>,
+    ) -> Result<Instance, Error> {
         // A child process logs within the entry's limit from its first line; an in-process
         // instance gets it once `create` has returned (its `create` logs within the default).
         let in_child = |options: &ProcessOptions| ProcessOptions {
@@ -664,15 +737,24 @@ impl Loader {
         };
         let created = match &entry.run {
             Run::InProcess => {
-                let factory = self.factory(entry)?;
+                let factory = match version {
+                    Some(version) => self.factory_of(entry, version)?,
+                    None => self.factory(entry)?,
+                };
                 let name = entry.name.as_deref().unwrap_or(factory.name());
                 factory
                     .create(name, &entry.config)
                     .inspect(|instance| instance.set_log_limit(entry.log_limit))
             }
             Run::Isolated(options) => {
+                // The worker loads the content that was read here, from a private copy.
+                let sha256 = match (&entry.sha256, version) {
+                    (Some(pin), _) => pin.clone(),
+                    (None, Some((_, sha256))) => sha256,
+                    (None, None) => entry.file_version()?.1,
+                };
                 let load = LoadOptions {
-                    sha256: entry.sha256.clone(),
+                    sha256: Some(sha256),
                     allow_insecure_permissions: self.allow_insecure_permissions,
                 };
                 ProcessPlugin::isolated(&entry.path, &load, in_child(options))

@@ -76,6 +76,15 @@ pub enum ErrorKind {
         /// The file's hash, in hex.
         actual: String,
     },
+    /// Loading one more library version would keep more versions loaded that no plugin uses
+    /// than [`RETAINED_LIBRARIES`](crate::limits::RETAINED_LIBRARIES) allows.
+    #[error(
+        "loading it would keep more than {limit} old versions of plugin libraries in memory (a library cannot be unloaded from a running host); restart the host, or run the plugin isolated (`isolation = \"process\"`) so that its old versions end with their process"
+    )]
+    TooManyLibraries {
+        /// The limit.
+        limit: usize,
+    },
     /// The file, or a folder above it, can be written by others than its owner and root.
     #[error(
         "refused: {path} {reason}; fix the permissions, or pass --allow-insecure-permissions to load it anyway"

@@ -7,7 +7,8 @@
 //!   in reverse, and [`Router`] over the routes of the started ones.
 //!
 //! - [`server`]: the routes as a `tower::Service`, and a hyper server with graceful shutdown;
-//!   [`config`]: which plugins to load, from a TOML file or a folder. The `plugin-host` binary
+//!   [`config`]: which plugins to load, from a TOML file or a folder; [`Deployment`]: a
+//!   configuration running, reloaded by starting only what changed. The `plugin-host` binary
 //!   (`serve`, `list`, `check`) is built on these.
 //! - [`process`]: plugins in supervised child processes: the very same library files run
 //!   isolated ([`process::ProcessPlugin::isolated`]), and plugin programs in any language, over
@@ -21,6 +22,7 @@
 
 mod block;
 pub mod config;
+mod deploy;
 mod error;
 mod ffi;
 mod hook;
@@ -38,6 +40,7 @@ mod router;
 pub mod server;
 mod trust;
 
+pub use deploy::{Deployment, Reload};
 pub use error::{Error, ErrorKind, Errors, PluginText};
 pub use ffi::install_crash_report;
 pub use hook::{Connection, ConnectionStats, HookSet};

@@ -85,6 +85,13 @@ pub const WORKER_QUEUE: usize = 4 * WORKER_THREADS;
 /// dropped and counted, so that slow hooks never hold memory or a response.
 pub const DISCONNECT_QUEUE: usize = 1024;
 
+/// How many versions of in-process plugin libraries that no running plugin uses any more a
+/// [`Deployment`](crate::Deployment) keeps loaded: 64. Unloading a Rust, Go or C++ library has
+/// no sound form, so each reload that replaces one leaves its old version mapped; a reload that
+/// would keep more fails (restart the host to free them, or run the plugin isolated, whose
+/// child process takes its code with it when it ends).
+pub const RETAINED_LIBRARIES: usize = 64;
+
 /// How often a retired router is looked at while it drains (see
 /// [`Retired::drain`](crate::server::Retired::drain)): 5 ms, a small delay added to a reload,
 /// against a check that costs a load.

@@ -320,6 +320,12 @@ impl PluginService {
         self
     }
 
+    /// The metrics this service keeps, if it keeps any ([`with_metrics`](Self::with_metrics)):
+    /// what else the host counts (its reloads, say) goes there too.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.shared.metrics.as_ref()
+    }
+
     /// The metrics as a response: the counters, and the figures of the current router's
     /// plugins. `None` if the service keeps no metrics.
     pub(crate) fn metrics_response(&self) -> Option<Response> {

@@ -29,6 +29,7 @@ mod protocol;
 mod readme;
 mod readme_agrees;
 mod registry;
+mod reload;
 mod router;
 mod service;
 mod shutdown;

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How a child process is run and supervised. The defaults suit most plugins.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcessOptions {
     /// How long a child has to answer `hello` with `welcome` (default 5 s).
     pub handshake_timeout: Duration,

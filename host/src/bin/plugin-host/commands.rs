@@ -1,12 +1,13 @@
 //! What each command does: `serve`, `list` and `check` here; `new`, `include-dir` and `sdk-dir`
 //! through `scaffold`, which writes their files.
 
+use crate::reload::{self, Reloader, Trigger};
 use crate::{Cli, Command, MetricsAt, Source, scaffold};
 use plugin_host::config::{self, PluginEntry, Run};
 use plugin_host::metrics::{METRICS_PATH, Metrics};
 use plugin_host::process::Mode;
 use plugin_host::server::{PluginService, ServeOptions, serve, serve_metrics};
-use plugin_host::{Error, ErrorKind, Factory, Instance, Registry, Router, State};
+use plugin_host::{Deployment, Error, ErrorKind, Factory, Instance, Registry, Router, State};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             keepalive_timeout,
             max_connections,
             metrics,
+            watch,
         } => {
             let defaults = ServeOptions::default();
             let options = ServeOptions {
@@ -41,6 +43,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 handler_timeout: handler_timeout.0,
                 options,
                 metrics,
+                watch,
             };
             serve_command(&source, insecure, &settings)
         }
@@ -218,6 +221,8 @@ struct Settings {
     handler_timeout: Duration,
     options: ServeOptions,
     metrics: MetricsAt,
+    /// Reload when the configuration or a plugin file changes.
+    watch: bool,
 }
 
 /// The exit status of `serve` when a plugin did not stop cleanly: its `stop` failed or got no
@@ -249,12 +254,20 @@ fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result
         }
         MetricsAt::On | MetricsAt::Off => None,
     };
-    let (registry, router) = start(&entries(source)?, insecure)?;
-    let shutdown = {
+    let entries = entries(source)?;
+    let mut deployment = Deployment::new(insecure);
+    let router = deployment.reload(&entries)?.router;
+    let trigger = Trigger::default();
+    let (shutdown, hangup) = {
         let _entered = runtime.enter();
-        shutdown_signal()?
+        (shutdown_signal()?, hangup_signal(trigger.clone())?)
     };
-    let rows: Vec<Row<'_>> = registry.instances().into_iter().map(Row::Created).collect();
+    let rows: Vec<Row<'_>> = deployment
+        .registry()
+        .instances()
+        .into_iter()
+        .map(Row::Created)
+        .collect();
     // Standard output may be closed or a broken pipe: serving goes on regardless.
     let _ = write_table(&mut std::io::stdout(), &rows, &router)
         .and_then(|()| writeln!(std::io::stdout(), "\nlistening on http://{address}"))
@@ -265,6 +278,7 @@ fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result
             },
         )
         .and_then(|()| std::io::stdout().flush());
+    drop(rows);
     let service = PluginService::new(router)
         .with_body_limit(settings.body_limit)
         .with_handler_timeout(settings.handler_timeout);
@@ -282,14 +296,29 @@ fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result
         }
         _ => service,
     };
+    let reloader = Reloader::start(
+        reload_source(source),
+        deployment,
+        (service.clone(), options.grace),
+        trigger.clone(),
+        settings.watch.then_some(entries.as_slice()),
+    )?;
+    runtime.spawn(hangup);
+    // No reload starts once a shutdown has begun.
+    let shutdown = async move {
+        shutdown.await;
+        trigger.close();
+    };
     // `serve` answered the requests still in flight at the end of the grace period (503).
     let drained = runtime.block_on(serve(listener, service, shutdown, options));
     // No new call can start once the runtime is down. A call still running in-process keeps
     // its plugin started (`close_and_stop_all` never stops an in-process instance under a
     // running handler; it names it); a child process is stopped whatever runs in it.
     runtime.shutdown_timeout(Duration::ZERO);
+    // A reload that was running has finished: what runs now is the deployment's.
+    let deployment = reloader.stop();
     tracing::info!("stopping plugins");
-    match registry.close_and_stop_all() {
+    match deployment.registry().close_and_stop_all() {
         Ok(()) if drained => Ok(ExitCode::SUCCESS),
         Ok(()) => Ok(ExitCode::from(REQUESTS_CUT_SHORT)),
         Err(errors) => {
@@ -299,6 +328,38 @@ fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result
             Ok(ExitCode::from(INCOMPLETE_SHUTDOWN))
         }
     }
+}
+
+/// What a reload reads again: the configuration file, or the plugin folder.
+fn reload_source(source: &Source) -> reload::Source {
+    let (path, folder) = match (&source.config, &source.plugins_dir) {
+        (Some(file), _) => (file.clone(), false),
+        (None, Some(dir)) => (dir.clone(), true),
+        (None, None) => unreachable!("clap requires one source"),
+    };
+    let source = source.clone();
+    reload::Source {
+        read: Box::new(move || entries(&source)),
+        path,
+        folder,
+    }
+}
+
+/// Listens for SIGHUP from now on (so that one sent as soon as `serve` says it listens is
+/// neither missed nor ends the process, as its default action would); the task that asks
+/// `trigger` for a reload at each.
+fn hangup_signal(trigger: Trigger) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    Ok(async move {
+        #[cfg(unix)]
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading");
+            trigger.reload();
+        }
+        #[cfg(not(unix))]
+        let _ = trigger;
+    })
 }
 
 /// The worker threads of `serve`: one per core, and at least two, so that one is always free

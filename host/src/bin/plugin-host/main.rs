@@ -2,6 +2,7 @@
 
 mod commands;
 mod logging;
+mod reload;
 mod scaffold;
 
 use clap::{Args, Parser, Subcommand};
@@ -59,7 +60,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load, start and serve the plugins until SIGINT or SIGTERM. Exit status after a signal:
+    /// Load, start and serve the plugins until SIGINT or SIGTERM; SIGHUP reloads the
+    /// configuration, starting only what changed. Exit status after a signal:
     /// 0 when every request finished within the grace period and every plugin stopped cleanly;
     /// 4 when requests still in flight at its end were answered 503 but every plugin stopped
     /// cleanly; 3 when a plugin did not stop cleanly (the log says which and why).
@@ -113,6 +115,10 @@ enum Command {
         /// ADDR:PORT (there only, never on the listen address).
         #[arg(long, default_value = "on", value_parser = metrics_at)]
         metrics: MetricsAt,
+        /// Reload when the configuration file (or the plugin folder) or a plugin's file
+        /// changes, as on SIGHUP: only what changed is started anew (see the README's Reload).
+        #[arg(long)]
+        watch: bool,
     },
     /// Print the plugins and their routes without serving, in the configuration's order.
     /// Plugins that run in this process are loaded and started, as `serve` does, for their
@@ -187,7 +193,7 @@ fn metrics_at(text: &str) -> Result<MetricsAt, String> {
 }
 
 /// Where the plugins come from.
-#[derive(Args)]
+#[derive(Args, Clone)]
 #[group(required = true, multiple = false)]
 struct Source {
     /// A TOML file listing the plugins (see the README).

@@ -1,0 +1,320 @@
+//! `serve`'s reloads: on SIGHUP, and with `--watch` when the configuration or a plugin file
+//! changes. One thread runs them one at a time, off the async workers (a reload loads libraries,
+//! starts plugins and waits for the old router to drain); requests that arrive during one
+//! coalesce into one more. A reload reads the configuration again, starts what changed
+//! ([`Deployment::reload`]), swaps the new router in, lets the requests on the old one finish
+//! (at most the grace period), then stops what was removed or replaced, in reverse order.
+
+use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
+use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use parking_lot::{Condvar, Mutex};
+use plugin_host::Deployment;
+use plugin_host::config::{PluginEntry, Run};
+use plugin_host::server::PluginService;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long `--watch` waits for a file to stop changing before it reloads: a build or an editor
+/// writes a file in several steps.
+const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Reads the configuration: its entries, or why they cannot be read (naming FILE:LINE).
+pub type Read = Box<dyn Fn() -> Result<Vec<PluginEntry>, Box<dyn std::error::Error>> + Send>;
+
+/// What to read again at each reload, and where it lives.
+pub struct Source {
+    /// Reads the configuration.
+    pub read: Read,
+    /// The configuration file, or the plugin folder.
+    pub path: PathBuf,
+    /// Whether `path` is a plugin folder (any library added to it counts).
+    pub folder: bool,
+}
+
+/// Asks for reloads; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Trigger(Arc<(Mutex<Pending>, Condvar)>);
+
+#[derive(Default)]
+struct Pending {
+    /// A reload was asked for since the last one started.
+    asked: bool,
+    /// The host is shutting down: no reload starts any more.
+    closing: bool,
+}
+
+impl Trigger {
+    /// Asks for a reload: one more runs after the one running, if any.
+    pub fn reload(&self) {
+        let (pending, wake) = &*self.0;
+        pending.lock().asked = true;
+        wake.notify_one();
+    }
+
+    /// Starts no reload from now on.
+    pub fn close(&self) {
+        let (pending, wake) = &*self.0;
+        pending.lock().closing = true;
+        wake.notify_one();
+    }
+
+    /// Waits for a request; false once closing.
+    fn next(&self) -> bool {
+        let (pending, wake) = &*self.0;
+        let mut pending = pending.lock();
+        while !pending.asked && !pending.closing {
+            wake.wait(&mut pending);
+        }
+        pending.asked = false;
+        !pending.closing
+    }
+}
+
+/// The thread that runs the reloads; it owns the deployment while the host serves.
+pub struct Reloader {
+    trigger: Trigger,
+    thread: JoinHandle<Deployment>,
+}
+
+impl Reloader {
+    /// Starts the reload thread, which runs a reload each time `trigger` asks, swapping the
+    /// router of `service` and draining the old one for at most `grace`. With `watch`, changes
+    /// to the configuration or a plugin file ask for a reload; it holds the entries whose files
+    /// to watch at first.
+    pub fn start(
+        source: Source,
+        mut deployment: Deployment,
+        (service, grace): (PluginService, Duration),
+        trigger: Trigger,
+        watch: Option<&[PluginEntry]>,
+    ) -> std::io::Result<Self> {
+        let mut watcher = match watch {
+            Some(entries) => {
+                let mut watcher = Watch::new(&source, trigger.clone())?;
+                watcher.refresh(entries);
+                Some(watcher)
+            }
+            None => None,
+        };
+        let asked = trigger.clone();
+        let thread = std::thread::Builder::new()
+            .name("reload".into())
+            .spawn(move || {
+                while asked.next() {
+                    let entries = reload(&source, &mut deployment, &service, grace);
+                    if let (Some(watcher), Some(entries)) = (&mut watcher, entries) {
+                        watcher.refresh(&entries);
+                    }
+                }
+                deployment
+            })?;
+        Ok(Self { trigger, thread })
+    }
+
+    /// Starts no more reloads, waits for the one running, if any, and gives the deployment back.
+    pub fn stop(self) -> Deployment {
+        self.trigger.close();
+        self.thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+/// What one reload did, as it is reported.
+enum Outcome {
+    /// It succeeded: what it did, and the instances it started (added or replaced).
+    Done {
+        summary: String,
+        started: Vec<String>,
+    },
+    /// It failed and changed nothing: why, and the plugin the failure names, if any.
+    Failed {
+        message: String,
+        plugin: Option<String>,
+    },
+}
+
+/// Reports the outcome of one reload: one line in the log, and the reload counters of the
+/// service's metrics, if it keeps them.
+fn report(outcome: &Outcome, service: &PluginService) {
+    match outcome {
+        Outcome::Done { summary, started } => {
+            tracing::info!(started = started.len(), "reload: {summary}");
+            if let Some(metrics) = service.metrics() {
+                let started: Vec<&str> = started.iter().map(String::as_str).collect();
+                metrics.reloaded(true, &started);
+            }
+        }
+        Outcome::Failed { message, plugin } => {
+            tracing::error!(
+                plugin = plugin.as_deref().unwrap_or("-"),
+                "reload failed: {message}; the running plugins keep serving"
+            );
+            if let Some(metrics) = service.metrics() {
+                metrics.reloaded(
+                    false,
+                    plugin
+                        .as_slice()
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .as_slice(),
+                );
+            }
+        }
+    }
+}
+
+/// Runs one reload and reports it; the entries it read, when it could read them.
+fn reload(
+    source: &Source,
+    deployment: &mut Deployment,
+    service: &PluginService,
+    grace: Duration,
+) -> Option<Vec<PluginEntry>> {
+    let entries = match (source.read)() {
+        Ok(entries) => entries,
+        Err(error) => {
+            let failed = Outcome::Failed {
+                message: error.to_string(),
+                plugin: None,
+            };
+            report(&failed, service);
+            return None;
+        }
+    };
+    let reload = match deployment.reload(&entries) {
+        Ok(reload) => reload,
+        Err(error) => {
+            let failed = Outcome::Failed {
+                message: error.to_string(),
+                plugin: error.plugin().map(str::to_owned),
+            };
+            report(&failed, service);
+            return Some(entries);
+        }
+    };
+    let summary = match deployment.retained() {
+        0 => reload.to_string(),
+        old => format!("{reload} ({old} old library version(s) stay loaded)"),
+    };
+    let started = reload.started().map(str::to_owned).collect();
+    // New requests take the new router at once; those running finish on the old one, which is
+    // dropped before what only it served is stopped (its leases keep them started).
+    if !service.replace_router(reload.router).drain(grace) {
+        tracing::warn!(
+            "reload: requests still ran on the old plugins after {grace:?}; stopping them anyway"
+        );
+    }
+    if let Err(errors) = reload.retired.close_and_stop_all() {
+        for error in &errors.0 {
+            tracing::error!("reload: {error}");
+        }
+    }
+    report(&Outcome::Done { summary, started }, service);
+    Some(entries)
+}
+
+/// Watches the configuration (or the plugin folder) and the files of the entries: their
+/// folders, without recursion, since editors and builds replace a file by renaming another
+/// over it.
+struct Watch {
+    debouncer: Debouncer<RecommendedWatcher>,
+    /// The folders watched.
+    folders: BTreeSet<PathBuf>,
+    /// The files whose changes count, and the plugin folder, if any, any change in which does.
+    files: Arc<Mutex<(BTreeSet<PathBuf>, Option<PathBuf>)>>,
+    /// The configuration file, or the plugin folder.
+    source: PathBuf,
+    folder: bool,
+}
+
+impl Watch {
+    fn new(source: &Source, trigger: Trigger) -> std::io::Result<Self> {
+        let files = Arc::new(Mutex::new((BTreeSet::new(), None)));
+        let seen = Arc::clone(&files);
+        let debouncer = new_debouncer(WATCH_DEBOUNCE, move |events: DebounceEventResult| {
+            let events = match events {
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::warn!("--watch: {error}");
+                    return;
+                }
+            };
+            let relevant = {
+                let seen = seen.lock();
+                let (files, folder) = &*seen;
+                events.iter().any(|event| {
+                    files.contains(&event.path)
+                        || folder.as_deref() == event.path.parent()
+                        || folder.as_ref() == Some(&event.path)
+                })
+            };
+            if relevant {
+                trigger.reload();
+            }
+        })
+        .map_err(std::io::Error::other)?;
+        Ok(Self {
+            debouncer,
+            folders: BTreeSet::new(),
+            files,
+            source: absolute(&source.path),
+            folder: source.folder,
+        })
+    }
+
+    /// Watches what `entries` need, and no more.
+    fn refresh(&mut self, entries: &[PluginEntry]) {
+        let mut files = BTreeSet::new();
+        let mut add = |path: &Path| {
+            files.insert(absolute(path));
+            // A link's target changes without the link.
+            if let Ok(resolved) = std::fs::canonicalize(path) {
+                files.insert(resolved);
+            }
+        };
+        if !self.folder {
+            add(&self.source);
+        }
+        for entry in entries {
+            // A `command` is looked up on PATH: there is no file of its own to watch.
+            let named =
+                matches!(entry.run, Run::Program { .. }) && entry.path.components().count() < 2;
+            if !named {
+                add(&entry.path);
+            }
+        }
+        let mut folders: BTreeSet<PathBuf> = files
+            .iter()
+            .filter_map(|file| file.parent().map(Path::to_path_buf))
+            .collect();
+        if self.folder {
+            folders.insert(self.source.clone());
+        }
+        let watcher = self.debouncer.watcher();
+        for gone in self.folders.difference(&folders) {
+            let _ = watcher.unwatch(gone);
+        }
+        // A folder that cannot be watched now is tried again at the next refresh.
+        let mut watched: BTreeSet<PathBuf> = self.folders.intersection(&folders).cloned().collect();
+        for new in folders.difference(&self.folders) {
+            match watcher.watch(new, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    watched.insert(new.clone());
+                }
+                Err(error) => tracing::warn!("--watch: cannot watch {}: {error}", new.display()),
+            }
+        }
+        self.folders = watched;
+        *self.files.lock() = (files, self.folder.then(|| self.source.clone()));
+    }
+}
+
+/// `path` made absolute, as the watcher reports paths.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
