@@ -76,7 +76,10 @@ load=$!
 pids+=($load)
 
 sleep 1
-reported() { grep -c -e 'reload: ' -e 'reload failed: ' "$dir/host.log" || true; }
+# The outcome lines only: ` reload: ... started=N`, or ` reload failed: ...` (the WARN lines of a
+# drain past --grace also say `reload: `).
+outcomes() { grep -E ' reload: .* started=| reload failed: ' "$dir/host.log" || true; }
+reported() { outcomes | wc -l; }
 started=$(date +%s.%N)
 for i in $(seq "$reloads"); do
   if [ $((i % 2)) = 1 ]; then build=b; else build=a; fi
@@ -86,7 +89,7 @@ for i in $(seq "$reloads"); do
     [ "$(reported)" -ge "$i" ] && break
     sleep 0.05
   done
-  line=$(grep -e 'reload: ' -e 'reload failed: ' "$dir/host.log" | sed -n "${i}p")
+  line=$(outcomes | sed -n "${i}p")
   case $line in
     *"replaced version"*) ;;
     *) echo "reload $i: ${line:-not reported within 20 s}"; touch "$dir/stop"; exit 1 ;;

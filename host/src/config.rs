@@ -631,7 +631,14 @@ pub fn deploy(
 /// change code that runs, and a new version of a file loads as new code (`dlopen` of a path
 /// already open would return the library loaded before). Every version loaded stays loaded
 /// while the loader lives (see [`Deployment`](crate::Deployment) for why and how that is
-/// bounded).
+/// bounded), those loaded for a reload that then failed included: their initialisers ran and
+/// their code is mapped, and unmapping it is no more sound than for any other; a version is
+/// keyed by its file and content, so a reload tried again with the same content reuses it
+/// rather than loading, and counting, it twice.
+///
+/// A Go library cannot be loaded in a new version while another is (see
+/// [`ErrorKind::GoLibraryReloaded`](crate::ErrorKind::GoLibraryReloaded)): Go's runtime does not
+/// start twice in one process.
 pub struct Loader {
     factories: HashMap<LibraryVersion, Factory>,
     allow_insecure_permissions: bool,
@@ -641,14 +648,20 @@ pub struct Loader {
 pub type LibraryVersion = (PathBuf, String);
 
 impl PluginEntry {
-    /// The file this entry runs and the SHA-256 of its content: the library (in this process
-    /// or isolated), or a program's `exec` file; `None` for a program named by `command`,
-    /// which is looked up on PATH when it starts. An error names the entry's line.
-    pub fn content(&self) -> Result<Option<LibraryVersion>, Error> {
+    /// The file this entry runs: the library (in this process or isolated), or a program's
+    /// `exec` file; `None` for a program named by `command`, which is looked up on PATH when it
+    /// starts.
+    pub fn file(&self) -> Option<&Path> {
         match self.run {
-            Run::Program { .. } if self.path.components().count() < 2 => Ok(None),
-            _ => self.file_version().map(Some),
+            Run::Program { .. } if self.path.components().count() < 2 => None,
+            _ => Some(&self.path),
         }
+    }
+
+    /// The [`file`](Self::file) this entry runs, resolved, and the SHA-256 of its content. An
+    /// error names the entry's line.
+    pub fn content(&self) -> Result<Option<LibraryVersion>, Error> {
+        self.file().map(|_| self.file_version()).transpose()
     }
 
     /// The resolved path of the entry's file and the SHA-256 of its content.
@@ -695,6 +708,7 @@ impl Loader {
                 _ => Ok(factory.clone()),
             };
         }
+        self.refuse_second_go_runtime(entry, &version)?;
         // The pin, when there is one, is checked in its turn among the checks of the file.
         let options = LoadOptions {
             sha256: Some(pin.unwrap_or(&version.1).clone()),
@@ -703,6 +717,26 @@ impl Loader {
         let factory = Factory::load_with(&entry.path, &options).map_err(|e| entry.locate(e))?;
         self.factories.insert(version, factory.clone());
         Ok(factory)
+    }
+
+    /// Refuses `version` of `entry`'s library, not loaded yet, if it is a Go library of which
+    /// another version is loaded. Only then is the file read again, for its inspection.
+    fn refuse_second_go_runtime(
+        &self,
+        entry: &PluginEntry,
+        version: &LibraryVersion,
+    ) -> Result<(), Error> {
+        if !self.factories.keys().any(|(path, _)| *path == version.0) {
+            return Ok(());
+        }
+        // A file that cannot be read now is refused by the load, with its reason.
+        let go =
+            crate::trust::read(&version.0).is_ok_and(|bytes| crate::inspect::go_runtime(&bytes));
+        if !go {
+            return Ok(());
+        }
+        let error = Error::new(crate::ErrorKind::GoLibraryReloaded).with_file(Some(&entry.path));
+        Err(entry.locate(error))
     }
 
     /// Whether `version` is loaded.

@@ -14,10 +14,15 @@
 //! uses it again. How many of them no running plugin uses is bounded by
 //! [`RETAINED_LIBRARIES`](crate::limits::RETAINED_LIBRARIES). A plugin run isolated (in a
 //! child process) leaves nothing behind: its process ends when it is stopped.
+//!
+//! An in-process instance is never stopped under a running call: one that a reload retired
+//! while a call still ran in it (past the drain's grace) stays started, off every router, until
+//! a later reload or the host's end stops it ([`Deployment::stop_retired`],
+//! [`Deployment::stop_pending`]).
 
 use crate::config::{LibraryVersion, Loader, PluginEntry, Run};
 use crate::error::{Error, ErrorKind};
-use crate::plugin::Instance;
+use crate::plugin::{Instance, State};
 use crate::registry::Registry;
 use crate::router::Router;
 use std::collections::HashSet;
@@ -26,10 +31,11 @@ use std::fmt;
 /// The plugins of a configuration, running, with every library version loaded for them.
 ///
 /// [`reload`](Self::reload) takes the whole configuration, the first time as after every
-/// change. A host swaps the router it returns in, lets the requests on the old router finish,
-/// drops the old router, then stops [`Reload::retired`] (reverse order, with
-/// [`Registry::close_and_stop_all`]). At the end, the host stops
-/// [`registry`](Self::registry) the same way.
+/// change. A host swaps the router it returns in (if any), lets the requests on the old router
+/// finish, drops the old router, then stops [`Reload::retired`] with
+/// [`stop_retired`](Self::stop_retired), and what earlier reloads could not stop with
+/// [`stop_pending`](Self::stop_pending). At the end, the host stops
+/// [`registry`](Self::registry) with [`Registry::close_and_stop_all`], then the pending ones.
 pub struct Deployment {
     loader: Loader,
     /// What runs, in configuration order; `registry` holds the same instances.
@@ -37,6 +43,9 @@ pub struct Deployment {
     registry: Registry,
     /// The most library versions no running plugin uses that may stay loaded.
     retained_limit: usize,
+    /// Retired in-process instances whose `stop` was refused because a call still ran in them:
+    /// out of every router, started until a later attempt stops them.
+    pending: Vec<Instance>,
 }
 
 /// An entry that runs, with its file's version when it was loaded and its instance.
@@ -48,11 +57,12 @@ struct Running {
 
 /// What a successful [`Deployment::reload`] did.
 pub struct Reload {
-    /// The router of the new set, in the configuration's order; serve it from now on.
-    pub router: Router,
+    /// The router of the new set, in the configuration's order; serve it from now on. `None`
+    /// when nothing changed, not even the order: the router serving goes on serving (a new one
+    /// would start its routes' pacing and metric handles over).
+    pub router: Option<Router>,
     /// The instances the new set no longer has (removed or replaced), in the old order: stop
-    /// them, in reverse, once the old router is drained and dropped
-    /// ([`Registry::close_and_stop_all`]).
+    /// them once the old router is drained and dropped ([`Deployment::stop_retired`]).
     pub retired: Registry,
     /// The names of the instances created for entries new to the configuration.
     pub added: Vec<String>,
@@ -62,6 +72,8 @@ pub struct Reload {
     pub removed: Vec<String>,
     /// The names of the instances that go on running as they were.
     pub kept: Vec<String>,
+    /// Whether the entries kept are all there is, in a new order (routes and hooks follow it).
+    pub reordered: bool,
 }
 
 impl Reload {
@@ -70,9 +82,10 @@ impl Reload {
         self.added.iter().chain(&self.replaced).map(String::as_str)
     }
 
-    /// Whether it changed anything.
+    /// Whether it changed anything: an instance added, replaced or removed, or the order.
     pub fn changed(&self) -> bool {
-        !(self.added.is_empty() && self.replaced.is_empty() && self.removed.is_empty())
+        self.reordered
+            || !(self.added.is_empty() && self.replaced.is_empty() && self.removed.is_empty())
     }
 }
 
@@ -83,18 +96,26 @@ impl fmt::Debug for Reload {
             .field("replaced", &self.replaced)
             .field("removed", &self.removed)
             .field("kept", &self.kept)
+            .field("reordered", &self.reordered)
             .finish_non_exhaustive()
     }
 }
 
-/// `added a, b; replaced c; removed d; kept e`, leaving out what is empty, or `nothing
-/// changed (kept ...)`.
+/// `added a, b; replaced c; removed d; kept e`, leaving out what is empty; `reordered; kept
+/// ...` when only the order changed; `nothing changed; kept ...` when nothing did.
 impl fmt::Display for Reload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.changed() {
-            f.write_str("nothing changed")?;
+        let only = if !self.changed() {
+            Some("nothing changed")
+        } else if self.added.is_empty() && self.replaced.is_empty() && self.removed.is_empty() {
+            Some("reordered")
+        } else {
+            None
+        };
+        if let Some(only) = only {
+            f.write_str(only)?;
         }
-        let mut first = self.changed();
+        let mut first = only.is_none();
         for (what, names) in [
             ("added", &self.added),
             ("replaced", &self.replaced),
@@ -123,6 +144,7 @@ impl Deployment {
             running: Vec::new(),
             registry: Registry::new(),
             retained_limit: crate::limits::RETAINED_LIBRARIES,
+            pending: Vec::new(),
         }
     }
 
@@ -138,18 +160,67 @@ impl Deployment {
         &self.registry
     }
 
-    /// How many loaded library versions no running plugin uses: old code that stays mapped.
+    /// The entries that run, in configuration order.
+    pub fn entries(&self) -> impl Iterator<Item = &PluginEntry> {
+        self.running.iter().map(|running| &running.entry)
+    }
+
+    /// How many loaded library versions no running plugin uses: old code that stays mapped
+    /// (versions loaded for a reload that failed included: see [`Loader`]).
     pub fn retained(&self) -> usize {
-        let in_use: HashSet<&LibraryVersion> = self
+        let in_use = self
             .running
             .iter()
             .filter(|r| matches!(r.entry.run, Run::InProcess))
-            .filter_map(|r| r.content.as_ref())
-            .collect();
+            .filter_map(|r| r.content.as_ref());
+        self.unused(in_use)
+    }
+
+    /// How many loaded library versions are not among `in_use`.
+    fn unused<'a>(&self, in_use: impl Iterator<Item = &'a LibraryVersion>) -> usize {
+        let in_use: HashSet<&LibraryVersion> = in_use.collect();
         self.loader
             .versions()
             .filter(|v| !in_use.contains(v))
             .count()
+    }
+
+    /// Stops `retired` (the instances a reload retired, once its old router is drained and
+    /// dropped), in reverse order, with [`Registry::close_and_stop_all`]; returns its errors.
+    /// An in-process instance that a call still runs in is not stopped
+    /// ([`ErrorKind::Busy`]): it stays started, out of every router, until its call returns,
+    /// and is kept here for [`stop_pending`](Self::stop_pending) to stop later.
+    pub fn stop_retired(&mut self, retired: &Registry) -> Vec<Error> {
+        let errors = retired
+            .close_and_stop_all()
+            .err()
+            .map_or_else(Vec::new, |errors| errors.0);
+        let busy = retired
+            .instances()
+            .into_iter()
+            .filter(|instance| instance.state() == State::Started);
+        self.pending.extend(busy);
+        errors
+    }
+
+    /// Stops again, newest first, the retired instances that [`stop_retired`](Self::stop_retired)
+    /// could not stop; the name and outcome of each. One whose call still runs stays pending
+    /// (its outcome is [`ErrorKind::Busy`]); the others leave the list, stopped or failed. A
+    /// host calls this at each reload, and at its end, after stopping the
+    /// [`registry`](Self::registry).
+    pub fn stop_pending(&mut self) -> Vec<(String, Result<(), Error>)> {
+        let mut outcomes = Vec::new();
+        let mut still = Vec::new();
+        for instance in self.pending.drain(..).rev() {
+            let outcome = instance.close_and_stop();
+            outcomes.push((instance.name().to_owned(), outcome));
+            if instance.state() == State::Started {
+                still.push(instance);
+            }
+        }
+        still.reverse();
+        self.pending = still;
+        outcomes
     }
 
     /// Makes `entries` (the whole configuration, read again) the running set: loads, creates
@@ -157,29 +228,36 @@ impl Deployment {
     /// its file's content, and builds the router of the new set (routes and hooks in the
     /// order of `entries`). Running instances that match keep running, whatever their place.
     ///
+    /// When every entry matches the running one at its place, nothing is built: the reload has
+    /// no router ([`Reload::router`]), and the one serving goes on.
+    ///
     /// If anything fails (a file refused, a `create` or `start` failing, two instances of one
-    /// name, two routes in conflict, one library version too many), the instances this call
-    /// started are stopped again in reverse order and nothing changes: the error names the
-    /// entry's file and line (for entries from a configuration file) and the plugin.
+    /// name, two routes in conflict, one library version too many, a new version of a Go
+    /// library), the instances this call started are stopped again in reverse order and
+    /// nothing changes (but for the library versions it loaded, which stay mapped: see
+    /// [`Loader`]): the error names the entry's file and line (for entries from a
+    /// configuration file) and the plugin.
     pub fn reload(&mut self, entries: &[PluginEntry]) -> Result<Reload, Error> {
         let contents = entries
             .iter()
             .map(PluginEntry::content)
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(unchanged) = self.unchanged(entries, &contents) {
+            return Ok(unchanged);
+        }
         self.check_retained(entries, &contents)?;
         // Each entry's running match, if any; a running instance matches one entry at most.
         let mut taken = vec![false; self.running.len()];
-        let sha = |content: &Option<LibraryVersion>| content.as_ref().map(|(_, sha)| sha.clone());
         let matches: Vec<Option<Instance>> = entries
             .iter()
             .zip(&contents)
             .map(|(entry, content)| {
-                // The same settings and the same content (wherever a link leads).
+                // The same settings and the same content.
                 let at = (0..self.running.len()).find(|&at| {
                     let running = &self.running[at];
                     !taken[at]
                         && same(&running.entry, entry)
-                        && sha(&running.content) == sha(content)
+                        && same_content(&running.content, content)
                 })?;
                 taken[at] = true;
                 Some(self.running[at].instance.clone())
@@ -207,12 +285,13 @@ impl Deployment {
             let _ = retired.register(running.instance.clone());
         }
         let mut reload = Reload {
-            router,
+            router: Some(router),
             retired,
             added: Vec::new(),
             replaced: Vec::new(),
             removed: Vec::new(),
             kept: Vec::new(),
+            reordered: false,
         };
         for (instance, kept) in registry.instances().iter().zip(&matches) {
             let name = instance.name().to_owned();
@@ -225,6 +304,9 @@ impl Deployment {
             }
         }
         reload.removed = removed;
+        // Not every entry is at its place (see `unchanged`): if none was added, replaced or
+        // removed, they were moved.
+        reload.reordered = !reload.changed();
         self.running = entries
             .iter()
             .zip(contents)
@@ -237,6 +319,42 @@ impl Deployment {
             .collect();
         self.registry = registry;
         Ok(reload)
+    }
+
+    /// The reload of `entries` (whose files' versions are `contents`) when each is the running
+    /// one at its place, the same settings and content: it keeps them all, and builds nothing.
+    fn unchanged(
+        &mut self,
+        entries: &[PluginEntry],
+        contents: &[Option<LibraryVersion>],
+    ) -> Option<Reload> {
+        let same_places =
+            entries.len() == self.running.len()
+                && self.running.iter().zip(entries).zip(contents).all(
+                    |((running, entry), content)| {
+                        same(&running.entry, entry) && same_content(&running.content, content)
+                    },
+                );
+        if !same_places {
+            return None;
+        }
+        // Where each is written may have moved: errors point at the new places.
+        for (running, entry) in self.running.iter_mut().zip(entries) {
+            running.entry = entry.clone();
+        }
+        Some(Reload {
+            router: None,
+            retired: Registry::new(),
+            added: Vec::new(),
+            replaced: Vec::new(),
+            removed: Vec::new(),
+            kept: self
+                .running
+                .iter()
+                .map(|r| r.instance.name().to_owned())
+                .collect(),
+            reordered: false,
+        })
     }
 
     /// The registry and router of `entries`, whose files' versions are `contents` and running
@@ -295,13 +413,7 @@ impl Deployment {
         let Some((first_new, _)) = libraries().find(|(_, v)| !self.loader.has(v)) else {
             return Ok(());
         };
-        let in_use: HashSet<_> = libraries().map(|(_, v)| v).collect();
-        let retained = self
-            .loader
-            .versions()
-            .filter(|v| !in_use.contains(v))
-            .count();
-        if retained <= self.retained_limit {
+        if self.unused(libraries().map(|(_, v)| v)) <= self.retained_limit {
             return Ok(());
         }
         let error = Error::new(ErrorKind::TooManyLibraries {
@@ -318,4 +430,9 @@ fn same(a: &PluginEntry, b: &PluginEntry) -> bool {
         ..entry.clone()
     };
     bare(a) == bare(b)
+}
+
+/// Whether two versions of entries' files have the same content, wherever a link leads.
+fn same_content(a: &Option<LibraryVersion>, b: &Option<LibraryVersion>) -> bool {
+    a.as_ref().map(|(_, sha)| sha) == b.as_ref().map(|(_, sha)| sha)
 }

@@ -85,6 +85,12 @@ pub enum ErrorKind {
         /// The limit.
         limit: usize,
     },
+    /// A new version of a Go library that this process has loaded a version of: Go's runtime,
+    /// which every Go library carries, cannot start twice in one process.
+    #[error(
+        "it is a Go library, and another version of it is loaded in this process: a second Go runtime cannot start in one process, so its new version cannot be loaded into the running host; run it with `isolation = \"process\"` (each version in a process of its own), or restart the host"
+    )]
+    GoLibraryReloaded,
     /// The file, or a folder above it, can be written by others than its owner and root.
     #[error(
         "refused: {path} {reason}; fix the permissions, or pass --allow-insecure-permissions to load it anyway"

@@ -89,8 +89,7 @@ pub(crate) enum EditTarget {
 
 /// Checks a header change a hook asks for (`value` is ignored for a removal). `None` if it is
 /// refused: a name that is not an HTTP token, a value with control characters other than tab,
-/// a header that frames the message or the host's failure mark (for a request, also `host`,
-/// which the client sent).
+/// or a header that frames the message (for a request, also `host`, which the client sent).
 pub(crate) fn checked_edit(
     target: EditTarget,
     kind: EditKind,
@@ -99,7 +98,6 @@ pub(crate) fn checked_edit(
 ) -> Option<HeaderEdit> {
     let name = HeaderName::from_bytes(name).ok()?;
     if crate::message::FRAMING_HEADERS.contains(&name)
-        || name == crate::message::FAILURE_MARK
         || (target == EditTarget::Request && name == http::header::HOST)
     {
         return None;

@@ -116,6 +116,25 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<Inspection, ErrorKind> {
     })
 }
 
+/// Whether `bytes` are a Go library (a `c-shared` build), which carries Go's runtime: a second
+/// one cannot start in a process where one runs. Told by the section the Go linker writes its
+/// build information to (`.go.buildinfo`, `__go_buildinfo` in Mach-O), or, failing that, a
+/// `_cgo_` function among its exports. `false` for what cannot be parsed.
+pub(crate) fn go_runtime(bytes: &[u8]) -> bool {
+    let Ok(file) = object::File::parse(bytes) else {
+        return false;
+    };
+    let build_info = [".go.buildinfo", "__go_buildinfo"];
+    build_info
+        .iter()
+        .any(|name| file.section_by_name(name).is_some())
+        || file.exports().is_ok_and(|exports| {
+            exports
+                .iter()
+                .any(|e| e.name().starts_with(b"_cgo_") || e.name().starts_with(b"__cgo_"))
+        })
+}
+
 /// Reads the `PluginAbiMark` at `address` from the section that holds it.
 fn read_mark(file: &object::File<'_>, address: u64) -> Result<PluginAbiMark, ErrorKind> {
     let unreadable = |why: &str| ErrorKind::NotAnObject {

@@ -100,3 +100,8 @@ pub const DRAIN_STEP: Duration = Duration::from_millis(5);
 /// The most connections the metrics listener of `serve --metrics ADDR:PORT` serves at once: 16,
 /// plenty for a few scrapers; one more is closed unanswered.
 pub const METRICS_CONNECTIONS: usize = 16;
+
+/// How long `serve --watch` waits for a changed file to stay unchanged before it reloads: 200 ms,
+/// since a build or an editor writes a file in several steps, and one reload should take them
+/// all.
+pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);

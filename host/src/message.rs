@@ -104,6 +104,9 @@ pub struct Response {
     pub headers: http::HeaderMap,
     /// The body.
     pub body: Vec<u8>,
+    /// What failed, when this is the host's answer about a plugin's failed call (see
+    /// `server::plugin_error`): the metrics count it, and neither the client nor a hook sees it.
+    pub(crate) failure: Option<crate::metrics::Failure>,
 }
 
 impl Default for Response {
@@ -112,6 +115,7 @@ impl Default for Response {
             status: 200,
             headers: http::HeaderMap::new(),
             body: Vec::new(),
+            failure: None,
         }
     }
 }
@@ -134,20 +138,14 @@ pub(crate) const FRAMING_HEADERS: [http::HeaderName; 6] = [
     http::header::TRAILER,
 ];
 
-/// The header that marks a failure answer of the host with its kind (see
-/// `server::plugin_error`); the server removes it before the answer is sent, and no plugin may
-/// set it.
-pub(crate) const FAILURE_MARK: http::HeaderName =
-    http::HeaderName::from_static("x-pluglet-failure");
-
-/// A response header a plugin may set: a valid name that does not frame the message nor is
-/// the host's [`FAILURE_MARK`], and a valid value. `None` if it is refused.
+/// A response header a plugin may set: a valid name that does not frame the message, and a
+/// valid value. `None` if it is refused.
 pub(crate) fn checked_header(
     name: &[u8],
     value: &[u8],
 ) -> Option<(http::HeaderName, http::HeaderValue)> {
     let name = http::HeaderName::from_bytes(name)
         .ok()
-        .filter(|n| !FRAMING_HEADERS.contains(n) && *n != FAILURE_MARK)?;
+        .filter(|n| !FRAMING_HEADERS.contains(n))?;
     Some((name, http::HeaderValue::from_bytes(value).ok()?))
 }

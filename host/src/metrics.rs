@@ -71,6 +71,9 @@ struct Inner {
     live: Mutex<HashMap<SeriesKey, usize>>,
     /// The plugin names with reload series.
     reloaded: Mutex<HashSet<String>>,
+    /// The instance names of the routers in use, with how many route tables have each: a
+    /// plugin's reload series go when no router serves it any more.
+    served: Mutex<HashMap<String, usize>>,
 }
 
 /// The vectors of the request series.
@@ -130,10 +133,10 @@ pub(crate) enum Failure {
 
 impl Failure {
     /// The failure of a host answer of `kind` (its JSON body's `kind`).
-    pub(crate) fn of_kind(kind: &[u8]) -> Self {
+    pub(crate) fn of_kind(kind: &str) -> Self {
         match kind {
-            b"panicked" => Failure::Panic,
-            b"timeout" => Failure::Overrun,
+            "panicked" => Failure::Panic,
+            "timeout" => Failure::Overrun,
             _ => Failure::Error,
         }
     }
@@ -183,6 +186,8 @@ pub(crate) struct RouteTable {
     routes: Vec<Handles>,
     hooks: Vec<Handles>,
     keys: Vec<SeriesKey>,
+    /// The router's instance names (a plugin with no route and no request hook has one too).
+    plugins: Vec<String>,
 }
 
 impl RouteTable {
@@ -202,6 +207,12 @@ impl RouteTable {
             *live.entry(key.clone()).or_insert(0) += 1;
         }
         drop(live);
+        let plugins: Vec<String> = router.plugins().into_iter().map(str::to_owned).collect();
+        let mut served = metrics.inner.served.lock();
+        for plugin in &plugins {
+            *served.entry(plugin.clone()).or_insert(0) += 1;
+        }
+        drop(served);
         let series = &metrics.inner.series;
         let handles: Vec<Handles> = keys.iter().map(|key| series.handles(key)).collect();
         let (routes, hooks) = handles.split_at(routes);
@@ -210,6 +221,7 @@ impl RouteTable {
             routes: routes.to_vec(),
             hooks: hooks.to_vec(),
             keys,
+            plugins,
         }
     }
 
@@ -239,11 +251,20 @@ impl Drop for RouteTable {
             live.remove(key);
             inner.series.remove(key);
         }
-        // The reload series of plugins no router uses any more.
-        let served: HashSet<&str> = live.keys().map(|(plugin, ..)| plugin.as_str()).collect();
+        drop(live);
+        // The reload series of plugins no router serves any more.
+        let mut served = inner.served.lock();
+        for plugin in &self.plugins {
+            if let Some(count) = served.get_mut(plugin) {
+                *count -= 1;
+                if *count == 0 {
+                    served.remove(plugin);
+                }
+            }
+        }
         let mut reloaded = inner.reloaded.lock();
         reloaded.retain(|plugin| {
-            let keep = served.contains(plugin.as_str());
+            let keep = served.contains_key(plugin.as_str());
             if !keep {
                 for result in ["ok", "failed"] {
                     let _ = inner.plugin_reloads.remove_label_values(&[plugin, result]);
@@ -339,6 +360,7 @@ impl Metrics {
                 unrouted,
                 live: Mutex::new(HashMap::new()),
                 reloaded: Mutex::new(HashSet::new()),
+                served: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -602,9 +624,9 @@ mod tests {
 
     #[test]
     fn failure_kinds() {
-        assert_eq!(Failure::of_kind(b"panicked"), Failure::Panic);
-        assert_eq!(Failure::of_kind(b"timeout"), Failure::Overrun);
-        assert_eq!(Failure::of_kind(b"failed"), Failure::Error);
-        assert_eq!(Failure::of_kind(b"poisoned"), Failure::Error);
+        assert_eq!(Failure::of_kind("panicked"), Failure::Panic);
+        assert_eq!(Failure::of_kind("timeout"), Failure::Overrun);
+        assert_eq!(Failure::of_kind("failed"), Failure::Error);
+        assert_eq!(Failure::of_kind("poisoned"), Failure::Error);
     }
 }

@@ -356,6 +356,11 @@ impl Drop for GateGuard<'_> {
 }
 
 impl Instance {
+    /// Whether `other` is this very instance (a clone of it), not merely one of the same name.
+    pub(crate) fn same(&self, other: &Instance) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The instance's name (unique in a [`Registry`](crate::Registry)).
     pub fn name(&self) -> &str {
         match &self.inner.backend {

@@ -8,7 +8,7 @@ mod scrape;
 
 use crate::error::{Error, ErrorKind, PluginText};
 use crate::hook::{ConnectVerdict, Connection, ConnectionStats, RequestVerdict};
-use crate::message::{FAILURE_MARK, Request, Response};
+use crate::message::{Request, Response};
 use crate::metrics::{Failure, METRICS_PATH, Metrics, RouteTable, Series};
 use crate::pacing::{Move, Pacing};
 use crate::plugin::{HookAnswer, HookCall, Instance, State};
@@ -94,15 +94,72 @@ pub(crate) struct Serving {
 /// [`PluginService::replace_router`] swaps.
 pub(crate) struct Generation {
     router: Router,
-    /// The handles of the router's request series, when the service keeps metrics.
-    metrics: Option<RouteTable>,
+    /// The plugins that decide about its connections.
+    deciders: Deciders,
+    /// The handles of the router's request series, when the service keeps metrics: set when
+    /// the generation is made, or by [`PluginService::with_metrics`] for the first one.
+    metrics: OnceLock<RouteTable>,
 }
 
 impl Generation {
     /// `router`, with the handles of its request series if the service keeps `metrics`.
     fn new(router: Router, metrics: Option<&Metrics>) -> Arc<Self> {
-        let metrics = metrics.map(|metrics| RouteTable::new(metrics, &router));
-        Arc::new(Self { router, metrics })
+        let generation = Self {
+            deciders: Deciders::of(&router),
+            router,
+            metrics: OnceLock::new(),
+        };
+        if let Some(metrics) = metrics {
+            generation.keep(metrics);
+        }
+        Arc::new(generation)
+    }
+
+    /// Makes the handles of the router's request series in `metrics`, unless it has them.
+    fn keep(&self, metrics: &Metrics) {
+        self.metrics
+            .get_or_init(|| RouteTable::new(metrics, &self.router));
+    }
+}
+
+/// The plugins that decide about a connection under a router: those with an `on_connect` or
+/// `on_disconnect` hook, in order, and whether the router has hooks at all (then each request
+/// carries its connection). A connection remembers those of the router it opened under; when a
+/// reload changes them, its next answer closes it (`connection: close`), so that the client's
+/// next connection is asked about, and told of, by the plugins that serve then. Only the
+/// plugins that admitted a connection hear of its end.
+#[derive(Clone)]
+pub(crate) struct Deciders {
+    any_hooks: bool,
+    instances: Vec<Instance>,
+}
+
+impl Deciders {
+    fn of(router: &Router) -> Self {
+        Self {
+            any_hooks: router.has_hooks(),
+            instances: router
+                .connection_hooks()
+                .map(|(_, lease)| lease.instance().clone())
+                .collect(),
+        }
+    }
+
+    /// Whether `other` names the very same plugin instances.
+    #[inline]
+    pub(crate) fn same(&self, other: &Deciders) -> bool {
+        self.any_hooks == other.any_hooks
+            && self.instances.len() == other.instances.len()
+            && self
+                .instances
+                .iter()
+                .zip(&other.instances)
+                .all(|(a, b)| a.same(b))
+    }
+
+    /// Whether `instance` is one of them.
+    fn contains(&self, instance: &Instance) -> bool {
+        self.instances.iter().any(|known| known.same(instance))
     }
 }
 
@@ -118,8 +175,11 @@ impl Retired {
     }
 
     /// Waits until no request uses the router any more, or until `limit` has passed, then drops
-    /// it (its plugins can be stopped from then on: a router's leases keep them from stopping);
-    /// whether every request using it had finished. It blocks, sleeping in steps of
+    /// it; whether every request using it had finished. Only then can its plugins be stopped (a
+    /// router's leases keep them from stopping); after `false`, those that a request still
+    /// calls stay started until it returns (see [`Instance::close_and_stop`]).
+    ///
+    /// [`Instance::close_and_stop`]: crate::Instance::close_and_stop It blocks, sleeping in steps of
     /// [`DRAIN_STEP`](crate::limits::DRAIN_STEP): call it on a thread of its own or on tokio's
     /// blocking pool, never on an async worker.
     pub fn drain(self, limit: Duration) -> bool {
@@ -135,7 +195,9 @@ impl Retired {
 }
 
 /// The router of a [`PluginService`], as [`PluginService::router`] found it: it stays the same
-/// while this guard lives, whatever replaces it in the service meanwhile.
+/// while this guard lives, whatever replaces it in the service meanwhile. Holding it after a
+/// [`replace_router`](PluginService::replace_router) keeps the retired router in use: its
+/// [`Retired::drain`] waits for the guard too.
 pub struct RouterGuard(Arc<Generation>);
 
 impl std::ops::Deref for RouterGuard {
@@ -164,7 +226,7 @@ struct Shared {
     grace_end: tokio::sync::Notify,
     /// The queue of the `on_disconnect` thread, started with the first report (`None` if the
     /// thread could not start).
-    disconnects: OnceLock<Option<std::sync::mpsc::SyncSender<ConnectionStats>>>,
+    disconnects: OnceLock<Option<std::sync::mpsc::SyncSender<(ConnectionStats, Deciders)>>>,
     /// How many connection reports were dropped with the queue full.
     disconnects_dropped: AtomicU64,
     /// The metrics, if kept ([`PluginService::with_metrics`]).
@@ -174,6 +236,67 @@ struct Shared {
 }
 
 impl Shared {
+    /// Whether the grace period of a shutdown is over (see [`PluginService::end_grace`]).
+    fn grace_over(&self) -> bool {
+        self.grace_over.load(Ordering::Acquire)
+    }
+
+    /// Reads the body, refusing one over the limit (announced or actual) with 413.
+    async fn read_body<B>(&self, headers: &http::HeaderMap, body: B) -> Result<Bytes, Response>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let limit = self.body_limit;
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large(limit));
+        }
+        let read = tokio::time::timeout(self.body_timeout, Limited::new(body, limit).collect());
+        let Ok(read) = read.await else {
+            let error = format!(
+                "the request body did not arrive in full within {:?}",
+                self.body_timeout
+            );
+            return Err(json(
+                StatusCode::REQUEST_TIMEOUT,
+                &serde_json::json!({ "error": error }),
+            ));
+        };
+        match read {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+            Err(e) => {
+                let error = format!("cannot read the request body: {e}");
+                Err(json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": error }),
+                ))
+            }
+        }
+    }
+
+    /// `work`'s output, or `None` as soon as the grace period of a shutdown is over (see
+    /// [`PluginService::end_grace`]): then `work` is dropped, or never polled if it was over
+    /// already.
+    async fn unless_stopping<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        // Made before the flag is read, the wake-up cannot be missed: it sees an `end_grace`
+        // from its creation on, polled or not, and one before it stored the flag first. It
+        // costs a load until `work` has to wait, and then one registration with the `Notify`.
+        let ended = self.grace_end.notified();
+        if self.grace_over() {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            output = work => Some(output),
+            () = ended => None,
+        }
+    }
+
     /// Warns when `router` routes the path of the metrics this service answers itself.
     fn warn_metrics_routed(&self, router: &Router) {
         if !(self.metrics.is_some() && self.metrics_here) {
@@ -205,18 +328,22 @@ fn scrape(metrics: &Metrics, router: &Router) -> Response {
 /// the service.
 fn disconnect_thread(
     shared: std::sync::Weak<Shared>,
-) -> Option<std::sync::mpsc::SyncSender<ConnectionStats>> {
-    let (sender, reports) = std::sync::mpsc::sync_channel(crate::limits::DISCONNECT_QUEUE);
+) -> Option<std::sync::mpsc::SyncSender<(ConnectionStats, Deciders)>> {
+    let (sender, reports) = std::sync::mpsc::sync_channel::<(ConnectionStats, Deciders)>(
+        crate::limits::DISCONNECT_QUEUE,
+    );
     let started = std::thread::Builder::new()
         .name("on-disconnect".into())
         .spawn(move || {
-            for stats in reports {
+            for (stats, deciders) in reports {
                 let Some(shared) = shared.upgrade() else {
                     return;
                 };
+                // The instances that admitted it and still serve: not one that a reload added
+                // since, nor one it replaced (stopping, or stopped).
                 let now = shared.current.load();
                 for (_, lease) in now.router.connection_hooks() {
-                    if lease.hooks().on_disconnect {
+                    if lease.hooks().on_disconnect && deciders.contains(lease.instance()) {
                         lease.on_disconnect(&stats);
                     }
                 }
@@ -297,26 +424,36 @@ impl PluginService {
     /// Keeps `metrics` of the requests this service answers, and answers `GET /metrics` with
     /// them (Prometheus text format), before the plugin routes, as `/healthz`; see
     /// [`metrics`](crate::metrics) for what they count.
-    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
-        let settings = self.settings();
-        settings.metrics_here = true;
-        settings.metrics = Some(metrics);
-        // Made before any request: the generation is not shared yet.
-        let empty = Generation::new(Router::build(&[]).expect("an empty router builds"), None);
-        let now = Arc::try_unwrap(settings.current.swap(empty))
-            .unwrap_or_else(|_| unreachable!("a service being configured serves no request"));
-        settings.warn_metrics_routed(&now.router);
-        let now = Generation::new(now.router, settings.metrics.as_ref());
-        settings.current.store(now);
-        self
+    ///
+    /// # Panics
+    /// If the service was cloned already, or was given metrics already.
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        self.keep_metrics(metrics, true)
     }
 
     /// Keeps the metrics ([`with_metrics`](Self::with_metrics)) without answering `/metrics`
     /// here: the path reaches the plugin routes, and [`serve_metrics`] serves the metrics on an
     /// address of their own.
-    pub fn with_metrics_elsewhere(mut self, metrics: Metrics) -> Self {
-        self = self.with_metrics(metrics);
-        self.settings().metrics_here = false;
+    ///
+    /// # Panics
+    /// As [`with_metrics`](Self::with_metrics).
+    pub fn with_metrics_elsewhere(self, metrics: Metrics) -> Self {
+        self.keep_metrics(metrics, false)
+    }
+
+    /// Keeps `metrics`, answering `/metrics` here if `here`.
+    fn keep_metrics(mut self, metrics: Metrics, here: bool) -> Self {
+        let settings = self.settings();
+        assert!(
+            settings.metrics.is_none(),
+            "a service keeps one set of metrics"
+        );
+        settings.metrics_here = here;
+        let now = settings.current.load();
+        now.keep(&metrics);
+        settings.metrics = Some(metrics);
+        settings.warn_metrics_routed(&now.router);
+        drop(now);
         self
     }
 
@@ -367,11 +504,35 @@ impl PluginService {
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let this = self.now();
-        match this.answer_now(request, None) {
-            Attempt::Answered(response) => response,
-            Attempt::Deferred(request) => this.answer_later(request, None).await,
-        }
+        let deferred = match self.now().answer_now(request, None) {
+            Attempt::Answered(response) => return response,
+            Attempt::Deferred(request) => request,
+        };
+        self.answer_later(deferred, None).await
+    }
+
+    /// Answers a request that [`Serving::answer_now`] gave back. Its body is read first, with
+    /// no router held, so that a slow upload keeps no router that a reload retired (and its
+    /// plugins) from draining; the router current once the body is in serves the request.
+    pub(crate) async fn answer_later<B>(
+        &self,
+        request: http::Request<B>,
+        admitted: Option<Arc<Admitted>>,
+    ) -> HttpResponse
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let arrived = Instant::now();
+        let (mut parts, body) = request.into_parts();
+        // Taken out of `parts`, which the route's match borrows: hooks change them.
+        let headers = std::mem::take(&mut parts.headers);
+        let read = self.shared.read_body(&headers, body);
+        let body = self.shared.unless_stopping(read).await;
+        (self.now())
+            .answer_read(parts, headers, body, admitted, arrived)
+            .await
     }
 
     /// Ends the grace period of a shutdown, for good: every request still waiting for a plugin
@@ -391,13 +552,13 @@ impl PluginService {
     /// Hands what a closed connection did to the `on_disconnect` hooks, on a thread of their
     /// own, never waiting: past [`DISCONNECT_QUEUE`](crate::limits::DISCONNECT_QUEUE) waiting
     /// reports, the report is dropped and counted.
-    pub(crate) fn disconnected(&self, stats: ConnectionStats) {
+    pub(crate) fn disconnected(&self, stats: ConnectionStats, deciders: Deciders) {
         let queue = self
             .shared
             .disconnects
             .get_or_init(|| disconnect_thread(Arc::downgrade(&self.shared)));
         let Some(queue) = queue else { return };
-        if queue.try_send(stats).is_err() {
+        if queue.try_send((stats, deciders)).is_err() {
             let dropped = self
                 .shared
                 .disconnects_dropped
@@ -474,11 +635,6 @@ impl Serving {
         true
     }
 
-    /// Whether the grace period of a shutdown is over (see [`end_grace`](Self::end_grace)).
-    fn grace_over(&self) -> bool {
-        self.shared.grace_over.load(Ordering::Acquire)
-    }
-
     /// Answers without waiting when nothing needs an `await`: no body to read, no hook, and a
     /// route that runs inline (or no route at all). Otherwise gives the request back, untouched.
     /// This keeps the common case (a GET) free of a large future and of a heap allocation.
@@ -490,7 +646,7 @@ impl Serving {
         admitted: Option<&Admitted>,
     ) -> Attempt<B> {
         let (parts, body) = request.into_parts();
-        let exchange = self.exchange(&parts);
+        let exchange = self.exchange(&parts, None);
         let path = match crate::path::normalize(parts.uri.path()) {
             Ok(path) => path,
             Err(e) => {
@@ -580,7 +736,11 @@ impl Serving {
                 StatusCode::BAD_REQUEST,
                 &serde_json::json!({ "error": error }),
             );
-            return Attempt::Answered(self.exchange(&parts).finish(&parts, response, By::NONE));
+            return Attempt::Answered(self.exchange(&parts, None).finish(
+                &parts,
+                response,
+                By::NONE,
+            ));
         }
         self.answer_now(request, admitted)
     }
@@ -791,21 +951,18 @@ impl Serving {
     }
 
     /// Answers a request that has a body to read, passes hooks, or whose route runs on the
-    /// blocking pool or in a child process.
-    async fn answer_later<B>(
+    /// blocking pool or in a child process, once its body is in ([`PluginService::answer_later`]
+    /// read it, `None` if the grace period of a shutdown ended meanwhile). `arrived`: when its
+    /// head did.
+    async fn answer_read(
         &self,
-        request: http::Request<B>,
+        parts: http::request::Parts,
+        headers: http::HeaderMap,
+        body: Option<Result<Bytes, Response>>,
         admitted: Option<Arc<Admitted>>,
-    ) -> HttpResponse
-    where
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
-        let (mut parts, body) = request.into_parts();
-        let exchange = self.exchange(&parts);
-        // Taken out of `parts`, which the route's match borrows: hooks change them.
-        let headers = std::mem::take(&mut parts.headers);
+        arrived: Instant,
+    ) -> HttpResponse {
+        let exchange = self.exchange(&parts, Some(arrived));
         // `answer_now` answers every request whose path is refused.
         let Ok(path) = crate::path::normalize(parts.uri.path()) else {
             unreachable!("answer_now answers a request whose path is refused")
@@ -813,7 +970,7 @@ impl Serving {
         let path = &*path;
         let (found, method) = self.find(&parts, path);
         let plugin = found_plugin(&found);
-        let body = match self.unless_stopping(self.read_body(&headers, body)).await {
+        let body = match body {
             Some(Ok(body)) => body,
             Some(Err(response)) => return exchange.finish(&parts, response, plugin),
             None => {
@@ -853,53 +1010,16 @@ impl Serving {
             };
             return exchange.finish(&parts, response, self.answerer(by, &found));
         } else {
-            let Lookup::Found(route) = &found else {
-                unreachable!("answer_now answers every request without a route or hooks")
-            };
-            self.call_route(route, &request, &body).await
+            // The router that serves it may be newer than the one `answer_now` looked at.
+            match &found {
+                Lookup::Found(route) => self.call_route(route, &request, &body).await,
+                Lookup::MethodNotAllowed(allowed) => {
+                    not_allowed(parts.method.as_str(), path, allowed)
+                }
+                Lookup::NotFound => not_found(path),
+            }
         };
         exchange.finish(&parts, response, plugin)
-    }
-
-    /// Reads the body, refusing one over the limit (announced or actual) with 413.
-    async fn read_body<B>(&self, headers: &http::HeaderMap, body: B) -> Result<Bytes, Response>
-    where
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
-        let limit = self.shared.body_limit;
-        let declared = headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(too_large(limit));
-        }
-        let read = tokio::time::timeout(
-            self.shared.body_timeout,
-            Limited::new(body, limit).collect(),
-        );
-        let Ok(read) = read.await else {
-            let error = format!(
-                "the request body did not arrive in full within {:?}",
-                self.shared.body_timeout
-            );
-            return Err(json(
-                StatusCode::REQUEST_TIMEOUT,
-                &serde_json::json!({ "error": error }),
-            ));
-        };
-        match read {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
-            Err(e) => {
-                let error = format!("cannot read the request body: {e}");
-                Err(json(
-                    StatusCode::BAD_REQUEST,
-                    &serde_json::json!({ "error": error }),
-                ))
-            }
-        }
     }
 
     /// The deadline of a call (a handler or a hook) of `instance`.
@@ -951,7 +1071,7 @@ impl Serving {
         let call = Call::route(route, request.method);
         // Checked last thing before the call is sent: no call starts once the grace period is
         // over (its body may have arrived just as it ended).
-        if self.grace_over() {
+        if self.shared.grace_over() {
             return stopping(route.instance(), &call);
         }
         let deadline = self.deadline(route.instance());
@@ -980,7 +1100,7 @@ impl Serving {
         let what = Call::Hook(instance.name().to_owned(), call.name());
         let deadline = self.deadline(instance);
         if lease.is_remote() {
-            if self.grace_over() {
+            if self.shared.grace_over() {
                 return Err(stopping(instance, &what));
             }
             let Some(answer) = lease.hook_async(call, deadline) else {
@@ -1056,6 +1176,7 @@ impl Serving {
         answer: impl Future<Output = Result<T, Error>>,
     ) -> Result<Result<T, Error>, Response> {
         match self
+            .shared
             .unless_stopping(tokio::time::timeout(deadline, answer))
             .await
         {
@@ -1066,24 +1187,6 @@ impl Serving {
             }
             // Dropping the call forgets it: the child's answer, if it comes, is discarded.
             None => Err(stopping(instance, call)),
-        }
-    }
-
-    /// `work`'s output, or `None` as soon as the grace period of a shutdown is over (see
-    /// [`end_grace`](Self::end_grace)): then `work` is dropped, or never polled if it was over
-    /// already.
-    async fn unless_stopping<T>(&self, work: impl Future<Output = T>) -> Option<T> {
-        // Made before the flag is read, the wake-up cannot be missed: it sees an `end_grace`
-        // from its creation on, polled or not, and one before it stored the flag first. It
-        // costs a load until `work` has to wait, and then one registration with the `Notify`.
-        let ended = self.shared.grace_end.notified();
-        if self.grace_over() {
-            return None;
-        }
-        tokio::select! {
-            biased;
-            output = work => Some(output),
-            () = ended => None,
         }
     }
 
@@ -1142,7 +1245,7 @@ impl Serving {
     ) -> Result<T, Response> {
         let (first, call) = progress.current();
         // No call starts once the grace period is over (its body may have arrived just then).
-        if self.grace_over() {
+        if self.shared.grace_over() {
             return Err(stopping(&first, &call));
         }
         let (_, running) = first.calls_past_deadline();
@@ -1187,7 +1290,9 @@ impl Serving {
             // job may make: a later call may have a shorter deadline than this one.
             let until = (since + deadline).min(Instant::now() + progress.shortest);
             let until = tokio::time::Instant::from_std(until);
-            let waited = self.unless_stopping(tokio::time::timeout_at(until, &mut task));
+            let waited = self
+                .shared
+                .unless_stopping(tokio::time::timeout_at(until, &mut task));
             match waited.await {
                 Some(Ok(joined)) => break joined,
                 // Not past the deadline of the call that runs now.
@@ -1371,6 +1476,8 @@ impl<'r> By<'r> {
 pub(crate) struct Admitted {
     /// Its addresses.
     pub(crate) connection: Connection,
+    /// The plugins that decided about it (see [`Deciders`]): only they hear of its end.
+    pub(crate) deciders: Deciders,
     /// Why its requests answer 503: a plugin with an `on_connect` hook was out of service when
     /// it was accepted (`/healthz` still answers).
     pub(crate) closed_by: OnceLock<Error>,
@@ -1673,11 +1780,12 @@ struct Exchange<'a> {
 
 impl Serving {
     /// Starts the answer to `request`.
-    fn exchange(&self, request: &http::request::Parts) -> Exchange<'_> {
+    /// Starts the answer to `request`, whose head arrived at `arrived` (`None`: now).
+    fn exchange(&self, request: &http::request::Parts, arrived: Option<Instant>) -> Exchange<'_> {
         let logged = tracing::enabled!(target: ACCESS, tracing::Level::INFO);
-        let metrics = self.now.metrics.as_ref();
+        let metrics = self.now.metrics.get();
         Exchange {
-            started: (logged || metrics.is_some()).then(Instant::now),
+            started: (logged || metrics.is_some()).then(|| arrived.unwrap_or_else(Instant::now)),
             logged,
             metrics,
             head: request.method == Method::HEAD,
@@ -1694,13 +1802,7 @@ impl Exchange<'_> {
         mut response: Response,
         by: By<'_>,
     ) -> HttpResponse {
-        let failure = match response.headers.is_empty() {
-            true => None,
-            false => response
-                .headers
-                .remove(&FAILURE_MARK)
-                .map(|kind| Failure::of_kind(kind.as_bytes())),
-        };
+        let failure = response.failure;
         if let Some(started) = self.started {
             let took = started.elapsed();
             if self.logged {
@@ -1906,16 +2008,13 @@ fn failure(error: &Error) -> Response {
 /// a program): `{"error": "plugin `NAME`: MESSAGE", "plugin": NAME, "kind": KIND}`. `message` is
 /// the host's own words, never text the plugin supplied (see [`failure`]).
 ///
-/// It carries its kind in a header of the host's own ([`FAILURE_MARK`], which no plugin can
-/// set), read and removed where the access log line is written, for the metrics.
+/// It carries its kind for the metrics ([`Response::failure`]), which the client never sees.
 fn plugin_error(status: StatusCode, plugin: &str, kind: &str, message: &str) -> Response {
     let mut response = json(
         status,
         &serde_json::json!({ "error": format!("plugin `{plugin}`: {message}"), "plugin": plugin, "kind": kind }),
     );
-    if let Ok(kind) = HeaderValue::from_str(kind) {
-        response.headers.insert(FAILURE_MARK, kind);
-    }
+    response.failure = Some(Failure::of_kind(kind));
     response
 }
 

@@ -147,17 +147,67 @@ pub(crate) fn verify_sha256(bytes: &[u8], expected: &str) -> Result<(), ErrorKin
     }
 }
 
-/// `bytes` written to a fresh file in a folder only this user can write (mode 0700), so that
-/// the library loaded is exactly the bytes that were hashed and inspected: nobody else can
-/// change them between the check and `dlopen`. The folder is removed when this is dropped; the
-/// loaded mapping stays valid.
+/// A private copy of the bytes that were hashed and inspected, so that the library loaded is
+/// exactly them: nobody else can change them between the check and `dlopen`, and each copy is
+/// a new file (a fresh path and inode), so that a new version of a file, written over in place,
+/// loads as new code (`dlopen` of a path already open gives back the library loaded before).
+///
+/// [`new`](Self::new), on Linux, is an anonymous memory file (`memfd_create`),
+/// opened through `/proc/self/fd/N` (spelt anew each time: see [`unique_fd_path`]): nothing is
+/// left on disk, and a `noexec` `/tmp` does not stop it. Elsewhere (or if the kernel refuses a memory file), and always for
+/// [`for_reading`](Self::for_reading), it is a file of mode 0600 in a folder of mode 0700 under
+/// the temporary folder (`TMPDIR`), removed when this is dropped. The loaded mapping stays
+/// valid either way.
+#[derive(Debug)]
 pub(crate) struct PrivateCopy {
-    _dir: tempfile::TempDir,
     path: PathBuf,
+    _keep: Keep,
+}
+
+/// What keeps a [`PrivateCopy`] in existence.
+#[derive(Debug)]
+enum Keep {
+    /// The memory file's descriptor, which its path names.
+    #[cfg(target_os = "linux")]
+    Memory { _fd: std::os::fd::OwnedFd },
+    /// The private folder that holds the file.
+    Folder { _dir: tempfile::TempDir },
+}
+
+/// `/proc/self/fd/FD`, spelt as no path given before in this process. `dlopen` returns the
+/// library already loaded under a name it is given again, without opening anything, and a
+/// descriptor's number is used again once it is closed (as a copy's is, once loaded): so each
+/// name holds a number of its own, in binary, as a run of `/.` (1) and `//` (0) after
+/// `/proc/self/fd`, which the kernel reads as the folder itself (`/proc/self/fd/.///./5`).
+#[cfg(target_os = "linux")]
+fn unique_fd_path(fd: std::os::fd::RawFd) -> PathBuf {
+    use std::sync::atomic::AtomicU64;
+    static NAMED: AtomicU64 = AtomicU64::new(1);
+    let number = NAMED.fetch_add(1, Ordering::Relaxed);
+    let mut path = String::from("/proc/self/fd");
+    // From the highest bit set, always 1: numbers of different lengths never meet.
+    for bit in (0..u64::BITS - number.leading_zeros()).rev() {
+        path.push_str(if number >> bit & 1 == 1 { "/." } else { "//" });
+    }
+    PathBuf::from(format!("{path}/{fd}"))
 }
 
 impl PrivateCopy {
+    /// A copy of `bytes` (the content of `original`) for this process to load.
     pub(crate) fn new(bytes: &[u8], original: &Path) -> Result<Self, ErrorKind> {
+        #[cfg(target_os = "linux")]
+        if let Some(copy) = Self::in_memory(bytes, original) {
+            return Ok(copy);
+        }
+        Self::for_reading(bytes, original)
+    }
+
+    /// A copy of `bytes` (the content of `original`) as a file, named as `original` in a folder
+    /// of its own, that another process of this user can read: the worker of an isolated
+    /// plugin, which loads it (through a private copy of its own) at each start, so that a
+    /// restart runs the very bytes the host checked, whatever became of `original` since.
+    pub(crate) fn for_reading(bytes: &[u8], original: &Path) -> Result<Self, ErrorKind> {
+        use std::io::Write;
         let io = |source| ErrorKind::Unreadable { source };
         let dir = tempfile::Builder::new()
             .prefix("plugin-host-")
@@ -165,11 +215,82 @@ impl PrivateCopy {
             .map_err(io)?;
         let name = original.file_name().unwrap_or("plugin".as_ref());
         let path = dir.path().join(name);
-        std::fs::write(&path, bytes).map_err(io)?;
-        Ok(Self { _dir: dir, path })
+        let mut file = std::fs::OpenOptions::new();
+        file.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+        file.open(&path)
+            .and_then(|mut file| file.write_all(bytes))
+            .map_err(io)?;
+        Ok(Self {
+            path,
+            _keep: Keep::Folder { _dir: dir },
+        })
     }
 
+    /// A memory file holding `bytes`, or `None` if the kernel refuses one.
+    #[cfg(target_os = "linux")]
+    fn in_memory(bytes: &[u8], original: &Path) -> Option<Self> {
+        use std::io::Write;
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+        // The name shows in /proc/PID/maps (as `/memfd:NAME`); a NUL in it cannot be passed.
+        let name = original
+            .file_name()
+            .map_or(&b"plugin"[..], |n| n.as_bytes());
+        let name = std::ffi::CString::new(name).unwrap_or_else(|_| c"plugin".to_owned());
+        let create = |flags| {
+            // SAFETY: `name` is a NUL-terminated string that outlives the call.
+            unsafe { libc::memfd_create(name.as_ptr(), flags) }
+        };
+        // Executable even where `vm.memfd_noexec` makes memory files non-executable by default;
+        // a kernel older than 6.3 refuses `MFD_EXEC` (EINVAL), and needs no such flag.
+        let mut fd = create(libc::MFD_CLOEXEC | libc::MFD_EXEC);
+        if fd < 0 {
+            fd = create(libc::MFD_CLOEXEC);
+        }
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: `memfd_create` returned a new descriptor, owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut file = std::fs::File::from(fd);
+        file.write_all(bytes).ok()?;
+        let path = unique_fd_path(file.as_raw_fd());
+        Some(Self {
+            path,
+            _keep: Keep::Memory { _fd: file.into() },
+        })
+    }
+
+    /// Where the copy is: the path to load, or to hand to the process that reads it.
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_in_memory_have_paths_never_given_before_that_read_back_their_bytes() {
+        let original = Path::new("/plugins/libx.so");
+        let first = PrivateCopy::new(b"one", original).unwrap();
+        let first_path = first.path().to_owned();
+        assert_eq!(std::fs::read(&first_path).unwrap(), b"one");
+        drop(first);
+        // The descriptor's number comes back; the path does not.
+        let second = PrivateCopy::new(b"two", original).unwrap();
+        // As strings: `Path` equality reads through `.` and repeated slashes, as the kernel does.
+        assert_ne!(second.path().as_os_str(), first_path.as_os_str());
+        assert_eq!(std::fs::read(second.path()).unwrap(), b"two");
+        assert!(
+            second.path().starts_with("/proc/self/fd"),
+            "{}",
+            second.path().display()
+        );
+        let target = std::fs::read_link(second.path()).unwrap();
+        assert_eq!(target.to_str(), Some("/memfd:libx.so (deleted)"));
     }
 }

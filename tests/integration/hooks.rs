@@ -666,3 +666,58 @@ fn a_connection_accepted_while_its_on_connect_plugin_is_out_of_service_answers_5
         "{body}"
     );
 }
+
+/// A router replaced under open keep-alive connections: one opened under other connection
+/// deciders answers its next request with `connection: close` (its client reconnects, and is
+/// asked about by the plugins that serve now); the new instance is never told of the end of a
+/// connection it did not admit; a connection opened under the new router stays open.
+#[test]
+fn a_replaced_router_closes_the_connections_other_plugins_admitted_and_tells_only_their_own() {
+    let deployed = |tag: &str| {
+        let entry = entry(hooky(), &format!("hooky-{tag}"), json!({ "tag": tag }));
+        let registry = plugin_host::config::deploy(&[entry], false).unwrap();
+        registry.start_all().unwrap_or_else(|e| panic!("{e}"));
+        registry
+    };
+    let (a, b) = (deployed("a"), deployed("b"));
+    let mut service = None;
+    let mut server = crate::util::TestServer::start_with(
+        &[],
+        |plugins| {
+            service = Some(plugins.clone());
+            plugins
+        },
+        plugin_host::server::ServeOptions::default(),
+    );
+    let service = service.unwrap();
+    let old = service.replace_router(a.router().unwrap());
+    assert!(old.drain(Duration::from_secs(5)));
+    let mut before = KeepAlive::connect(server.addr);
+    let answer = before.get("/hooky/a/echo", &[]);
+    assert_eq!((answer.status, answer.header("connection")), (200, None));
+    // The same instances in a new router: the connection stays.
+    let same = service.replace_router(a.router().unwrap());
+    assert!(same.drain(Duration::from_secs(5)));
+    let answer = before.get("/hooky/a/echo", &[]);
+    assert_eq!((answer.status, answer.header("connection")), (200, None));
+    let retired = service.replace_router(b.router().unwrap());
+    let answer = before.get("/hooky/b/echo", &[]);
+    assert_eq!(answer.status, 200, "served by the new router");
+    assert_eq!(answer.header("connection"), Some("close"));
+    before.assert_closed(Duration::from_secs(5));
+    assert!(retired.drain(Duration::from_secs(5)));
+    let mut after = KeepAlive::connect(server.addr);
+    for _ in 0..3 {
+        let answer = after.get("/hooky/b/echo", &[]);
+        assert_eq!((answer.status, answer.header("connection")), (200, None));
+    }
+    // `b` never admitted the closed connection: it is not told of it.
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = after.get("/hooky/b/stats", &[]).json();
+    assert_eq!(stats["disconnects"], 0, "{stats}");
+    drop(after);
+    drop(service);
+    server.shutdown();
+    a.stop_all().unwrap_or_else(|e| panic!("{e}"));
+    b.stop_all().unwrap_or_else(|e| panic!("{e}"));
+}

@@ -3,8 +3,8 @@
 //! nothing. And the library's `Deployment` underneath.
 
 use crate::util::{
-    Served, capture_logs, faulty, fixture, http, logs_of, running, sample_program, samples,
-    scratch, unique,
+    KeepAlive, Served, capture_logs, faulty, fixture, go_library, http, logs_of, running,
+    sample_program, samples, scratch, unique,
 };
 use plugin_host::config::PluginEntry;
 use plugin_host::{Deployment, ErrorKind};
@@ -67,12 +67,20 @@ impl Host {
         std::fs::read_to_string(&self.log).unwrap()
     }
 
+    /// Sends SIGTERM and waits for the exit; its status and log.
+    fn terminate(self) -> (std::process::ExitStatus, String) {
+        let (status, _) = self.served.terminate_within(Duration::from_secs(15));
+        (status, std::fs::read_to_string(&self.log).unwrap())
+    }
+
     /// The lines that report a reload's outcome, in order.
     fn outcomes(&self) -> Vec<String> {
         self.log()
             .lines()
-            .filter(|l| l.contains("reload: ") || l.contains("reload failed: "))
-            .filter(|l| !l.contains("reload: requests still ran"))
+            .filter(|l| {
+                (l.contains(" reload: ") && l.contains(" started="))
+                    || l.contains(" reload failed: ")
+            })
             .map(str::to_owned)
             .collect()
     }
@@ -450,7 +458,7 @@ fn a_deployment_keeps_old_library_versions_within_its_limit() {
         overwrite(&library, bytes);
         deployment
             .reload(&at_line(&text, &file))
-            .map(|r| (r.to_string(), r.router.routes().len()))
+            .map(|r| (r.to_string(), r.router.is_some()))
     };
     assert_eq!(
         load(&std::fs::read(build('a')).unwrap()).unwrap().0,
@@ -538,4 +546,414 @@ fn a_failed_deployment_reload_stops_what_it_started_in_reverse() {
     // Nothing changed: the old set reloads as kept.
     let reload = deployment.reload(&at_line(&hello, &file)).unwrap();
     assert_eq!(reload.to_string(), "nothing changed; kept hello");
+}
+
+#[test]
+fn a_retired_plugin_busy_past_the_grace_is_stopped_once_its_call_returns() {
+    let dir = scratch("reload-busy");
+    let f = table(faulty(), "f", "[plugin.config]\npath = \"/f\"");
+    let with_f = format!("{f}{}", visits(1));
+    let host = Host::start(&dir, &with_f, &["--grace", "0.3"]);
+    let addr = host.served.addr;
+    // Retires `f` while a call runs in it for 3 s, past the drain's grace; the call answers.
+    let retire_busy = |host: &Host| {
+        let sleeper = std::thread::spawn(move || http(addr, "GET", "/f/sleep?ms=3000", b""));
+        std::thread::sleep(Duration::from_millis(500));
+        let line = host.reload(&visits(1));
+        assert!(line.contains("removed f; kept visits"), "{line}");
+        assert_eq!(sleeper.join().unwrap().status, 200);
+    };
+    retire_busy(&host);
+    let log = host.log();
+    assert!(
+        log.contains(
+            "requests still ran on the old router after 300ms (in f, left started until their \
+             calls return); raise --grace to give them longer"
+        ) && log.contains(
+            "it stays started, out of service, until its call returns, and is stopped at the \
+             next reload or when the host stops (raise --grace"
+        ),
+        "{log}"
+    );
+    let stopped = "stopped f, which a reload retired while a call still ran in it";
+    assert!(!log.contains(stopped), "{log}");
+    // The next reload stops it, though it changes nothing.
+    let line = host.hangup();
+    assert!(line.contains("nothing changed"), "{line}");
+    assert_eq!(host.log().matches(stopped).count(), 1, "{}", host.log());
+    // Retired busy again, then the host stops: it stops it too, cleanly.
+    let line = host.reload(&with_f);
+    assert!(line.contains("added f"), "{line}");
+    retire_busy(&host);
+    let (status, log) = host.terminate();
+    assert_eq!(log.matches(stopped).count(), 2, "{log}");
+    assert_eq!(status.code(), Some(0), "{log}");
+}
+
+/// `/healthz` of `served`.
+fn health(served: &Served) -> serde_json::Value {
+    http(served.addr, "GET", "/healthz", b"").json()
+}
+
+/// Polls `/healthz` until the process of `plugin` is in `state`; fails after 10 s.
+#[track_caller]
+fn wait_for_state(served: &Served, plugin: &str, state: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = health(served);
+        if health["processes"][plugin]["state"] == state {
+            return health;
+        }
+        assert!(Instant::now() < deadline, "never {state}: {health}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Kills the process of the isolated `plugin` with SIGKILL (a crash), and waits until the host
+/// has seen it go.
+fn kill_child(served: &Served, plugin: &str) {
+    let pid = wait_for_state(served, plugin, "serving")["processes"][plugin]["pid"].clone();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while health(served)["processes"][plugin]["pid"] == pid {
+        assert!(Instant::now() < deadline, "pid {pid} still serves");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn an_isolated_library_restarts_the_bytes_it_was_loaded_from_and_a_reload_lifts_its_quarantine() {
+    let dir = scratch("reload-isolated-restart");
+    let library = dir.join("libversion.so");
+    std::fs::copy(build('a'), &library).unwrap();
+    let text = table(
+        &library,
+        "version",
+        "isolation = \"process\"\nmax_crashes = 2",
+    );
+    let host = Host::start(&dir, &text, &[]);
+    assert_eq!(served_version(&host.served), 'a');
+    // A new build lands, but no reload takes it in: a crash restarts the code that was
+    // compared and checked, from the host's private copy, not the new file.
+    overwrite(&library, &std::fs::read(build('b')).unwrap());
+    kill_child(&host.served, "version");
+    wait_for_state(&host.served, "version", "serving");
+    assert_eq!(served_version(&host.served), 'a');
+    assert!(!host.log().contains("SHA-256 mismatch"), "{}", host.log());
+    // A second crash within the minute quarantines it; its changed file does not release it...
+    kill_child(&host.served, "version");
+    wait_for_state(&host.served, "version", "quarantined");
+    assert!(
+        host.log().contains(
+            "so it is quarantined: its routes answer 503 until a reload replaces it (SIGHUP, or \
+             serve --watch, once its file or its entry changed) or the host restarts"
+        ),
+        "{}",
+        host.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let response = http(host.served.addr, "GET", "/version", b"");
+    assert_eq!(response.status, 503, "{}", response.text());
+    // ...a reload that sees it does: a new instance of the new build.
+    let line = host.hangup();
+    assert!(line.contains("replaced version"), "{line}");
+    assert_eq!(served_version(&host.served), 'b');
+    wait_for_state(&host.served, "version", "serving");
+}
+
+#[test]
+fn a_failed_reload_keeps_the_versions_it_loaded_and_counts_each_once() {
+    let dir = scratch("reload-failed-retained");
+    let library = dir.join("libversion.so");
+    let file = dir.join("plugins.toml");
+    std::fs::copy(build('a'), &library).unwrap();
+    let version = table(&library, "version", "");
+    let mut deployment = Deployment::new(false);
+    deployment.reload(&at_line(&version, &file)).unwrap();
+    assert_eq!(deployment.retained(), 0);
+    // The new build loads, then a start fails: the reload fails, and the build stays mapped.
+    overwrite(&library, &std::fs::read(build('b')).unwrap());
+    let failing = format!(
+        "{version}{}",
+        table(faulty(), "f", "[plugin.config]\nfail_in = \"start\"")
+    );
+    for _ in 0..3 {
+        let error = deployment.reload(&at_line(&failing, &file)).unwrap_err();
+        assert!(
+            matches!(error.kind(), ErrorKind::StartFailed { .. }),
+            "{error:?}"
+        );
+        // Counted once, however often the same content fails: it is loaded once.
+        assert_eq!(deployment.retained(), 2);
+    }
+    // Tried again without the failing entry: the version already loaded serves.
+    let reload = deployment.reload(&at_line(&version, &file)).unwrap();
+    assert_eq!(reload.to_string(), "replaced version");
+    assert_eq!(deployment.retained(), 2);
+}
+
+#[test]
+fn watch_after_a_failed_reload_reloads_on_a_change_to_a_running_file_or_a_new_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("reload-watch-failed");
+    let library = dir.join("libversion.so");
+    std::fs::copy(build('a'), &library).unwrap();
+    let host = Host::start(&dir, &table(&library, "version", ""), &["--watch"]);
+    assert_eq!(served_version(&host.served), 'a');
+    // The new configuration names a file in another folder, refused for its permissions.
+    let other = dir.join("other");
+    std::fs::create_dir(&other).unwrap();
+    let refused = other.join("libversion.so");
+    std::fs::copy(build('b'), &refused).unwrap();
+    std::fs::set_permissions(&refused, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::write(&host.config, table(&refused, "version", "")).unwrap();
+    let line = host.next_outcome(0);
+    assert!(
+        line.contains("reload failed") && line.contains("writable"),
+        "{line}"
+    );
+    // A change to the file that runs counts still.
+    let staged = dir.join("libversion.so.new");
+    std::fs::copy(build('b'), &staged).unwrap();
+    std::fs::rename(&staged, &library).unwrap();
+    let line = host.next_outcome(1);
+    assert!(line.contains("reload failed"), "{line}");
+    assert_eq!(served_version(&host.served), 'a');
+    // And so does a fix to the file the failed reload read.
+    let fixed = other.join("libversion.so.new");
+    std::fs::copy(build('b'), &fixed).unwrap();
+    std::fs::set_permissions(&fixed, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(&fixed, &refused).unwrap();
+    let line = host.next_outcome(2);
+    assert!(line.contains("replaced version"), "{line}");
+    assert_eq!(served_version(&host.served), 'b');
+}
+
+#[test]
+fn a_new_version_of_a_go_library_in_process_is_refused_naming_the_entry() {
+    let Some(go) = go_library(env!("FIXTURE_GO")) else {
+        return;
+    };
+    let dir = scratch("reload-go");
+    let library = dir.join("libgo.so");
+    let file = dir.join("plugins.toml");
+    std::fs::copy(&go, &library).unwrap();
+    let text = format!("# Go\n{}", table(&library, "gopher", ""));
+    let mut deployment = Deployment::new(false);
+    deployment.reload(&at_line(&text, &file)).unwrap();
+    // Another build: the same library with a byte more at its end (ELF ignores it).
+    let mut bytes = std::fs::read(&go).unwrap();
+    bytes.push(0);
+    overwrite(&library, &bytes);
+    let error = deployment.reload(&at_line(&text, &file)).unwrap_err();
+    assert!(
+        matches!(error.kind(), ErrorKind::GoLibraryReloaded),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "{}:2: plugin file {}: it is a Go library",
+            file.display(),
+            library.display()
+        )) && message.contains("run it with `isolation = \"process\"`"),
+        "{message}"
+    );
+    // Nothing changed: the version loaded runs on.
+    overwrite(&library, &std::fs::read(&go).unwrap());
+    let reload = deployment.reload(&at_line(&text, &file)).unwrap();
+    assert_eq!(reload.to_string(), "nothing changed; kept gopher");
+    deployment.registry().close_and_stop_all().unwrap();
+}
+
+#[test]
+fn a_reload_of_the_same_entries_keeps_the_router_and_one_that_reorders_them_swaps_it() {
+    let dir = scratch("reload-same");
+    let file = dir.join("plugins.toml");
+    let (hello, counter) = (table(&samples().hello, "hello", ""), visits(1));
+    let mut deployment = Deployment::new(false);
+    let first = deployment
+        .reload(&at_line(&format!("{hello}{counter}"), &file))
+        .unwrap();
+    assert!(first.router.is_some());
+    let same = deployment
+        .reload(&at_line(&format!("# moved\n{hello}{counter}"), &file))
+        .unwrap();
+    assert_eq!(same.to_string(), "nothing changed; kept hello, visits");
+    assert!(same.router.is_none() && !same.changed());
+    let reordered = deployment
+        .reload(&at_line(&format!("{counter}{hello}"), &file))
+        .unwrap();
+    assert_eq!(reordered.to_string(), "reordered; kept visits, hello");
+    assert!(reordered.changed() && reordered.reordered);
+    let router = reordered.router.expect("a new router, in the new order");
+    assert_eq!(router.plugins(), ["visits", "hello"]);
+    drop(router);
+    deployment.registry().close_and_stop_all().unwrap();
+}
+
+#[test]
+fn private_copies_of_in_process_libraries_are_memory_files_not_in_tmpdir() {
+    // A temporary folder that cannot be used (a `noexec` /tmp fails the same way, later).
+    let output = crate::util::host()
+        .env("TMPDIR", "/nonexistent/tmp")
+        .arg("check")
+        .arg(build('a'))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.starts_with("ok "),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // And the served library is mapped from one, named after the file.
+    let dir = scratch("reload-memfd");
+    let host = Host::start(&dir, &table(&build('a'), "version", ""), &[]);
+    assert_eq!(served_version(&host.served), 'a');
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", host.served.child.id())).unwrap();
+    let name = build('a')
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(maps.contains(&format!("/memfd:{name}")), "{maps}");
+}
+
+#[test]
+fn a_kept_alive_connection_gets_whole_answers_across_reloads() {
+    let dir = scratch("reload-keepalive");
+    let library = dir.join("libversion.so");
+    std::fs::copy(build('a'), &library).unwrap();
+    let host = Host::start(&dir, &table(&library, "version", ""), &[]);
+    let addr = host.served.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // One connection for the whole run: before, during and after the reloads.
+            let mut connection = KeepAlive::connect(addr);
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let response = connection.get("/version", &[]);
+                seen.push((response.status, version_of(&response.body)));
+            }
+            seen
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    for round in 0..4 {
+        let mark = if round % 2 == 0 { 'b' } else { 'a' };
+        overwrite(&library, &std::fs::read(build(mark)).unwrap());
+        let line = host.hangup();
+        assert!(line.contains("replaced version"), "{line}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = client.join().unwrap();
+    let bad: Vec<_> = seen
+        .iter()
+        .filter(|(status, body)| *status != 200 || body.is_none())
+        .collect();
+    assert!(bad.is_empty(), "{} of {}: {bad:?}", bad.len(), seen.len());
+    // The same connection met both builds.
+    for mark in ['a', 'b'] {
+        assert!(seen.iter().any(|(_, body)| *body == Some(mark)), "{seen:?}");
+    }
+}
+
+#[test]
+fn an_isolated_plugin_reloaded_under_load_fails_no_request() {
+    let dir = scratch("reload-isolated-load");
+    let library = dir.join("libversion.so");
+    std::fs::copy(build('a'), &library).unwrap();
+    let text = table(&library, "version", "isolation = \"process\"");
+    let host = Host::start(&dir, &text, &[]);
+    let addr = host.served.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let response = http(addr, "GET", "/version", b"");
+                    seen.push((response.status, version_of(&response.body)));
+                }
+                seen
+            })
+        })
+        .collect();
+    for round in 0..4 {
+        let mark = if round % 2 == 0 { 'b' } else { 'a' };
+        overwrite(&library, &std::fs::read(build(mark)).unwrap());
+        let line = host.hangup();
+        assert!(line.contains("replaced version"), "{line}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen: Vec<(u16, Option<char>)> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let bad: Vec<_> = seen
+        .iter()
+        .filter(|(status, body)| *status != 200 || body.is_none())
+        .collect();
+    assert!(bad.is_empty(), "{} of {}: {bad:?}", bad.len(), seen.len());
+    for mark in ['a', 'b'] {
+        assert!(
+            seen.iter().any(|(_, body)| *body == Some(mark)),
+            "no {mark}"
+        );
+    }
+}
+
+/// The value of the sample `series` (name and labels, as the text format writes them) in the
+/// metrics of `served`.
+fn metric(served: &Served, series: &str) -> Option<f64> {
+    let text = http(served.addr, "GET", "/metrics", b"").text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.parse().unwrap())
+}
+
+#[test]
+fn metrics_count_reloads_drop_a_removed_plugin_and_go_on_counting_a_kept_route() {
+    let dir = scratch("reload-metrics");
+    let hello = table(&samples().hello, "hello", "");
+    let host = Host::start(&dir, &format!("{hello}{}", visits(1)), &[]);
+    for _ in 0..3 {
+        assert_eq!(http(host.served.addr, "GET", "/hello", b"").status, 200);
+    }
+    for _ in 0..2 {
+        value(&host.served);
+    }
+    let kept =
+        r#"pluglet_requests_total{class="2xx",method="GET",plugin="visits",route="/visits"}"#;
+    assert_eq!(metric(&host.served, kept), Some(2.0));
+    let line = host.reload(&visits(1));
+    assert!(line.contains("removed hello; kept visits"), "{line}");
+    let line = host.reload("[[plugin]\n");
+    assert!(line.contains("reload failed"), "{line}");
+    value(&host.served);
+    let text = http(host.served.addr, "GET", "/metrics", b"").text();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("pluglet_requests_total{") && l.contains("plugin=\"hello\"")),
+        "{text}"
+    );
+    assert_eq!(metric(&host.served, kept), Some(3.0));
+    let reloads = |result: &str| {
+        metric(
+            &host.served,
+            &format!("pluglet_reloads_total{{result=\"{result}\"}}"),
+        )
+    };
+    assert_eq!((reloads("ok"), reloads("failed")), (Some(1.0), Some(1.0)));
 }

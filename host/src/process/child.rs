@@ -40,6 +40,9 @@ pub(crate) struct Spec {
     pub(crate) worker: Option<PathBuf>,
     /// The folder it runs in; `None`: the host's.
     pub(crate) working_dir: Option<PathBuf>,
+    /// For an isolated library, the private copy of the checked bytes that its workers load:
+    /// kept as long as a child may be started from this.
+    pub(crate) _content: Option<std::sync::Arc<crate::trust::PrivateCopy>>,
 }
 
 /// A started child: the process and the host's end of its socket.
@@ -740,6 +743,7 @@ mod tests {
             pid_namespace: false,
             worker: worker.map(PathBuf::from),
             working_dir: None,
+            _content: None,
         })
     }
 
@@ -802,6 +806,7 @@ mod tests {
             pid_namespace: false,
             worker: None,
             working_dir: None,
+            _content: None,
         })
         .err()
         .expect("not executable");
@@ -861,6 +866,7 @@ mod tests {
             pid_namespace: true,
             worker: None,
             working_dir: None,
+            _content: None,
         })
         .err()
         .expect("no such program");

@@ -131,29 +131,42 @@ pub struct ProcessPlugin {
 impl ProcessPlugin {
     /// The plugin library at `path`, to run in a worker process. The host applies the checks
     /// that need no loading (permissions, SHA-256 pin, inspection of the file) before anything
-    /// starts, so that a bad file is the same error as in-process; the worker applies all of
-    /// [`Factory::load_with`](crate::Factory::load_with) again, and loads its private copy of
-    /// the pinned bytes.
+    /// starts, so that a bad file is the same error as in-process, and keeps a private copy of
+    /// the bytes it checked for as long as the plugin lives; every worker of its instances, the
+    /// first as those that replace one that crashed, loads that copy, pinned to its SHA-256,
+    /// with all of [`Factory::load_with`](crate::Factory::load_with): a restart runs the code
+    /// that was checked, whatever became of the file since (a new build of it is taken in by a
+    /// new instance: a reload replaces it).
     pub fn isolated(
         path: impl AsRef<Path>,
         load: &LoadOptions,
         options: ProcessOptions,
     ) -> Result<Self, Error> {
         let path = path.as_ref();
-        let (resolved, _) = crate::plugin::check_file(path, load)?;
+        let (resolved, checked) = crate::plugin::check_file(path, load)?;
+        let content = crate::trust::PrivateCopy::for_reading(&checked.bytes, &resolved)
+            .map_err(|kind| Error::new(kind).with_file(Some(path)))?;
         let worker = match &options.worker {
             Some(worker) => worker.clone(),
             None => std::env::current_exe().map_err(|source| {
                 Error::new(ErrorKind::Unreadable { source }).with_file(Some(path))
             })?,
         };
-        let mut env = vec![(
-            worker::LIBRARY_VARIABLE.to_owned(),
-            resolved.display().to_string(),
-        )];
-        if let Some(sha256) = &load.sha256 {
-            env.push((worker::SHA256_VARIABLE.to_owned(), sha256.clone()));
-        }
+        let sha256 = match &load.sha256 {
+            Some(pin) => pin.clone(),
+            None => crate::trust::sha256_hex(&checked.bytes),
+        };
+        let mut env = vec![
+            (
+                worker::LIBRARY_VARIABLE.to_owned(),
+                content.path().display().to_string(),
+            ),
+            (
+                worker::FILE_VARIABLE.to_owned(),
+                resolved.display().to_string(),
+            ),
+            (worker::SHA256_VARIABLE.to_owned(), sha256),
+        ];
         if load.allow_insecure_permissions {
             env.push((worker::INSECURE_VARIABLE.to_owned(), "1".to_owned()));
         }
@@ -169,6 +182,7 @@ impl ProcessPlugin {
                 pid_namespace: options.pid_namespace,
                 worker: Some(worker),
                 working_dir: None,
+                _content: Some(Arc::new(content)),
             },
             options,
         })
@@ -199,6 +213,7 @@ impl ProcessPlugin {
                     .clone()
                     .or_else(|| std::env::current_exe().ok()),
                 working_dir: options.working_dir.clone(),
+                _content: None,
             },
             options,
         }

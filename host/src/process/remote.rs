@@ -88,8 +88,6 @@ struct Supervision {
     serving_since: Option<Instant>,
     /// Whether the host called `start` (a restarted child is started again only then).
     started: bool,
-    /// The size and modification time of the plugin's file when it was quarantined.
-    quarantined_file: Option<(u64, std::time::SystemTime)>,
 }
 
 /// The process backend of one instance.
@@ -197,7 +195,6 @@ impl Remote {
                 backoff_step: 0,
                 serving_since: None,
                 started: false,
-                quarantined_file: None,
             }),
             routes: RwLock::new(routes),
             hooks,
@@ -485,6 +482,7 @@ impl Remote {
             status,
             headers: http::HeaderMap::try_with_capacity(headers.len()).map_err(|_| too_many())?,
             body,
+            failure: None,
         };
         for (name, value) in &headers {
             let Some((name, value)) =
@@ -817,8 +815,7 @@ impl Remote {
         Ok(())
     }
 
-    /// How many times a new child replaced one that ended (after a crash, or a quarantined
-    /// plugin's file changed).
+    /// How many times a new child replaced one that ended (after a crash).
     pub(crate) fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
     }
@@ -984,7 +981,6 @@ fn supervise(remote: &Weak<Remote>, events: &mpsc::Receiver<Event>) {
                     return;
                 };
                 ping(&remote);
-                release(&remote);
             }
         }
     }
@@ -1012,40 +1008,6 @@ fn ping(remote: &Remote) {
             link.pid()
         );
         link.kill();
-    }
-}
-
-/// The size and modification time of `file`, to see whether it changed.
-fn stamp(file: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
-    let metadata = std::fs::metadata(file).ok()?;
-    Some((metadata.len(), metadata.modified().ok()?))
-}
-
-/// Restarts a quarantined plugin whose file changed since (a new build, say), with its crash
-/// count cleared.
-fn release(remote: &Arc<Remote>) {
-    {
-        let mut supervision = remote.supervision.lock();
-        if supervision.state != ChildState::Quarantined
-            || stamp(&remote.file) == supervision.quarantined_file
-        {
-            return;
-        }
-        supervision.crashes.clear();
-        supervision.backoff_step = 0;
-        supervision.state = ChildState::Restarting;
-    }
-    tracing::info!(
-        plugin = remote.instance.as_str(),
-        "the file of the quarantined plugin changed: restarting it"
-    );
-    let generation = remote.generation.fetch_add(1, Ordering::AcqRel) + 1;
-    if let Err(why) = remote.restart(generation) {
-        let down = remote.events.lock().clone();
-        let _ = down.send(Event::Down(
-            generation,
-            format!("its restart failed: {why}"),
-        ));
     }
 }
 
@@ -1089,16 +1051,16 @@ fn recover(remote: &Arc<Remote>, events: &mpsc::Receiver<Event>, reason: String)
             }
             if supervision.crashes.len() >= options.max_crashes as usize {
                 supervision.state = ChildState::Quarantined;
-                supervision.quarantined_file = stamp(&remote.file);
                 tracing::error!(
                     plugin = remote.instance.as_str(),
                     "the plugin process ended{status}: {reason}; it crashed {} times within \
-                     {:?}, so it is quarantined: its routes answer 503 until its file changes \
-                     or the host restarts",
+                     {:?}, so it is quarantined: its routes answer 503 until a reload replaces it \
+                     (SIGHUP, or serve --watch, once its file or its entry changed) or the host \
+                     restarts",
                     supervision.crashes.len(),
                     options.crash_window
                 );
-                // Supervision goes on: it restarts the plugin when its file changes.
+                // It is never restarted: a new instance replaces it (a reload), or nothing.
                 return true;
             }
             supervision.state = ChildState::Restarting;

@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 
 /// The library a worker loads (set by the host when it starts one).
 pub(crate) const LIBRARY_VARIABLE: &str = "PLUGLET_WORKER_LIBRARY";
-/// The SHA-256 the library must have, if pinned.
+/// The plugin's own file, which the library is a private copy of: what messages name.
+pub(crate) const FILE_VARIABLE: &str = "PLUGLET_WORKER_FILE";
+/// The SHA-256 the library must have.
 pub(crate) const SHA256_VARIABLE: &str = "PLUGLET_WORKER_SHA256";
 /// Set to `1` when insecure permissions are allowed.
 pub(crate) const INSECURE_VARIABLE: &str = "PLUGLET_WORKER_INSECURE";
@@ -64,6 +66,7 @@ pub fn worker_main() {
     // Bare: the host logs them, with the time, the level and the plugin's names.
     crate::ffi::bare_crash_lines();
     crate::install_crash_report();
+    let file = std::env::var_os(FILE_VARIABLE).unwrap_or_else(|| library.clone());
     let options = LoadOptions {
         sha256: std::env::var(SHA256_VARIABLE).ok(),
         allow_insecure_permissions: std::env::var_os(INSECURE_VARIABLE).is_some(),
@@ -71,6 +74,7 @@ pub fn worker_main() {
     // What the plugin starts must neither become a worker nor inherit the socket.
     for variable in [
         LIBRARY_VARIABLE,
+        FILE_VARIABLE,
         SHA256_VARIABLE,
         INSECURE_VARIABLE,
         FD_VARIABLE,
@@ -91,7 +95,8 @@ pub fn worker_main() {
     // (and said so in `FD_VARIABLE`), open as just checked; nothing else in this process owns
     // that descriptor, which is now closed on exec.
     let socket = unsafe { UnixStream::from_raw_fd(CHILD_FD) };
-    let code = match serve(socket, std::path::Path::new(&library), &options) {
+    let library = (std::path::Path::new(&library), std::path::Path::new(&file));
+    let code = match serve(socket, library, &options) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("plugin worker: {e}");
@@ -125,9 +130,11 @@ impl Writer {
     }
 }
 
+/// Serves the plugin of `library`: the private copy to load, and the plugin's file it is a copy
+/// of, which messages name.
 fn serve(
     socket: UnixStream,
-    library: &std::path::Path,
+    (library, file): (&std::path::Path, &std::path::Path),
     options: &LoadOptions,
 ) -> Result<(), String> {
     // Calls that arrive together are read with one system call.
@@ -161,20 +168,22 @@ fn serve(
         writer.flush();
         error
     };
-    let factory = Factory::load_with(library, options).map_err(|e| refuse(e.to_string()))?;
+    // Named by the plugin's file, not by the private copy.
+    let factory = Factory::load_with(library, options)
+        .map_err(|e| refuse(e.with_file(Some(file)).to_string()))?;
     let name = if instance_name.is_empty() {
         factory.name().to_owned()
     } else {
         instance_name
     };
     // From now on any fatal signal, even one sent with `kill`, names this plugin.
-    crate::ffi::describe_worker(&name, library);
+    crate::ffi::describe_worker(&name, file);
     // The host tags this process's lines with the plugin's name from this message on: those
     // `create` logs, and a crash line, come before `welcome`. Its output lines, which the host
     // reads from pipes apart from this socket, wait there until it has read this message.
     let loaded = Header::Log {
         level: plugin_api::abi::PLUGIN_LOG_DEBUG,
-        message: format!("worker: loaded {}", library.display()),
+        message: format!("worker: loaded {}", file.display()),
         plugin: Some(factory.name().to_owned()),
     };
     writer.send(&loaded, b"").map_err(|e| e.to_string())?;

@@ -125,12 +125,13 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let state = Arc::new(AtomicU8::new(IDLE));
         // With hooks, each request carries its connection; with `on_disconnect` hooks, the
-        // connection counts what it does.
-        // The connection's own hooks (`on_connect`, `on_disconnect`) are those of the router
-        // current when it opened; each request is served by the router current when it came.
-        let current = service.router();
-        let told = current.has_disconnect_hooks();
-        let hooked = current.has_hooks().then(|| {
+        // connection counts what it does. The plugins that decide about the connection are
+        // those of the router current when it opened (see `Deciders`); each request is served
+        // by the router current when it came.
+        let current = service.now();
+        let opened_under = current.now.deciders.clone();
+        let told = current.now.router.has_disconnect_hooks();
+        let hooked = current.now.router.has_hooks().then(|| {
             let connection = Connection {
                 client: client.to_string(),
                 local: stream
@@ -139,6 +140,7 @@ pub async fn serve(
             };
             let admitted = Admitted {
                 connection,
+                deciders: opened_under.clone(),
                 closed_by: std::sync::OnceLock::new(),
             };
             (Arc::new(admitted), told.then(Arc::<Tally>::default))
@@ -146,30 +148,40 @@ pub async fn serve(
         let mut io = Guarded::new(stream, state.clone(), options);
         io.tally = hooked.as_ref().and_then(|(_, tally)| tally.clone());
         let opened = std::time::Instant::now();
-        drop(current);
+        // Only the admission holds the router it opened under.
+        let admit = hooked.is_some().then_some(current);
         // `service_fn` over `answer_wire` rather than the `tower::Service` impl: no boxed future
         // per request.
         let (hooks, each) = (service.clone(), hooked.clone());
-        let service = service.clone();
+        let plugins = service.clone();
         let handler = hyper::service::service_fn(move |request: http::Request<_>| {
-            let service = service.now();
             let admitted = each.as_ref().map(|(admitted, tally)| {
                 if let Some(tally) = tally {
                     tally.requests.fetch_add(1, Ordering::Relaxed);
                 }
                 admitted
             });
-            match service.answer_wire(request, admitted.map(|a| &**a)) {
-                Attempt::Answered(response) => {
+            let serving = plugins.now();
+            // Other plugins decide about connections since it opened: closed after this answer.
+            let stale = !serving.now.deciders.same(&opened_under);
+            match serving.answer_wire(request, admitted.map(|a| &**a)) {
+                Attempt::Answered(mut response) => {
                     state.store(WRITING, Ordering::Relaxed);
+                    if stale {
+                        close_after(&mut response);
+                    }
                     Answer::Now(Some(response))
                 }
                 Attempt::Deferred(request) => {
+                    drop(serving);
                     state.store(BUSY, Ordering::Relaxed);
-                    let state = state.clone();
+                    let (plugins, state) = (plugins.clone(), state.clone());
                     let admitted = admitted.cloned();
                     Answer::Later(Box::pin(async move {
-                        let response = service.answer_later(request, admitted).await;
+                        let mut response = plugins.answer_later(request, admitted).await;
+                        if stale {
+                            close_after(&mut response);
+                        }
                         state.store(WRITING, Ordering::Relaxed);
                         response
                     }))
@@ -181,8 +193,8 @@ pub async fn serve(
         let (mut stopping, alive, count) = (stopping.clone(), alive.clone(), OpenGuard::new(&open));
         tokio::spawn(async move {
             let _alive = (alive, count);
-            if let Some((admitted, _)) = &hooked
-                && !hooks.now().admit_connection(admitted).await
+            if let (Some((admitted, _)), Some(admit)) = (&hooked, admit)
+                && !admit.admit_connection(admitted).await
             {
                 // Refused: the socket closes with `connection`, before a request is read.
                 return;
@@ -240,6 +252,14 @@ pub async fn serve(
     false
 }
 
+/// Asks the client to close the connection after `response` (hyper then closes it).
+fn close_after(response: &mut super::HttpResponse) {
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+}
+
 /// What a connection did, counted for `on_disconnect` hooks.
 #[derive(Default)]
 struct Tally {
@@ -266,7 +286,8 @@ impl Drop for Disconnect {
             bytes_out: self.tally.bytes_out.load(Ordering::Relaxed),
             duration: self.opened.elapsed(),
         };
-        self.service.disconnected(stats);
+        let deciders = self.admitted.deciders.clone();
+        self.service.disconnected(stats, deciders);
     }
 }
 

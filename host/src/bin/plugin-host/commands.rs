@@ -1,7 +1,7 @@
 //! What each command does: `serve`, `list` and `check` here; `new`, `include-dir` and `sdk-dir`
 //! through `scaffold`, which writes their files.
 
-use crate::reload::{self, Reloader, Trigger};
+use crate::reload::{self, Reloader, Trigger, Watch};
 use crate::{Cli, Command, MetricsAt, Source, scaffold};
 use plugin_host::config::{self, PluginEntry, Run};
 use plugin_host::metrics::{METRICS_PATH, Metrics};
@@ -254,13 +254,24 @@ fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result
         }
         MetricsAt::On | MetricsAt::Off => None,
     };
-    let entries = entries(source)?;
-    let mut deployment = Deployment::new(insecure);
-    let router = deployment.reload(&entries)?.router;
+    // Everything that can fail before serving is set up before any plugin starts: a plugin
+    // is never dropped without its `stop`.
     let trigger = Trigger::default();
     let (shutdown, hangup) = {
         let _entered = runtime.enter();
         (shutdown_signal()?, hangup_signal(trigger.clone())?)
+    };
+    let reload_source = reload_source(source);
+    let watch = match settings.watch {
+        true => Some(Watch::new(&reload_source, trigger.clone())?),
+        false => None,
+    };
+    let entries = entries(source)?;
+    let mut deployment = Deployment::new(insecure);
+    let router = match deployment.reload(&entries)?.router {
+        Some(router) => router,
+        // Nothing to start (no entries): nothing changed.
+        None => deployment.registry().router()?,
     };
     let rows: Vec<Row<'_>> = deployment
         .registry()
@@ -296,13 +307,21 @@ fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result
         }
         _ => service,
     };
-    let reloader = Reloader::start(
-        reload_source(source),
+    let started = Reloader::start(
+        reload_source,
         deployment,
         (service.clone(), options.grace),
         trigger.clone(),
-        settings.watch.then_some(entries.as_slice()),
-    )?;
+        watch,
+    );
+    let reloader = match started {
+        Ok(reloader) => reloader,
+        Err(failed) => {
+            let (error, mut deployment) = *failed;
+            stop_deployment(&mut deployment);
+            return Err(error.into());
+        }
+    };
     runtime.spawn(hangup);
     // No reload starts once a shutdown has begun.
     let shutdown = async move {
@@ -316,18 +335,28 @@ fn serve_command(source: &Source, insecure: bool, settings: &Settings) -> Result
     // running handler; it names it); a child process is stopped whatever runs in it.
     runtime.shutdown_timeout(Duration::ZERO);
     // A reload that was running has finished: what runs now is the deployment's.
-    let deployment = reloader.stop();
+    let mut deployment = reloader.stop();
     tracing::info!("stopping plugins");
-    match deployment.registry().close_and_stop_all() {
-        Ok(()) if drained => Ok(ExitCode::SUCCESS),
-        Ok(()) => Ok(ExitCode::from(REQUESTS_CUT_SHORT)),
-        Err(errors) => {
-            for error in &errors.0 {
-                tracing::error!("{error}");
-            }
-            Ok(ExitCode::from(INCOMPLETE_SHUTDOWN))
-        }
+    match stop_deployment(&mut deployment) {
+        true if drained => Ok(ExitCode::SUCCESS),
+        true => Ok(ExitCode::from(REQUESTS_CUT_SHORT)),
+        false => Ok(ExitCode::from(INCOMPLETE_SHUTDOWN)),
     }
+}
+
+/// Stops the deployment's plugins in reverse order, then those that reloads retired but could
+/// not stop (a call still ran in them); logs each failure. Whether every one stopped cleanly.
+fn stop_deployment(deployment: &mut Deployment) -> bool {
+    let mut errors = deployment
+        .registry()
+        .close_and_stop_all()
+        .err()
+        .map_or_else(Vec::new, |errors| errors.0);
+    errors.extend(reload::stop_pending(deployment, true));
+    for error in &errors {
+        tracing::error!("{error}");
+    }
+    errors.is_empty()
 }
 
 /// What a reload reads again: the configuration file, or the plugin folder.

@@ -8,18 +8,15 @@
 use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
 use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 use parking_lot::{Condvar, Mutex};
-use plugin_host::Deployment;
-use plugin_host::config::{PluginEntry, Run};
+use plugin_host::config::PluginEntry;
+use plugin_host::limits::WATCH_DEBOUNCE;
 use plugin_host::server::PluginService;
+use plugin_host::{Deployment, Error, ErrorKind};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-/// How long `--watch` waits for a file to stop changing before it reloads: a build or an editor
-/// writes a file in several steps.
-const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Reads the configuration: its entries, or why they cannot be read (naming FILE:LINE).
 pub type Read = Box<dyn Fn() -> Result<Vec<PluginEntry>, Box<dyn std::error::Error>> + Send>;
@@ -76,42 +73,50 @@ impl Trigger {
 /// The thread that runs the reloads; it owns the deployment while the host serves.
 pub struct Reloader {
     trigger: Trigger,
-    thread: JoinHandle<Deployment>,
+    thread: JoinHandle<()>,
+    deployment: Arc<Mutex<Deployment>>,
 }
 
 impl Reloader {
     /// Starts the reload thread, which runs a reload each time `trigger` asks, swapping the
     /// router of `service` and draining the old one for at most `grace`. With `watch`, changes
-    /// to the configuration or a plugin file ask for a reload; it holds the entries whose files
-    /// to watch at first.
+    /// to the configuration or to a file of the deployment's entries ask for a reload. If the
+    /// thread cannot start, the deployment comes back with the error, for its plugins to be
+    /// stopped.
     pub fn start(
         source: Source,
-        mut deployment: Deployment,
+        deployment: Deployment,
         (service, grace): (PluginService, Duration),
         trigger: Trigger,
-        watch: Option<&[PluginEntry]>,
-    ) -> std::io::Result<Self> {
-        let mut watcher = match watch {
-            Some(entries) => {
-                let mut watcher = Watch::new(&source, trigger.clone())?;
-                watcher.refresh(entries);
-                Some(watcher)
-            }
-            None => None,
-        };
+        mut watch: Option<Watch>,
+    ) -> Result<Self, Box<(std::io::Error, Deployment)>> {
+        if let Some(watch) = &mut watch {
+            watch.refresh(deployment.entries());
+        }
+        let deployment = Arc::new(Mutex::new(deployment));
         let asked = trigger.clone();
-        let thread = std::thread::Builder::new()
+        let owned = Arc::clone(&deployment);
+        let spawned = std::thread::Builder::new()
             .name("reload".into())
             .spawn(move || {
                 while asked.next() {
-                    let entries = reload(&source, &mut deployment, &service, grace);
-                    if let (Some(watcher), Some(entries)) = (&mut watcher, entries) {
-                        watcher.refresh(&entries);
+                    let mut deployment = owned.lock();
+                    let read = reload(&source, &mut deployment, &service, grace);
+                    // After a failure, both what runs and what was read: a fix to either counts.
+                    if let Some(watch) = &mut watch {
+                        watch.refresh(deployment.entries().chain(read.iter().flatten()));
                     }
                 }
-                deployment
-            })?;
-        Ok(Self { trigger, thread })
+            });
+        match spawned {
+            Ok(thread) => Ok(Self {
+                trigger,
+                thread,
+                deployment,
+            }),
+            // The thread's closure, and its clone of the deployment, are gone with it.
+            Err(error) => Err(Box::new((error, unwrap(deployment)))),
+        }
     }
 
     /// Starts no more reloads, waits for the one running, if any, and gives the deployment back.
@@ -119,8 +124,38 @@ impl Reloader {
         self.trigger.close();
         self.thread
             .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        unwrap(self.deployment)
     }
+}
+
+/// The deployment, once the reload thread is gone.
+fn unwrap(deployment: Arc<Mutex<Deployment>>) -> Deployment {
+    match Arc::try_unwrap(deployment) {
+        Ok(deployment) => deployment.into_inner(),
+        Err(_) => unreachable!("the reload thread, which held the other reference, has ended"),
+    }
+}
+
+/// Stops the instances that earlier reloads retired but could not stop, since a call still ran
+/// in them ([`Deployment::stop_pending`]), and logs each one stopped. At a reload, one still
+/// busy stays pending quietly; `at_shutdown`, it is an error. Returns the errors.
+pub fn stop_pending(deployment: &mut Deployment, at_shutdown: bool) -> Vec<Error> {
+    let mut errors = Vec::new();
+    for (name, outcome) in deployment.stop_pending() {
+        match outcome {
+            Ok(()) => tracing::info!(
+                plugin = name.as_str(),
+                "stopped {name}, which a reload retired while a call still ran in it, now that \
+                 the call has returned"
+            ),
+            Err(error) if !at_shutdown && matches!(error.kind(), ErrorKind::Busy { .. }) => {
+                tracing::debug!(plugin = name.as_str(), "still busy: {error}");
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    errors
 }
 
 /// What one reload did, as it is reported.
@@ -154,27 +189,23 @@ fn report(outcome: &Outcome, service: &PluginService) {
                 "reload failed: {message}; the running plugins keep serving"
             );
             if let Some(metrics) = service.metrics() {
-                metrics.reloaded(
-                    false,
-                    plugin
-                        .as_slice()
-                        .iter()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .as_slice(),
-                );
+                metrics.reloaded(false, plugin.as_deref().as_slice());
             }
         }
     }
 }
 
-/// Runs one reload and reports it; the entries it read, when it could read them.
+/// Runs one reload and reports it; the entries it read, when it could read them. First, it
+/// stops what earlier reloads could not (their calls may have returned since).
 fn reload(
     source: &Source,
     deployment: &mut Deployment,
     service: &PluginService,
     grace: Duration,
 ) -> Option<Vec<PluginEntry>> {
+    for error in stop_pending(deployment, false) {
+        tracing::error!("reload: {error}");
+    }
     let entries = match (source.read)() {
         Ok(entries) => entries,
         Err(error) => {
@@ -202,16 +233,36 @@ fn reload(
         old => format!("{reload} ({old} old library version(s) stay loaded)"),
     };
     let started = reload.started().map(str::to_owned).collect();
-    // New requests take the new router at once; those running finish on the old one, which is
-    // dropped before what only it served is stopped (its leases keep them started).
-    if !service.replace_router(reload.router).drain(grace) {
-        tracing::warn!(
-            "reload: requests still ran on the old plugins after {grace:?}; stopping them anyway"
-        );
-    }
-    if let Err(errors) = reload.retired.close_and_stop_all() {
-        for error in &errors.0 {
-            tracing::error!("reload: {error}");
+    // Nothing changed, not even the order: the router serving goes on.
+    if let Some(router) = reload.router {
+        // New requests take the new router at once; those running finish on the old one, which
+        // is dropped before what only it served is stopped (its leases keep them started).
+        let drained = service.replace_router(router).drain(grace);
+        let mut busy = Vec::new();
+        for error in deployment.stop_retired(&reload.retired) {
+            if matches!(error.kind(), ErrorKind::Busy { .. }) {
+                busy.push(error.plugin().unwrap_or("-").to_owned());
+                tracing::warn!(
+                    "reload: {error}; it stays started, out of service, until its call returns, \
+                     and is stopped at the next reload or when the host stops (raise --grace to \
+                     let calls finish within a reload)"
+                );
+            } else {
+                tracing::error!("reload: {error}");
+            }
+        }
+        if !drained {
+            let still = match busy.is_empty() {
+                true => "none in a plugin it retired that runs in this process".to_owned(),
+                false => format!(
+                    "in {}, left started until their calls return",
+                    busy.join(", ")
+                ),
+            };
+            tracing::warn!(
+                "reload: requests still ran on the old router after {grace:?} ({still}); raise \
+                 --grace to give them longer"
+            );
         }
     }
     report(&Outcome::Done { summary, started }, service);
@@ -221,7 +272,7 @@ fn reload(
 /// Watches the configuration (or the plugin folder) and the files of the entries: their
 /// folders, without recursion, since editors and builds replace a file by renaming another
 /// over it.
-struct Watch {
+pub struct Watch {
     debouncer: Debouncer<RecommendedWatcher>,
     /// The folders watched.
     folders: BTreeSet<PathBuf>,
@@ -233,7 +284,9 @@ struct Watch {
 }
 
 impl Watch {
-    fn new(source: &Source, trigger: Trigger) -> std::io::Result<Self> {
+    /// A watcher that asks `trigger` for a reload when a file it watches changes; it watches
+    /// `source` once [`refresh`](Self::refresh)ed.
+    pub fn new(source: &Source, trigger: Trigger) -> std::io::Result<Self> {
         let files = Arc::new(Mutex::new((BTreeSet::new(), None)));
         let seen = Arc::clone(&files);
         let debouncer = new_debouncer(WATCH_DEBOUNCE, move |events: DebounceEventResult| {
@@ -267,8 +320,8 @@ impl Watch {
         })
     }
 
-    /// Watches what `entries` need, and no more.
-    fn refresh(&mut self, entries: &[PluginEntry]) {
+    /// Watches the source and the files of `entries`, and no more.
+    fn refresh<'a>(&mut self, entries: impl IntoIterator<Item = &'a PluginEntry>) {
         let mut files = BTreeSet::new();
         let mut add = |path: &Path| {
             files.insert(absolute(path));
@@ -280,13 +333,9 @@ impl Watch {
         if !self.folder {
             add(&self.source);
         }
-        for entry in entries {
-            // A `command` is looked up on PATH: there is no file of its own to watch.
-            let named =
-                matches!(entry.run, Run::Program { .. }) && entry.path.components().count() < 2;
-            if !named {
-                add(&entry.path);
-            }
+        // A `command` is looked up on PATH: there is no file of its own to watch.
+        for file in entries.into_iter().filter_map(PluginEntry::file) {
+            add(file);
         }
         let mut folders: BTreeSet<PathBuf> = files
             .iter()
