@@ -491,7 +491,7 @@ impl Instance {
     }
 
     /// For a plugin in a child process: how many times a new child replaced one that ended
-    /// (after a crash, or when a quarantined plugin's file changed). `None` in process.
+    /// after a crash (a quarantined plugin is replaced by a reload instead). `None` in process.
     pub fn restarts(&self) -> Option<u64> {
         match &self.inner.backend {
             Backend::InProcess(_) => None,
