@@ -866,7 +866,7 @@ fn read_loop(
 /// How long the reader of the ring of answers sleeps at most before it looks again (at the ring
 /// and at whether the link is down), whether or not the child rings its bell.
 #[cfg(target_os = "linux")]
-const RING_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const RING_WAIT: Duration = Duration::from_secs(1);
 
 /// Reads the ring of answers until the link goes down (`None`) or the child breaks the
 /// protocol in it (the reason). Everything there is hostile: `ring::Consumer` checks the ring's
