@@ -146,7 +146,7 @@ impl Memory {
 
     /// The 32-bit word at `offset`.
     fn word(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= MEMORY_SIZE);
+        assert!(offset.is_multiple_of(4) && offset + 4 <= MEMORY_SIZE);
         // SAFETY: in bounds and aligned (checked; the mapping is page-aligned), mapped as long
         // as `self` lives; the memory is only ever accessed atomically, by both processes.
         unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(offset).cast()) }
@@ -154,7 +154,7 @@ impl Memory {
 
     /// The 64-bit word at `offset`.
     fn word64(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= MEMORY_SIZE);
+        assert!(offset.is_multiple_of(8) && offset + 8 <= MEMORY_SIZE);
         // SAFETY: as in `word`.
         unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset).cast()) }
     }
@@ -363,7 +363,7 @@ impl Consumer {
                 }
                 std::hint::spin_loop();
                 turns += 1;
-                if turns % 32 == 0 && started.elapsed() >= self.spin {
+                if turns.is_multiple_of(32) && started.elapsed() >= self.spin {
                     self.spin = (self.spin / 2).max(SPIN_MIN);
                     break;
                 }
