@@ -30,6 +30,7 @@ mod readme;
 mod readme_agrees;
 mod registry;
 mod reload;
+mod ring;
 mod router;
 mod service;
 mod shutdown;

@@ -5,6 +5,8 @@
 
 use super::child::{self, Started};
 use super::output::Output;
+#[cfg(target_os = "linux")]
+use super::ring;
 use super::wire::{self, Frame, Header, ReadError, RouteSpec, SendError};
 use crate::hook::HookSet;
 use crate::pluginlog::{self, LogLimiter};
@@ -64,21 +66,52 @@ struct Shared {
 }
 
 impl Shared {
-    /// Fails every waiting call with `reason`, and every later one; the first reason stays.
-    fn fail_all(&self, reason: &str) {
+    /// Fails every waiting call with `reason`, and every later one; the first reason stays,
+    /// and is returned.
+    fn fail_all(&self, reason: &str) -> String {
         let waiting = {
             let mut pending = self.pending.lock();
             match std::mem::replace(&mut *pending, Err(reason.to_owned())) {
                 Ok(waiting) => waiting,
                 Err(first) => {
-                    *pending = Err(first);
-                    return;
+                    *pending = Err(first.clone());
+                    return first;
                 }
             }
         };
         for (_, waiter) in waiting {
             waiter.send(Err(Lost::Child(reason.to_owned())));
         }
+        reason.to_owned()
+    }
+
+    /// Hands the answer `frame` to its caller: an answer to an id never sent is a violation of
+    /// the protocol (the reason); one nobody waits for any more (its call timed out) is dropped.
+    #[cfg(target_os = "linux")]
+    fn deliver(&self, frame: Frame) -> Result<(), String> {
+        let id = match &frame.header {
+            Header::Response { id, .. } | Header::HookResult(wire::HookResult { id, .. }) => *id,
+            other => {
+                return Err(format!(
+                    "the plugin process broke the protocol: it wrote {other:?} in the shared \
+                     memory, where only answers go"
+                ));
+            }
+        };
+        if id == 0 || id >= self.next_id.load(Ordering::Acquire) {
+            return Err(format!(
+                "the plugin process broke the protocol: it wrote an answer to message {id} in \
+                 the shared memory, which the host never sent"
+            ));
+        }
+        let waiter = match &mut *self.pending.lock() {
+            Ok(waiting) => waiting.remove(&id),
+            Err(_) => None,
+        };
+        if let Some(waiter) = waiter {
+            waiter.send(Ok(frame));
+        }
+        Ok(())
     }
 }
 
@@ -97,6 +130,19 @@ pub(crate) struct Link {
     output: Option<Output>,
     /// The instance's log: its rate limit.
     log: Arc<LogLimiter>,
+    /// The ring of calls and the bell of the ring of answers, when the child took the shared
+    /// memory.
+    #[cfg(target_os = "linux")]
+    fast: Option<Fast>,
+}
+
+/// The host's ends of the shared memory of a child that took it (see `ring.rs`).
+#[cfg(target_os = "linux")]
+struct Fast {
+    /// Calls and hooks towards the child.
+    calls: Mutex<ring::Producer>,
+    /// The bell of the ring of answers, which wakes its reader when the link goes down.
+    answers: ring::Bell,
 }
 
 /// Options of a link.
@@ -147,6 +193,8 @@ impl Link {
             containment,
             output: None,
             log: Arc::clone(log),
+            #[cfg(target_os = "linux")]
+            fast: None,
         };
         // Copied from the start: a program may write before it answers `hello`.
         if let Some(child) = link.child.get_mut() {
@@ -158,16 +206,35 @@ impl Link {
                 }
             }
         }
-        let handshake = link.handshake(instance, plugin, config, options);
+        // A fresh shared memory for each process, offered in `hello`; without one (the system
+        // refuses a memfd), the socket carries everything.
+        #[cfg(target_os = "linux")]
+        let memory = ring::Memory::create().ok().map(Arc::new);
+        #[cfg(target_os = "linux")]
+        let offer = memory.as_deref();
+        #[cfg(not(target_os = "linux"))]
+        let offer = None;
+        let handshake = link.handshake(instance, plugin, config, options, offer);
         // Named, or never to be: the output lines held back go out.
         log.settle();
-        let welcome = match handshake {
+        let (welcome, took_ring) = match handshake {
             Ok(welcome) => welcome,
             Err(reason) => {
                 link.kill();
                 return Err(reason);
             }
         };
+        #[cfg(target_os = "linux")]
+        let answers = memory.filter(|_| took_ring).map(|memory| {
+            let answers = ring::Consumer::new(memory.clone(), ring::Direction::ToHost);
+            link.fast = Some(Fast {
+                calls: Mutex::new(ring::Producer::new(memory, ring::Direction::ToChild)),
+                answers: answers.bell(),
+            });
+            answers
+        });
+        #[cfg(not(target_os = "linux"))]
+        let _ = took_ring;
         let writer = link.socket.try_clone().map_err(|e| e.to_string())?;
         let _ = writer.set_write_timeout(Some(crate::limits::CHILD_WRITE_STALL));
         let shared = link.shared.clone();
@@ -189,16 +256,32 @@ impl Link {
         let log = Arc::clone(log);
         let plugin = welcome.name.clone();
         let instance = or_plugin(instance, &welcome.name).to_owned();
+        #[cfg(target_os = "linux")]
+        if let Some(answers) = answers {
+            let shared = link.shared.clone();
+            let socket = link.socket.try_clone().map_err(|e| e.to_string())?;
+            std::thread::Builder::new()
+                .name("plugin-ring".into())
+                .spawn(move || {
+                    if let Some(reason) = ring_loop(answers, &shared) {
+                        shared.fail_all(&reason);
+                        // The socket's reader then ends, and reports the first reason.
+                        let _ = socket.shutdown(std::net::Shutdown::Both);
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+        }
         let weak = Arc::downgrade(&link);
         std::thread::Builder::new()
             .name("plugin-reader".into())
             .spawn(move || {
                 let names = (plugin.as_str(), instance.as_str());
                 let reason = read_loop(&mut reader, limit, &shared, &log, names);
-                shared.fail_all(&reason);
+                // A violation found in the shared memory came first.
+                let reason = shared.fail_all(&reason);
                 if let Some(link) = weak.upgrade() {
                     // A protocol error leaves a live child behind: end it.
-                    let _ = link.socket.shutdown(std::net::Shutdown::Both);
+                    link.close();
                 }
                 on_down(reason);
             })
@@ -218,17 +301,33 @@ impl Link {
         expected: Option<&str>,
         config: &serde_json::Value,
         options: LinkOptions,
-    ) -> Result<Welcome, String> {
+        #[cfg(target_os = "linux")] memory: Option<&ring::Memory>,
+        #[cfg(not(target_os = "linux"))] memory: Option<std::convert::Infallible>,
+    ) -> Result<(Welcome, bool), String> {
         let hello = Header::Hello {
             versions: wire::VERSIONS.to_vec(),
             minor: wire::MINOR,
             instance: instance.to_owned(),
             config: config.clone(),
+            #[cfg(target_os = "linux")]
+            ring: memory.map(|_| ring::offer()),
+            #[cfg(not(target_os = "linux"))]
+            ring: None,
         };
         let deadline = options.handshake_timeout;
         let _ = self.socket.set_write_timeout(Some(deadline));
         let started = Instant::now();
-        if let Err(e) = wire::write_frame(&mut self.socket, &hello, b"") {
+        let mut bytes = Vec::with_capacity(256);
+        wire::encode(&hello, &[], &mut bytes);
+        let sent = match memory {
+            // The memory's descriptor travels with the first byte of `hello`.
+            #[cfg(target_os = "linux")]
+            Some(memory) => ring::send_with_fd(&self.socket, &bytes, memory.fd()),
+            #[cfg(not(target_os = "linux"))]
+            Some(never) => match never {},
+            None => std::io::Write::write_all(&mut self.socket, &bytes),
+        };
+        if let Err(e) = sent {
             // A program that ended before it read hello: said as if it ended after.
             return Err(match e.kind() {
                 std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
@@ -289,9 +388,15 @@ impl Link {
                         plugin_version,
                         routes,
                         hooks,
+                        ring,
                     },
                 ..
             }) => {
+                if ring && memory.is_none() {
+                    return Err(
+                        "its welcome took the shared memory, which hello did not offer".to_owned(),
+                    );
+                }
                 if !wire::VERSIONS.contains(&version) {
                     return Err(format!(
                         "it chose protocol version {version}, which this host does not speak \
@@ -310,12 +415,13 @@ impl Link {
                 }
                 let hooks = wire::hook_set(&hooks)?;
                 self.log.rename(&name, or_plugin(instance, &name));
-                Ok(Welcome {
+                let welcome = Welcome {
                     name,
                     version: plugin_version,
                     routes,
                     hooks,
-                })
+                };
+                Ok((welcome, ring))
             }
             Ok(Frame {
                 header: Header::Refuse { error },
@@ -436,6 +542,17 @@ impl Link {
                 }
             }
         };
+        if capped {
+            match self.push(&frame) {
+                Ok(true) => return Some(id),
+                Ok(false) => {}
+                Err(reason) => {
+                    self.shared.fail_all(&reason);
+                    self.close();
+                    return Some(id);
+                }
+            }
+        }
         let sent = match &self.outbox {
             Some(outbox) if capped => outbox.send_capped(frame, alone),
             Some(outbox) => outbox.send(frame, alone).map_err(SendError::Io),
@@ -493,8 +610,18 @@ impl Link {
             Err(reason) => return Err(Lost::Child(reason.clone())),
         };
         self.admit()?;
+        let frame = frame(header, &[]);
+        match self.push(&frame) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(reason) => {
+                let reason = self.shared.fail_all(&reason);
+                self.close();
+                return Err(Lost::Child(reason));
+            }
+        }
         let sent = match &self.outbox {
-            Some(outbox) => outbox.send_capped(frame(header, &[]), alone),
+            Some(outbox) => outbox.send_capped(frame, alone),
             None => Err(SendError::Io(std::io::ErrorKind::NotConnected.into())),
         };
         match sent {
@@ -541,9 +668,32 @@ impl Link {
         }
     }
 
-    /// Closes the connection: the child sees the end of its input.
+    /// Writes a call or hook into the ring of calls, when the child took the shared memory and
+    /// `frame` fits a free slot: whether it did; a violation of the ring is the reason the link
+    /// goes down.
+    fn push(&self, frame: &[u8]) -> Result<bool, String> {
+        #[cfg(target_os = "linux")]
+        if let Some(fast) = &self.fast {
+            return fast
+                .calls
+                .lock()
+                .push(frame)
+                .map_err(|ring::Violation(what)| {
+                    format!("the plugin process broke the protocol: in the shared memory, {what}")
+                });
+        }
+        let _ = frame;
+        Ok(false)
+    }
+
+    /// Closes the connection: the child sees the end of its input, and the reader of the
+    /// shared memory, if any, ends.
     pub(crate) fn close(&self) {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        #[cfg(target_os = "linux")]
+        if let Some(fast) = &self.fast {
+            fast.answers.ring();
+        }
     }
 
     /// Waits at most `limit` for the child to exit, and reaps it; its status, if it exited.
@@ -710,6 +860,54 @@ fn read_loop(
         if let Some(waiter) = waiter {
             waiter.send(Ok(frame));
         }
+    }
+}
+
+/// How long the reader of the ring of answers sleeps at most before it looks again (at the ring
+/// and at whether the link is down), whether or not the child rings its bell.
+#[cfg(target_os = "linux")]
+pub(crate) const RING_WAIT: Duration = Duration::from_secs(1);
+
+/// Reads the ring of answers until the link goes down (`None`) or the child breaks the
+/// protocol in it (the reason). Everything there is hostile: `ring::Consumer` checks the ring's
+/// indexes and lengths and copies the message out, which is then parsed as a frame of the
+/// socket is, and must be an answer to a message sent. It spins while answers are due.
+#[cfg(target_os = "linux")]
+fn ring_loop(mut answers: ring::Consumer, shared: &Shared) -> Option<String> {
+    let mut bytes = Vec::with_capacity(ring::SLOT_SIZE);
+    loop {
+        match answers.pop(&mut bytes) {
+            Ok(true) => {
+                let mut rest = bytes.as_slice();
+                let delivered = match wire::read_frame(&mut rest, ring::SLOT_FRAME as u64) {
+                    Ok(_) if !rest.is_empty() => Err(format!(
+                        "the plugin process broke the protocol: it wrote a message of {} bytes \
+                         in the shared memory, {} more than its frame",
+                        bytes.len(),
+                        rest.len()
+                    )),
+                    Ok(frame) => shared.deliver(frame),
+                    Err(e) => Err(format!(
+                        "the plugin process broke the protocol: it wrote {e} in the shared memory"
+                    )),
+                };
+                if let Err(reason) = delivered {
+                    return Some(reason);
+                }
+                continue;
+            }
+            Ok(false) => {}
+            Err(ring::Violation(what)) => {
+                return Some(format!(
+                    "the plugin process broke the protocol: in the shared memory, {what}"
+                ));
+            }
+        }
+        let due = match &*shared.pending.lock() {
+            Ok(waiting) => !waiting.is_empty(),
+            Err(_) => return None,
+        };
+        answers.wait(due, RING_WAIT, || false);
     }
 }
 

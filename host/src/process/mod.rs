@@ -15,6 +15,8 @@ mod contain;
 mod link;
 mod output;
 mod remote;
+#[cfg(target_os = "linux")]
+mod ring;
 mod wire;
 mod worker;
 

@@ -1111,6 +1111,7 @@ mod tests {
 
     fn time(duration: Duration) -> String {
         match duration.as_millis() {
+            0 => format!("{} µs", duration.as_micros()),
             ms if ms % 1000 == 0 => format!("{} s", ms / 1000),
             ms => format!("{ms} ms"),
         }
@@ -1140,6 +1141,36 @@ mod tests {
                 (cells[0].trim_start_matches("| "), cells[1])
             })
             .collect()
+    }
+
+    /// The rows of the shared memory (Linux only; elsewhere the table's rows stay unchecked).
+    #[cfg(target_os = "linux")]
+    fn ring_numbers() -> Vec<(&'static str, String)> {
+        use super::super::ring;
+        vec![
+            (
+                "shared memory: its size, in bytes",
+                format!("{} bytes", ring::MEMORY_SIZE),
+            ),
+            ("shared memory: slots in each ring", ring::SLOTS.to_string()),
+            (
+                "shared memory: bytes of a slot, its head included",
+                size(ring::SLOT_SIZE as u64),
+            ),
+            (
+                "shared memory: longest spin while an answer is due",
+                time(ring::SPIN_MAX),
+            ),
+            (
+                "shared memory: longest futex wait of the host",
+                time(super::super::link::RING_WAIT),
+            ),
+        ]
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn ring_numbers() -> Vec<(&'static str, String)> {
+        Vec::new()
     }
 
     #[test]
@@ -1204,6 +1235,7 @@ mod tests {
             ("busy report interval", time(LOG_REPORT_INTERVAL)),
         ]
         .into_iter()
+        .chain(ring_numbers())
         .collect();
         let documented = documented();
         let wrong: Vec<String> = expected
@@ -1216,6 +1248,8 @@ mod tests {
             .chain(
                 (documented.keys())
                     .filter(|what| !expected.contains_key(*what))
+                    // Elsewhere there is no shared memory to check the rows of.
+                    .filter(|what| cfg!(target_os = "linux") || !what.starts_with("shared memory:"))
                     .map(|what| format!("`{what}`: a row this test does not know")),
             )
             .collect();

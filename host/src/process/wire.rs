@@ -24,6 +24,18 @@ pub(crate) struct Frame {
     pub(crate) body: Vec<u8>,
 }
 
+/// The shared memory `hello` offers: its size and its rings' shape, which a child that takes it
+/// checks against its own.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RingOffer {
+    /// The size of the memory, in bytes.
+    pub(crate) size: u64,
+    /// Slots in each of its two rings.
+    pub(crate) slots: u32,
+    /// Bytes of a slot, its head included.
+    pub(crate) slot_size: u32,
+}
+
 /// A message of the protocol. Fields unknown to this version are ignored when reading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -36,6 +48,10 @@ pub(crate) enum Header {
         minor: u32,
         instance: String,
         config: serde_json::Value,
+        /// The shared memory offered for calls and answers (Linux), whose descriptor is
+        /// attached to the frame's first byte.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ring: Option<RingOffer>,
     },
     /// Child to host, first: the chosen version, the plugin's name and version, its routes,
     /// and the hooks it has (protocol 1.1; none when absent).
@@ -47,6 +63,9 @@ pub(crate) enum Header {
         routes: Vec<RouteSpec>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         hooks: Vec<String>,
+        /// Whether it takes the shared memory `hello` offered.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ring: bool,
     },
     /// Child to host, first, instead of `welcome`: the plugin refuses to run.
     Refuse { error: String },
@@ -337,13 +356,6 @@ pub(crate) fn encode(header: &Header, body: &[&[u8]], out: &mut Vec<u8>) {
     let size = u32::try_from(size).expect("a frame under 4 GiB");
     out[start..start + 4].copy_from_slice(&size.to_be_bytes());
     out[start + 4..start + 8].copy_from_slice(&(header_len as u32).to_be_bytes());
-}
-
-/// Writes one frame.
-pub(crate) fn write_frame(writer: &mut impl Write, header: &Header, body: &[u8]) -> io::Result<()> {
-    let mut out = Vec::with_capacity(128 + body.len());
-    encode(header, &[body], &mut out);
-    writer.write_all(&out)
 }
 
 /// What the writer thread is sent.
@@ -703,6 +715,7 @@ mod tests {
             minor: MINOR,
             instance: "i".into(),
             config: serde_json::json!({}),
+            ring: None,
         };
         assert_eq!(
             json(&hello),

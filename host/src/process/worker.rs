@@ -13,6 +13,8 @@
 //! name to the host in a first `log` message, as soon as it has loaded the library: the host
 //! tags everything it logs, from `create` on, with the plugin's and the instance's names.
 
+#[cfg(target_os = "linux")]
+use super::ring;
 use super::wire::{
     self, CHILD_FD, Edit, FD_VARIABLE, Frame, Header, HookRequest, HookResult, Outbox, ReadError,
     RouteSpec,
@@ -106,16 +108,30 @@ pub fn worker_main() {
     std::process::exit(code);
 }
 
-/// The socket's outbox, shared by the threads that answer.
+/// The socket's outbox, shared by the threads that answer, and the ring of answers when the
+/// host's shared memory was taken.
 #[derive(Clone)]
-struct Writer(Arc<Outbox>);
+struct Writer {
+    outbox: Arc<Outbox>,
+    #[cfg(target_os = "linux")]
+    answers: Option<Arc<parking_lot::Mutex<ring::Producer>>>,
+}
 
 impl Writer {
-    /// Sends a frame, at once when `now` and the socket takes it (see [`Outbox::send`]).
+    /// Sends a frame, at once when `now` and the socket takes it (see [`Outbox::send`]). An
+    /// answer (`response`, `hook_result`) that fits a slot of the ring, while the ring has one
+    /// free, goes there instead.
     fn send_now(&self, header: &Header, body: &[u8], now: bool) -> std::io::Result<()> {
         let mut frame = Vec::with_capacity(128 + body.len());
         wire::encode(header, &[body], &mut frame);
-        self.0.send(frame, now)
+        #[cfg(target_os = "linux")]
+        if let Some(answers) = &self.answers
+            && matches!(header, Header::Response { .. } | Header::HookResult(_))
+            && answers.lock().push(&frame) == Ok(true)
+        {
+            return Ok(());
+        }
+        self.outbox.send(frame, now)
     }
 
     /// Sends a frame at once if the socket takes it.
@@ -126,7 +142,7 @@ impl Writer {
     /// Waits, at most a second, until everything sent before is written: before the process
     /// exits (a refusal must reach the host).
     fn flush(&self) {
-        self.0.flush();
+        self.outbox.flush();
     }
 }
 
@@ -137,24 +153,46 @@ fn serve(
     (library, file): (&std::path::Path, &std::path::Path),
     options: &LoadOptions,
 ) -> Result<(), String> {
+    // The shared memory the host offers comes with `hello`'s first byte.
+    #[cfg(target_os = "linux")]
+    let memory = ring::peek_fd(&socket).ok().flatten();
     // Calls that arrive together are read with one system call.
     let reader = socket.try_clone().map_err(|e| e.to_string())?;
     let mut reader = std::io::BufReader::with_capacity(64 << 10, reader);
     // A failed write means the host is gone: the reader sees the end of the socket too.
     // Answers are never refused: the host reads them as they come.
-    let writer = Writer(Outbox::start(socket, usize::MAX, |_| {}).map_err(|e| e.to_string())?);
+    let outbox = Outbox::start(socket, usize::MAX, |_| {}).map_err(|e| e.to_string())?;
     // The worker trusts its host: any frame it sends (a request body up to the server's own
     // limit, whatever that is) is read.
     let limit = u64::from(u32::MAX);
-    let (instance_name, config) = match wire::read_frame(&mut reader, limit) {
+    let (instance_name, config, offer) = match wire::read_frame(&mut reader, limit) {
         Ok(Frame {
-            header: Header::Hello {
-                instance, config, ..
-            },
+            header:
+                Header::Hello {
+                    instance,
+                    config,
+                    ring,
+                    ..
+                },
             ..
-        }) => (instance, config),
+        }) => (instance, config, ring),
         Ok(frame) => return Err(format!("expected hello, got {:?}", frame.header)),
         Err(e) => return Err(format!("no hello: {e}")),
+    };
+    // Taken when it is the memory this worker knows how to use.
+    #[cfg(target_os = "linux")]
+    let memory = memory
+        .filter(|_| offer == Some(ring::offer()))
+        .and_then(|fd| ring::Memory::map(fd).ok().map(Arc::new));
+    #[cfg(not(target_os = "linux"))]
+    let _ = offer;
+    let writer = Writer {
+        outbox,
+        #[cfg(target_os = "linux")]
+        answers: memory.as_ref().map(|memory| {
+            let producer = ring::Producer::new(memory.clone(), ring::Direction::ToHost);
+            Arc::new(parking_lot::Mutex::new(producer))
+        }),
     };
     // The plugin's log lines travel to the host as `log` frames.
     forward_logs(writer.clone());
@@ -205,10 +243,21 @@ fn serve(
                     .into_iter()
                     .map(str::to_owned)
                     .collect(),
+                #[cfg(target_os = "linux")]
+                ring: memory.is_some(),
+                #[cfg(not(target_os = "linux"))]
+                ring: false,
             },
             b"",
         )
         .map_err(|e| e.to_string())?;
+    #[cfg(target_os = "linux")]
+    let reader = match memory {
+        Some(memory) => Source::Ring(RingSource::start(memory, reader, limit)?),
+        None => Source::Socket(reader),
+    };
+    #[cfg(not(target_os = "linux"))]
+    let reader = Source::Socket(reader);
     let reading = Arc::new(Reading {
         state: parking_lot::Mutex::new(ReadState {
             reader,
@@ -275,8 +324,116 @@ struct Reading {
 }
 
 struct ReadState {
-    reader: std::io::BufReader<UnixStream>,
+    reader: Source,
     serving: Serving,
+}
+
+/// Where the frames from the host come from.
+enum Source {
+    /// The socket alone.
+    Socket(std::io::BufReader<UnixStream>),
+    /// The ring of calls, and the socket for the rest.
+    #[cfg(target_os = "linux")]
+    Ring(RingSource),
+}
+
+impl Source {
+    /// The next frame, waiting for it.
+    fn next(&mut self, limit: u64) -> Result<Frame, ReadError> {
+        match self {
+            Source::Socket(reader) => wire::read_frame(reader, limit),
+            #[cfg(target_os = "linux")]
+            Source::Ring(ring) => ring.next(),
+        }
+    }
+
+    /// Whether more of the host's frames are read already (then an answer may wait to go out
+    /// with the next ones).
+    fn read_ahead(&self) -> bool {
+        match self {
+            Source::Socket(reader) => !reader.buffer().is_empty(),
+            #[cfg(target_os = "linux")]
+            Source::Ring(_) => false,
+        }
+    }
+}
+
+/// The ring of calls, read by the thread that reads, and the frames of the socket, read by a
+/// thread of their own that rings the ring's bell for each.
+#[cfg(target_os = "linux")]
+struct RingSource {
+    calls: ring::Consumer,
+    socket: Arc<Inbox>,
+    bytes: Vec<u8>,
+}
+
+/// The frames read from the socket, waiting for the thread that reads.
+#[cfg(target_os = "linux")]
+#[derive(Default)]
+struct Inbox {
+    frames: parking_lot::Mutex<std::collections::VecDeque<Result<Frame, ReadError>>>,
+    count: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(target_os = "linux")]
+impl RingSource {
+    /// Starts the thread that reads the socket (until its end, or an error, which it passes
+    /// on last).
+    fn start(
+        memory: Arc<ring::Memory>,
+        mut reader: std::io::BufReader<UnixStream>,
+        limit: u64,
+    ) -> Result<RingSource, String> {
+        let calls = ring::Consumer::new(memory, ring::Direction::ToChild);
+        let socket = Arc::new(Inbox::default());
+        let inbox = socket.clone();
+        let bell = calls.bell();
+        std::thread::Builder::new()
+            .name("plugin-socket".into())
+            .spawn(move || {
+                loop {
+                    let frame = wire::read_frame(&mut reader, limit);
+                    let end = frame.is_err();
+                    inbox.frames.lock().push_back(frame);
+                    inbox.count.fetch_add(1, Ordering::SeqCst);
+                    bell.ring();
+                    if end {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(RingSource {
+            calls,
+            socket,
+            bytes: Vec::with_capacity(ring::SLOT_SIZE),
+        })
+    }
+
+    /// The next frame of either, waiting for one: spinning a little first (the host's next
+    /// call often follows an answer closely), then sleeping on the ring's futex.
+    fn next(&mut self) -> Result<Frame, ReadError> {
+        loop {
+            if self.socket.count.load(Ordering::SeqCst) > 0 {
+                self.socket.count.fetch_sub(1, Ordering::SeqCst);
+                if let Some(frame) = self.socket.frames.lock().pop_front() {
+                    return frame;
+                }
+            }
+            match self.calls.pop(&mut self.bytes) {
+                Ok(true) => {
+                    let mut bytes = self.bytes.as_slice();
+                    return wire::read_frame(&mut bytes, ring::SLOT_FRAME as u64);
+                }
+                Ok(false) => {}
+                Err(ring::Violation(what)) => return Err(ReadError::Malformed(what)),
+            }
+            let socket = &self.socket;
+            self.calls.wait(true, Duration::from_secs(1), || {
+                socket.count.load(Ordering::SeqCst) > 0
+            });
+        }
+    }
 }
 
 /// How the reading passes from a thread stuck in an inline call to the watchdog.
@@ -320,7 +477,7 @@ impl Reading {
     fn read(&self) -> Turn {
         let mut state = self.state.lock();
         loop {
-            let frame = match wire::read_frame(&mut state.reader, self.limit) {
+            let frame = match state.reader.next(self.limit) {
                 Ok(frame) => frame,
                 // The host closed the connection, or went away: the end.
                 Err(ReadError::Closed) => return Turn::Ended(Ok(())),
@@ -367,7 +524,7 @@ impl Reading {
                         // The answer of the last call of a burst (nothing more read ahead), or
                         // of a call on the pool, goes out at once; the others of a burst go out
                         // together.
-                        now: !inline || state.reader.buffer().is_empty(),
+                        now: !inline || !state.reader.read_ahead(),
                     };
                     if inline {
                         drop(state);
