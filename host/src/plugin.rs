@@ -51,17 +51,38 @@ impl Factory {
     /// loaded from a private copy of the very bytes that were hashed and inspected.
     pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self, Error> {
         let path = path.as_ref();
-        let fail = |kind| Error::new(kind).with_file(Some(path));
-        let (resolved, Checked { bytes, inspection }) = check_file(path, options)?;
-        let descriptor = if options.sha256.is_some() {
-            let copy = trust::PrivateCopy::new(&bytes, path).map_err(fail)?;
-            Descriptor::load(copy.path(), path)?
-        } else {
-            Descriptor::load(&resolved, path)?
-        };
+        let (resolved, checked) = check_file(path, options)?;
+        if options.sha256.is_some() {
+            return Self::load_copy(path, checked);
+        }
         Ok(Self {
-            descriptor: Arc::new(descriptor),
-            inspection: Some(inspection),
+            descriptor: Arc::new(Descriptor::load(&resolved, path)?),
+            inspection: Some(checked.inspection),
+        })
+    }
+
+    /// Loads `bytes`, the content of the plugin file `path` that the host read and checked
+    /// (for a worker, which gets it from the host rather than from the file), after checking
+    /// them again as [`load_with`](Self::load_with) does, but for the file's permissions: the
+    /// SHA-256 pin of `options`, and the contents. `path` names the plugin in messages and
+    /// crash lines.
+    pub(crate) fn load_content(
+        path: &Path,
+        bytes: Vec<u8>,
+        options: &LoadOptions,
+    ) -> Result<Self, Error> {
+        let checked =
+            check_bytes(bytes, options).map_err(|kind| Error::new(kind).with_file(Some(path)))?;
+        Self::load_copy(path, checked)
+    }
+
+    /// Loads a private copy of the `checked` content of the plugin file `path`.
+    fn load_copy(path: &Path, checked: Checked) -> Result<Self, Error> {
+        let copy = trust::PrivateCopy::new(&checked.bytes, path)
+            .map_err(|kind| Error::new(kind).with_file(Some(path)))?;
+        Ok(Self {
+            descriptor: Arc::new(Descriptor::load(copy.path(), path)?),
+            inspection: Some(checked.inspection),
         })
     }
 
@@ -233,11 +254,16 @@ pub(crate) fn check_file(path: &Path, options: &LoadOptions) -> Result<(PathBuf,
         Err(kind) => return Err(fail(kind)),
     }
     let bytes = trust::read(&resolved).map_err(fail)?;
+    Ok((resolved, check_bytes(bytes, options).map_err(fail)?))
+}
+
+/// The checks of a plugin's content: its SHA-256 if `options` pin one, then its inspection.
+fn check_bytes(bytes: Vec<u8>, options: &LoadOptions) -> Result<Checked, ErrorKind> {
     if let Some(expected) = &options.sha256 {
-        trust::verify_sha256(&bytes, expected).map_err(fail)?;
+        trust::verify_sha256(&bytes, expected)?;
     }
-    let inspection = inspect::inspect(&bytes).map_err(fail)?;
-    Ok((resolved, Checked { bytes, inspection }))
+    let inspection = inspect::inspect(&bytes)?;
+    Ok(Checked { bytes, inspection })
 }
 
 /// Where an instance is in its life. Before it, the plugin is *loaded*: a [`Factory`], its file

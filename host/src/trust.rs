@@ -152,12 +152,11 @@ pub(crate) fn verify_sha256(bytes: &[u8], expected: &str) -> Result<(), ErrorKin
 /// a new file (a fresh path and inode), so that a new version of a file, written over in place,
 /// loads as new code (`dlopen` of a path already open gives back the library loaded before).
 ///
-/// [`new`](Self::new), on Linux, is an anonymous memory file (`memfd_create`),
-/// opened through `/proc/self/fd/N` (spelt anew each time: see [`unique_fd_path`]): nothing is
-/// left on disk, and a `noexec` `/tmp` does not stop it. Elsewhere (or if the kernel refuses a memory file), and always for
-/// [`for_reading`](Self::for_reading), it is a file of mode 0600 in a folder of mode 0700 under
-/// the temporary folder (`TMPDIR`), removed when this is dropped. The loaded mapping stays
-/// valid either way.
+/// On Linux it is an anonymous memory file (`memfd_create`), opened through `/proc/self/fd/N`
+/// (spelt anew each time: see [`unique_fd_path`]): nothing is left on disk, and a `noexec`
+/// `/tmp` does not stop it. Elsewhere (or if the kernel refuses a memory file), it is a file of
+/// mode 0600 in a folder of mode 0700 under the temporary folder (`TMPDIR`), removed when this
+/// is dropped. The loaded mapping stays valid either way.
 #[derive(Debug)]
 pub(crate) struct PrivateCopy {
     path: PathBuf,
@@ -199,14 +198,12 @@ impl PrivateCopy {
         if let Some(copy) = Self::in_memory(bytes, original) {
             return Ok(copy);
         }
-        Self::for_reading(bytes, original)
+        Self::in_folder(bytes, original)
     }
 
     /// A copy of `bytes` (the content of `original`) as a file, named as `original` in a folder
-    /// of its own, that another process of this user can read: the worker of an isolated
-    /// plugin, which loads it (through a private copy of its own) at each start, so that a
-    /// restart runs the very bytes the host checked, whatever became of `original` since.
-    pub(crate) fn for_reading(bytes: &[u8], original: &Path) -> Result<Self, ErrorKind> {
+    /// of its own (mode 0700), removed when this is dropped.
+    fn in_folder(bytes: &[u8], original: &Path) -> Result<Self, ErrorKind> {
         use std::io::Write;
         let io = |source| ErrorKind::Unreadable { source };
         let dir = tempfile::Builder::new()

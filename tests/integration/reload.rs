@@ -102,6 +102,30 @@ impl Host {
         }
     }
 
+    /// Waits at most 20 s for the outcome of a reload after the first `before` that says
+    /// `needle`, and returns it: with `--watch`, one change may take more than one reload (a
+    /// file written in steps further apart than the debounce).
+    #[track_caller]
+    fn outcome_saying(&self, before: usize, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(line) = self
+                .outcomes()
+                .iter()
+                .skip(before)
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no reload said `{needle}` within 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Writes the configuration `text`, sends SIGHUP and returns the reload's log line.
     #[track_caller]
     fn reload(&self, text: &str) -> String {
@@ -381,14 +405,19 @@ fn watch_reloads_when_a_plugin_file_is_replaced() {
     assert!(line.contains("replaced version"), "{line}");
     assert_eq!(served_version(&host.served), 'b');
     // The configuration too.
-    std::fs::write(
-        &host.config,
-        format!("{}{}", table(&library, "version", ""), visits(7)),
-    )
-    .unwrap();
-    let line = host.next_outcome(1);
+    let text = format!("{}{}", table(&library, "version", ""), visits(7));
+    replace_file(&host.config, &text);
+    let line = host.outcome_saying(1, "added visits");
     assert!(line.contains("added visits; kept version"), "{line}");
     assert_eq!(value(&host.served), 7);
+}
+
+/// Writes `text` to `path` as editors do: a new file renamed over the old one, so that a
+/// watcher never reads it half-written.
+fn replace_file(path: &Path, text: &str) {
+    let staged = path.with_extension("new");
+    std::fs::write(&staged, text).unwrap();
+    std::fs::rename(&staged, path).unwrap();
 }
 
 #[test]
@@ -710,7 +739,7 @@ fn watch_after_a_failed_reload_reloads_on_a_change_to_a_running_file_or_a_new_on
     let refused = other.join("libversion.so");
     std::fs::copy(build('b'), &refused).unwrap();
     std::fs::set_permissions(&refused, std::fs::Permissions::from_mode(0o666)).unwrap();
-    std::fs::write(&host.config, table(&refused, "version", "")).unwrap();
+    replace_file(&host.config, &table(&refused, "version", ""));
     let line = host.next_outcome(0);
     assert!(
         line.contains("reload failed") && line.contains("writable"),
@@ -728,7 +757,7 @@ fn watch_after_a_failed_reload_reloads_on_a_change_to_a_running_file_or_a_new_on
     std::fs::copy(build('b'), &fixed).unwrap();
     std::fs::set_permissions(&fixed, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::rename(&fixed, &refused).unwrap();
-    let line = host.next_outcome(2);
+    let line = host.outcome_saying(2, "replaced version");
     assert!(line.contains("replaced version"), "{line}");
     assert_eq!(served_version(&host.served), 'b');
 }

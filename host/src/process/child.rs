@@ -40,9 +40,9 @@ pub(crate) struct Spec {
     pub(crate) worker: Option<PathBuf>,
     /// The folder it runs in; `None`: the host's.
     pub(crate) working_dir: Option<PathBuf>,
-    /// For an isolated library, the private copy of the checked bytes that its workers load:
-    /// kept as long as a child may be started from this.
-    pub(crate) _content: Option<std::sync::Arc<crate::trust::PrivateCopy>>,
+    /// For an isolated library, the sealed copy of the checked bytes that its workers load
+    /// (handed over with `hello`): kept as long as a child may be started from this.
+    pub(crate) content: Option<std::sync::Arc<std::fs::File>>,
 }
 
 /// A started child: the process and the host's end of its socket.
@@ -743,7 +743,7 @@ mod tests {
             pid_namespace: false,
             worker: worker.map(PathBuf::from),
             working_dir: None,
-            _content: None,
+            content: None,
         })
     }
 
@@ -806,7 +806,7 @@ mod tests {
             pid_namespace: false,
             worker: None,
             working_dir: None,
-            _content: None,
+            content: None,
         })
         .err()
         .expect("not executable");
@@ -866,7 +866,7 @@ mod tests {
             pid_namespace: true,
             worker: None,
             working_dir: None,
-            _content: None,
+            content: None,
         })
         .err()
         .expect("no such program");

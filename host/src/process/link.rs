@@ -214,7 +214,8 @@ impl Link {
         let offer = memory.as_deref();
         #[cfg(not(target_os = "linux"))]
         let offer = None;
-        let handshake = link.handshake(instance, plugin, config, options, offer);
+        let content = spec.content.as_deref();
+        let handshake = link.handshake(instance, plugin, config, options, content, offer);
         // Named, or never to be: the output lines held back go out.
         log.settle();
         let (welcome, took_ring) = match handshake {
@@ -301,6 +302,7 @@ impl Link {
         expected: Option<&str>,
         config: &serde_json::Value,
         options: LinkOptions,
+        content: Option<&std::fs::File>,
         #[cfg(target_os = "linux")] memory: Option<&ring::Memory>,
         #[cfg(not(target_os = "linux"))] memory: Option<std::convert::Infallible>,
     ) -> Result<(Welcome, bool), String> {
@@ -319,13 +321,24 @@ impl Link {
         let started = Instant::now();
         let mut bytes = Vec::with_capacity(256);
         wire::encode(&hello, &[], &mut bytes);
-        let sent = match memory {
-            // The memory's descriptor travels with the first byte of `hello`.
-            #[cfg(target_os = "linux")]
-            Some(memory) => ring::send_with_fd(&self.socket, &bytes, memory.fd()),
-            #[cfg(not(target_os = "linux"))]
-            Some(never) => match never {},
-            None => std::io::Write::write_all(&mut self.socket, &bytes),
+        // The library's content (for a worker) and the memory travel with the first byte of
+        // `hello`, in this order.
+        #[cfg(target_os = "linux")]
+        let sent = {
+            use std::os::fd::AsFd;
+            let fds: Vec<_> = (content.map(AsFd::as_fd).into_iter())
+                .chain(memory.map(ring::Memory::fd))
+                .collect();
+            if fds.is_empty() {
+                std::io::Write::write_all(&mut self.socket, &bytes)
+            } else {
+                ring::send_with_fds(&self.socket, &bytes, &fds)
+            }
+        };
+        #[cfg(not(target_os = "linux"))]
+        let sent = {
+            let _ = (content, memory);
+            std::io::Write::write_all(&mut self.socket, &bytes)
         };
         if let Err(e) = sent {
             // A program that ended before it read hello: said as if it ended after.

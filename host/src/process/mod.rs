@@ -133,12 +133,14 @@ pub struct ProcessPlugin {
 impl ProcessPlugin {
     /// The plugin library at `path`, to run in a worker process. The host applies the checks
     /// that need no loading (permissions, SHA-256 pin, inspection of the file) before anything
-    /// starts, so that a bad file is the same error as in-process, and keeps a private copy of
-    /// the bytes it checked for as long as the plugin lives; every worker of its instances, the
-    /// first as those that replace one that crashed, loads that copy, pinned to its SHA-256,
-    /// with all of [`Factory::load_with`](crate::Factory::load_with): a restart runs the code
-    /// that was checked, whatever became of the file since (a new build of it is taken in by a
-    /// new instance: a reload replaces it).
+    /// starts, so that a bad file is the same error as in-process. On Linux it keeps the bytes
+    /// it checked, in a sealed memory file, for as long as the plugin lives, and hands them to
+    /// every worker of its instances with `hello`, the first as those that replace one that
+    /// crashed: a restart runs the code that was checked, whatever became of the file since (a
+    /// new build of it is taken in by a new instance: a reload replaces it), and nothing is
+    /// left on disk whatever ends the host. The worker checks their SHA-256 and contents again
+    /// and loads them as [`Factory::load_with`](crate::Factory::load_with) does. Elsewhere the
+    /// worker reads the file itself, pinned to the SHA-256 the host read.
     pub fn isolated(
         path: impl AsRef<Path>,
         load: &LoadOptions,
@@ -146,8 +148,6 @@ impl ProcessPlugin {
     ) -> Result<Self, Error> {
         let path = path.as_ref();
         let (resolved, checked) = crate::plugin::check_file(path, load)?;
-        let content = crate::trust::PrivateCopy::for_reading(&checked.bytes, &resolved)
-            .map_err(|kind| Error::new(kind).with_file(Some(path)))?;
         let worker = match &options.worker {
             Some(worker) => worker.clone(),
             None => std::env::current_exe().map_err(|source| {
@@ -161,14 +161,25 @@ impl ProcessPlugin {
         let mut env = vec![
             (
                 worker::LIBRARY_VARIABLE.to_owned(),
-                content.path().display().to_string(),
-            ),
-            (
-                worker::FILE_VARIABLE.to_owned(),
                 resolved.display().to_string(),
             ),
             (worker::SHA256_VARIABLE.to_owned(), sha256),
         ];
+        #[cfg(target_os = "linux")]
+        let content = {
+            use std::os::unix::ffi::OsStrExt;
+            let name = resolved
+                .file_name()
+                .map_or(&b"plugin"[..], |n| n.as_bytes());
+            let name = std::ffi::CString::new(name).unwrap_or_else(|_| c"plugin".to_owned());
+            let copy = ring::sealed_copy(&checked.bytes, &name).map_err(|source| {
+                Error::new(ErrorKind::Unreadable { source }).with_file(Some(path))
+            })?;
+            env.push((worker::CONTENT_VARIABLE.to_owned(), "1".to_owned()));
+            Some(Arc::new(copy))
+        };
+        #[cfg(not(target_os = "linux"))]
+        let content = None;
         if load.allow_insecure_permissions {
             env.push((worker::INSECURE_VARIABLE.to_owned(), "1".to_owned()));
         }
@@ -184,7 +195,7 @@ impl ProcessPlugin {
                 pid_namespace: options.pid_namespace,
                 worker: Some(worker),
                 working_dir: None,
-                _content: Some(Arc::new(content)),
+                content,
             },
             options,
         })
@@ -215,7 +226,7 @@ impl ProcessPlugin {
                     .clone()
                     .or_else(|| std::env::current_exe().ok()),
                 working_dir: options.working_dir.clone(),
-                _content: None,
+                content: None,
             },
             options,
         }

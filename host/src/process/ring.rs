@@ -417,37 +417,49 @@ fn futex_wake(word: &AtomicU32) {
     }
 }
 
-/// Writes `bytes` to `socket` with `fd` attached to their first byte (SCM_RIGHTS): a peer that
-/// reads with plain `read` gets the bytes alone (the kernel closes the descriptor).
-pub(crate) fn send_with_fd(
+/// The most descriptors sent with one message: the library's content and the shared memory.
+const MAX_FDS: usize = 2;
+
+/// Writes `bytes` to `socket` with `fds` (at most [`MAX_FDS`]) attached to their first byte
+/// (SCM_RIGHTS), in this order: a peer that reads with plain `read` gets the bytes alone (the
+/// kernel closes the descriptors).
+pub(crate) fn send_with_fds(
     socket: &UnixStream,
     bytes: &[u8],
-    fd: BorrowedFd<'_>,
+    fds: &[BorrowedFd<'_>],
 ) -> io::Result<()> {
     use std::io::Write;
+    assert!(fds.len() <= MAX_FDS, "at most {MAX_FDS} descriptors");
     let Some((first, rest)) = bytes.split_first() else {
         return Ok(());
     };
-    let raw = fd.as_raw_fd();
-    // SAFETY: a `msghdr` naming one byte and a control buffer sized by CMSG_SPACE for one
-    // descriptor, all living across `sendmsg`; the CMSG_* macros stay within that buffer.
+    let raw: Vec<libc::c_int> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let data = size_of_val(raw.as_slice()) as u32;
+    // SAFETY: a `msghdr` naming one byte and a control buffer sized by CMSG_SPACE for the
+    // descriptors, all living across `sendmsg`; the CMSG_* macros stay within that buffer.
     unsafe {
         let mut iov = libc::iovec {
             iov_base: std::ptr::from_ref(first).cast_mut().cast(),
             iov_len: 1,
         };
-        let space = libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) as usize;
+        let space = libc::CMSG_SPACE(data) as usize;
         let mut control = vec![0u64; space.div_ceil(8)];
         let mut message: libc::msghdr = std::mem::zeroed();
         message.msg_iov = &mut iov;
         message.msg_iovlen = 1;
-        message.msg_control = control.as_mut_ptr().cast();
-        message.msg_controllen = space as _;
-        let header = libc::CMSG_FIRSTHDR(&message);
-        (*header).cmsg_level = libc::SOL_SOCKET;
-        (*header).cmsg_type = libc::SCM_RIGHTS;
-        (*header).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<libc::c_int>(), raw);
+        if !raw.is_empty() {
+            message.msg_control = control.as_mut_ptr().cast();
+            message.msg_controllen = space as _;
+            let header = libc::CMSG_FIRSTHDR(&message);
+            (*header).cmsg_level = libc::SOL_SOCKET;
+            (*header).cmsg_type = libc::SCM_RIGHTS;
+            (*header).cmsg_len = libc::CMSG_LEN(data) as _;
+            std::ptr::copy_nonoverlapping(
+                raw.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(header),
+                data as usize,
+            );
+        }
         loop {
             match libc::sendmsg(socket.as_raw_fd(), &message, libc::MSG_NOSIGNAL) {
                 1 => break,
@@ -460,19 +472,21 @@ pub(crate) fn send_with_fd(
     (&mut &*socket).write_all(rest)
 }
 
-/// The descriptor attached to the first byte waiting on `socket`, if any, without taking the
-/// byte (MSG_PEEK): it waits for that byte as a read would.
-pub(crate) fn peek_fd(socket: &UnixStream) -> io::Result<Option<OwnedFd>> {
+/// The descriptors attached to the first byte waiting on `socket`, in the order they were sent
+/// (at most [`MAX_FDS`]; more are closed), without taking the byte (MSG_PEEK): it waits for
+/// that byte as a read would.
+pub(crate) fn peek_fds(socket: &UnixStream) -> io::Result<Vec<OwnedFd>> {
     let mut byte = 0u8;
-    // SAFETY: as in `send_with_fd`: the buffers named by the `msghdr` live across `recvmsg`,
-    // and the CMSG_* macros walk only the control length the kernel wrote. A descriptor the
-    // kernel installed is owned by nothing else, and is taken once.
+    // SAFETY: as in `send_with_fds`: the buffers named by the `msghdr` live across `recvmsg`,
+    // and the CMSG_* macros walk only the control length the kernel wrote; each descriptor is
+    // read within its header's length. A descriptor the kernel installed is owned by nothing
+    // else, and is taken once.
     unsafe {
         let mut iov = libc::iovec {
             iov_base: std::ptr::from_mut(&mut byte).cast(),
             iov_len: 1,
         };
-        let space = libc::CMSG_SPACE(size_of::<libc::c_int>() as u32) as usize;
+        let space = libc::CMSG_SPACE((MAX_FDS * size_of::<libc::c_int>()) as u32) as usize;
         let mut control = vec![0u64; space.div_ceil(8)];
         let mut message: libc::msghdr = std::mem::zeroed();
         message.msg_iov = &mut iov;
@@ -490,16 +504,38 @@ pub(crate) fn peek_fd(socket: &UnixStream) -> io::Result<Option<OwnedFd>> {
             }
         }
         let mut header = libc::CMSG_FIRSTHDR(&message);
-        let mut found = None;
+        let mut found = Vec::new();
         while !header.is_null() {
             if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
-                let fd = std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<libc::c_int>());
-                found = Some(OwnedFd::from_raw_fd(fd));
+                let data = libc::CMSG_DATA(header);
+                let length = (*header).cmsg_len as usize - (data as usize - header as usize);
+                for index in 0..length / size_of::<libc::c_int>() {
+                    let fd = std::ptr::read_unaligned(data.cast::<libc::c_int>().add(index));
+                    found.push(OwnedFd::from_raw_fd(fd));
+                }
             }
             header = libc::CMSG_NXTHDR(&message, header);
         }
+        found.truncate(MAX_FDS);
         Ok(found)
     }
+}
+
+/// A sealed memory file holding `bytes`, named `name`: what the host hands a worker to load
+/// (see `ProcessPlugin::isolated`). Nothing is left on disk, whatever ends the host, and
+/// nobody can change the bytes once sealed, the worker that receives it included.
+pub(crate) fn sealed_copy(bytes: &[u8], name: &std::ffi::CStr) -> io::Result<std::fs::File> {
+    use std::io::Write;
+    // SAFETY: the name is a NUL-terminated string; the call returns a new descriptor or -1.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    // SAFETY: a descriptor just returned, owned by nothing else (-1 is checked first).
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(check(fd)?) });
+    file.write_all(bytes)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: a plain system call on the descriptor owned above; no memory is passed.
+    check(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(file)
 }
 
 fn check(status: libc::c_int) -> io::Result<libc::c_int> {
@@ -594,11 +630,21 @@ mod tests {
     }
 
     #[test]
-    fn a_descriptor_passes_with_the_first_byte_and_a_plain_read_gets_the_bytes() {
+    fn descriptors_pass_with_the_first_byte_in_order_and_a_plain_read_gets_the_bytes() {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsFd;
         let (ours, theirs) = UnixStream::pair().unwrap();
         let memory = Memory::create().unwrap();
-        send_with_fd(&ours, b"hello", memory.fd()).unwrap();
-        let fd = peek_fd(&theirs).unwrap().expect("a descriptor");
+        let content = sealed_copy(b"library bytes", c"libx.so").unwrap();
+        send_with_fds(&ours, b"hello", &[content.as_fd(), memory.fd()]).unwrap();
+        let [content, fd]: [OwnedFd; 2] = peek_fds(&theirs).unwrap().try_into().unwrap();
+        let mut content = std::fs::File::from(content);
+        let mut read = Vec::new();
+        content.seek(std::io::SeekFrom::Start(0)).unwrap();
+        content.read_to_end(&mut read).unwrap();
+        assert_eq!(read, b"library bytes");
+        // Sealed: nobody writes into the library's bytes.
+        assert!(content.write_all(b"x").is_err());
         let mapped = Memory::map(fd).unwrap();
         memory.word(64).store(7, Ordering::SeqCst);
         assert_eq!(mapped.word(64).load(Ordering::SeqCst), 7);

@@ -19,6 +19,7 @@ use super::wire::{
     self, CHILD_FD, Edit, FD_VARIABLE, Frame, Header, HookRequest, HookResult, Outbox, ReadError,
     RouteSpec,
 };
+use crate::error::{Error, ErrorKind};
 use crate::hook::{ConnectVerdict, Connection, ConnectionStats, HeaderEdit, RequestVerdict};
 use crate::limits::{WORKER_QUEUE, WORKER_THREADS};
 use crate::plugin::{Factory, HookAnswer, HookCall, Instance, Lease, LoadOptions};
@@ -29,10 +30,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The library a worker loads (set by the host when it starts one).
+/// The library a worker loads (set by the host when it starts one): the plugin's file, which
+/// messages name.
 pub(crate) const LIBRARY_VARIABLE: &str = "PLUGLET_WORKER_LIBRARY";
-/// The plugin's own file, which the library is a private copy of: what messages name.
-pub(crate) const FILE_VARIABLE: &str = "PLUGLET_WORKER_FILE";
+/// Set to `1` when the library's content comes with `hello` (a sealed memory file attached to
+/// its first byte, before the shared memory's), rather than from its file.
+pub(crate) const CONTENT_VARIABLE: &str = "PLUGLET_WORKER_CONTENT";
 /// The SHA-256 the library must have.
 pub(crate) const SHA256_VARIABLE: &str = "PLUGLET_WORKER_SHA256";
 /// Set to `1` when insecure permissions are allowed.
@@ -68,7 +71,7 @@ pub fn worker_main() {
     // Bare: the host logs them, with the time, the level and the plugin's names.
     crate::ffi::bare_crash_lines();
     crate::install_crash_report();
-    let file = std::env::var_os(FILE_VARIABLE).unwrap_or_else(|| library.clone());
+    let attached = std::env::var_os(CONTENT_VARIABLE).is_some();
     let options = LoadOptions {
         sha256: std::env::var(SHA256_VARIABLE).ok(),
         allow_insecure_permissions: std::env::var_os(INSECURE_VARIABLE).is_some(),
@@ -76,7 +79,7 @@ pub fn worker_main() {
     // What the plugin starts must neither become a worker nor inherit the socket.
     for variable in [
         LIBRARY_VARIABLE,
-        FILE_VARIABLE,
+        CONTENT_VARIABLE,
         SHA256_VARIABLE,
         INSECURE_VARIABLE,
         FD_VARIABLE,
@@ -97,8 +100,8 @@ pub fn worker_main() {
     // (and said so in `FD_VARIABLE`), open as just checked; nothing else in this process owns
     // that descriptor, which is now closed on exec.
     let socket = unsafe { UnixStream::from_raw_fd(CHILD_FD) };
-    let library = (std::path::Path::new(&library), std::path::Path::new(&file));
-    let code = match serve(socket, library, &options) {
+    let library = std::path::Path::new(&library);
+    let code = match serve(socket, library, attached, &options) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("plugin worker: {e}");
@@ -146,16 +149,26 @@ impl Writer {
     }
 }
 
-/// Serves the plugin of `library`: the private copy to load, and the plugin's file it is a copy
-/// of, which messages name.
+/// Serves the plugin of `library`, its file; its content comes with `hello` if `attached`.
 fn serve(
     socket: UnixStream,
-    (library, file): (&std::path::Path, &std::path::Path),
+    library: &std::path::Path,
+    attached: bool,
     options: &LoadOptions,
 ) -> Result<(), String> {
-    // The shared memory the host offers comes with `hello`'s first byte.
+    // The library's content, when the host hands it, and the shared memory it offers come with
+    // `hello`'s first byte, in this order.
     #[cfg(target_os = "linux")]
-    let memory = ring::peek_fd(&socket).ok().flatten();
+    let (content, memory) = {
+        let mut fds = ring::peek_fds(&socket).unwrap_or_default().into_iter();
+        let content = if attached { fds.next() } else { None };
+        (content, fds.next())
+    };
+    #[cfg(not(target_os = "linux"))]
+    let content: Option<std::os::fd::OwnedFd> = {
+        let _ = attached;
+        None
+    };
     // Calls that arrive together are read with one system call.
     let reader = socket.try_clone().map_err(|e| e.to_string())?;
     let mut reader = std::io::BufReader::with_capacity(64 << 10, reader);
@@ -206,22 +219,32 @@ fn serve(
         writer.flush();
         error
     };
-    // Named by the plugin's file, not by the private copy.
-    let factory = Factory::load_with(library, options)
-        .map_err(|e| refuse(e.with_file(Some(file)).to_string()))?;
+    let factory = match (attached, content) {
+        (false, _) => Factory::load_with(library, options),
+        (true, Some(content)) => read_content(content)
+            .map_err(|source| Error::new(ErrorKind::Unreadable { source }).with_file(Some(library)))
+            .and_then(|bytes| Factory::load_content(library, bytes, options)),
+        (true, None) => {
+            return Err(refuse(format!(
+                "{}: the host did not hand over the library's content with hello",
+                library.display()
+            )));
+        }
+    }
+    .map_err(|e| refuse(e.to_string()))?;
     let name = if instance_name.is_empty() {
         factory.name().to_owned()
     } else {
         instance_name
     };
     // From now on any fatal signal, even one sent with `kill`, names this plugin.
-    crate::ffi::describe_worker(&name, file);
+    crate::ffi::describe_worker(&name, library);
     // The host tags this process's lines with the plugin's name from this message on: those
     // `create` logs, and a crash line, come before `welcome`. Its output lines, which the host
     // reads from pipes apart from this socket, wait there until it has read this message.
     let loaded = Header::Log {
         level: plugin_api::abi::PLUGIN_LOG_DEBUG,
-        message: format!("worker: loaded {}", file.display()),
+        message: format!("worker: loaded {}", library.display()),
         plugin: Some(factory.name().to_owned()),
     };
     writer.send(&loaded, b"").map_err(|e| e.to_string())?;
@@ -289,6 +312,17 @@ fn serve(
 
 /// Ends the worker when the connection ended on a thread other than the first (which returns
 /// to [`worker_main`] instead), with the same status.
+/// The bytes of the library's content the host handed over (a sealed memory file), read from
+/// its start: the host's descriptor and this one share an offset, which writing left at the end.
+fn read_content(content: std::os::fd::OwnedFd) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::from(content);
+    let size = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
+    let mut bytes = vec![0; size];
+    file.read_exact_at(&mut bytes, 0)?;
+    Ok(bytes)
+}
+
 fn end(result: Result<(), String>) -> ! {
     if let Err(e) = &result {
         eprintln!("plugin worker: {e}");
