@@ -676,14 +676,14 @@ fn an_isolated_library_restarts_the_bytes_it_was_loaded_from_and_a_reload_lifts_
     // A second crash within the minute quarantines it; its changed file does not release it...
     kill_child(&host.served, "version");
     wait_for_state(&host.served, "version", "quarantined");
-    assert!(
-        host.log().contains(
-            "so it is quarantined: its routes answer 503 until a reload replaces it (SIGHUP, or \
-             serve --watch, once its file or its entry changed) or the host restarts"
-        ),
-        "{}",
-        host.log()
-    );
+    // The log, read from the host's standard error, may come a moment after `/healthz` says so.
+    let said = "so it is quarantined: its routes answer 503 until a reload replaces it (SIGHUP, \
+                or serve --watch, once its file or its entry changed) or the host restarts";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !host.log().contains(said) {
+        assert!(Instant::now() < deadline, "{}", host.log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
     std::thread::sleep(Duration::from_millis(300));
     let response = http(host.served.addr, "GET", "/version", b"");
     assert_eq!(response.status, 503, "{}", response.text());
