@@ -420,12 +420,15 @@ fn replace_file(path: &Path, text: &str) {
     std::fs::rename(&staged, path).unwrap();
 }
 
-#[test]
-fn reloads_under_load_drop_no_request_and_tear_no_body() {
-    let dir = scratch("reload-load");
+/// Runs `rounds` reloads that each write the other build over the library of a `version`
+/// entry (with the lines `extra`), while 4 client threads send `GET /version`, waiting `pause`
+/// after each; asserts that every answer was 200 and whole, from one build or the other, and
+/// that both builds answered.
+fn reload_under_load(test: &str, extra: &str, rounds: usize, pause: Duration) {
+    let dir = scratch(test);
     let library = dir.join("libversion.so");
     std::fs::copy(build('a'), &library).unwrap();
-    let host = Host::start(&dir, &table(&library, "version", ""), &[]);
+    let host = Host::start(&dir, &table(&library, "version", extra), &[]);
     let addr = host.served.addr;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
@@ -441,12 +444,12 @@ fn reloads_under_load_drop_no_request_and_tear_no_body() {
             })
         })
         .collect();
-    for round in 0..5 {
+    for round in 0..rounds {
         let mark = if round % 2 == 0 { 'b' } else { 'a' };
         overwrite(&library, &std::fs::read(build(mark)).unwrap());
         let line = host.hangup();
         assert!(line.contains("replaced version"), "{line}");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(pause);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let seen: Vec<(u16, Option<char>)> = clients
@@ -469,6 +472,11 @@ fn reloads_under_load_drop_no_request_and_tear_no_body() {
             "no answer from build {mark}"
         );
     }
+}
+
+#[test]
+fn reloads_under_load_drop_no_request_and_tear_no_body() {
+    reload_under_load("reload-load", "", 5, Duration::from_millis(50));
 }
 
 /// `entry` as a configuration file would give it, at `line` of `file`.
@@ -897,49 +905,13 @@ fn a_kept_alive_connection_gets_whole_answers_across_reloads() {
 
 #[test]
 fn an_isolated_plugin_reloaded_under_load_fails_no_request() {
-    let dir = scratch("reload-isolated-load");
-    let library = dir.join("libversion.so");
-    std::fs::copy(build('a'), &library).unwrap();
-    let text = table(&library, "version", "isolation = \"process\"");
-    let host = Host::start(&dir, &text, &[]);
-    let addr = host.served.addr;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut seen = Vec::new();
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let response = http(addr, "GET", "/version", b"");
-                    seen.push((response.status, version_of(&response.body)));
-                }
-                seen
-            })
-        })
-        .collect();
-    for round in 0..4 {
-        let mark = if round % 2 == 0 { 'b' } else { 'a' };
-        overwrite(&library, &std::fs::read(build(mark)).unwrap());
-        let line = host.hangup();
-        assert!(line.contains("replaced version"), "{line}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let seen: Vec<(u16, Option<char>)> = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
-    let bad: Vec<_> = seen
-        .iter()
-        .filter(|(status, body)| *status != 200 || body.is_none())
-        .collect();
-    assert!(bad.is_empty(), "{} of {}: {bad:?}", bad.len(), seen.len());
-    for mark in ['a', 'b'] {
-        assert!(
-            seen.iter().any(|(_, body)| *body == Some(mark)),
-            "no {mark}"
-        );
-    }
+    let isolated = "isolation = \"process\"";
+    reload_under_load(
+        "reload-isolated-load",
+        isolated,
+        4,
+        Duration::from_millis(100),
+    );
 }
 
 /// The value of the sample `series` (name and labels, as the text format writes them) in the

@@ -1,21 +1,16 @@
 //! The router as a `tower::Service`: called directly, and mounted in an axum application.
 
-use crate::util::{entry, http, samples};
+use crate::util::{entry, faulty, http, samples};
 use plugin_host::server::PluginService;
 use serde_json::json;
 use tower::ServiceExt;
 
 fn service() -> (plugin_host::Registry, PluginService) {
     let s = samples();
-    let registry = plugin_host::config::deploy(
-        &[
-            entry(&s.hello, "hello", json!({})),
-            entry(&s.greeter, "greeter", json!({})),
-        ],
-        false,
-    )
-    .unwrap();
-    registry.start_all().unwrap_or_else(|e| panic!("{e}"));
+    let registry = started(&[
+        entry(&s.hello, "hello", json!({})),
+        entry(&s.greeter, "greeter", json!({})),
+    ]);
     let service = PluginService::new(registry.router().unwrap());
     (registry, service)
 }
@@ -66,24 +61,21 @@ fn an_axum_application_mounts_the_plugin_routes_under_a_prefix() {
     registry.stop_all().unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// The started registry of `entries`.
+fn started(entries: &[plugin_host::config::PluginEntry]) -> plugin_host::Registry {
+    let registry = plugin_host::config::deploy(entries, false).unwrap();
+    registry.start_all().unwrap_or_else(|e| panic!("{e}"));
+    registry
+}
+
 /// A router replaced while a request runs on it: new requests get the new router at once, the
 /// running one finishes on the old, and the old router drains only then; its plugins stop once
 /// it is dropped.
 #[test]
 fn a_replaced_router_serves_new_requests_and_drains_the_running_ones() {
     let s = samples();
-    let old = plugin_host::config::deploy(
-        &[entry(
-            crate::util::faulty(),
-            "sleepy",
-            json!({"path": "/x"}),
-        )],
-        false,
-    )
-    .unwrap();
-    old.start_all().unwrap_or_else(|e| panic!("{e}"));
-    let new = plugin_host::config::deploy(&[entry(&s.hello, "hello", json!({}))], false).unwrap();
-    new.start_all().unwrap_or_else(|e| panic!("{e}"));
+    let old = started(&[entry(faulty(), "sleepy", json!({"path": "/x"}))]);
+    let new = started(&[entry(&s.hello, "hello", json!({}))]);
     let service = PluginService::new(old.router().unwrap());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let get = |target: &str| {
@@ -132,16 +124,7 @@ fn a_replaced_router_serves_new_requests_and_drains_the_running_ones() {
 /// A retired router that a request holds past the drain's limit: `drain` says so, and lets go.
 #[test]
 fn a_drain_gives_up_at_its_limit() {
-    let old = plugin_host::config::deploy(
-        &[entry(
-            crate::util::faulty(),
-            "sleepy",
-            json!({"path": "/x"}),
-        )],
-        false,
-    )
-    .unwrap();
-    old.start_all().unwrap_or_else(|e| panic!("{e}"));
+    let old = started(&[entry(faulty(), "sleepy", json!({"path": "/x"}))]);
     let service = PluginService::new(old.router().unwrap());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let request = http::Request::get("/x/sleep?ms=600")
