@@ -73,7 +73,7 @@ for key, value in counts.items():
     print(key, value)
 PY
 load=$!
-pids+=($load)
+pids+=("$load")
 
 sleep 1
 reported() { grep -c -e 'reload: ' -e 'reload failed: ' "$dir/host.log" || true; }
