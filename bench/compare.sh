@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every comparison of the README's performance table, in one run, interleaved: each round
 # measures every figure once, for a few seconds, in an order that reverses from one round to
-# the next (A, B, ..., then ..., B, A), so that each pair is measured minutes apart at most
-# and a drift of the machine falls on both sides. Round 0 warms up (caches, CPU frequency, the
+# the next (A, B, ..., then ..., B, A), so that the two sides of a comparison are measured
+# seconds apart and a drift of the machine falls on both. Round 0 warms up (caches, CPU frequency, the
 # servers' first connections) and is left out. Per comparison, it prints the medians of each
 # side and the median of the per-round ratios with their range (bench/compare.py), and writes
 # that table to a file, the one the README's performance section shows.
@@ -81,9 +81,11 @@ criterion() {
   shift 2
   home=$(mktemp -d -p "$work")
   export CRITERION_HOME=$home # this runs in a subshell: $(criterion ...)
-  "$@" "$exe" --bench --warm-up-time 1 --measurement-time "$seconds" --noplot "^$id" \
-    >"$work/criterion.log" 2>&1 || { cat "$work/criterion.log" >&2; return 1; }
-  python3 bench/compare.py criterion "$home"
+  if ! "$@" "$exe" --bench --warm-up-time 1 --measurement-time "$seconds" --noplot "^$id" \
+    >"$work/criterion.log" 2>&1 || ! python3 bench/compare.py criterion "$home"; then
+    cat "$work/criterion.log" >&2
+    return 1
+  fi
 }
 # descendants PID: the processes below PID, at any depth (an isolated worker runs two levels
 # below its host, in a PID namespace of its own).
