@@ -20,14 +20,17 @@
 #   it calls on core 1 (across_cores, below); and the start-up of both, on core 0.
 # Criterion's figure is its median time per iteration (the median of its samples' means).
 #
-# Usage: bench/compare.sh [rounds, default 6] [seconds per figure, default 3]
+# On a shared machine, more rounds hold better than longer ones: other load comes in bursts of
+# seconds, and a median over many rounds leaves the rounds it hit aside.
+#
+# Usage: bench/compare.sh [rounds, default 8] [seconds per figure, default 2]
 #                         [table, default $CARGO_TARGET_DIR/bench-results.md]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-rounds=${1:-6}
-seconds=${2:-3}
+rounds=${1:-8}
+seconds=${2:-2}
 table=${3:-$target/bench-results.md}
 connections=64
 need_wrk
@@ -139,7 +142,7 @@ measure() {
       record "$round" goplugin_p99 "$p99"
       value=$p50 ;;
     goplugin_start)
-      line=$("${server_cpu[@]}" "$target/goplugin-echo" -starts 5 -seconds 0)
+      line=$("${server_cpu[@]}" "$target/goplugin-echo" -starts 20 -seconds 0)
       value=$(awk -F= '{ printf "%.0f\n", $2 * 1e6 }' <<<"$line") ;;
   esac
   record "$round" "$step" "$value"
