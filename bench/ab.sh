@@ -10,32 +10,17 @@
 set -euo pipefail
 [ $# -ge 3 ] || { sed -n '2,9p' "$0"; exit 2; }
 a=$1 b=$2 config=$3 path=${4:-/c/hello} rounds=${5:-8} seconds=${6:-5}
-command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
-
-# With two or more cores, the servers share core 0 and wrk runs alone on core 1.
-server_cpu=() client_cpu=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  server_cpu=(taskset -c 0) client_cpu=(taskset -c 1)
-fi
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-"${server_cpu[@]}" "$a" serve --config "$config" --listen 127.0.0.1:18171 --log-level warn >/dev/null 2>&1 &
-pids+=($!)
-"${server_cpu[@]}" "$b" serve --config "$config" --listen 127.0.0.1:18172 --log-level warn >/dev/null 2>&1 &
-pids+=($!)
-for port in 18171 18172; do
-  for _ in $(seq 50); do
-    curl -sf "http://127.0.0.1:$port$path" >/dev/null && break
-    sleep 0.1
-  done
-  curl -sf "http://127.0.0.1:$port$path" >/dev/null || { echo "plugin-host on $port does not answer $path"; exit 1; }
-done
-rps() {
-  "${client_cpu[@]}" wrk -t1 -c64 -d"${seconds}s" "http://127.0.0.1:$1$path" | awk '/Requests\/sec/ { print $2 }'
-}
+connections=64
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+need_wrk
+# The servers share core 0 and wrk runs alone on core 1 (see lib.sh).
+start_server "$a" serve --config "$config" --listen 127.0.0.1:18171 --log-level warn 2>/dev/null
+start_server "$b" serve --config "$config" --listen 127.0.0.1:18172 --log-level warn 2>/dev/null
+for port in 18171 18172; do wait_for "$port" "$path"; done
 ratios=()
 for round in $(seq "$rounds"); do
-  if ((round % 2)); then ra=$(rps 18171); rb=$(rps 18172); else rb=$(rps 18172); ra=$(rps 18171); fi
+  if ((round % 2)); then ra=$(rps 18171 "$path"); rb=$(rps 18172 "$path"); else rb=$(rps 18172 "$path"); ra=$(rps 18171 "$path"); fi
   ratio=$(awk -v a="$ra" -v b="$rb" 'BEGIN { printf "%.3f", b / a }')
   ratios+=("$ratio")
   echo "round $round: A $ra req/s, B $rb req/s, B/A $ratio"

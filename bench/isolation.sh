@@ -7,49 +7,29 @@
 # Usage: bench/isolation.sh [seconds per run, default 5] [connections, default 64] [rounds, default 4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 seconds=${1:-5}
 connections=${2:-64}
 rounds=${3:-4}
-command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
-
-cargo build --release -q -p pluglet-host --bin plugin-host
-dir=target/bench-isolation
-config=$(cargo run --release -q -p sample-plugins --bin stage-samples -- "$dir")
-greeter="$dir/$(basename "$(grep -o '"lib[^"]*greeter[^"]*"' "$config" | tr -d '"')")"
-printf '[[plugin]]\npath = "%s"\n' "$PWD/$greeter" >"$dir/in-process.toml"
-printf '[[plugin]]\npath = "%s"\nisolation = "process"\n' "$PWD/$greeter" >"$dir/isolated.toml"
-
-# With two or more cores, the servers (and the worker) share core 0 and wrk runs alone on core 1.
-server_cpu=() client_cpu=()
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  server_cpu=(taskset -c 0) client_cpu=(taskset -c 1)
-fi
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-"${server_cpu[@]}" target/release/plugin-host serve --config "$dir/in-process.toml" --listen 127.0.0.1:18191 --log-level warn >/dev/null &
-pids+=($!)
-"${server_cpu[@]}" target/release/plugin-host serve --config "$dir/isolated.toml" --listen 127.0.0.1:18192 --log-level warn >/dev/null &
-pids+=($!)
-for port in 18191 18192; do
-  for _ in $(seq 50); do
-    curl -sf "http://127.0.0.1:$port/c/hello" >/dev/null && break
-    sleep 0.1
-  done
-  [ "$(curl -s "http://127.0.0.1:$port/c/hello")" = "hello from C" ] || { echo "plugin-host on $port is not serving"; exit 1; }
-done
-rps() {
-  "${client_cpu[@]}" wrk -t1 -c"$connections" -d"${seconds}s" "http://127.0.0.1:$1/c/hello" |
-    awk '/Requests\/sec/ { print $2 }'
-}
-for port in 18191 18192; do wrk -t1 -c"$connections" -d2s "http://127.0.0.1:$port/c/hello" >/dev/null; done
+need_wrk
+greeter_configs target/bench-isolation
+# The servers and the worker share one core, the load generator has the other (see lib.sh).
+start_server "$target/release/plugin-host" serve --config "$config" --listen 127.0.0.1:18191 --log-level warn
+start_server "$target/release/plugin-host" serve --config "$isolated" --listen 127.0.0.1:18192 --log-level warn
+for port in 18191 18192; do wait_for "$port" /c/hello "hello from C"; done
+for port in 18191 18192; do rps "$port" /c/hello 2 >/dev/null; done
 results=()
 for round in $(seq "$rounds"); do
-  if [ $((round % 2)) -eq 1 ]; then i=$(rps 18191); o=$(rps 18192); else o=$(rps 18192); i=$(rps 18191); fi
+  if [ $((round % 2)) -eq 1 ]; then
+    i=$(rps 18191 /c/hello); o=$(rps 18192 /c/hello)
+  else
+    o=$(rps 18192 /c/hello); i=$(rps 18191 /c/hello)
+  fi
   echo "round $round: in-process $i req/s, isolated $o req/s"
   results+=("$i $o")
 done
-median=$(printf '%s\n' "${results[@]}" | awk '{ printf "%.4f\n", $2 / $1 }' | sort -n |
-  awk '{ r[NR] = $1 } END { print (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }')
+median=$(printf '%s\n' "${results[@]}" | awk '{ printf "%.4f\n", $2 / $1 }' | median)
 printf '%s\n' "${results[@]}" | awk -v c="$connections" -v s="$seconds" -v median="$median" '
   { i += $1; o += $2 }
   END {

@@ -73,7 +73,7 @@ for key, value in counts.items():
     print(key, value)
 PY
 load=$!
-pids+=($load)
+pids+=("$load")
 
 sleep 1
 # The outcome lines only: ` reload: ... started=N`, or ` reload failed: ...` (the WARN lines of a
