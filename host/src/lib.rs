@@ -25,6 +25,7 @@ pub mod config;
 mod deploy;
 mod error;
 mod ffi;
+mod gate;
 mod hook;
 mod inspect;
 pub mod limits;

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, ErrorKind, PluginText};
 use crate::ffi::{Descriptor, RawInstance, RouteDef};
+use crate::gate::{self, Gate};
 use crate::hook::{
     ConnectVerdict, Connection, ConnectionStats, HookScope, HookSet, RequestVerdict, ResponseEdit,
 };
@@ -342,45 +343,6 @@ impl Routes {
     }
 }
 
-/// The admission word of one route: how many of its calls are running, and whether the route
-/// is closed. Entering and leaving cost one atomic add each; closing sets the top bit, so a
-/// call either entered before the route closed (and is counted) or sees it closed (and never
-/// reaches the plugin). That is how an instance is stopped while routers still hold it, without
-/// ever stopping it under a running handler.
-#[derive(Default)]
-struct Gate(AtomicUsize);
-
-const CLOSED: usize = 1 << (usize::BITS - 1);
-
-impl Gate {
-    /// Counts a call in, unless the route is closed.
-    fn enter(&self) -> Option<GateGuard<'_>> {
-        // Acquire: pairs with `close`, so a call that enters sees everything before it.
-        if self.0.fetch_add(1, Ordering::Acquire) & CLOSED == 0 {
-            Some(GateGuard(self))
-        } else {
-            self.0.fetch_sub(1, Ordering::Release);
-            None
-        }
-    }
-
-    /// Closes the route for new calls and returns how many were running.
-    fn close(&self) -> usize {
-        // AcqRel: the calls that left before happen-before whatever follows (`stop`).
-        self.0.fetch_or(CLOSED, Ordering::AcqRel) & !CLOSED
-    }
-}
-
-/// A call counted in by [`Gate::enter`]; counts it out when dropped.
-struct GateGuard<'g>(&'g Gate);
-
-impl Drop for GateGuard<'_> {
-    fn drop(&mut self) {
-        // Release: the call's effects happen-before a `close` that sees it gone.
-        self.0.0.fetch_sub(1, Ordering::Release);
-    }
-}
-
 impl Instance {
     /// Whether `other` is this very instance (a clone of it), not merely one of the same name.
     pub(crate) fn same(&self, other: &Instance) -> bool {
@@ -580,7 +542,7 @@ impl Instance {
         // either: leases require `Started`), and the state was `Created`, so it never started.
         let (specs, defs) = unsafe { self.inner.backend.start() }?;
         // One more than the routes: the gate of the hooks.
-        let gates = (0..=specs.len()).map(|_| Gate::default()).collect();
+        let gates = (0..=specs.len()).map(|_| Gate::new()).collect();
         let routes = Routes {
             specs: specs.into(),
             defs: defs.into(),
@@ -634,8 +596,7 @@ impl Instance {
                 .iter()
                 .map(|def| format!("{} {}", def.method, def.path))
                 .chain(["its hooks".to_owned()])
-                .zip(routes.gates.iter())
-                .map(|(call, gate)| (call, gate.close()))
+                .zip(gate::close(&routes.gates))
                 .filter(|(_, running)| *running > 0)
                 .collect();
             if let Backend::Process(remote) = &self.inner.backend {
@@ -685,7 +646,7 @@ impl Instance {
         let routes = self.inner.routes.get().cloned().unwrap_or_else(|| Routes {
             specs: Arc::new([]),
             defs: Arc::new([]),
-            gates: Arc::new([Gate::default()]),
+            gates: Arc::new([Gate::new()]),
         });
         Ok(Lease {
             routes,
@@ -810,7 +771,7 @@ impl Lease {
         };
         let sent = self.admit().and_then(|()| {
             let entered = self.routes.gates[route]
-                .enter()
+                .enter_counted()
                 .ok_or_else(|| self.instance.error(ErrorKind::Closed))?;
             let params = decoded(&self.instance, params)?;
             Ok((entered, remote.call(route, request, &params, deadline)))
@@ -877,7 +838,7 @@ impl Lease {
             let entered = self
                 .routes
                 .hook_gate()
-                .enter()
+                .enter_counted()
                 .ok_or_else(|| self.instance.error(ErrorKind::Closed))?;
             Ok((entered, remote_hook(remote, call, deadline)))
         });

@@ -40,12 +40,12 @@ impl HookTarget {
     }
 }
 
-/// How the steps of an exchange run (see [`Router::exchange`]): synchronously, for
-/// [`Router::dispatch`], or as an HTTP server runs them (inline, on the blocking pool, or
-/// awaited from a child process, each with its deadline).
+/// How the steps of an exchange run when one of them may have to wait (see
+/// [`Router::exchange`]): as an HTTP server runs them, on the blocking pool or awaited from a
+/// child process, each with its deadline.
 pub(crate) trait Steps {
-    /// What ends an exchange at once, passing no further hook: an error, or a server's answer
-    /// about a failed hook.
+    /// What ends an exchange at once, passing no further hook: a server's answer about a
+    /// failed hook.
     type Stop;
 
     /// Calls a hook of the instance of hook target number `index` (see
@@ -61,6 +61,96 @@ pub(crate) trait Steps {
 
     /// The stop of a hook whose answer the host cannot apply.
     fn stop(&self, error: Error) -> Self::Stop;
+}
+
+/// How the steps of an exchange run when each is a call that returns its answer on this
+/// thread (see [`Router::exchange_now`]): for [`Router::dispatch`], and for an HTTP server's
+/// exchange that runs inline or as one job on the blocking pool. The same as [`Steps`], without
+/// a future: a chain of in-process hooks costs its calls and nothing else.
+pub(crate) trait StepsNow {
+    /// What ends an exchange at once, passing no further hook: an error, or a server's answer
+    /// about a failed hook.
+    type Stop;
+
+    /// Calls a hook of the instance of hook target number `index` (see
+    /// [`Router::hook_target`]).
+    fn hook(&self, index: usize, call: HookCall<'_, '_>) -> Result<HookAnswer, Self::Stop>;
+
+    /// Answers the request with its route (or, for a server, a 404 or 405).
+    fn route(&self, request: &Request<'_>) -> Result<Response, Self::Stop>;
+
+    /// The stop of a hook whose answer the host cannot apply.
+    fn stop(&self, error: Error) -> Self::Stop;
+}
+
+/// The body of [`Router::exchange`] and [`Router::exchange_now`], written once: `$step` is
+/// `awaited` or `returned`, which say how a step's answer is had.
+macro_rules! exchange {
+    ($router:expr, $steps:expr, $request:expr, $step:ident) => {{
+        let (router, steps, request) = ($router, $steps, $request);
+        let mut edited: Option<http::HeaderMap> = None;
+        let mut passed = router.hooks.len();
+        let mut answered = None;
+        for (index, target) in router.hooks.iter().enumerate() {
+            if !target.sees(request.path) || !router.hook_lease(target).hooks().on_request {
+                continue;
+            }
+            let view = edited.as_ref().map(|headers| request.with_headers(headers));
+            let current = view.as_ref().unwrap_or(request);
+            let HookAnswer::Request(verdict) =
+                $step!(steps.hook(index, HookCall::Request(current)))?
+            else {
+                unreachable!("an on_request call is answered by a request verdict")
+            };
+            match verdict {
+                RequestVerdict::Continue(edits) if edits.is_empty() => {}
+                RequestVerdict::Continue(edits) => {
+                    let headers = edited.get_or_insert_with(|| request.header_map());
+                    for edit in edits {
+                        edit.apply(headers)
+                            .map_err(|e| steps.stop(router.hook_error(target, "on_request", e)))?;
+                    }
+                }
+                RequestVerdict::Respond(response) => {
+                    answered = Some(*response);
+                    passed = index;
+                    break;
+                }
+            }
+        }
+        let view = edited.as_ref().map(|headers| request.with_headers(headers));
+        let current = view.as_ref().unwrap_or(request);
+        let mut response = match answered {
+            Some(response) => response,
+            None => $step!(steps.route(current))?,
+        };
+        for (index, target) in router.hooks[..passed].iter().enumerate().rev() {
+            if !target.sees(request.path) || !router.hook_lease(target).hooks().on_response {
+                continue;
+            }
+            let call = HookCall::Response(current, &response);
+            let HookAnswer::Response(edit) = $step!(steps.hook(index, call))? else {
+                unreachable!("an on_response call is answered by a response edit")
+            };
+            edit.apply(&mut response)
+                .map_err(|e| steps.stop(router.hook_error(target, "on_response", e)))?;
+        }
+        Ok(response)
+    }};
+}
+
+/// A step of [`Router::exchange`]: its future, awaited.
+macro_rules! awaited {
+    ($step:expr) => {
+        $step.await
+    };
+}
+
+/// A step of [`Router::exchange_now`]: its answer, returned.
+macro_rules! returned {
+    ($step:expr) => {
+        $step
+    };
 }
 
 /// The methods served at one path pattern.
@@ -419,54 +509,16 @@ impl Router {
         steps: &S,
         request: &Request<'_>,
     ) -> Result<Response, S::Stop> {
-        let mut edited: Option<http::HeaderMap> = None;
-        let mut passed = self.hooks.len();
-        let mut answered = None;
-        for (index, target) in self.hooks.iter().enumerate() {
-            if !target.sees(request.path) || !self.hook_lease(target).hooks().on_request {
-                continue;
-            }
-            let view = edited.as_ref().map(|headers| request.with_headers(headers));
-            let current = view.as_ref().unwrap_or(request);
-            let HookAnswer::Request(verdict) =
-                steps.hook(index, HookCall::Request(current)).await?
-            else {
-                unreachable!("an on_request call is answered by a request verdict")
-            };
-            match verdict {
-                RequestVerdict::Continue(edits) if edits.is_empty() => {}
-                RequestVerdict::Continue(edits) => {
-                    let headers = edited.get_or_insert_with(|| request.header_map());
-                    for edit in edits {
-                        edit.apply(headers)
-                            .map_err(|e| steps.stop(self.hook_error(target, "on_request", e)))?;
-                    }
-                }
-                RequestVerdict::Respond(response) => {
-                    answered = Some(*response);
-                    passed = index;
-                    break;
-                }
-            }
-        }
-        let view = edited.as_ref().map(|headers| request.with_headers(headers));
-        let current = view.as_ref().unwrap_or(request);
-        let mut response = match answered {
-            Some(response) => response,
-            None => steps.route(current).await?,
-        };
-        for (index, target) in self.hooks[..passed].iter().enumerate().rev() {
-            if !target.sees(request.path) || !self.hook_lease(target).hooks().on_response {
-                continue;
-            }
-            let call = HookCall::Response(current, &response);
-            let HookAnswer::Response(edit) = steps.hook(index, call).await? else {
-                unreachable!("an on_response call is answered by a response edit")
-            };
-            edit.apply(&mut response)
-                .map_err(|e| steps.stop(self.hook_error(target, "on_response", e)))?;
-        }
-        Ok(response)
+        exchange!(self, steps, request, awaited)
+    }
+
+    /// [`exchange`](Self::exchange), with steps that each return their answer on this thread.
+    pub(crate) fn exchange_now<S: StepsNow>(
+        &self,
+        steps: &S,
+        request: &Request<'_>,
+    ) -> Result<Response, S::Stop> {
+        exchange!(self, steps, request, returned)
     }
 
     /// The error of a hook of `target` whose answer cannot be applied.
@@ -585,11 +637,8 @@ impl Router {
     fn dispatch_normalized(&self, request: &Request<'_>) -> Result<Response, Error> {
         if self.hooks_see(request.path) {
             // Every step of `Direct` is a call that returns (a plugin in a child process is
-            // waited for within its deadline), so the exchange completes on its first poll.
-            let steps = Direct(self);
-            let exchange = std::pin::pin!(self.exchange(&steps, request));
-            return crate::block::on(exchange, None)
-                .expect("an exchange without a deadline completes");
+            // waited for within its deadline).
+            return self.exchange_now(&Direct(self), request);
         }
         self.route(request)
     }
@@ -626,14 +675,14 @@ impl Router {
 /// failed hook or a request without a route is an error.
 struct Direct<'r>(&'r Router);
 
-impl Steps for Direct<'_> {
+impl StepsNow for Direct<'_> {
     type Stop = Error;
 
-    async fn hook(&self, index: usize, call: HookCall<'_, '_>) -> Result<HookAnswer, Error> {
+    fn hook(&self, index: usize, call: HookCall<'_, '_>) -> Result<HookAnswer, Error> {
         self.0.hook_lease(self.0.hook_target(index)).hook(call)
     }
 
-    async fn route(&self, request: &Request<'_>) -> Result<Response, Error> {
+    fn route(&self, request: &Request<'_>) -> Result<Response, Error> {
         self.0.route(request)
     }
 

@@ -13,7 +13,7 @@ use crate::metrics::{Failure, METRICS_PATH, Metrics, RouteTable, Series};
 use crate::pacing::{Move, Pacing};
 use crate::plugin::{HookAnswer, HookCall, Instance, State};
 use crate::process::ChildState;
-use crate::router::{HookTarget, Lookup, RouteMatch, Router, Steps};
+use crate::router::{HookTarget, Lookup, RouteMatch, Router, Steps, StepsNow};
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
 use http::{Method, StatusCode, Version};
@@ -807,13 +807,11 @@ impl Serving {
             found,
             client_method,
             body,
-            inline: true,
             progress,
             answered_by: Answerer::default(),
         };
-        let exchange = std::pin::pin!(self.now.router.exchange(&steps, request));
-        // Every step is a call on this thread: the exchange completes on its first poll.
-        let answer = crate::block::on(exchange, None).expect("an exchange here completes");
+        // Every step is a call on this thread.
+        let answer = self.now.router.exchange_now(&steps, request);
         (
             answer.unwrap_or_else(|response| response),
             steps.answered_by.get(),
@@ -1000,7 +998,6 @@ impl Serving {
                     found: &found,
                     client_method,
                     body: &body,
-                    inline: false,
                     progress: None,
                     answered_by: Answerer::default(),
                 };
@@ -1497,19 +1494,18 @@ fn out_of_service(error: &Error) -> bool {
     )
 }
 
-/// The steps of an exchange served over HTTP (see `Router::exchange`): each hook call as
-/// [`PluginService::call_hook`] runs it, the route as [`PluginService::call_route`] does, and a
-/// request without a route answered 404 or 405, which the response hooks see.
+/// The steps of an exchange served over HTTP: as [`Steps`] (`Router::exchange`), each hook call
+/// as [`PluginService::call_hook`] runs it and the route as [`PluginService::call_route`] does;
+/// as [`StepsNow`] (`Router::exchange_now`), every call on this thread, the caller holding an
+/// inline slot for the whole exchange (see [`PluginService::exchange_inline`]) or running it on
+/// the blocking pool (see [`PluginService::exchange_pooled`]). A request without a route is
+/// answered 404 or 405, which the response hooks see.
 struct Served<'a, 'r, 'p> {
     service: &'a Serving,
     found: &'a Lookup<'r, 'p>,
     /// The method the client sent (a `HEAD` reaches a `GET` route as `GET`).
     client_method: &'a str,
     body: &'a Bytes,
-    /// Whether every call runs on this thread: the caller holds an inline slot for the whole
-    /// exchange (see [`PluginService::exchange_inline`]), or runs it on the blocking pool (see
-    /// [`PluginService::exchange_pooled`]).
-    inline: bool,
     /// On the blocking pool: where the job says which call it runs.
     progress: Option<&'a Progress>,
     /// The hook target whose plugin answered the request (it responded, or failed), if one
@@ -1540,28 +1536,40 @@ impl Answerer {
     }
 }
 
-impl Steps for Served<'_, '_, '_> {
-    type Stop = Response;
-
-    async fn hook(&self, index: usize, call: HookCall<'_, '_>) -> Result<HookAnswer, Response> {
-        let router = &self.service.now.router;
-        let target = router.hook_target(index);
-        let result = if self.inline {
-            if let Some(progress) = self.progress {
-                let instance = router.hook_lease(target).instance();
-                progress.enter(
-                    instance,
-                    Call::Hook(instance.name().to_owned(), call.name()),
-                )?;
-            }
-            self.service.hook_inline(target, call, self.progress)
-        } else {
-            self.service.call_hook(index, call, self.body).await
-        };
+impl Served<'_, '_, '_> {
+    /// Notes the hook target number `index` as the answerer if its hook failed or responded.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error is the client's answer, moved to it once; as the steps' errors"
+    )]
+    fn answered(
+        &self,
+        index: usize,
+        result: Result<HookAnswer, Response>,
+    ) -> Result<HookAnswer, Response> {
         if let Err(_) | Ok(HookAnswer::Request(RequestVerdict::Respond(_))) = &result {
             self.answered_by.set(index);
         }
         result
+    }
+
+    /// The answer without a route: 404 or 405.
+    fn unrouted(&self, request: &Request<'_>) -> Response {
+        match self.found {
+            Lookup::MethodNotAllowed(allowed) => {
+                not_allowed(self.client_method, request.path, allowed)
+            }
+            _ => not_found(request.path),
+        }
+    }
+}
+
+impl Steps for Served<'_, '_, '_> {
+    type Stop = Response;
+
+    async fn hook(&self, index: usize, call: HookCall<'_, '_>) -> Result<HookAnswer, Response> {
+        let result = self.service.call_hook(index, call, self.body).await;
+        self.answered(index, result)
     }
 
     fn stop(&self, error: Error) -> Response {
@@ -1570,7 +1578,36 @@ impl Steps for Served<'_, '_, '_> {
 
     async fn route(&self, request: &Request<'_>) -> Result<Response, Response> {
         Ok(match self.found {
-            Lookup::Found(route) if self.inline => {
+            Lookup::Found(route) => self.service.call_route(route, request, self.body).await,
+            _ => self.unrouted(request),
+        })
+    }
+}
+
+impl StepsNow for Served<'_, '_, '_> {
+    type Stop = Response;
+
+    fn hook(&self, index: usize, call: HookCall<'_, '_>) -> Result<HookAnswer, Response> {
+        let router = &self.service.now.router;
+        let target = router.hook_target(index);
+        if let Some(progress) = self.progress {
+            let instance = router.hook_lease(target).instance();
+            progress.enter(
+                instance,
+                Call::Hook(instance.name().to_owned(), call.name()),
+            )?;
+        }
+        let result = self.service.hook_inline(target, call, self.progress);
+        self.answered(index, result)
+    }
+
+    fn stop(&self, error: Error) -> Response {
+        failure(&error)
+    }
+
+    fn route(&self, request: &Request<'_>) -> Result<Response, Response> {
+        Ok(match self.found {
+            Lookup::Found(route) => {
                 if let Some(progress) = self.progress
                     && let Err(refused) =
                         progress.enter(route.instance(), Call::route(route, request.method))
@@ -1579,11 +1616,7 @@ impl Steps for Served<'_, '_, '_> {
                 }
                 self.service.call_inline(route, request, self.progress)
             }
-            Lookup::Found(route) => self.service.call_route(route, request, self.body).await,
-            Lookup::MethodNotAllowed(allowed) => {
-                not_allowed(self.client_method, request.path, allowed)
-            }
-            Lookup::NotFound => not_found(request.path),
+            _ => self.unrouted(request),
         })
     }
 }
