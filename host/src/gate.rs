@@ -127,6 +127,14 @@ const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
 #[cfg(target_os = "linux")]
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
+/// Makes this process's gates use a full fence on both sides, before any gate is made: for a
+/// plugin's worker process, whose calls each cost a message anyway, and which must start and
+/// stop fast: registering for `membarrier` waits for an RCU grace period (milliseconds), which
+/// every new worker would pay.
+pub(crate) fn symmetric_in_this_process() {
+    let _ = ASYMMETRIC.set(false);
+}
+
 /// Registers the process for `membarrier`'s private expedited command; whether it can use it.
 fn register() -> bool {
     #[cfg(target_os = "linux")]

@@ -105,9 +105,3 @@ pub const METRICS_CONNECTIONS: usize = 16;
 /// since a build or an editor writes a file in several steps, and one reload should take them
 /// all.
 pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
-
-/// The longest a thread spins while an answer from a child process is due, before it sleeps: 40
-/// µs. On virtual machines, waking a sleeping thread on another CPU costs tens of microseconds,
-/// while an answer through the shared memory of a child process takes a few; a spin this short
-/// bounds what a slow answer wastes. Only in processes that may run on more than one CPU.
-pub const SPIN: Duration = Duration::from_micros(40);

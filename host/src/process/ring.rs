@@ -26,7 +26,7 @@ pub(crate) const SLOT_SIZE: usize = 4096;
 /// The largest frame a slot carries; a larger one travels on the socket.
 pub(crate) const SLOT_FRAME: usize = SLOT_SIZE - SLOT_HEAD;
 /// The longest a consumer spins, while an answer is due, before it sleeps on the futex.
-pub(crate) const SPIN_MAX: Duration = crate::limits::SPIN;
+pub(crate) const SPIN_MAX: Duration = Duration::from_micros(40);
 /// The shortest spin the adaptive limit comes down to when answers keep coming after it.
 const SPIN_MIN: Duration = Duration::from_micros(2);
 const SLOT_HEAD: usize = 8;

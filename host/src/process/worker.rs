@@ -68,6 +68,7 @@ pub fn worker_main() {
         );
         std::process::exit(2);
     }
+    crate::gate::symmetric_in_this_process();
     // Bare: the host logs them, with the time, the level and the plugin's names.
     crate::ffi::bare_crash_lines();
     crate::install_crash_report();
