@@ -340,8 +340,9 @@ fn disconnect_thread(
                     return;
                 };
                 // The instances that admitted it and still serve: not one that a reload added
-                // since, nor one it replaced (stopping, or stopped).
-                let now = shared.current.load();
+                // since, nor one it replaced (stopping, or stopped). Held as a full reference,
+                // which a drain counts: the hooks run on it.
+                let now = shared.current.load_full();
                 for (_, lease) in now.router.connection_hooks() {
                     if lease.hooks().on_disconnect && deciders.contains(lease.instance()) {
                         lease.on_disconnect(&stats);

@@ -25,6 +25,18 @@ fn hooky_entry(tag: &str, extra: &str, config: &str) -> String {
     )
 }
 
+/// Asserts that `/healthz` answers 503, `degraded`, with `b` the one plugin poisoned.
+#[track_caller]
+fn assert_b_poisoned_in_health(served: &crate::util::Served) {
+    let health = get(served, "/healthz", &[]);
+    let body = health.json();
+    assert_eq!(
+        (health.status, &body["status"], &body["poisoned"]),
+        (503, &json!("degraded"), &json!(["b"])),
+        "{body}"
+    );
+}
+
 /// `hooky` three times, registered in the order `a`, `b`, `c`.
 fn abc() -> String {
     ["a", "b", "c"].map(|tag| hooky_entry(tag, "", "")).concat()
@@ -255,13 +267,7 @@ fn a_panicking_hook_is_500_then_its_plugin_is_out_of_service_and_health_degraded
             );
         }
         // New connections are served too: the health check says what is out of service.
-        let health = get(&served, "/healthz", &[]);
-        let body = health.json();
-        assert_eq!(
-            (health.status, &body["status"], &body["poisoned"]),
-            (503, &json!("degraded"), &json!(["b"])),
-            "{body}"
-        );
+        assert_b_poisoned_in_health(&served);
         let (_, log) = served.terminate_within(Duration::from_secs(10));
         assert!(log.contains(message), "no `{message}` in:\n{log}");
     }
@@ -658,13 +664,7 @@ fn a_connection_accepted_while_its_on_connect_plugin_is_out_of_service_answers_5
     assert_eq!(response.header("connection"), Some("close"), "{response:?}");
     client.assert_closed(Duration::from_secs(2));
     // A fresh connection is accepted all the same, and the health check says why.
-    let health = get(&served, "/healthz", &[]);
-    let body = health.json();
-    assert_eq!(
-        (health.status, &body["status"], &body["poisoned"]),
-        (503, &json!("degraded"), &json!(["b"])),
-        "{body}"
-    );
+    assert_b_poisoned_in_health(&served);
 }
 
 /// A router replaced under open keep-alive connections: one opened under other connection

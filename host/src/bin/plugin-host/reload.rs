@@ -12,7 +12,7 @@ use plugin_host::config::PluginEntry;
 use plugin_host::limits::WATCH_DEBOUNCE;
 use plugin_host::server::PluginService;
 use plugin_host::{Deployment, Error, ErrorKind};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -276,8 +276,9 @@ pub struct Watch {
     debouncer: Debouncer<RecommendedWatcher>,
     /// The folders watched.
     folders: BTreeSet<PathBuf>,
-    /// The files whose changes count, and the plugin folder, if any, any change in which does.
-    files: Arc<Mutex<(BTreeSet<PathBuf>, Option<PathBuf>)>>,
+    /// The files whose changes count, with what they were when last seen, and the plugin folder,
+    /// if any, a change of any file in which counts.
+    files: Arc<Mutex<Seen>>,
     /// The configuration file, or the plugin folder.
     source: PathBuf,
     folder: bool,
@@ -287,7 +288,7 @@ impl Watch {
     /// A watcher that asks `trigger` for a reload when a file it watches changes; it watches
     /// `source` once [`refresh`](Self::refresh)ed.
     pub fn new(source: &Source, trigger: Trigger) -> std::io::Result<Self> {
-        let files = Arc::new(Mutex::new((BTreeSet::new(), None)));
+        let files = Arc::new(Mutex::new((BTreeMap::new(), None)));
         let seen = Arc::clone(&files);
         let debouncer = new_debouncer(WATCH_DEBOUNCE, move |events: DebounceEventResult| {
             let events = match events {
@@ -297,14 +298,20 @@ impl Watch {
                     return;
                 }
             };
+            // The watcher reports reads too (a reload opens every file it compares): only a
+            // file that is not what it was when last seen counts.
             let relevant = {
-                let seen = seen.lock();
-                let (files, folder) = &*seen;
-                events.iter().any(|event| {
-                    files.contains(&event.path)
-                        || folder.as_deref() == event.path.parent()
-                        || folder.as_ref() == Some(&event.path)
-                })
+                let mut seen = seen.lock();
+                let (files, folder) = &mut *seen;
+                let mut changed = false;
+                for event in &events {
+                    let path = &event.path;
+                    if files.contains_key(path) || folder.as_deref() == path.parent() {
+                        let now = stamp(path);
+                        changed |= files.insert(path.clone(), now) != Some(now);
+                    }
+                }
+                changed
             };
             if relevant {
                 trigger.reload();
@@ -322,12 +329,13 @@ impl Watch {
 
     /// Watches the source and the files of `entries`, and no more.
     fn refresh<'a>(&mut self, entries: impl IntoIterator<Item = &'a PluginEntry>) {
-        let mut files = BTreeSet::new();
+        let mut files = BTreeMap::new();
         let mut add = |path: &Path| {
-            files.insert(absolute(path));
+            let path = absolute(path);
+            files.insert(path.clone(), stamp(&path));
             // A link's target changes without the link.
-            if let Ok(resolved) = std::fs::canonicalize(path) {
-                files.insert(resolved);
+            if let Ok(resolved) = std::fs::canonicalize(&path) {
+                files.insert(resolved.clone(), stamp(&resolved));
             }
         };
         if !self.folder {
@@ -338,11 +346,18 @@ impl Watch {
             add(file);
         }
         let mut folders: BTreeSet<PathBuf> = files
-            .iter()
+            .keys()
             .filter_map(|file| file.parent().map(Path::to_path_buf))
             .collect();
         if self.folder {
             folders.insert(self.source.clone());
+            let listed = std::fs::read_dir(&self.source)
+                .into_iter()
+                .flatten()
+                .flatten();
+            for entry in listed {
+                files.insert(entry.path(), stamp(&entry.path()));
+            }
         }
         let watcher = self.debouncer.watcher();
         for gone in self.folders.difference(&folders) {
@@ -361,6 +376,22 @@ impl Watch {
         self.folders = watched;
         *self.files.lock() = (files, self.folder.then(|| self.source.clone()));
     }
+}
+
+/// The watched files, with what each was when last seen, and the plugin folder, if any.
+type Seen = (BTreeMap<PathBuf, Option<Stamp>>, Option<PathBuf>);
+
+/// What a watched file is: its size, modification time and inode; `None` when it is missing.
+type Stamp = (u64, Option<std::time::SystemTime>, u64);
+
+/// The [`Stamp`] of `path` now.
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some((meta.len(), meta.modified().ok(), inode))
 }
 
 /// `path` made absolute, as the watcher reports paths.
